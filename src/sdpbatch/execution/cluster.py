@@ -1,0 +1,105 @@
+"""Where the Dask work runs: the one place that chooses the cluster.
+
+By default a ``LocalCluster`` of ``n_workers`` worker processes on loopback is started for the
+run and closed after it; with a scheduler address (argument, or ``$SDPBATCH_SCHEDULER``) an
+existing cluster of any size is used and left running.  ducc0 and BLAS inside each worker use
+``threads_per_worker`` threads so that the cores are not oversubscribed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from distributed import Client, LocalCluster
+
+LOG = logging.getLogger(__name__)
+SCHEDULER_ENV = "SDPBATCH_SCHEDULER"
+THREADS_ENV = "SDPBATCH_THREADS"
+
+
+def worker_threads() -> int:
+    """Threads that numerical code in this process may use (ducc0 ``nthreads``)."""
+    try:
+        return max(1, int(os.environ.get(THREADS_ENV, "1")))
+    except ValueError:
+        return 1
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    value = str(threads)
+    return {
+        THREADS_ENV: value,
+        "OMP_NUM_THREADS": value,
+        "OPENBLAS_NUM_THREADS": value,
+        "MKL_NUM_THREADS": value,
+    }
+
+
+def _set_threads_on_worker(threads: int) -> None:
+    os.environ.update(_thread_env(threads))
+
+
+@contextlib.contextmanager
+def dask_client(
+    n_workers: int,
+    *,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+    memory_limit: str | int = "auto",
+) -> Iterator[Client]:
+    """A connected Dask client for one run.
+
+    Parameters
+    ----------
+    n_workers : worker processes of the LocalCluster (ignored with ``scheduler``).
+    threads_per_worker : Dask threads per worker, also the ducc0/BLAS threads of its tasks.
+    scheduler : address of an existing scheduler, e.g. ``tcp://127.0.0.1:8786``; default
+        ``$SDPBATCH_SCHEDULER``, else a new LocalCluster.
+    memory_limit : per-worker memory limit of the LocalCluster.
+    """
+    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if scheduler:
+        client = Client(scheduler, timeout="30s")
+        try:
+            client.run(_set_threads_on_worker, threads_per_worker)
+            LOG.info(
+                "Connected to Dask scheduler %s (dashboard %s), %d workers",
+                scheduler,
+                client.dashboard_link,
+                len(client.scheduler_info()["workers"]),
+            )
+            yield client
+        finally:
+            client.close()
+        return
+    previous = {k: os.environ.get(k) for k in _thread_env(threads_per_worker)}
+    os.environ.update(_thread_env(threads_per_worker))  # inherited by the worker processes
+    try:
+        with (
+            LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                memory_limit=memory_limit,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            LOG.info(
+                "Started Dask LocalCluster: %d workers x %d threads, scheduler %s, dashboard %s",
+                n_workers,
+                threads_per_worker,
+                cluster.scheduler_address,
+                client.dashboard_link,
+            )
+            yield client
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
