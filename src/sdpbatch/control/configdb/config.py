@@ -1,0 +1,527 @@
+"""Configuration database client: optimistic transactions, wait loops, leases and entities.
+
+Usage, as in the SDP prototype::
+
+    config = Config()                      # backend from $SDP_CONFIG_BACKEND (etcd3 default)
+    for txn in config.txn():               # the body re-runs when it conflicts with a writer
+        state = txn.get_pb_state(pb_id)
+        if not state["resources_available"]:
+            txn.loop(wait=True)            # commit, sleep until a key read here changes, re-run
+
+Bodies must be free of side effects: they may run several times.  Reads are recorded with
+their revisions, writes are buffered and applied in one atomic commit that fails (and re-runs
+the body) if any key read has changed meanwhile.  Note: leaving the loop with ``break``
+skips the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sdpbatch.control.configdb.backend import (
+    Backend,
+    ConfigCollision,
+    ConfigError,
+    ConfigVanished,
+    Put,
+    TransactionConflict,
+)
+from sdpbatch.control.configdb.ids import (
+    check_deployment_id,
+    check_id,
+    check_pb_id,
+    check_sbi_id,
+    check_subarray_id,
+)
+
+LOG = logging.getLogger(__name__)
+
+BACKEND_ENV, HOST_ENV, PORT_ENV = "SDP_CONFIG_BACKEND", "SDP_CONFIG_HOST", "SDP_CONFIG_PORT"
+LEASE_TTL_ENV = "SDP_CONFIG_LEASE_TTL"
+BACKENDS = ("etcd3", "memory")
+DEPLOYMENT_TYPES = ("process", "dask", "buffer")
+DEFAULT_MAX_RETRIES = 200
+
+SB, PB, DEPLOY, SUBARRAY, BUFFER, RESOURCES = (
+    "/sb/",
+    "/pb/",
+    "/deploy/",
+    "/subarray/",
+    "/buffer/",
+    "/resources/",
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+class Config:
+    """A connection to the configuration database.
+
+    Parameters
+    ----------
+    backend : ``"etcd3"`` or ``"memory"``; default ``$SDP_CONFIG_BACKEND``, else etcd3.
+    host, port : etcd address; default ``$SDP_CONFIG_HOST`` (127.0.0.1),
+        ``$SDP_CONFIG_PORT`` (2379).
+    lease_ttl : seconds the owner keys of this client outlive a stopped keep-alive; default
+        ``$SDP_CONFIG_LEASE_TTL``, else 10.
+    store : memory backend only: the :class:`MemoryStore` to share (default: process-wide).
+    """
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        lease_ttl: float | None = None,
+        store: Any = None,
+    ):
+        name = backend or os.environ.get(BACKEND_ENV) or "etcd3"
+        if name not in BACKENDS:
+            raise ConfigError(f"unknown config backend {name!r}; allowed: {', '.join(BACKENDS)}")
+        self.backend_name = name
+        try:
+            self.lease_ttl = float(lease_ttl or os.environ.get(LEASE_TTL_ENV) or 10.0)
+        except ValueError as err:
+            raise ConfigError(f"{LEASE_TTL_ENV} must be a number of seconds") from err
+        if name == "memory":
+            from sdpbatch.control.configdb.backend_memory import MemoryBackend
+
+            self.backend: Backend = MemoryBackend(store)
+        else:
+            from sdpbatch.control.configdb.backend_etcd import EtcdBackend
+
+            host = host or os.environ.get(HOST_ENV) or "127.0.0.1"
+            raw_port = port if port is not None else os.environ.get(PORT_ENV) or 2379
+            try:
+                port = int(raw_port)
+            except ValueError as err:
+                raise ConfigError(f"{PORT_ENV} must be a port number, got {raw_port!r}") from err
+            self.backend = EtcdBackend(host, port)
+        self.owner_info = {
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "command": sys.argv,
+        }
+        self._lease_id: int | None = None
+        self._lease_lock = threading.Lock()
+        self._lease_lost = False
+        self._stop_keepalive = threading.Event()
+        self._keepalive_thread: threading.Thread | None = None
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the keep-alive, revoke the lease (removing owner keys) and disconnect."""
+        self._stop_keepalive.set()
+        if self._keepalive_thread is not None:
+            self._keepalive_thread.join(timeout=5)
+        if self._lease_id is not None and not self._lease_lost:
+            try:
+                self.backend.lease_revoke(self._lease_id)
+            except ConfigError:
+                pass
+        self._lease_id = None
+        self.backend.close()
+
+    def __enter__(self) -> Config:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- leases ---------------------------------------------------------------------------------
+
+    @property
+    def lease_id(self) -> int:
+        """This client's lease (granted on first use, kept alive by a thread)."""
+        with self._lease_lock:
+            if self._lease_lost:
+                raise ConfigError("the lease of this client expired: its ownerships are lost")
+            if self._lease_id is None:
+                self._lease_id = self.backend.lease_grant(self.lease_ttl)
+                self._keepalive_thread = threading.Thread(
+                    target=self._keepalive, name="configdb-keepalive", daemon=True
+                )
+                self._keepalive_thread.start()
+            return self._lease_id
+
+    def _keepalive(self) -> None:
+        interval = max(0.2, self.lease_ttl / 4)
+        while not self._stop_keepalive.wait(interval):
+            try:
+                alive = self.backend.lease_keepalive(self._lease_id)
+            except Exception as err:  # noqa: BLE001 - keep trying while the server is away
+                LOG.warning("lease keep-alive failed: %s", err)
+                continue
+            if not alive:
+                LOG.error("lease %x expired: ownerships lost", self._lease_id)
+                self._lease_lost = True
+                return
+
+    def stop_keepalive(self) -> None:
+        """Stop refreshing the lease without revoking it (simulates a hung owner; tests)."""
+        self._stop_keepalive.set()
+
+    # --- transactions -----------------------------------------------------------------------------
+
+    def txn(self, *, max_retries: int = DEFAULT_MAX_RETRIES) -> Iterator[Transaction]:
+        """Transactions as a retry loop: ``for txn in config.txn(): ...``."""
+        yield from self._txn_loop(max_retries=max_retries)
+
+    def _txn_loop(self, *, max_retries: int, on_commit=None) -> Iterator[Transaction]:
+        conflicts = 0
+        while True:
+            txn = Transaction(self)
+            yield txn
+            revision = txn._commit()
+            if revision is None:
+                conflicts += 1
+                if conflicts > max_retries:
+                    raise TransactionConflict(
+                        f"transaction still conflicting after {max_retries} retries"
+                    )
+                time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(conflicts, 10))))
+                continue
+            conflicts = 0
+            if on_commit is not None:
+                on_commit(txn, revision)
+            if not txn._loop:
+                return
+            if txn._wait:
+                self.backend.wait(
+                    keys=txn._reads,
+                    prefixes=txn._prefixes,
+                    after_revision=revision,
+                    timeout=txn._timeout,
+                )
+
+    def watcher(self, *, timeout: float | None = None) -> Iterator[Watcher]:
+        """Reconcile loop: each iteration's ``watcher.txn()`` transactions record what they
+        read; the next iteration starts when any of it changes (or after ``timeout`` s)."""
+        while True:
+            watcher = Watcher(self)
+            yield watcher
+            if watcher.revision is None:
+                time.sleep(timeout if timeout is not None else 1.0)
+                continue
+            self.backend.wait(
+                keys=watcher.keys,
+                prefixes=watcher.prefixes,
+                after_revision=watcher.revision,
+                timeout=timeout,
+            )
+
+
+class Watcher:
+    """One iteration of :meth:`Config.watcher`."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.keys: set[str] = set()
+        self.prefixes: set[str] = set()
+        self.revision: int | None = None
+
+    def txn(self, *, max_retries: int = DEFAULT_MAX_RETRIES) -> Iterator[Transaction]:
+        yield from self.config._txn_loop(max_retries=max_retries, on_commit=self._record)
+
+    def _record(self, txn: Transaction, revision: int) -> None:
+        self.keys |= set(txn._reads)
+        self.prefixes |= set(txn._prefixes)
+        self.revision = revision if self.revision is None else min(self.revision, revision)
+
+
+class Transaction:
+    """One attempt of a transaction: recorded reads, buffered writes, entity methods."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._backend = config.backend
+        self._reads: dict[str, int] = {}  # key -> mod_revision seen (0: absent)
+        self._values: dict[str, str | None] = {}
+        self._prefixes: dict[str, int] = {}  # prefix -> revision of the listing
+        self._writes: dict[str, Put | None] = {}  # None: delete
+        self._loop = False
+        self._wait = False
+        self._timeout: float | None = None
+
+    # --- raw key access -------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any | None:
+        """The JSON value at ``key``, or None."""
+        raw = self._get_raw(key)
+        return None if raw is None else json.loads(raw)
+
+    def _get_raw(self, key: str) -> str | None:
+        if key in self._writes:
+            write = self._writes[key]
+            return None if write is None else write.value
+        if key not in self._values:
+            kv, _ = self._backend.get(key)
+            self._reads[key] = kv.mod_revision if kv else 0
+            self._values[key] = kv.value if kv else None
+        return self._values[key]
+
+    def list_keys(self, prefix: str, *, recurse: bool = False) -> list[str]:
+        """Keys under ``prefix`` (only direct children unless ``recurse``), sorted."""
+        kvs, revision = self._backend.range(prefix)
+        self._prefixes[prefix] = min(revision, self._prefixes.get(prefix, revision))
+        keys = set()
+        for kv in kvs:
+            keys.add(kv.key)
+            if kv.key not in self._values:
+                self._values[kv.key] = kv.value
+        for key, write in self._writes.items():
+            if key.startswith(prefix):
+                (keys.add if write is not None else keys.discard)(key)
+        if not recurse:
+            keys = {k for k in keys if "/" not in k[len(prefix) :]}
+        return sorted(keys)
+
+    def create(self, key: str, value: Any, *, lease: bool = False) -> None:
+        """Write a new key; :class:`ConfigCollision` if it exists."""
+        if self._get_raw(key) is not None:
+            raise ConfigCollision(key)
+        self._writes[key] = Put(_dumps(value), self.config.lease_id if lease else 0)
+
+    def update(self, key: str, value: Any) -> None:
+        """Replace an existing key's value; :class:`ConfigVanished` if it is missing."""
+        if self._get_raw(key) is None:
+            raise ConfigVanished(key)
+        previous = self._writes.get(key)
+        self._writes[key] = Put(_dumps(value), previous.lease if previous else 0)
+
+    def delete(self, key: str, *, must_exist: bool = True) -> None:
+        """Delete a key; :class:`ConfigVanished` if missing and ``must_exist``."""
+        if self._get_raw(key) is None:
+            if must_exist:
+                raise ConfigVanished(key)
+            return
+        self._writes[key] = None
+
+    def loop(self, *, wait: bool = False, timeout: float | None = None) -> None:
+        """Commit, then run the body again (after a change of a key read, if ``wait``)."""
+        self._loop, self._wait, self._timeout = True, wait, timeout
+
+    def _commit(self) -> int | None:
+        covered = tuple(self._prefixes)
+        key_revisions = {k: r for k, r in self._reads.items() if not k.startswith(covered)}
+        puts = {k: w for k, w in self._writes.items() if w is not None}
+        deletes = [k for k, w in self._writes.items() if w is None]
+        return self._backend.commit(
+            key_revisions=key_revisions,
+            prefix_revisions=self._prefixes,
+            puts=puts,
+            deletes=deletes,
+        )
+
+    # --- scheduling block instances -------------------------------------------------------------
+
+    def create_sbi(self, sbi_id: str, sbi: dict) -> None:
+        self.create(SB + check_sbi_id(sbi_id), sbi)
+
+    def get_sbi(self, sbi_id: str) -> dict | None:
+        return self.get(SB + check_sbi_id(sbi_id))
+
+    def update_sbi(self, sbi_id: str, sbi: dict) -> None:
+        self.update(SB + check_sbi_id(sbi_id), sbi)
+
+    def list_sbis(self) -> list[str]:
+        return [k[len(SB) :] for k in self.list_keys(SB)]
+
+    # --- processing blocks ----------------------------------------------------------------------
+
+    def create_pb(self, pb: dict) -> None:
+        """Create a processing block (fixed once created); validates its structure."""
+        pb = _normalise_pb(pb)
+        self.create(PB + pb["id"], pb)
+
+    def get_pb(self, pb_id: str) -> dict | None:
+        return self.get(PB + check_pb_id(pb_id))
+
+    def list_pbs(self) -> list[str]:
+        return [k[len(PB) :] for k in self.list_keys(PB)]
+
+    def delete_pb(self, pb_id: str) -> None:
+        """Delete a block with its state and owner (for cleaning up)."""
+        check_pb_id(pb_id)
+        self.delete(PB + pb_id)
+        for key in (f"{PB}{pb_id}/state", f"{PB}{pb_id}/owner"):
+            self.delete(key, must_exist=False)
+
+    def get_pb_state(self, pb_id: str) -> dict | None:
+        return self.get(f"{PB}{check_pb_id(pb_id)}/state")
+
+    def create_pb_state(self, pb_id: str, state: dict) -> None:
+        self.create(f"{PB}{check_pb_id(pb_id)}/state", _check_state(state))
+
+    def update_pb_state(self, pb_id: str, state: dict) -> None:
+        self.update(f"{PB}{check_pb_id(pb_id)}/state", _check_state(state))
+
+    def get_pb_owner(self, pb_id: str) -> dict | None:
+        return self.get(f"{PB}{check_pb_id(pb_id)}/owner")
+
+    def take_pb_ownership(self, pb_id: str) -> None:
+        """Claim the block: create its owner key on this client's lease (collision if taken)."""
+        key = f"{PB}{check_pb_id(pb_id)}/owner"
+        if self.get(PB + pb_id) is None:
+            raise ConfigVanished(PB + pb_id, f"processing block {pb_id} does not exist")
+        try:
+            self.create(key, self.config.owner_info, lease=True)
+        except ConfigCollision as err:
+            raise ConfigCollision(key, f"processing block {pb_id} is already claimed") from err
+
+    def is_pb_owner(self, pb_id: str) -> bool:
+        return self.get_pb_owner(pb_id) == self.config.owner_info
+
+    def new_pb_id(self, generator: str) -> str:
+        """A free id ``pb-<generator>-<YYYYMMDD>-<NNNNN>`` (checked in this transaction)."""
+        check_id("generator", generator)
+        stem = f"pb-{generator}-{datetime.now(UTC):%Y%m%d}-"
+        taken = [k[len(PB) + len(stem) :] for k in self.list_keys(PB + stem)]
+        numbers = [int(n) for n in taken if n.isdigit()]
+        return f"{stem}{max(numbers, default=0) + 1:05d}"
+
+    # --- deployments ----------------------------------------------------------------------------
+
+    def create_deployment(self, dep: dict) -> None:
+        """Create ``/deploy/<id>`` = ``{id, type, args}``."""
+        if not isinstance(dep, dict) or set(dep) - {"id", "type", "args"}:
+            raise ConfigError("a deployment is a JSON object with keys id, type, args")
+        check_deployment_id(dep.get("id"))
+        if dep.get("type") not in DEPLOYMENT_TYPES:
+            raise ConfigError(
+                f"deployment {dep['id']}: unknown type {dep.get('type')!r}; "
+                f"allowed: {', '.join(DEPLOYMENT_TYPES)}"
+            )
+        if not isinstance(dep.get("args", {}), dict):
+            raise ConfigError(f"deployment {dep['id']}: args must be a JSON object")
+        self.create(DEPLOY + dep["id"], {"args": {}, **dep})
+
+    def get_deployment(self, deploy_id: str) -> dict | None:
+        return self.get(DEPLOY + check_deployment_id(deploy_id))
+
+    def list_deployments(self) -> list[str]:
+        return [k[len(DEPLOY) :] for k in self.list_keys(DEPLOY)]
+
+    def delete_deployment(self, deploy_id: str) -> None:
+        self.delete(DEPLOY + check_deployment_id(deploy_id))
+
+    def get_deployment_state(self, deploy_id: str) -> dict | None:
+        """What the deployer made of a deployment (status, pids, addresses)."""
+        return self.get(f"{DEPLOY}{check_deployment_id(deploy_id)}/state")
+
+    def create_deployment_state(self, deploy_id: str, state: dict) -> None:
+        self.create(f"{DEPLOY}{check_deployment_id(deploy_id)}/state", state)
+
+    def update_deployment_state(self, deploy_id: str, state: dict) -> None:
+        self.update(f"{DEPLOY}{check_deployment_id(deploy_id)}/state", state)
+
+    def delete_deployment_state(self, deploy_id: str) -> None:
+        self.delete(f"{DEPLOY}{check_deployment_id(deploy_id)}/state", must_exist=False)
+
+    def list_deployment_states(self) -> list[str]:
+        keys = self.list_keys(DEPLOY, recurse=True)
+        return [k[len(DEPLOY) : -len("/state")] for k in keys if k.endswith("/state")]
+
+    # --- subarrays ------------------------------------------------------------------------------
+
+    def get_subarray(self, subarray_id: str) -> dict | None:
+        return self.get(SUBARRAY + check_subarray_id(subarray_id))
+
+    def create_subarray(self, subarray_id: str, subarray: dict) -> None:
+        self.create(SUBARRAY + check_subarray_id(subarray_id), subarray)
+
+    def update_subarray(self, subarray_id: str, subarray: dict) -> None:
+        self.update(SUBARRAY + check_subarray_id(subarray_id), subarray)
+
+    def list_subarrays(self) -> list[str]:
+        return [k[len(SUBARRAY) :] for k in self.list_keys(SUBARRAY)]
+
+    # --- buffers and resources ----------------------------------------------------------------
+
+    def get_buffer(self, name: str) -> dict | None:
+        return self.get(BUFFER + check_deployment_id(name))
+
+    def create_buffer(self, name: str, record: dict) -> None:
+        self.create(BUFFER + check_deployment_id(name), record)
+
+    def update_buffer(self, name: str, record: dict) -> None:
+        self.update(BUFFER + check_deployment_id(name), record)
+
+    def delete_buffer(self, name: str) -> None:
+        self.delete(BUFFER + check_deployment_id(name))
+
+    def list_buffers(self) -> list[str]:
+        return [k[len(BUFFER) :] for k in self.list_keys(BUFFER)]
+
+    def get_allocation(self, pb_id: str) -> dict | None:
+        """Resources held by a block (``/resources/<pb_id>``)."""
+        return self.get(RESOURCES + check_pb_id(pb_id))
+
+    def create_allocation(self, pb_id: str, allocation: dict) -> None:
+        self.create(RESOURCES + check_pb_id(pb_id), allocation)
+
+    def delete_allocation(self, pb_id: str) -> None:
+        self.delete(RESOURCES + check_pb_id(pb_id), must_exist=False)
+
+    def list_allocations(self) -> dict[str, dict]:
+        return {k[len(RESOURCES) :]: self.get(k) for k in self.list_keys(RESOURCES)}
+
+
+def _check_state(state: dict) -> dict:
+    if not isinstance(state, dict) or not isinstance(state.get("status"), str):
+        raise ConfigError("a processing block state is a JSON object with a 'status' string")
+    return state
+
+
+def _normalise_pb(pb: dict) -> dict:
+    """Check a processing block's structure; fill in sbi_id, parameters and dependencies."""
+    if not isinstance(pb, dict):
+        raise ConfigError("a processing block is a JSON object")
+    unknown = set(pb) - {"id", "sbi_id", "workflow", "parameters", "dependencies"}
+    if unknown:
+        raise ConfigError(f"processing block: unknown keys {sorted(unknown)}")
+    pb_id = check_pb_id(pb.get("id"))
+    workflow = pb.get("workflow")
+    if not (
+        isinstance(workflow, dict)
+        and set(workflow) == {"type", "id", "version"}
+        and all(isinstance(v, str) and v for v in workflow.values())
+    ):
+        raise ConfigError(
+            f"processing block {pb_id}: workflow must be {{type, id, version}} strings"
+        )
+    if pb.get("sbi_id") is not None:
+        check_sbi_id(pb["sbi_id"])
+    parameters = pb.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise ConfigError(f"processing block {pb_id}: parameters must be a JSON object")
+    dependencies = pb.get("dependencies", [])
+    if not isinstance(dependencies, list):
+        raise ConfigError(f"processing block {pb_id}: dependencies must be a list")
+    for dep in dependencies:
+        if not isinstance(dep, dict) or set(dep) - {"pb_id", "type"}:
+            raise ConfigError(f"processing block {pb_id}: a dependency is {{pb_id, type}}")
+        check_pb_id(dep.get("pb_id"))
+        if dep["pb_id"] == pb_id:
+            raise ConfigError(f"processing block {pb_id} cannot depend on itself")
+    return {
+        "id": pb_id,
+        "sbi_id": pb.get("sbi_id"),
+        "workflow": workflow,
+        "parameters": parameters,
+        "dependencies": dependencies,
+    }

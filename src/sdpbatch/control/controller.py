@@ -1,0 +1,228 @@
+"""The processing controller: small reconcile steps in a watch loop, each its own transaction.
+
+For every processing block:
+
+1. new block -> its workflow deployment ``proc-<pb_id>-workflow`` and state ``STARTING``
+   (``FAILED`` with a reason if the workflow is not registered or can never fit the machine);
+2. a dependency ``FAILED`` or ``CANCELLED`` -> ``CANCELLED`` with the reason;
+3. ``WAITING``, every dependency ``FINISHED`` and its resources free -> hold the resources
+   (``/resources/<pb_id>``) and set ``resources_available``;
+4. ``WAITING``/``RUNNING`` without an owner (its lease expired) -> ``FAILED`` "owner lost";
+   ``STARTING`` whose workflow process exited without claiming -> ``FAILED``;
+5. ended -> remove its ``proc-<pb_id>-*`` deployments and give its resources back.
+
+The workflows are given as a catalog (``"type:id:version"`` -> function of the block's
+parameters giving its :class:`ResourceRequest`), so this layer does not import them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from sdpbatch.control.configdb import Config, Watcher
+from sdpbatch.control.resources import (
+    Capacity,
+    ResourceRequest,
+    fits_now,
+    machine_capacity,
+    never_fits,
+)
+
+LOG = logging.getLogger(__name__)
+
+ENDED = ("FINISHED", "FAILED", "CANCELLED")
+ACTIVE_OWNED = ("WAITING", "RUNNING")
+WORKFLOW_MODULE = "sdpbatch.workflows.run"
+
+Catalog = Mapping[str, Callable[[dict], ResourceRequest]]
+
+
+def workflow_key(workflow: dict) -> str:
+    return f"{workflow.get('type')}:{workflow.get('id')}:{workflow.get('version')}"
+
+
+def workflow_deployment_id(pb_id: str) -> str:
+    return f"proc-{pb_id}-workflow"
+
+
+class Controller:
+    """Reconciles processing blocks, deployments and resources."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        *,
+        capacity: Capacity | None = None,
+        workflow_module: str = WORKFLOW_MODULE,
+    ):
+        self.config = config
+        self.catalog = catalog
+        self.capacity = capacity or machine_capacity()
+        self.workflow_module = workflow_module
+
+    def run(self, stop: threading.Event | None = None, *, timeout: float | None = 30.0) -> None:
+        """Reconcile until ``stop`` is set; each pass starts when something it read changed."""
+        stop = stop or threading.Event()
+        LOG.info(
+            "Processing controller started: %d cores, %d worker threads, %.1f GiB",
+            self.capacity.cores,
+            self.capacity.threads,
+            self.capacity.memory_bytes / 2**30,
+        )
+        for watcher in self.config.watcher(timeout=timeout):
+            if stop.is_set():
+                break
+            self.reconcile(watcher)
+        LOG.info("Processing controller stopped")
+
+    def reconcile(self, watcher: Watcher | None = None) -> None:
+        """One pass over all blocks."""
+        txns = watcher.txn if watcher is not None else self.config.txn
+        for txn in txns():
+            pb_ids = txn.list_pbs()
+            txn.list_keys("/resources/")  # wake when resources are given back
+            txn.list_keys("/deploy/", recurse=True)  # and when a workflow process exits
+        for pb_id in pb_ids:
+            self.start_block(txns, pb_id)
+            self.cancel_if_dependency_ended(txns, pb_id)
+            self.fail_if_owner_lost(txns, pb_id)
+            self.release_if_ready(txns, pb_id)
+            self.clean_up_if_ended(txns, pb_id)
+        self.drop_orphan_allocations(txns)
+
+    # --- the steps ------------------------------------------------------------------------------
+
+    def start_block(self, txns, pb_id: str) -> None:
+        for txn in txns():
+            pb = txn.get_pb(pb_id)
+            if pb is None or txn.get_pb_state(pb_id) is not None:
+                return
+            key = workflow_key(pb["workflow"])
+            reason = None
+            for dep in pb.get("dependencies", []):
+                dep_state = txn.get_pb_state(dep["pb_id"])
+                if dep_state is not None and dep_state["status"] in ("FAILED", "CANCELLED"):
+                    reason = f"dependency {dep['pb_id']} is {dep_state['status']}"
+                    txn.create_pb_state(
+                        pb_id,
+                        {"status": "CANCELLED", "reason": reason, "resources_available": False},
+                    )
+                    break
+            if reason:
+                continue
+            if key not in self.catalog:
+                known = ", ".join(sorted(self.catalog))
+                reason = f"workflow {key} is not registered; known workflows: {known}"
+            else:
+                reason = never_fits(self.catalog[key](pb.get("parameters", {})), self.capacity)
+                reason = reason and f"cannot run on this machine: it {reason}"
+            if reason:
+                txn.create_pb_state(
+                    pb_id, {"status": "FAILED", "reason": reason, "resources_available": False}
+                )
+                continue
+            txn.create_deployment(
+                {
+                    "id": workflow_deployment_id(pb_id),
+                    "type": "process",
+                    "args": {"module": self.workflow_module, "args": [pb_id]},
+                }
+            )
+            txn.create_pb_state(pb_id, {"status": "STARTING", "resources_available": False})
+        if reason:
+            LOG.warning("Processing block %s not started: %s", pb_id, reason)
+        else:
+            LOG.info("Processing block %s: deploying workflow %s", pb_id, key)
+
+    def cancel_if_dependency_ended(self, txns, pb_id: str) -> None:
+        reason = None
+        for txn in txns():
+            pb, state = txn.get_pb(pb_id), txn.get_pb_state(pb_id)
+            reason = None
+            if pb is None or state is None or state["status"] in ENDED:
+                return
+            for dep in pb.get("dependencies", []):
+                dep_state = txn.get_pb_state(dep["pb_id"])
+                if dep_state is not None and dep_state["status"] in ("FAILED", "CANCELLED"):
+                    reason = f"dependency {dep['pb_id']} is {dep_state['status']}"
+                    txn.update_pb_state(pb_id, {**state, "status": "CANCELLED", "reason": reason})
+                    break
+        if reason:
+            LOG.info("Processing block %s CANCELLED: %s", pb_id, reason)
+
+    def fail_if_owner_lost(self, txns, pb_id: str) -> None:
+        reason = None
+        for txn in txns():
+            state = txn.get_pb_state(pb_id)
+            reason = None
+            if state is None or state["status"] in ENDED:
+                return
+            owner = txn.get_pb_owner(pb_id)
+            if state["status"] in ACTIVE_OWNED and owner is None:
+                reason = (
+                    f"owner lost: the workflow process stopped while the block was "
+                    f"{state['status']} (its lease expired)"
+                )
+            elif state["status"] == "STARTING" and owner is None:
+                dep_state = txn.get_deployment_state(workflow_deployment_id(pb_id)) or {}
+                if dep_state.get("status") in ("EXITED", "FAILED"):
+                    detail = dep_state.get("error") or f"exit codes {dep_state.get('exit_codes')}"
+                    reason = f"workflow process ended before claiming the block ({detail})"
+            if reason:
+                txn.update_pb_state(pb_id, {**state, "status": "FAILED", "reason": reason})
+        if reason:
+            LOG.warning("Processing block %s FAILED: %s", pb_id, reason)
+
+    def release_if_ready(self, txns, pb_id: str) -> None:
+        released = False
+        for txn in txns():
+            pb, state = txn.get_pb(pb_id), txn.get_pb_state(pb_id)
+            released = False
+            if pb is None or state is None or state["status"] != "WAITING":
+                return
+            if state.get("resources_available"):
+                return
+            for dep in pb.get("dependencies", []):
+                dep_state = txn.get_pb_state(dep["pb_id"])
+                if dep_state is None or dep_state["status"] != "FINISHED":
+                    return
+            request_fn = self.catalog.get(workflow_key(pb["workflow"]))
+            request = request_fn(pb.get("parameters", {})) if request_fn else ResourceRequest()
+            held = [
+                ResourceRequest.from_dict(a)
+                for other, a in txn.list_allocations().items()
+                if other != pb_id and a is not None
+            ]
+            if not fits_now(request, held, self.capacity):
+                return
+            if txn.get_allocation(pb_id) is None:
+                txn.create_allocation(pb_id, {**request.to_dict(), "since": time.time()})
+            txn.update_pb_state(pb_id, {**state, "resources_available": True})
+            released = True
+        if released:
+            LOG.info("Processing block %s released (%s)", pb_id, request)
+
+    def clean_up_if_ended(self, txns, pb_id: str) -> None:
+        removed: list[str] = []
+        for txn in txns():
+            state = txn.get_pb_state(pb_id)
+            removed = []
+            if state is None or state["status"] not in ENDED:
+                return
+            for deploy_id in txn.list_deployments():
+                if deploy_id.startswith(f"proc-{pb_id}-"):
+                    txn.delete_deployment(deploy_id)
+                    removed.append(deploy_id)
+            txn.delete_allocation(pb_id)
+        if removed:
+            LOG.info("Processing block %s ended: removed %s", pb_id, ", ".join(removed))
+
+    def drop_orphan_allocations(self, txns) -> None:
+        for txn in txns():
+            for pb_id in txn.list_allocations():
+                if txn.get_pb(pb_id) is None:
+                    txn.delete_allocation(pb_id)

@@ -1,0 +1,286 @@
+"""The deployer: turns ``/deploy/<id>`` entries into processes and storage, and back.
+
+Types:
+
+- ``process``: ``{"module": "sdpbatch.workflows.run", "args": [pb_id]}`` runs
+  ``python -m module args...`` (only modules of ``sdpbatch.workflows``);
+- ``dask``: ``{"n_workers", "threads_per_worker", "memory_limit"}`` starts a scheduler on
+  loopback and ``n_workers`` single-process workers, and records the scheduler address;
+- ``buffer``: ``{"pb_id"}`` creates the buffer directory and record (kept when the entry goes).
+
+What the deployer made of an entry is recorded in ``/deploy/<id>/state`` (status, process
+records with pids, addresses), so a restarted deployer stops what its predecessor started.
+Logs go to ``DATA_ROOT/logs/<deploy_id>.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sdpbatch.control import buffers
+from sdpbatch.control.configdb import Config, ConfigError
+from sdpbatch.control.processes import (
+    ProcessRecord,
+    exit_code,
+    is_alive,
+    start_process,
+    stop_process,
+)
+
+LOG = logging.getLogger(__name__)
+ALLOWED_MODULE_PREFIX = "sdpbatch.workflows."
+SCHEDULER_START_TIMEOUT = 60.0
+DATA_ROOT_ENV = "SDPBATCH_DATA_ROOT"
+LOG_PATH_ENV = "SDPBATCH_LOG_PATH"
+
+
+class DeploymentError(Exception):
+    """A deployment entry cannot be realised (bad arguments, failed start)."""
+
+
+class Deployer:
+    """Reconciles deployment entries with what runs on this machine."""
+
+    def __init__(self, config: Config, data_root: Path, *, poll_interval: float = 1.0):
+        self.config = config
+        self.data_root = Path(data_root).resolve()
+        self.poll_interval = poll_interval
+        (self.data_root / "logs").mkdir(parents=True, exist_ok=True)
+
+    def log_path(self, deploy_id: str) -> Path:
+        return self.data_root / "logs" / f"{deploy_id}.log"
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Reconcile until ``stop`` is set; wakes on any change under ``/deploy/`` and every
+        ``poll_interval`` s to notice processes that exited."""
+        stop = stop or threading.Event()
+        LOG.info("Deployer started, data root %s", self.data_root)
+        for watcher in self.config.watcher(timeout=self.poll_interval):
+            if stop.is_set():
+                break
+            self.reconcile(watcher)
+        LOG.info("Deployer stopped")
+
+    def reconcile(self, watcher=None) -> None:
+        """One pass: start new entries, stop removed ones, record exited processes."""
+        txns = watcher.txn if watcher is not None else self.config.txn
+        for txn in txns():
+            deployments = {d: txn.get_deployment(d) for d in txn.list_deployments()}
+            states = {d: txn.get_deployment_state(d) for d in txn.list_deployment_states()}
+        for deploy_id, dep in deployments.items():
+            if dep is not None and deploy_id not in states:
+                self.start(dep)
+        for deploy_id, state in states.items():
+            if deploy_id not in deployments:
+                self.stop(deploy_id, state)
+            elif state is not None and state.get("status") == "RUNNING":
+                self.check_exited(deploy_id, state)
+
+    def stop_all(self) -> None:
+        """Stop every process this deployer runs (on shutdown); entries stay."""
+        for txn in self.config.txn():
+            states = {d: txn.get_deployment_state(d) for d in txn.list_deployment_states()}
+        for state in states.values():
+            for raw in (state or {}).get("processes", []):
+                record = ProcessRecord.from_dict(raw)
+                stop_process(record.pid, started=record.started)
+
+    # --- starting -----------------------------------------------------------------------------
+
+    def start(self, dep: dict) -> None:
+        deploy_id, kind, args = dep["id"], dep["type"], dep.get("args", {})
+        for txn in self.config.txn():  # claim the entry first: no double start after a crash
+            if txn.get_deployment_state(deploy_id) is not None:
+                return
+            txn.create_deployment_state(deploy_id, {"status": "STARTING", "type": kind})
+        LOG.info("Deploying %s (%s)", deploy_id, kind)
+        state: dict
+        try:
+            if kind == "process":
+                state = self._start_process(deploy_id, args)
+            elif kind == "dask":
+                state = self._start_dask(deploy_id, args)
+            elif kind == "buffer":
+                state = self._make_buffer(deploy_id, args)
+            else:
+                raise DeploymentError(f"unknown deployment type {kind!r}")
+        except (DeploymentError, ConfigError, OSError, ValueError) as err:
+            LOG.error("Deployment %s failed: %s", deploy_id, err)
+            state = {"status": "FAILED", "type": kind, "error": str(err)}
+        state.setdefault("type", kind)
+        for txn in self.config.txn():
+            if txn.get_deployment(deploy_id) is None:  # removed while we were starting it
+                state["status"] = "REMOVED"
+            txn.update_deployment_state(deploy_id, state)
+        if state["status"] == "REMOVED":
+            self.stop(deploy_id, state)
+
+    def _start_process(self, deploy_id: str, args: dict) -> dict:
+        module, argv = args.get("module"), args.get("args", [])
+        if not isinstance(module, str) or not module.startswith(ALLOWED_MODULE_PREFIX):
+            raise DeploymentError(
+                f"process deployment {deploy_id}: module must be a module of "
+                f"{ALLOWED_MODULE_PREFIX[:-1]}, got {module!r}"
+            )
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise DeploymentError(f"process deployment {deploy_id}: args must be strings")
+        record = start_process(
+            deploy_id,
+            [sys.executable, "-m", module, *argv],
+            log_path=self.log_path(deploy_id),
+            env={
+                **self._config_env(),
+                DATA_ROOT_ENV: str(self.data_root),
+                LOG_PATH_ENV: str(self.log_path(deploy_id)),
+            },
+        )
+        return {"status": "RUNNING", "processes": [record.to_dict()], "log": str(record.log_path)}
+
+    def _config_env(self) -> dict[str, str]:
+        backend = self.config.backend
+        env = {"SDP_CONFIG_BACKEND": self.config.backend_name}
+        if hasattr(backend, "host"):
+            env.update(SDP_CONFIG_HOST=backend.host, SDP_CONFIG_PORT=str(backend.port))
+        return env
+
+    def _start_dask(self, deploy_id: str, args: dict) -> dict:
+        n_workers = args.get("n_workers", 1)
+        threads = args.get("threads_per_worker", 1)
+        memory_limit = args.get("memory_limit", "auto")
+        if not (isinstance(n_workers, int) and 1 <= n_workers <= 256):
+            raise DeploymentError(f"dask deployment {deploy_id}: n_workers must be 1 to 256")
+        if not (isinstance(threads, int) and 1 <= threads <= 256):
+            raise DeploymentError(f"dask deployment {deploy_id}: threads_per_worker 1 to 256")
+        work_dir = self.data_root / "dask" / deploy_id
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
+        scheduler_file = work_dir / "scheduler.json"
+        log = self.log_path(deploy_id)
+        thread_env = {
+            key: str(threads)
+            for key in ("SDPBATCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+        }
+        records = [
+            start_process(
+                f"{deploy_id}-scheduler",
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                log_path=log,
+                cwd=work_dir,
+            )
+        ]
+        try:
+            info = _wait_for_scheduler_file(scheduler_file, records[0])
+            for i in range(n_workers):
+                records.append(
+                    start_process(
+                        f"{deploy_id}-worker-{i}",
+                        [
+                            sys.executable,
+                            "-m",
+                            "distributed.cli.dask_worker",
+                            "--scheduler-file",
+                            str(scheduler_file),
+                            "--host",
+                            "127.0.0.1",
+                            "--nworkers",
+                            "1",
+                            "--nthreads",
+                            str(threads),
+                            "--memory-limit",
+                            str(memory_limit),
+                            "--no-dashboard",
+                            "--name",
+                            f"{deploy_id}-worker-{i}",
+                            "--local-directory",
+                            str(work_dir),
+                        ],
+                        log_path=log,
+                        env=thread_env,
+                        cwd=work_dir,
+                    )
+                )
+        except BaseException:
+            for record in records:
+                stop_process(record.pid, timeout=5)
+            raise
+        return {
+            "status": "RUNNING",
+            "scheduler_address": info["address"],
+            "dashboard": info.get("services", {}).get("dashboard"),
+            "n_workers": n_workers,
+            "processes": [r.to_dict() for r in records],
+            "log": str(log),
+        }
+
+    def _make_buffer(self, deploy_id: str, args: dict) -> dict:
+        record = buffers.make_buffer(
+            self.config, self.data_root, deploy_id, pb_id=args.get("pb_id")
+        )
+        return {"status": "RUNNING", "path": record["path"], "processes": []}
+
+    # --- stopping -----------------------------------------------------------------------------
+
+    def stop(self, deploy_id: str, state: dict | None) -> None:
+        """Stop the processes of a removed entry (buffers are kept) and drop its state."""
+        state = state or {}
+        for raw in reversed(state.get("processes", [])):
+            record = ProcessRecord.from_dict(raw)
+            if stop_process(record.pid, started=record.started, timeout=10):
+                LOG.info("Stopped %s (pid %d)", record.name, record.pid)
+        if state.get("type") == "dask":
+            shutil.rmtree(self.data_root / "dask" / deploy_id, ignore_errors=True)
+        for txn in self.config.txn():
+            if txn.get_deployment(deploy_id) is None:
+                txn.delete_deployment_state(deploy_id)
+        LOG.info("Removed deployment %s", deploy_id)
+
+    def check_exited(self, deploy_id: str, state: dict) -> None:
+        """Record processes that ended by themselves (a workflow exiting, a crashed worker)."""
+        records = [ProcessRecord.from_dict(raw) for raw in state.get("processes", [])]
+        exited = [r for r in records if not is_alive(r.pid, started=r.started)]
+        if not exited:
+            return
+        codes = {r.name: exit_code(r.pid) for r in exited}
+        status = "EXITED" if state.get("type") == "process" else "FAILED"
+        LOG.info("Deployment %s: processes ended %s", deploy_id, json.dumps(codes))
+        for txn in self.config.txn():
+            current = txn.get_deployment_state(deploy_id)
+            if current is None or current.get("status") != "RUNNING":
+                return
+            txn.update_deployment_state(
+                deploy_id, {**current, "status": status, "exit_codes": codes, "ended": time.time()}
+            )
+
+
+def _wait_for_scheduler_file(path: Path, scheduler: ProcessRecord) -> dict:
+    end = time.monotonic() + SCHEDULER_START_TIMEOUT
+    while time.monotonic() < end:
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                pass  # being written
+        if not is_alive(scheduler.pid):
+            raise DeploymentError(f"Dask scheduler exited at start; see {scheduler.log_path}")
+        time.sleep(0.1)
+    raise DeploymentError(f"Dask scheduler did not start in {SCHEDULER_START_TIMEOUT} s")

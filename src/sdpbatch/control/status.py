@@ -1,0 +1,86 @@
+"""A snapshot of the system for people (``sdpbatch status``) and scripts (``--json``):
+processing blocks with their states, deployments with their processes, buffers with paths."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sdpbatch.control.buffers import directory_size
+from sdpbatch.control.configdb import Config
+from sdpbatch.control.processes import is_alive
+
+
+def system_status(config: Config) -> dict:
+    """``{"processing_blocks": [...], "deployments": [...], "buffers": [...], "resources": {}}``."""
+    for txn in config.txn():
+        pbs = []
+        for pb_id in txn.list_pbs():
+            pb = txn.get_pb(pb_id) or {}
+            state = txn.get_pb_state(pb_id) or {}
+            wf = pb.get("workflow", {})
+            pbs.append(
+                {
+                    "id": pb_id,
+                    "sbi_id": pb.get("sbi_id"),
+                    "workflow": f"{wf.get('type')}:{wf.get('id')}:{wf.get('version')}",
+                    "status": state.get("status", "NEW"),
+                    "resources_available": bool(state.get("resources_available")),
+                    "reason": state.get("reason"),
+                    "owner": txn.get_pb_owner(pb_id),
+                    "dependencies": [d["pb_id"] for d in pb.get("dependencies", [])],
+                }
+            )
+        deployments = []
+        for deploy_id in sorted(set(txn.list_deployments()) | set(txn.list_deployment_states())):
+            dep = txn.get_deployment(deploy_id) or {}
+            state = txn.get_deployment_state(deploy_id) or {}
+            deployments.append(
+                {
+                    "id": deploy_id,
+                    "type": dep.get("type") or state.get("type"),
+                    "status": state.get("status", "PENDING") if dep else "REMOVING",
+                    "scheduler_address": state.get("scheduler_address"),
+                    "processes": state.get("processes", []),
+                }
+            )
+        buffers = [txn.get_buffer(name) for name in txn.list_buffers()]
+        allocations = txn.list_allocations()
+    for dep in deployments:
+        dep["processes"] = [
+            {
+                "name": p["name"],
+                "pid": p["pid"],
+                "alive": is_alive(p["pid"], started=p["started"]),
+                "log": p["log_path"],
+            }
+            for p in dep["processes"]
+        ]
+    buffers = [b for b in buffers if b is not None]
+    for b in buffers:
+        b["size_bytes"] = directory_size(Path(b["path"]))
+    return {
+        "time": time.time(),
+        "processing_blocks": pbs,
+        "deployments": deployments,
+        "buffers": buffers,
+        "resources": allocations,
+    }
+
+
+def format_status(snapshot: dict) -> str:
+    """The snapshot as three small tables (like ``kubectl get pod,pvc``)."""
+    lines = ["PROCESSING BLOCKS", f"  {'ID':<30} {'WORKFLOW':<30} {'STATUS':<10} NOTE"]
+    for pb in snapshot["processing_blocks"]:
+        note = pb["reason"] or ("resources held" if pb["resources_available"] else "")
+        lines.append(f"  {pb['id']:<30} {pb['workflow']:<30} {pb['status']:<10} {note}")
+    lines += ["", "DEPLOYMENTS", f"  {'ID':<44} {'TYPE':<8} {'STATUS':<9} PROCESSES"]
+    for dep in snapshot["deployments"]:
+        procs = ", ".join(f"{p['pid']}{'' if p['alive'] else ' (ended)'}" for p in dep["processes"])
+        extra = f" {dep['scheduler_address']}" if dep.get("scheduler_address") else ""
+        lines.append(f"  {dep['id']:<44} {dep['type'] or '-':<8} {dep['status']:<9} {procs}{extra}")
+    lines += ["", "BUFFERS", f"  {'NAME':<44} {'PB':<30} {'SIZE':>10}  PATH"]
+    for b in snapshot["buffers"]:
+        size = f"{b['size_bytes'] / 2**20:.1f} MiB"
+        lines.append(f"  {b['name']:<44} {b.get('pb_id') or '-':<30} {size:>10}  {b['path']}")
+    return "\n".join(lines)

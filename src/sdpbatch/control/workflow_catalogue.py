@@ -1,0 +1,59 @@
+"""The workflows this system knows, by ``type:id:version``.
+
+The control layer may not import ``sdpbatch.workflows`` (it sits above control), yet the
+subarray device and the processing controller must refuse unknown workflows.  This small
+catalogue is the one list they check; the workflow registry maps the same keys to code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A known workflow: ``kind`` is "realtime" or "batch"; ``batch_parameters`` says its
+    parameters are the batch imaging :class:`~sdpbatch.parameters.Parameters`."""
+
+    type: str
+    id: str
+    version: str
+    description: str
+    batch_parameters: bool = False
+
+    @property
+    def key(self) -> str:
+        return workflow_key(self.type, self.id, self.version)
+
+
+KNOWN_WORKFLOWS: tuple[WorkflowSpec, ...] = (
+    WorkflowSpec(
+        "batch",
+        "batch_imaging",
+        "0.1.0",
+        "simulate SKA1-Low visibilities with phase errors, then ICAL, on a Dask engine",
+        batch_parameters=True,
+    ),
+    WorkflowSpec(
+        "realtime",
+        "test_realtime",
+        "0.2.0",
+        "placeholder real-time workflow: runs until its scheduling block instance ends",
+    ),
+)
+
+
+def workflow_key(type_: str, id_: str, version: str) -> str:
+    """``type:id:version``, the name a workflow is registered under."""
+    return f"{type_}:{id_}:{version}"
+
+
+def known_workflow_keys() -> list[str]:
+    """All registered ``type:id:version`` keys, in catalogue order."""
+    return [w.key for w in KNOWN_WORKFLOWS]
+
+
+def find_workflow(type_: str, id_: str, version: str) -> WorkflowSpec | None:
+    """The catalogue entry for a workflow, or None if it is not known."""
+    key = workflow_key(type_, id_, version)
+    return next((w for w in KNOWN_WORKFLOWS if w.key == key), None)

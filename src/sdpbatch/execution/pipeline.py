@@ -1,0 +1,457 @@
+"""The ICAL products pipeline and the whole batch imaging workflow (simulate, then ICAL).
+
+:func:`ical_pipeline` reads as the story: check every MeasurementSet (nothing is written if
+one is bad) -> run ICAL (:func:`sdpbatch.execution.ical.run_ical`) -> write the products into a
+staging folder beside ``out_dir`` -> move them in.  A failure anywhere leaves ``out_dir`` as it
+was (earlier products are kept).
+
+Products in ``out_dir``:
+
+- ``ska_pipeline_ical_restored.fits`` (MFS, Jy/beam, BMAJ/BMIN/BPA), ``..._residual.fits``
+  (MFS Taylor-0 residual, Jy/beam), ``..._deconvolved.fits`` (Taylor-0 model, Jy/pixel);
+- ``ska_pipeline_ical_{restored,residual,deconvolved}_cube.fits``: one plane per window;
+- ``ska_pipeline_ical_gains.h5``: solved gains in the H5parm layout
+  (:mod:`sdpbatch.io.gaintable`); term k of the calibration context in soltabs
+  ``phase00k`` / ``amplitude00k`` (attribute ``TERM`` = "T", "G" or "B");
+- ``qa.json``: image statistics, per-cycle statistics, timings and, with the simulation's
+  truth, the solved-vs-true gain phase error and the brightest sources' recovered flux and
+  position;
+- ``ska_pipeline_ical_restored.png``: a preview.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from sdpbatch.io.atomic import TEMP_MARK
+from sdpbatch.io.fits_image import write_fits_image
+from sdpbatch.io.gaintable import write_gain_table
+from sdpbatch.io.ms_read import (
+    MeasurementSetError,
+    MeasurementSetInfo,
+    read_measurement_set_metadata,
+)
+from sdpbatch.io.preview import write_preview_png
+from sdpbatch.io.qa import write_qa
+from sdpbatch.parameters import Parameters
+from sdpbatch.science.assess import gain_phase_error, image_statistics, measure_source, sky_to_pixel
+
+LOG = logging.getLogger(__name__)
+WORKFLOW_LOG = logging.getLogger("batch_imaging")
+
+PREFIX = "ska_pipeline_ical"
+RESTORED = f"{PREFIX}_restored.fits"
+RESIDUAL = f"{PREFIX}_residual.fits"
+DECONVOLVED = f"{PREFIX}_deconvolved.fits"
+GAINS = f"{PREFIX}_gains.h5"
+PREVIEW = f"{PREFIX}_restored.png"
+QA = "qa.json"
+NBRIGHTEST = 10
+SAME_DIRECTION = 1e-7
+"""Largest separation (rad, ~0.02 arcsec) of phase centres that counts as the same."""
+
+
+@dataclass
+class IcalProducts:
+    """What :func:`ical_pipeline` wrote."""
+
+    out_dir: Path
+    paths: dict[str, Path]  # role (restored, residual, ..., qa, preview) -> file
+    qa: dict[str, Any]
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchImagingProducts:
+    """What :func:`batch_imaging_pipeline` wrote."""
+
+    simulation: Any  # sdpbatch.execution.simulate.SimulationProducts
+    ical: IcalProducts
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks before anything runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _separation(a: tuple[float, float], b: tuple[float, float]) -> float:
+    (ra1, d1), (ra2, d2) = a, b
+    cos = np.sin(d1) * np.sin(d2) + np.cos(d1) * np.cos(d2) * np.cos(ra1 - ra2)
+    return float(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def check_measurement_sets(ms_paths: Sequence[str | Path]) -> list[MeasurementSetInfo]:
+    """Metadata of every MeasurementSet; :class:`MeasurementSetError` naming the first bad one.
+
+    All must be readable as Stokes I, share one phase centre and one set of stations.
+    """
+    paths = [Path(p) for p in ms_paths]
+    if not paths:
+        raise MeasurementSetError("<none>", "no MeasurementSets given")
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise MeasurementSetError(paths[0], "the same MeasurementSet is given more than once")
+    infos = [read_measurement_set_metadata(p) for p in paths]
+    first = infos[0]
+    for info in infos[1:]:
+        if _separation(info.phase_centre, first.phase_centre) > SAME_DIRECTION:
+            raise MeasurementSetError(
+                info.path,
+                f"phase centre (ra {np.degrees(info.phase_centre[0]):.6f}, dec "
+                f"{np.degrees(info.phase_centre[1]):.6f}) deg differs from that of {first.path} "
+                f"(ra {np.degrees(first.phase_centre[0]):.6f}, dec "
+                f"{np.degrees(first.phase_centre[1]):.6f}); image them separately",
+            )
+        if info.antenna_names != first.antenna_names:
+            raise MeasurementSetError(
+                info.path, f"its {info.nant} stations differ from the {first.nant} of {first.path}"
+            )
+    return infos
+
+
+def _truth_present(truth_dir: Path | None) -> bool:
+    from sdpbatch.io.truth import GAINS_FILE, SKYMODEL_FILE
+
+    return truth_dir is not None and all(
+        (Path(truth_dir) / name).is_file() for name in (SKYMODEL_FILE, GAINS_FILE)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+def ical_pipeline(
+    ms_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    params: Parameters,
+    *,
+    client=None,
+    truth_dir: str | Path | None = None,
+    progress: bool = False,
+) -> IcalProducts:
+    """Self-calibrate and image ``ms_paths``; write the products into ``out_dir`` atomically.
+
+    ``truth_dir``: a simulation output folder; when it holds ``truth_skymodel.txt`` and
+    ``truth_gains.h5`` the QA compares the results with that truth.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    paths = [Path(p) for p in ms_paths]
+    infos = check_measurement_sets(paths)
+    from sdpbatch.execution.ical import run_ical
+
+    truth = None
+    if _truth_present(Path(truth_dir) if truth_dir else None):
+        from sdpbatch.io.truth import read_truth
+
+        truth = read_truth(truth_dir)
+    LOG.info(
+        "ICAL of %d MeasurementSet(s): %d rows x %d channels in all",
+        len(paths),
+        sum(i.nrow for i in infos),
+        sum(i.nchan for i in infos),
+    )
+    result = run_ical(paths, params, client=client, progress=progress)
+
+    write_start = time.perf_counter()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f"{out_dir.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        written = _write_images(staging, result, infos, params)
+        written["gains"] = _write_gains(staging / GAINS, result)
+        written["preview"] = write_preview_png(
+            staging / PREVIEW,
+            result.restored,
+            cellsize=result.cellsize,
+            title=f"ICAL restored image ({len(paths)} MS, "
+            f"{result.reference_frequency / 1e6:.1f} MHz)",
+        )
+        timings = dict(result.timings)
+        timings["write"] = time.perf_counter() - write_start
+        timings["total"] = time.perf_counter() - start
+        qa = build_qa(result, params, infos, truth=truth, timings=timings)
+        written["qa"] = write_qa(staging / QA, qa)
+        final = _move_into(staging, out_dir, written)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    LOG.info("ICAL products in %s (%.1f s)", out_dir, seconds)
+    return IcalProducts(out_dir=out_dir, paths=final, qa=qa, seconds=seconds)
+
+
+def _move_into(staging: Path, out_dir: Path, written: dict[str, Path]) -> dict[str, Path]:
+    """Rename the staged files into ``out_dir`` (same filesystem: each rename is atomic)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = {}
+    for role, path in written.items():
+        target = out_dir / path.name
+        os.replace(path, target)
+        final[role] = target
+    return final
+
+
+def _date_obs(infos: list[MeasurementSetInfo]) -> str:
+    """ISO date of the first integration (MeasurementSet TIME: MJD seconds, UTC)."""
+    mjd_seconds = min(i.time_range[0] for i in infos)
+    epoch = dt.datetime(1858, 11, 17, tzinfo=dt.UTC) + dt.timedelta(seconds=mjd_seconds)
+    return epoch.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+
+
+def _write_images(
+    staging: Path, result, infos: list[MeasurementSetInfo], params: Parameters
+) -> dict[str, Path]:
+    common = dict(
+        phase_centre=result.phase_centre,
+        cellsize=result.cellsize,
+        date_obs=_date_obs(infos),
+        history=[
+            f"sdpbatch ICAL of {len(infos)} MeasurementSet(s): "
+            + ", ".join(i.path.name for i in infos),
+            f"nmajor {params.nmajor} niter {params.niter} gain {params.clean_gain} "
+            f"scales {params.scales} nmoment {params.nmoment} selfcal {params.selfcal} "
+            f"context {params.calibration_context} weighting {params.weighting}",
+        ],
+    )
+    freqs = np.asarray(result.frequencies, dtype=np.float64)
+    widths = np.asarray(result.bandwidths, dtype=np.float64)
+    mfs = dict(frequencies=[result.reference_frequency], bandwidths=[float(widths.sum())])
+    cube_freqs = _even_axis(freqs)
+    cube = dict(frequencies=cube_freqs, bandwidths=widths)
+    beam = result.clean_beam
+    model0 = np.asarray(result.model_taylor)[0]
+    residual0 = np.asarray(result.residual_taylor)[0]
+    items = {
+        "restored": (RESTORED, result.restored, "Jy/beam", beam, mfs),
+        "residual": (RESIDUAL, residual0, "Jy/beam", None, mfs),
+        "deconvolved": (DECONVOLVED, model0, "Jy/pixel", None, mfs),
+        "restored_cube": (
+            f"{PREFIX}_restored_cube.fits", result.restored_cube, "Jy/beam", beam, cube,
+        ),
+        "residual_cube": (
+            f"{PREFIX}_residual_cube.fits", result.residual_cube, "Jy/beam", None, cube,
+        ),
+        "deconvolved_cube": (
+            f"{PREFIX}_deconvolved_cube.fits", result.model_cube, "Jy/pixel", None, cube,
+        ),
+    }  # fmt: skip
+    written = {}
+    for role, (name, image, bunit, beam_, axis) in items.items():
+        extra = {}
+        if axis is cube and not np.allclose(cube_freqs, freqs):
+            extra["HISTORY"] = "window frequencies (Hz): " + " ".join(f"{f:.1f}" for f in freqs)
+        written[role] = write_fits_image(
+            staging / name,
+            np.asarray(image),
+            bunit=bunit,
+            beam=beam_,
+            extra_header=extra,
+            **axis,
+            **common,
+        )
+    return written
+
+
+def _even_axis(freqs: np.ndarray) -> np.ndarray:
+    """The frequencies, or an evenly spaced axis through their ends if they are not even
+    (a linear FITS FREQ axis cannot hold gaps; the true values go into HISTORY)."""
+    if freqs.size < 3:
+        return freqs
+    even = np.linspace(freqs[0], freqs[-1], freqs.size)
+    return freqs if np.allclose(freqs, even, rtol=1e-6, atol=1e-3) else even
+
+
+def _write_gains(path: Path, result) -> Path:
+    """All solved terms into one H5parm: term k -> soltabs phase00k / amplitude00k."""
+    terms = list(result.solutions.items())
+    if not terms:  # no self-calibration: unit gains, so the product always exists
+        _unit_gains(path, result)
+        return path
+    for k, (term, sol) in enumerate(terms):
+        target = path if k == 0 else path.with_name(f"{path.stem}-{term}.h5")
+        write_gain_table(
+            target,
+            gains=np.asarray(sol.gains),
+            times=np.asarray(sol.times),
+            antenna_names=list(result.antenna_names),
+            antenna_positions=np.asarray(result.antenna_positions),
+            frequencies=np.asarray(sol.frequencies),
+            source_direction=tuple(result.phase_centre),
+        )
+        if k == 0:
+            with h5py.File(path, "a") as f:
+                for tab in ("phase000", "amplitude000"):
+                    f[f"sol000/{tab}"].attrs["TERM"] = np.bytes_(term)
+            continue
+        with h5py.File(path, "a") as f, h5py.File(target, "r") as g:
+            for tab in ("phase", "amplitude"):
+                name = f"{tab}{k:03d}"
+                f.copy(g[f"sol000/{tab}000"], f["sol000"], name=name)
+                f[f"sol000/{name}"].attrs["TERM"] = np.bytes_(term)
+        target.unlink()
+    return path
+
+
+def _unit_gains(path: Path, result) -> None:
+    nant = len(result.antenna_names)
+    write_gain_table(
+        path,
+        gains=np.ones((1, nant, 1), complex),
+        times=np.zeros(1),
+        antenna_names=list(result.antenna_names),
+        antenna_positions=np.asarray(result.antenna_positions),
+        frequencies=[float(result.reference_frequency)],
+        source_direction=tuple(result.phase_centre),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# quality assessment
+# ---------------------------------------------------------------------------------------------
+
+
+def build_qa(
+    result,
+    params: Parameters,
+    infos: list[MeasurementSetInfo],
+    *,
+    truth=None,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The QA record: inputs, image statistics, cycles, timings and the truth comparison."""
+    residual0 = np.asarray(result.residual_taylor)[0]
+    beam = result.clean_beam
+    qa: dict[str, Any] = {
+        "inputs": [
+            {"path": str(i.path), "nrow": i.nrow, "nchan": i.nchan, "correlations": i.correlations}
+            for i in infos
+        ],
+        "parameters": params.to_dict(),
+        "image": {
+            "npixel": int(result.npixel),
+            "cellsize_rad": float(result.cellsize),
+            "reference_frequency_hz": float(result.reference_frequency),
+            "phase_centre_deg": [float(np.degrees(v)) for v in result.phase_centre],
+        },
+        "clean_beam_deg": {
+            "bmaj": float(np.degrees(beam.bmaj)),
+            "bmin": float(np.degrees(beam.bmin)),
+            "bpa": float(np.degrees(beam.bpa)),
+        },
+        "restored": image_statistics(result.restored, noise_image=residual0),
+        "residual": image_statistics(residual0),
+        "cycles": list(result.cycles),
+        "timings_s": timings,
+    }
+    if truth is not None:
+        qa["truth"] = compare_with_truth(result, truth)
+    return qa
+
+
+def _nearest(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
+    axis = np.atleast_1d(np.asarray(axis, dtype=np.float64))
+    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    return np.abs(axis[None, :] - values[:, None]).argmin(axis=1)
+
+
+def solved_gains_on(result, times: np.ndarray, frequencies: np.ndarray, names: list[str]):
+    """Product of all solved terms at the given times, frequencies and stations (nearest)."""
+    index = {n: k for k, n in enumerate(result.antenna_names)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ValueError(f"truth stations {missing[:3]} are not among the solved stations")
+    ant = np.array([index[n] for n in names])
+    total = np.ones((len(times), len(names), len(frequencies)), complex)
+    for sol in result.solutions.values():
+        g = np.asarray(sol.gains)
+        it = _nearest(sol.times, times)
+        jf = _nearest(sol.frequencies, frequencies)
+        total *= g[np.ix_(it, ant, jf)]
+    return total
+
+
+def compare_with_truth(result, truth) -> dict[str, Any]:
+    """Solved-vs-true phase error and the brightest true sources measured in the restored image."""
+    out: dict[str, Any] = {}
+    true = truth.gains
+    if result.solutions:
+        solved = solved_gains_on(result, true.times, true.frequencies, true.antenna_names)
+        out["gain_phase_rms_error_rad"] = gain_phase_error(
+            solved, true.gains, true.antenna_positions
+        )
+        out["gain_phase_rms_true_rad"] = float(np.std(np.angle(true.gains)))
+    sky = truth.sky
+    n = int(result.npixel)
+    nu0 = float(result.reference_frequency)
+    flux = sky.flux_at(nu0)[:, 0]
+    ix, iy = sky_to_pixel(sky.ra, sky.dec, result.phase_centre, result.cellsize, n)
+    margin = 4
+    inside = (ix > margin) & (ix < n - margin) & (iy > margin) & (iy < n - margin)
+    order = [k for k in np.argsort(-flux) if inside[k]][:NBRIGHTEST]
+    sources = []
+    for k in order:
+        measured, x, y = measure_source(result.restored, ix[k], iy[k])
+        sources.append(
+            {
+                "name": sky.names[k] if k < len(sky.names) else str(k),
+                "ra_deg": float(np.degrees(sky.ra[k])),
+                "dec_deg": float(np.degrees(sky.dec[k])),
+                "true_flux_jy": float(flux[k]),
+                "measured_flux_jy": measured,
+                "flux_ratio": measured / float(flux[k]),
+                "offset_pixels": float(np.hypot(x - ix[k], y - iy[k])),
+            }
+        )
+    out["brightest_sources"] = sources
+    if sources:
+        out["max_flux_error"] = max(abs(s["flux_ratio"] - 1) for s in sources)
+        out["max_offset_pixels"] = max(s["offset_pixels"] for s in sources)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole workflow
+# ---------------------------------------------------------------------------------------------
+
+
+def batch_imaging_pipeline(
+    params: Parameters,
+    vis_dir: str | Path,
+    img_dir: str | Path,
+    *,
+    client=None,
+    progress: bool = False,
+) -> BatchImagingProducts:
+    """The seed's batch imaging workflow: simulate into ``vis_dir``, then ICAL into ``img_dir``."""
+    from sdpbatch.execution.simulate import simulate
+
+    WORKFLOW_LOG.info("Running simulation pipeline")
+    simulation = simulate(params, Path(vis_dir), client=client, progress=progress)
+    WORKFLOW_LOG.info(
+        "Simulated %d MeasurementSets in %s (%.1f s)",
+        len(simulation.ms_paths),
+        vis_dir,
+        simulation.seconds,
+    )
+    WORKFLOW_LOG.info("Running ICAL pipeline")
+    ical = ical_pipeline(
+        simulation.ms_paths, img_dir, params, client=client, truth_dir=vis_dir, progress=progress
+    )
+    WORKFLOW_LOG.info("ICAL products are in %s (%.1f s)", img_dir, ical.seconds)
+    for role in ("restored", "residual", "deconvolved", "gains", "qa"):
+        WORKFLOW_LOG.info("  %s: %s", role, ical.paths[role].name)
+    return BatchImagingProducts(simulation=simulation, ical=ical)

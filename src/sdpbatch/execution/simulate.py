@@ -1,0 +1,327 @@
+"""The simulation pipeline: SKA1-Low visibilities with station gain errors, one MS per window.
+
+The story: validate the parameters and build everything small in the client (layout, times,
+per-station UVW, sky model, gains: :func:`prepare_simulation`); then one task per frequency
+window predicts, corrupts and writes its MeasurementSet in blocks of times
+(:func:`simulate_window`), so that large arrays never travel; finally the truth is written.
+
+Random numbers (reproducible from ``params.seed``):
+
+- gains: ``default_rng(seed)`` (drawn once, in the client: every window sees the same gains);
+- sky model: ``default_rng(SeedSequence(seed, spawn_key=(0,)))``;
+- noise of window w: ``default_rng(SeedSequence(seed, spawn_key=(1, w)))``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sdpbatch.io.atomic import remove_partials
+from sdpbatch.io.layout_file import load_layout
+from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
+from sdpbatch.io.skymodel_file import read_sky_model
+from sdpbatch.io.truth import write_truth
+from sdpbatch.parameters import GLEAM_LIKE, ParameterError, Parameters
+from sdpbatch.science.constants import STATION_DIAMETER
+from sdpbatch.science.gains import corrupt, random_gains
+from sdpbatch.science.layouts import enu_to_itrf, select_stations, site_itrf, smallest_useful_rmax
+from sdpbatch.science.noise import add_noise, radiometer_sigma
+from sdpbatch.science.observation import (
+    baselines,
+    frequency_windows,
+    integration_time,
+    observation_times,
+    transit_time,
+)
+from sdpbatch.science.predict import predict_point_sources
+from sdpbatch.science.skymodel import (
+    SkyModel,
+    apparent_sky,
+    beam_radius,
+    expected_source_count,
+    gleam_like_sources,
+    lmn,
+)
+from sdpbatch.science.uvw import antenna_uvw, baseline_uvw
+from sdpbatch.science.visibility import Visibilities
+
+LOG = logging.getLogger(__name__)
+
+MS_NAME = "ska_pipeline_simulation_vislist_{}.ms"
+MAX_SOURCES = 20_000
+"""Largest synthetic population allowed (the direct sum costs rows x sources per window)."""
+ROWS_PER_BLOCK = 200_000
+"""Rows predicted and written at a time (about 20 MiB of working arrays)."""
+
+
+def ms_name(window: int) -> str:
+    """File name of the MeasurementSet of frequency window ``window``."""
+    return MS_NAME.format(window)
+
+
+@dataclass
+class SimulationSetup:
+    """Everything small a window task needs (a few MiB at most)."""
+
+    params: Parameters
+    phase_centre: tuple[float, float]
+    frequencies: np.ndarray  # (nfreqwin,) Hz
+    channel_widths: np.ndarray  # (nfreqwin,) Hz
+    times: np.ndarray  # (ntimes,) MJD s
+    interval: float  # s
+    antenna_names: list[str]
+    itrf: np.ndarray  # (nant, 3) m
+    ant_uvw: np.ndarray  # (ntimes, nant, 3) m, J2000
+    antenna1: np.ndarray  # (nbl,)
+    antenna2: np.ndarray  # (nbl,)
+    sky: SkyModel  # apparent (beam-attenuated) sources
+    gains: np.ndarray  # (ntimes, nant) complex
+
+    @property
+    def nbaselines(self) -> int:
+        return int(self.antenna1.size)
+
+
+@dataclass
+class SimulationProducts:
+    """What a simulation wrote."""
+
+    ms_paths: list[Path]
+    truth_dir: Path
+    truth_paths: list[Path]
+    nstations: int
+    nbaselines: int
+    ntimes: int
+    nfreqwin: int
+    nsources: int
+    nvis: int
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _stations(params: Parameters) -> tuple[np.ndarray, list[str]]:
+    try:
+        enu, names = load_layout(params.layout)
+    except (ValueError, FileNotFoundError) as err:
+        raise ParameterError("layout", str(err)) from err
+    keep = select_stations(enu, params.rmax)
+    if keep.size < 2:
+        raise ParameterError(
+            "rmax",
+            f"{params.rmax} m keeps {keep.size} station(s) of the layout; need at least 2: "
+            f"use rmax >= {math.ceil(smallest_useful_rmax(enu) * 1000) / 1000} m",
+        )
+    return enu[keep], [names[i] for i in keep]
+
+
+def _intrinsic_sky(params: Parameters, phase_centre: tuple[float, float]) -> SkyModel:
+    if params.sky_model == GLEAM_LIKE:
+        radius = beam_radius(params.freq_max)
+        expected = expected_source_count(params.flux_limit, radius)
+        if expected > MAX_SOURCES:
+            raise ParameterError(
+                "flux_limit",
+                f"{params.flux_limit} Jy gives ~{expected:.0f} sources in the field, more than "
+                f"{MAX_SOURCES}; raise the flux limit",
+            )
+        rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(0,)))
+        return gleam_like_sources(
+            rng, phase_centre, fov_radius=radius, flux_limit=params.flux_limit
+        )
+    try:
+        return read_sky_model(params.sky_model)
+    except ValueError as err:
+        raise ParameterError("sky_model", str(err)) from err
+
+
+def prepare_simulation(params: Parameters) -> SimulationSetup:
+    """Validate ``params`` against the layout and sky model and build the small inputs.
+
+    Raises ParameterError (naming the field) before anything is written.
+    """
+    phase_centre = (math.radians(params.ra), math.radians(params.dec))
+    enu, names = _stations(params)
+    intrinsic = _intrinsic_sky(params, phase_centre)
+    freqs, widths = frequency_windows(params.freq_min, params.freq_max, params.nfreqwin)
+    transit = transit_time(*phase_centre, params.obs_date)
+    times = observation_times(transit, params.ntimes)
+    itrf = enu_to_itrf(enu)
+    ant_uvw = antenna_uvw(itrf, times, phase_centre, site_itrf())
+    a1, a2 = baselines(len(names))
+    gains = random_gains(
+        np.random.default_rng(params.seed),
+        params.ntimes,
+        len(names),
+        phase_error=params.phase_error,
+        amplitude_error=params.amplitude_error,
+    )
+    return SimulationSetup(
+        params=params,
+        phase_centre=phase_centre,
+        frequencies=freqs,
+        channel_widths=widths,
+        times=times,
+        interval=integration_time(params.ntimes),
+        antenna_names=names,
+        itrf=itrf,
+        ant_uvw=ant_uvw,
+        antenna1=a1,
+        antenna2=a2,
+        sky=apparent_sky(intrinsic, phase_centre, freqs),
+        gains=gains,
+    )
+
+
+def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) -> Path:
+    """Predict, corrupt and write the MeasurementSet of one frequency window; return its path.
+
+    Works through blocks of whole time samples (``ROWS_PER_BLOCK`` rows) to bound memory.
+    """
+    params = setup.params
+    freq = setup.frequencies[window : window + 1]
+    width = setup.channel_widths[window : window + 1]
+    nbl, ntimes = setup.nbaselines, setup.times.size
+    directions = lmn(setup.sky.ra, setup.sky.dec, setup.phase_centre)
+    flux = setup.sky.flux_at(freq)  # (nsrc, 1)
+    sigma = radiometer_sigma(params.tsys, width, setup.interval) if params.add_noise else None
+    noise_rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(1, window)))
+    weight_value = 1.0 / float(sigma[0]) ** 2 if sigma is not None else 1.0
+    half = 0.5 * setup.interval
+    layout = MeasurementSetLayout(
+        frequency=freq,
+        channel_width=width,
+        phase_centre=setup.phase_centre,
+        antenna_positions=setup.itrf,
+        antenna_names=setup.antenna_names,
+        antenna_diameter=STATION_DIAMETER,
+        time_range=(float(setup.times[0] - half), float(setup.times[-1] + half)),
+    )
+    path = Path(out_dir) / ms_name(window)
+    step = max(1, ROWS_PER_BLOCK // nbl)
+    with create_measurement_set(path, layout) as writer:
+        for t0 in range(0, ntimes, step):
+            t1 = min(ntimes, t0 + step)
+            nrow = (t1 - t0) * nbl
+            time_index = np.repeat(np.arange(t0, t1), nbl)
+            a1 = np.tile(setup.antenna1, t1 - t0)
+            a2 = np.tile(setup.antenna2, t1 - t0)
+            uvw = baseline_uvw(setup.ant_uvw[t0:t1], setup.antenna1, setup.antenna2)
+            vis = predict_point_sources(uvw, freq, directions, flux)
+            vis = corrupt(vis, setup.gains, a1, a2, time_index)
+            if sigma is not None:
+                vis = add_noise(vis, sigma, noise_rng)
+            writer.write(
+                Visibilities(
+                    uvw=uvw,
+                    time=setup.times[time_index],
+                    antenna1=a1,
+                    antenna2=a2,
+                    frequency=freq,
+                    channel_width=width,
+                    vis=vis,
+                    weight=np.full((nrow, 1), weight_value, dtype=np.float32),
+                    flag=np.zeros((nrow, 1), dtype=bool),
+                    phase_centre=setup.phase_centre,
+                    antenna_positions=setup.itrf,
+                    antenna_names=setup.antenna_names,
+                    integration_time=setup.interval,
+                    antenna_diameter=STATION_DIAMETER,
+                )
+            )
+    return path
+
+
+def _summary(setup: SimulationSetup, ms_paths: list[Path]) -> dict:
+    return {
+        "parameters": setup.params.to_dict(),
+        "nstations": len(setup.antenna_names),
+        "nbaselines": setup.nbaselines,
+        "ntimes": int(setup.times.size),
+        "nfreqwin": int(setup.frequencies.size),
+        "nsources": len(setup.sky),
+        "frequencies_hz": setup.frequencies.tolist(),
+        "channel_width_hz": setup.channel_widths.tolist(),
+        "times_mjd_s": setup.times.tolist(),
+        "integration_time_s": setup.interval,
+        "phase_centre_rad": list(setup.phase_centre),
+        "measurement_sets": [p.name for p in ms_paths],
+        "truth": {"sky_model": "truth_skymodel.txt", "gains": "truth_gains.h5"},
+        "conventions": "UVW = uvw(ANTENNA2) - uvw(ANTENNA1) J2000; "
+        "DATA = sum S exp(+2 pi i nu/c (u l + v m + w (n-1))); DATA_pq = g_p conj(g_q) TRUE_pq",
+    }
+
+
+def simulate(
+    params: Parameters,
+    out_dir: Path,
+    *,
+    client=None,
+    progress: bool = False,
+) -> SimulationProducts:
+    """Run the simulation: MeasurementSets ``ska_pipeline_simulation_vislist_<i>.ms`` and the
+    truth (:mod:`sdpbatch.io.truth`) in ``out_dir``.
+
+    ``client``: a ``distributed.Client`` to run one task per window on; None runs the same
+    per-window function in this process, one window after the other.
+    """
+    start = time.perf_counter()
+    setup = prepare_simulation(params)  # raises ParameterError before anything is written
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_partials(out_dir)
+    windows = range(params.nfreqwin)
+    LOG.info(
+        "Simulating %d windows x %d times x %d baselines (%d stations, %d sources)",
+        len(windows),
+        params.ntimes,
+        setup.nbaselines,
+        len(setup.antenna_names),
+        len(setup.sky),
+    )
+    if client is None:
+        ms_paths = []
+        for w in windows:
+            ms_paths.append(simulate_window(setup, w, out_dir))
+            if progress:
+                LOG.info("Wrote %s", ms_paths[-1])
+    else:
+        from distributed import as_completed
+
+        shared = client.scatter(setup, broadcast=True)
+        futures = [
+            client.submit(simulate_window, shared, w, str(out_dir), key=f"simulate-window-{w}")
+            for w in windows
+        ]
+        for future in as_completed(futures):
+            if progress:
+                LOG.info("Wrote %s", future.result())
+        ms_paths = [Path(f.result()) for f in futures]
+    truth_paths = write_truth(
+        out_dir,
+        apparent_sky=setup.sky,
+        gains=setup.gains,
+        times=setup.times,
+        antenna_names=setup.antenna_names,
+        antenna_positions=setup.itrf,
+        frequencies=setup.frequencies,
+        phase_centre=setup.phase_centre,
+        summary=_summary(setup, ms_paths),
+    )
+    return SimulationProducts(
+        ms_paths=ms_paths,
+        truth_dir=out_dir,
+        truth_paths=truth_paths,
+        nstations=len(setup.antenna_names),
+        nbaselines=setup.nbaselines,
+        ntimes=params.ntimes,
+        nfreqwin=params.nfreqwin,
+        nsources=len(setup.sky),
+        nvis=setup.nbaselines * params.ntimes * params.nfreqwin,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,100 @@
+"""The truth written beside the simulated MeasurementSets, for ICAL and for tests.
+
+Files in the output directory:
+
+- ``truth_skymodel.txt``: the APPARENT (beam-attenuated) point sources exactly as the
+  visibilities contain them, WSClean/DP3 format (:mod:`sdpbatch.io.skymodel_file`);
+- ``truth_gains.h5``: the true station gains, H5parm layout (:mod:`sdpbatch.io.gaintable`),
+  axes time x station x window, ``DATA_pq = g_p conj(g_q) TRUE_pq``;
+- ``simulation.json``: the parameters used, station/baseline/time counts, the products.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdpbatch.io.atomic import atomic_path
+from sdpbatch.io.gaintable import GainTable, read_gain_table, write_gain_table
+from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
+from sdpbatch.science.skymodel import SkyModel
+
+SKYMODEL_FILE = "truth_skymodel.txt"
+GAINS_FILE = "truth_gains.h5"
+SUMMARY_FILE = "simulation.json"
+
+
+@dataclass
+class Truth:
+    """What a simulation put into its data."""
+
+    sky: SkyModel
+    gains: GainTable
+    summary: dict[str, Any]
+
+
+def write_truth(
+    out_dir: str | Path,
+    *,
+    apparent_sky: SkyModel,
+    gains: np.ndarray,
+    times: np.ndarray,
+    antenna_names: list[str],
+    antenna_positions: np.ndarray,
+    frequencies: np.ndarray,
+    phase_centre: tuple[float, float],
+    summary: dict[str, Any],
+) -> list[Path]:
+    """Write the three truth files (each atomically) and return their paths.
+
+    ``gains`` are (ntimes, nant) (the same for every window) or (ntimes, nant, nfreq).
+    """
+    out = Path(out_dir)
+    gains = np.asarray(gains)
+    freqs = np.atleast_1d(np.asarray(frequencies, dtype=np.float64))
+    if gains.ndim == 2:
+        gains = np.repeat(gains[:, :, None], freqs.size, axis=2)
+    header = [
+        "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x SKA1-Low station beam",
+        "pointed at the phase centre), i.e. exactly what the visibilities contain (no gains).",
+        "Spectra: S(nu) = I * (nu/nu0)**(c0 + c1*x + ...), x = log10(nu/nu0), fitted to the",
+        f"beam-attenuated spectrum at the {freqs.size} simulated frequencies.",
+        f"Phase centre (J2000): ra {np.degrees(phase_centre[0]):.9f} deg, "
+        f"dec {np.degrees(phase_centre[1]):.9f} deg.",
+    ]
+    paths = [
+        write_sky_model(out / SKYMODEL_FILE, apparent_sky, header=header),
+        write_gain_table(
+            out / GAINS_FILE,
+            gains=gains,
+            times=times,
+            antenna_names=antenna_names,
+            antenna_positions=antenna_positions,
+            frequencies=freqs,
+            source_direction=phase_centre,
+        ),
+    ]
+    target = out / SUMMARY_FILE
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    paths.append(target)
+    return paths
+
+
+def read_truth(directory: str | Path) -> Truth:
+    """Read the truth files of a simulation output directory."""
+    d = Path(directory)
+    summary_path = d / SUMMARY_FILE
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{summary_path}: cannot read the simulation summary ({err})") from err
+    return Truth(
+        sky=read_sky_model(d / SKYMODEL_FILE),
+        gains=read_gain_table(d / GAINS_FILE),
+        summary=summary,
+    )

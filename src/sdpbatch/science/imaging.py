@@ -1,0 +1,320 @@
+"""Imaging with ducc0's w-gridder in the MeasurementSet convention.
+
+Conventions (see ``science/visibility.py`` and the science reference):
+
+- ``uvw[row] = uvw(antenna2) - uvw(antenna1)`` in metres, and a point source of flux S at
+  direction cosines (l, m) has ``vis = S exp(+2 pi i nu/c (u l + v m + w (n - 1)))``;
+- ducc0 computes ``V = sum I/n exp(-2 pi i [u l + v m - w (n - 1)])``, so we hand it the
+  MeasurementSet UVW with u and v negated (``flip_u``/``flip_v``, i.e. ``uvw * (-1, -1, +1)``
+  without a copy);
+- images are ``image[ix, iy]`` with l = (ix - N/2) cell (east) and m = (iy - N/2) cell (north);
+- ``divide_by_n=False`` everywhere: a model in Jy/pixel predicts point-source visibilities, and
+  gridding is the exact adjoint of prediction, so a point source of S Jy shows as a peak of S in
+  the dirty image normalised by the sum of weights.
+
+Gridding returns *unnormalised* images (the weighted sum) and the sum of weights separately, so
+that images of several chunks or frequency windows can be added first and normalised once.
+Several channels are gridded onto one image in one ducc0 call (one FFT per pass).
+"""
+
+from __future__ import annotations
+
+import math
+
+import ducc0
+import numpy as np
+
+SPEED_OF_LIGHT = 299_792_458.0
+"""m/s."""
+
+WEIGHTING_SCHEMES = ("natural", "uniform", "briggs")
+
+DOUBLE_PRECISION_EPSILON = 1e-5
+"""ducc0 needs double precision at and below this accuracy."""
+
+
+def _dtypes(epsilon: float) -> tuple[type, type]:
+    """(complex, real) dtypes ducc0 should compute in for ``epsilon``."""
+    if epsilon <= DOUBLE_PRECISION_EPSILON:
+        return np.complex128, np.float64
+    return np.complex64, np.float32
+
+
+def _common(
+    uvw: np.ndarray, frequencies: np.ndarray, cellsize: float, epsilon: float, nthreads: int
+) -> dict:
+    return dict(
+        uvw=np.ascontiguousarray(uvw, dtype=np.float64),
+        freq=np.ascontiguousarray(frequencies, dtype=np.float64),
+        pixsize_x=float(cellsize),
+        pixsize_y=float(cellsize),
+        epsilon=float(epsilon),
+        do_wgridding=True,
+        nthreads=int(nthreads),
+        flip_u=True,
+        flip_v=True,
+        divide_by_n=False,
+    )
+
+
+def _mask(flag: np.ndarray | None) -> np.ndarray | None:
+    if flag is None or not flag.any():
+        return None
+    return np.ascontiguousarray(~flag, dtype=np.uint8)
+
+
+def _channel_weight(
+    weight: np.ndarray, channel_factors: np.ndarray | None, real: type
+) -> np.ndarray:
+    if channel_factors is None:
+        return np.ascontiguousarray(weight, dtype=real)
+    return np.ascontiguousarray(weight * np.asarray(channel_factors)[None, :], dtype=real)
+
+
+def _weight_sum(weight: np.ndarray, flag: np.ndarray | None) -> float:
+    if flag is None:
+        return float(np.sum(weight, dtype=np.float64))
+    return float(np.sum(np.where(flag, 0.0, weight), dtype=np.float64))
+
+
+def grid_dirty(
+    uvw: np.ndarray,
+    frequencies: np.ndarray,
+    vis: np.ndarray,
+    weight: np.ndarray,
+    *,
+    npixel: int,
+    cellsize: float,
+    epsilon: float,
+    nthreads: int,
+    channel_factors: np.ndarray | None = None,
+    flag: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """Unnormalised dirty image of all channels together, and the sum of weights.
+
+    Parameters
+    ----------
+    uvw : (nrow, 3) metres, MeasurementSet convention.
+    frequencies : (nchan,) Hz.
+    vis : (nrow, nchan) complex, Jy.
+    weight : (nrow, nchan) imaging weights (zero where unused).
+    npixel, cellsize : image size (even, >= 32) and pixel size (rad).
+    channel_factors : (nchan,) optional extra factor per channel, e.g. ``t_c**k`` of a Taylor
+        term; it multiplies the weights when gridding but not the returned weight sum.
+    flag : (nrow, nchan) bool, optional: samples to skip.
+
+    Returns
+    -------
+    image : (npixel, npixel) float64, ``sum w f_c V e^{...}``; divide by ``weight_sum`` for Jy/beam.
+    weight_sum : sum of ``weight`` over unflagged samples (without ``channel_factors``).
+    """
+    cplx, real = _dtypes(epsilon)
+    image = ducc0.wgridder.experimental.vis2dirty(
+        **_common(uvw, frequencies, cellsize, epsilon, nthreads),
+        vis=np.ascontiguousarray(vis, dtype=cplx),
+        wgt=_channel_weight(weight, channel_factors, real),
+        mask=_mask(flag),
+        npix_x=int(npixel),
+        npix_y=int(npixel),
+    )
+    return image.astype(np.float64, copy=False), _weight_sum(weight, flag)
+
+
+def grid_psf(
+    uvw: np.ndarray,
+    frequencies: np.ndarray,
+    weight: np.ndarray,
+    *,
+    npixel: int,
+    cellsize: float,
+    epsilon: float,
+    nthreads: int,
+    channel_factors: np.ndarray | None = None,
+    flag: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """Unnormalised point spread function (the dirty image of unit visibilities).
+
+    Same arguments and returns as :func:`grid_dirty` without ``vis``; the normalised PSF
+    ``image / weight_sum`` peaks at 1 at pixel (N/2, N/2) when ``channel_factors`` is None.
+    """
+    ones = np.ones(np.shape(weight), dtype=_dtypes(epsilon)[0])
+    return grid_dirty(
+        uvw,
+        frequencies,
+        ones,
+        weight,
+        npixel=npixel,
+        cellsize=cellsize,
+        epsilon=epsilon,
+        nthreads=nthreads,
+        channel_factors=channel_factors,
+        flag=flag,
+    )
+
+
+def predict_visibilities(
+    model: np.ndarray,
+    uvw: np.ndarray,
+    frequencies: np.ndarray,
+    *,
+    cellsize: float,
+    epsilon: float,
+    nthreads: int,
+    flag: np.ndarray | None = None,
+) -> np.ndarray:
+    """Visibilities (nrow, nchan) complex128 of a model image in Jy/pixel (same for all channels).
+
+    The adjoint of :func:`grid_dirty` (with unit weights): a single pixel of S Jy at (l, m)
+    predicts ``S exp(+2 pi i nu/c (u l + v m + w (n - 1)))``.  Flagged samples are set to zero.
+    """
+    cplx, real = _dtypes(epsilon)
+    vis = ducc0.wgridder.experimental.dirty2vis(
+        **_common(uvw, frequencies, cellsize, epsilon, nthreads),
+        dirty=np.ascontiguousarray(model, dtype=real),
+        mask=_mask(flag),
+    )
+    return vis.astype(np.complex128, copy=False)
+
+
+# --- weighting ----------------------------------------------------------------------------------
+
+
+def _uv_cells(
+    uvw: np.ndarray, frequencies: np.ndarray, npixel: int, cellsize: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices (iu, iv) of each sample's uv cell and of its Hermitian mirror, and validity.
+
+    The uv cell size is ``1 / (npixel * cellsize)`` wavelengths (the FFT grid of the image).
+    Returns iu, iv (nrow, nchan) int for the sample itself, and a bool mask of samples inside
+    the grid; the mirror cell is ``(-iu, -iv) mod npixel``.
+    """
+    scale = frequencies[None, :] / SPEED_OF_LIGHT * npixel * cellsize
+    iu = np.rint(uvw[:, 0:1] * scale).astype(np.int64)
+    iv = np.rint(uvw[:, 1:2] * scale).astype(np.int64)
+    half = npixel // 2
+    inside = (np.abs(iu) < half) & (np.abs(iv) < half)
+    return iu, iv, inside
+
+
+def weight_density(
+    uvw: np.ndarray,
+    frequencies: np.ndarray,
+    weight: np.ndarray,
+    *,
+    npixel: int,
+    cellsize: float,
+) -> np.ndarray:
+    """Gridded weight density (npixel, npixel): the sum of weights in each uv cell.
+
+    Each sample counts in its own cell and in the mirrored cell (-u, -v), since both halves of
+    the uv plane are imaged.  Density grids of different chunks or windows (same npixel and
+    cellsize) add up: sum them before :func:`apply_density_weighting`.
+    Cell (iu, iv) is stored at index ``(iu mod npixel, iv mod npixel)``.
+    """
+    iu, iv, inside = _uv_cells(uvw, frequencies, npixel, cellsize)
+    w = np.where(inside, weight, 0.0).ravel()
+    density = np.zeros(npixel * npixel)
+    for su in (1, -1):
+        index = ((su * iu) % npixel) * npixel + (su * iv) % npixel
+        density += np.bincount(index.ravel(), weights=w, minlength=npixel * npixel)
+    return density.reshape(npixel, npixel)
+
+
+def apply_density_weighting(
+    uvw: np.ndarray,
+    frequencies: np.ndarray,
+    weight: np.ndarray,
+    density: np.ndarray,
+    *,
+    scheme: str,
+    robust: float,
+    cellsize: float,
+) -> np.ndarray:
+    """Imaging weights (nrow, nchan) from data weights and the total weight density.
+
+    - ``uniform``: ``w / D`` with D the density of the sample's uv cell;
+    - ``briggs`` (Briggs 1995, as in CASA/WSClean): ``w / (1 + D f2)`` with
+      ``f2 = (5 * 10**-robust)**2 / (sum D**2 / sum D)``; robust -2 approaches uniform and +2
+      natural weighting;
+    - ``natural``: ``w`` unchanged.
+    ``density`` is the sum of :func:`weight_density` over all data that is imaged together.
+    """
+    if scheme not in WEIGHTING_SCHEMES:
+        raise ValueError(
+            f"weighting scheme {scheme!r} is not known; allowed: {', '.join(WEIGHTING_SCHEMES)}"
+        )
+    weight = np.asarray(weight, dtype=np.float64)
+    if scheme == "natural":
+        return weight.copy()
+    npixel = density.shape[0]
+    iu, iv, inside = _uv_cells(uvw, frequencies, npixel, cellsize)
+    d = density[iu % npixel, iv % npixel]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if scheme == "uniform":
+            out = np.where(d > 0, weight / d, 0.0)
+        else:
+            f2 = (5.0 * 10.0 ** (-robust)) ** 2 / (np.sum(density**2) / np.sum(density))
+            out = weight / (1.0 + d * f2)
+    return np.where(inside, out, 0.0)
+
+
+def imaging_weights(
+    uvw: np.ndarray,
+    frequencies: np.ndarray,
+    weight: np.ndarray,
+    *,
+    scheme: str,
+    robust: float,
+    npixel: int,
+    cellsize: float,
+) -> np.ndarray:
+    """Imaging weights (nrow, nchan) for data imaged on its own (see the two functions above)."""
+    if scheme == "natural":
+        return np.asarray(weight, dtype=np.float64).copy()
+    density = weight_density(uvw, frequencies, weight, npixel=npixel, cellsize=cellsize)
+    return apply_density_weighting(
+        uvw, frequencies, weight, density, scheme=scheme, robust=robust, cellsize=cellsize
+    )
+
+
+# --- image size advice --------------------------------------------------------------------------
+
+
+def fast_even_size(n: int) -> int:
+    """The smallest even size >= n that ducc0's FFT handles fast (factors 2, 3, 5, 7, 11)."""
+    size = ducc0.fft.good_size(max(int(n), 32))
+    while size % 2:
+        size = ducc0.fft.good_size(size + 1)
+    return size
+
+
+def advise_image(
+    uvw_max_m: float,
+    freq_min: float,
+    freq_max: float,
+    station_diameter: float,
+    *,
+    guard_band: float = 6.0,
+    oversampling: float = 3.0,
+) -> tuple[int, float]:
+    """Image size and cell size advised from the data (RASCIL's ``advise_wide_field``).
+
+    ``cellsize = 1 / (oversampling * B)`` with ``B = uvw_max_m / lambda_min`` the longest
+    baseline in wavelengths (lambda_min = c / freq_max); the image covers ``guard_band`` times
+    the primary beam ``lambda_max / station_diameter``; npixel is the next fast even FFT size.
+
+    Returns (npixel, cellsize rad).
+    """
+    for name, value in (
+        ("uvw_max_m", uvw_max_m),
+        ("freq_min", freq_min),
+        ("freq_max", freq_max),
+        ("station_diameter", station_diameter),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"advise_image: {name} must be a positive number, got {value}")
+    baseline = uvw_max_m * freq_max / SPEED_OF_LIGHT
+    cellsize = 1.0 / (oversampling * baseline)
+    field_of_view = guard_band * (SPEED_OF_LIGHT / freq_min) / station_diameter
+    npixel = fast_even_size(math.ceil(field_of_view / cellsize))
+    return npixel, cellsize

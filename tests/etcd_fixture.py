@@ -1,0 +1,66 @@
+"""A real etcd server on loopback, on free ports, for the tests.
+
+Use it in a test module with ``from etcd_fixture import *  # noqa: F403`` (the
+tests folder is on ``sys.path`` under pytest).  One server per test session; each test
+should use its own key names or clean up (``etcd_clean`` gives an emptied server).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from sdpbatch.control.etcd_server import free_port, start_etcd, wait_healthy
+from sdpbatch.control.processes import stop_process
+
+__all__ = ["etcd_clean", "etcd_server"]
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
+    """(host, port) of an etcd server that runs for the whole test session."""
+    try:
+        from sdpbatch.control.etcd_server import etcd_binary
+
+        etcd_binary()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    root = tmp_path_factory.mktemp("etcd")
+    host, port = "127.0.0.1", free_port()
+    record = start_etcd(
+        root / "data",
+        client_port=port,
+        peer_port=free_port(),
+        log_path=root / "etcd.log",
+        unsafe_no_fsync=True,
+    )
+    try:
+        wait_healthy(host, port, timeout=30)
+        yield host, port
+    finally:
+        stop_process(record.pid, timeout=10)
+
+
+@pytest.fixture
+def etcd_clean(etcd_server) -> Iterator[tuple[str, int]]:
+    """The session's etcd server, emptied before the test; also sets SDP_CONFIG_*."""
+    import pyetcd
+
+    host, port = etcd_server
+    client = pyetcd.client(host=host, port=port)
+    client.delete_prefix("/")
+    client.close()
+    saved = {
+        k: os.environ.get(k) for k in ("SDP_CONFIG_BACKEND", "SDP_CONFIG_HOST", "SDP_CONFIG_PORT")
+    }
+    os.environ.update(SDP_CONFIG_BACKEND="etcd3", SDP_CONFIG_HOST=host, SDP_CONFIG_PORT=str(port))
+    try:
+        yield host, port
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

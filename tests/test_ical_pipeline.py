@@ -1,0 +1,205 @@
+"""End to end: `sdpbatch ical` on a foreign MeasurementSet, `sdpbatch run`, atomic products."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from casacore_ms_builder import MsSpec, build_ms, random_enu
+from sdpbatch.cli import main
+from sdpbatch.io.fits_image import read_fits_image, write_fits_image
+from sdpbatch.io.gaintable import read_gain_table
+from sdpbatch.science.assess import gain_phase_error, measure_source
+
+needs_ical = pytest.mark.skipif(
+    importlib.util.find_spec("sdpbatch.execution.ical") is None,
+    reason="sdpbatch.execution.ical (run_ical, by the imaging engineer) does not exist yet",
+)
+needs_simulate = pytest.mark.skipif(
+    importlib.util.find_spec("sdpbatch.execution.simulate") is None,
+    reason="sdpbatch.execution.simulate (by the simulation engineer) does not exist yet",
+)
+
+FITS_PRODUCTS = [
+    f"ska_pipeline_ical_{kind}{suffix}.fits"
+    for kind in ("restored", "residual", "deconvolved")
+    for suffix in ("", "_cube")
+]
+ALL_PRODUCTS = sorted(
+    [*FITS_PRODUCTS, "ska_pipeline_ical_gains.h5", "qa.json", "ska_pipeline_ical_restored.png"]
+)
+NPIX, CELL = 256, 0.0005
+SOURCE = (5.0, 0.0123, -0.0071)  # Jy, l, m: off the pixel grid
+FAINT = (1.0, -0.031, 0.022)
+
+
+def _foreign_ms(path, *, gains):
+    spec = MsSpec(
+        enu=random_enu(30, 600.0, seed=11),
+        frequencies=np.array([96e6, 99e6, 102e6, 105e6]),
+        ntimes=3,
+        sources=[SOURCE, FAINT],
+        gains=gains,
+        correlations=("XX", "XY", "YX", "YY"),
+    )
+    build_ms(path, spec)
+    return spec
+
+
+def _params(tmp_path, **changes):
+    params = dict(
+        n_workers=1,
+        npixel=NPIX,
+        cellsize=CELL,
+        nmajor=5,
+        niter=1000,
+        threshold=0.001,
+        fractional_threshold=0.05,
+        scales=[0],
+        nmoment=2,
+        psf_support=64,
+        epsilon=1e-6,
+    )
+    params.update(changes)
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(params))
+    return path
+
+
+@needs_ical
+def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
+    rng = np.random.default_rng(21)
+    true_gains = np.exp(1j * rng.normal(0, 0.7, (3, 30)))
+    spec = _foreign_ms(tmp_path / "foreign.ms", gains=true_gains)
+    out = tmp_path / "img"
+    code = main(["ical", str(tmp_path / "foreign.ms"), "--out", str(out)]
+                + ["--params", str(_params(tmp_path)), "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ALL_PRODUCTS
+    assert "ska_pipeline_ical_restored.fits" in capsys.readouterr().out
+
+    restored, header = read_fits_image(out / "ska_pipeline_ical_restored.fits")
+    assert header["BUNIT"] == "Jy/beam" and header["BMAJ"] > 0 and header["BMIN"] > 0
+    assert header["CRVAL1"] == pytest.approx(np.degrees(spec.phase_centre[0]) % 360)
+    assert header["CRVAL2"] == pytest.approx(np.degrees(spec.phase_centre[1]))
+    # the sources where they were put and as bright as they were (I at the mean frequency);
+    # self-calibration cannot fix a common shift (the phase gradient it cannot determine):
+    # with 30 stations and 0.7 rad errors it is ~0.2 px, so positions are checked relative to
+    # the bright source, and absolutely within 0.3 px
+    offsets = []
+    for flux, l, m in (SOURCE, FAINT):
+        f, x, y = measure_source(restored[0], NPIX / 2 + l / CELL, NPIX / 2 + m / CELL)
+        assert f == pytest.approx(flux, rel=0.03)
+        offsets.append((x - (NPIX / 2 + l / CELL), y - (NPIX / 2 + m / CELL)))
+    offsets = np.array(offsets)
+    assert np.all(np.hypot(*offsets.T) < 0.3)
+    assert np.hypot(*(offsets[1] - offsets[0])) < 0.1
+    # the solved phases are the injected ones (up to reference and gradient); 30 stations and
+    # 3 integrations give ~0.011 rad here (the 0.01 rad target is for the seed's example)
+    solved = read_gain_table(out / "ska_pipeline_ical_gains.h5")
+    assert solved.gains.shape[:2] == (3, 30)
+    assert gain_phase_error(solved.gains, true_gains, spec.enu) < 0.02
+    qa = json.loads((out / "qa.json").read_text())
+    assert 0.9 * SOURCE[0] < qa["restored"]["peak"] < 1.01 * SOURCE[0]  # the brightest pixel
+    assert qa["restored"]["dynamic_range"] > 100
+    assert len(qa["cycles"]) >= 1 and "read" in qa["timings_s"] and "write" in qa["timings_s"]
+    assert "truth" not in qa
+    cube, cube_header = read_fits_image(out / "ska_pipeline_ical_restored_cube.fits")
+    assert cube.shape == (4, NPIX, NPIX) and cube_header["CDELT3"] == pytest.approx(3e6)
+
+
+@needs_ical
+@needs_simulate
+def test_run_writes_all_products_with_truth(tmp_path, capsys, caplog):
+    params = _params(
+        tmp_path,
+        rmax=300.0,
+        ntimes=3,
+        nfreqwin=3,
+        cellsize=0.0015,
+        nmajor=3,
+        niter=500,
+        scales=[0, 3],
+        flux_limit=5.0,
+    )
+    caplog.set_level(logging.INFO, logger="batch_imaging")
+    code = main(["run", str(params), "--data-dir", str(tmp_path / "data"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    messages = [r.getMessage() for r in caplog.records if r.name == "batch_imaging"]
+    assert messages[0] == "Running simulation pipeline"
+    assert "Running ICAL pipeline" in messages
+    img = tmp_path / "data" / "buff-pb-mvp01-20200523-00001-img"
+    vis = tmp_path / "data" / "buff-pb-mvp01-20200523-00001-vis"
+    assert sorted(p.name for p in img.iterdir()) == ALL_PRODUCTS
+    assert len(list(vis.glob("*.ms"))) == 3
+    for name in FITS_PRODUCTS:
+        h = fits.getheader(img / name)
+        assert [h[f"CTYPE{k}"] for k in range(1, 5)] == ["RA---SIN", "DEC--SIN", "FREQ", "STOKES"]
+        assert h["NAXIS3"] == (3 if "cube" in name else 1)
+        assert h["CDELT1"] == pytest.approx(-np.degrees(0.0015))
+        assert ("BMAJ" in h) == name.startswith("ska_pipeline_ical_restored")
+        assert h["BUNIT"] == ("Jy/pixel" if "deconvolved" in name else "Jy/beam")
+    qa = json.loads((img / "qa.json").read_text())
+    truth = qa["truth"]
+    assert len(truth["brightest_sources"]) == 10
+    # reduced size: looser than the issue's full-size targets, but self-calibration works
+    assert truth["gain_phase_rms_error_rad"] < 0.05 < truth["gain_phase_rms_true_rad"]
+    ratios = [s["flux_ratio"] for s in truth["brightest_sources"][:3]]
+    assert np.allclose(ratios, 1.0, atol=0.05)
+    assert all(s["offset_pixels"] < 0.3 for s in truth["brightest_sources"][:3])
+
+
+def _earlier_products(out):
+    out.mkdir()
+    write_fits_image(
+        out / "ska_pipeline_ical_restored.fits",
+        np.ones((8, 8)),
+        phase_centre=(0.0, -0.5),
+        cellsize=0.001,
+        frequencies=[1e8],
+        bunit="Jy/beam",
+    )
+    (out / "qa.json").write_text('{"earlier": true}\n')
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_corrupt_ms_among_good_ones_writes_nothing(tmp_path, capsys):
+    _foreign_ms(tmp_path / "good.ms", gains=None)
+    bad = tmp_path / "corrupt.ms"
+    bad.mkdir()
+    (bad / "table.dat").write_bytes(b"\x00not a table")
+    out = tmp_path / "img"
+    before = _earlier_products(out)
+    code = main(["ical", str(tmp_path / "good.ms"), str(bad), "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "corrupt.ms" in err and "good.ms" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.ms", "good.ms", "img"]
+    code = main(["ical", str(tmp_path / "missing.ms"), "--out", str(out)])
+    assert code == 2 and "missing.ms" in capsys.readouterr().err
+
+
+@needs_ical
+def test_failure_while_writing_keeps_earlier_products(tmp_path, monkeypatch):
+    from sdpbatch.execution import pipeline
+    from sdpbatch.parameters import load_parameters
+
+    _foreign_ms(tmp_path / "good.ms", gains=None)
+    out = tmp_path / "img"
+    before = _earlier_products(out)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pipeline, "write_qa", broken)  # fails after the FITS files are staged
+    params = load_parameters(_params(tmp_path, nmajor=1, niter=50))
+    with pytest.raises(OSError, match="disk full"):
+        pipeline.ical_pipeline([tmp_path / "good.ms"], out, params)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ms", "img", "params.json"]

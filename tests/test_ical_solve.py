@@ -1,0 +1,234 @@
+"""StEFCal gain solutions against injected gains (the convention pinned by injected screens)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdpbatch.science.solve import (
+    baseline_gains,
+    combine_sums,
+    compress,
+    correct,
+    interval_index,
+    phase_errors,
+    solution_intervals,
+    solve_gains,
+)
+
+C = 299_792_458.0
+
+
+def small_array(nant=30, ntimes=3, nchan=4, seed=3):
+    """A realistic small snapshot array: stations within 300 m, hour angles -30..30 deg."""
+    rng = np.random.default_rng(seed)
+    r = 300 * np.sqrt(rng.uniform(0, 1, nant))
+    phi = rng.uniform(0, 2 * np.pi, nant)
+    enu = np.column_stack([r * np.cos(phi), r * np.sin(phi), rng.normal(0, 1, nant)])
+    lat, dec = np.radians(-26.8), np.radians(-30.0)
+    # local equatorial xyz of east/north/up, then uvw per hour angle (TMS eq. 4.1)
+    e, n, u = enu.T
+    x, y, z = -n * np.sin(lat) + u * np.cos(lat), e, n * np.cos(lat) + u * np.sin(lat)
+    a1, a2 = np.triu_indices(nant, 1)
+    rows = []
+    for h in np.radians(np.linspace(-30, 30, ntimes)):
+        bx, by, bz = x[a2] - x[a1], y[a2] - y[a1], z[a2] - z[a1]
+        uu = bx * np.sin(h) + by * np.cos(h)
+        vv = -bx * np.sin(dec) * np.cos(h) + by * np.sin(dec) * np.sin(h) + bz * np.cos(dec)
+        ww = bx * np.cos(dec) * np.cos(h) - by * np.cos(dec) * np.sin(h) + bz * np.sin(dec)
+        rows.append(np.column_stack([uu, vv, ww]))
+    uvw = np.concatenate(rows)
+    time = np.repeat(np.arange(ntimes) * 3600.0, a1.size)
+    freq = np.linspace(0.9e8, 1.1e8, nchan)
+    return dict(
+        enu=enu,
+        uvw=uvw,
+        time=time,
+        a1=np.tile(a1, ntimes),
+        a2=np.tile(a2, ntimes),
+        freq=freq,
+        nant=nant,
+        ntimes=ntimes,
+    )
+
+
+def point_sources(uvw, freq, sources):
+    """MeasurementSet-convention visibilities of (flux, l, m) point sources by direct sum."""
+    vis = np.zeros((uvw.shape[0], freq.size), complex)
+    for flux, l, m in sources:
+        n = np.sqrt(1 - l * l - m * m)
+        path = uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * (n - 1)
+        vis += flux * np.exp(2j * np.pi * path[:, None] * freq[None, :] / C)
+    return vis
+
+
+SOURCES = [(5.0, 0.02, -0.01), (2.0, -0.05, 0.03), (1.0, 0.1, 0.08)]
+
+
+@pytest.fixture(scope="module")
+def array():
+    arr = small_array()
+    arr["model"] = point_sources(arr["uvw"], arr["freq"], SOURCES)
+    return arr
+
+
+def t_intervals(arr):
+    bounds, _ = solution_intervals(arr["time"], 0)
+    return interval_index(arr["time"], bounds)
+
+
+def corrupt(arr, gains, interval, channel, *, wrong_sign=False):
+    gpq = baseline_gains(
+        gains, interval=interval, antenna1=arr["a1"], antenna2=arr["a2"], channel=channel
+    )
+    return (np.conj(gpq) if wrong_sign else gpq) * arr["model"]
+
+
+def solve(arr, data, term, interval, nint, nfreq, channel=None, initial=None):
+    weight = np.ones(data.shape)
+    sums = compress(
+        data,
+        arr["model"],
+        weight,
+        antenna1=arr["a1"],
+        antenna2=arr["a2"],
+        interval=interval,
+        channel=channel,
+    )
+    if initial is None:
+        initial = np.ones((nint, arr["nant"], nfreq), complex)
+    return solve_gains(sums, term=term, initial=initial)
+
+
+def random_phases(rng, shape, sigma=1.0):
+    return np.exp(1j * rng.normal(0, sigma, shape))
+
+
+def test_phase_only_per_integration_noise_free(array):
+    rng = np.random.default_rng(1)
+    true = random_phases(rng, (array["ntimes"], array["nant"], 1))
+    interval = t_intervals(array)
+    zero = np.zeros(array["freq"].size, int)
+    data = corrupt(array, true, interval, zero)
+    solved = solve(array, data, "T", interval, array["ntimes"], 1)
+    assert np.allclose(np.abs(solved), 1.0)
+    err = phase_errors(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
+    assert np.max(np.abs(err)) < 1e-6
+    # correcting with the solution gives back the model
+    gpq = baseline_gains(
+        solved, interval=interval, antenna1=array["a1"], antenna2=array["a2"], channel=zero
+    )
+    assert np.allclose(correct(data, gpq), array["model"], atol=1e-8)
+    # and the phase-only correction is data * conj(g_p) * g_q
+    assert np.allclose(data * np.conj(gpq), array["model"], atol=1e-8)
+
+
+def test_conjugation_error_is_caught(array):
+    """With the opposite gain convention in the data, the solution does not match the truth."""
+    rng = np.random.default_rng(2)
+    true = random_phases(rng, (array["ntimes"], array["nant"], 1))
+    interval = t_intervals(array)
+    zero = np.zeros(array["freq"].size, int)
+    data = corrupt(array, true, interval, zero, wrong_sign=True)
+    solved = solve(array, data, "T", interval, array["ntimes"], 1)
+    err = phase_errors(solved[..., 0], true[..., 0], array["enu"])
+    assert np.sqrt(np.mean(err**2)) > 0.5
+
+
+def test_amplitude_and_phase_whole_observation_from_previous(array):
+    rng = np.random.default_rng(4)
+    nant = array["nant"]
+    true = (1 + 0.1 * rng.normal(size=(1, nant, 1))) * random_phases(rng, (1, nant, 1))
+    interval = np.zeros(array["time"].size, int)
+    zero = np.zeros(array["freq"].size, int)
+    data = corrupt(array, true, interval, zero)
+    solved = solve(array, data, "G", interval, 1, 1)
+    ref = true * np.conj(true[:, :1]) / np.abs(true[:, :1])
+    assert np.allclose(solved, ref, atol=1e-8)
+    # starting from the solution converges at once to the same answer
+    again = solve(array, data, "G", interval, 1, 1, initial=solved)
+    assert np.allclose(again, ref, atol=1e-8)
+
+
+def test_bandpass_per_channel(array):
+    rng = np.random.default_rng(5)
+    nant, nchan = array["nant"], array["freq"].size
+    true = (1 + 0.1 * rng.normal(size=(1, nant, nchan))) * random_phases(rng, (1, nant, nchan))
+    interval = np.zeros(array["time"].size, int)
+    channel = np.arange(nchan)
+    data = corrupt(array, true, interval, channel)
+    solved = solve(array, data, "B", interval, 1, nchan, channel=channel)
+    ref = true * np.conj(true[:, :1]) / np.abs(true[:, :1])
+    assert np.allclose(solved, ref, atol=1e-8)
+
+
+def test_sums_add_across_windows(array):
+    """Sums of two channel halves combine to the sums of all channels."""
+    interval = t_intervals(array)
+    rng = np.random.default_rng(6)
+    data = array["model"] * random_phases(rng, array["model"].shape, 0.3)
+    weight = rng.uniform(0.5, 1.5, data.shape)
+    kw = dict(antenna1=array["a1"], antenna2=array["a2"], interval=interval)
+    whole = compress(data, array["model"], weight, **kw)
+    halves = [
+        compress(data[:, s], array["model"][:, s], weight[:, s], **kw)
+        for s in (slice(0, 2), slice(2, None))
+    ]
+    both = combine_sums(halves)
+    assert np.allclose(both.a, whole.a) and np.allclose(both.b, whole.b)
+    assert np.array_equal(both.antenna1, whole.antenna1)
+
+
+def test_swapped_baselines_are_handled(array):
+    """Rows stored with antenna1 > antenna2 (conjugated data) give the same solution."""
+    rng = np.random.default_rng(7)
+    true = random_phases(rng, (array["ntimes"], array["nant"], 1))
+    interval = t_intervals(array)
+    zero = np.zeros(array["freq"].size, int)
+    data = corrupt(array, true, interval, zero)
+    swapped = dict(array, a1=array["a2"], a2=array["a1"], model=np.conj(array["model"]))
+    solved = solve(swapped, np.conj(data), "T", interval, array["ntimes"], 1)
+    err = phase_errors(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
+    assert np.max(np.abs(err)) < 1e-6
+
+
+def test_noisy_data_reaches_expected_precision(array):
+    """Phase error ~ sigma / (S sqrt(N_samples per station)) for a dominant point source."""
+    rng = np.random.default_rng(8)
+    nant = array["nant"]
+    true = random_phases(rng, (array["ntimes"], nant, 1))
+    interval = t_intervals(array)
+    zero = np.zeros(array["freq"].size, int)
+    sigma = 2.0  # Jy per real/imaginary part
+    data = corrupt(array, true, interval, zero)
+    data = data + sigma * (rng.normal(size=data.shape) + 1j * rng.normal(size=data.shape))
+    solved = solve(array, data, "T", interval, array["ntimes"], 1)
+    err = phase_errors(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
+    rms = np.sqrt(np.mean(err[:, 1:] ** 2))
+    # per station: (nant - 1) baselines x nchan samples; model amplitude ~ total flux
+    flux = np.sqrt(np.mean(np.abs(array["model"]) ** 2))
+    expected = sigma / (flux * np.sqrt((nant - 1) * array["freq"].size))
+    # referencing to a noisy station adds its error to every other one: sqrt(2)
+    assert 0.5 * expected < rms < 2.5 * expected
+
+
+def test_gradient_removal():
+    """A pure linear phase gradient across the stations is removed by phase_errors."""
+    rng = np.random.default_rng(9)
+    pos = rng.normal(0, 200, (20, 3))
+    true = np.exp(1j * rng.normal(0, 1, (2, 20)))
+    solved = true * np.exp(1j * (pos @ np.array([1e-3, -2e-3, 5e-4]) + 0.3))
+    assert np.max(np.abs(phase_errors(solved, true, pos))) < 1e-10
+    assert np.max(np.abs(phase_errors(solved, true, pos, remove_gradient=False))) > 0.1
+
+
+def test_solution_intervals():
+    t = np.array([0.0, 0.0, 10.0, 20.0, 30.0, 30.0])
+    b, c = solution_intervals(t, 0)
+    assert np.array_equal(interval_index(t, b), [0, 0, 1, 2, 3, 3])
+    assert np.array_equal(c, [0, 10, 20, 30])
+    b, c = solution_intervals(t, None)
+    assert np.array_equal(interval_index(t, b), np.zeros(6))
+    b, c = solution_intervals(t, 15.0)
+    assert np.array_equal(interval_index(t, b), [0, 0, 0, 1, 2, 2])
+    assert np.allclose(c, [5.0, 20.0, 30.0])

@@ -1,0 +1,138 @@
+"""The parameter model: defaults are the seed's example, bad input names the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from sdpbatch.parameters import (
+    FIELDS,
+    SCHEMA,
+    ParameterError,
+    Parameters,
+    describe_parameters,
+    is_safe_name,
+    load_parameters,
+    parse_parameters,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+SEED_EXAMPLE = {
+    "n_workers": 4,
+    "freq_min": 0.9e8,
+    "freq_max": 1.1e8,
+    "nfreqwin": 8,
+    "ntimes": 5,
+    "rmax": 750.0,
+    "ra": 0.0,
+    "dec": -30.0,
+    "buffer_vis": "buff-pb-mvp01-20200523-00001-vis",
+    "buffer_img": "buff-pb-mvp01-20200523-00001-img",
+}
+
+
+def test_defaults_are_the_seed_example():
+    params = parse_parameters({})
+    for key, value in SEED_EXAMPLE.items():
+        assert getattr(params, key) == value
+    assert params == parse_parameters(SEED_EXAMPLE)
+    assert load_parameters(EXAMPLES / "seed-params.json") == params
+
+
+def test_schema_and_dataclass_agree():
+    names = [f.name for f in dataclasses.fields(Parameters)]
+    assert names == [f.name for f in SCHEMA]
+    defaults = Parameters()
+    for f in SCHEMA:
+        assert getattr(defaults, f.name) == f.default, f.name
+    assert "`nmajor`" in describe_parameters()
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "words"),
+    [
+        ({"freq_min": 1.2e8}, "freq_min", "below freq_max"),
+        ({"freq_min": 1.1e8}, "freq_min", "below freq_max"),
+        ({"nfreqwin": 0}, "nfreqwin", "1 to 4096"),
+        ({"ntimes": 0}, "ntimes", "1 to 100000"),
+        ({"dec": -90.5}, "dec", "-90 to 90"),
+        ({"dec": 91}, "dec", "-90 to 90"),
+        ({"rmax": 0}, "rmax", "> 0"),
+        ({"colour": "red"}, "colour", "unknown parameter"),
+        ({"ntimes": "5"}, "ntimes", "expected an integer"),
+        ({"ntimes": 5.0}, "ntimes", "expected an integer"),
+        ({"add_noise": 1}, "add_noise", "true or false"),
+        ({"n_workers": True}, "n_workers", "expected an integer"),
+        ({"freq_max": float("nan")}, "freq_max", "not allowed"),
+        ({"buffer_vis": "../escape"}, "buffer_vis", "safe directory name"),
+        ({"buffer_img": "a/b"}, "buffer_img", "safe directory name"),
+        ({"buffer_img": ""}, "buffer_img", "safe directory name"),
+        ({"buffer_img": SEED_EXAMPLE["buffer_vis"]}, "buffer_img", "differ"),
+        ({"scales": [0, -3]}, "scales", "0 to 1000"),
+        ({"scales": "0,3"}, "scales", "list of integers"),
+        ({"npixel": 1023}, "npixel", "even"),
+        ({"weighting": "robust"}, "weighting", "natural, uniform, briggs"),
+        ({"calibration_context": "GT"}, "calibration_context", "TGB"),
+    ],
+)
+def test_bad_parameters_name_the_field(raw, field, words):
+    with pytest.raises(ParameterError) as err:
+        parse_parameters(raw)
+    assert err.value.field == field
+    assert f"'{field}'" in str(err.value)
+    assert words in str(err.value)
+
+
+def test_single_window_may_have_equal_frequencies():
+    params = parse_parameters({"nfreqwin": 1, "freq_min": 1e8, "freq_max": 1e8})
+    assert params.nfreqwin == 1
+
+
+def test_integers_are_accepted_as_floats_and_optional_null():
+    params = parse_parameters({"ra": 10, "npixel": None, "cellsize": None})
+    assert isinstance(params.ra, float) and params.npixel is None and params.cellsize is None
+
+
+def test_replace_validates():
+    params = Parameters()
+    assert params.replace(ntimes=3).ntimes == 3
+    with pytest.raises(ParameterError):
+        params.replace(ntimes=0)
+
+
+def test_load_parameters_errors_and_relative_paths(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"ntimes": 5,')
+    with pytest.raises(ParameterError, match="not valid JSON"):
+        load_parameters(bad)
+    with pytest.raises(ParameterError, match="cannot read"):
+        load_parameters(tmp_path / "missing.json")
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(ParameterError, match="JSON object"):
+        load_parameters(listed)
+    sub = tmp_path / "cfg"
+    sub.mkdir()
+    good = sub / "p.json"
+    good.write_text(json.dumps({"layout": "stations.txt", "sky_model": "sky.txt"}))
+    params = load_parameters(good)
+    assert params.layout == str(sub / "stations.txt")
+    assert params.sky_model == str(sub / "sky.txt")
+
+
+@pytest.mark.parametrize("name", ["buff-pb-1-vis", "a", "A.b_c-1"])
+def test_safe_names(name):
+    assert is_safe_name(name)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "-rf", ".hidden", "a..b", "x" * 97])
+def test_unsafe_names(name):
+    assert not is_safe_name(name)
+
+
+def test_every_field_has_help():
+    assert all(f.help for f in FIELDS.values())

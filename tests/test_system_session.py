@@ -1,0 +1,243 @@
+"""The seed's iTango session, at reduced size, through the whole running system for real.
+
+``sdpbatch up`` (a subprocess) starts etcd, the Tango database, the subarray devices, the
+processing controller and the deployer; the test talks to ``mid_sdp/elt/subarray_1`` by its
+plain name through ``TANGO_HOST``, as the seed did from iTango, watches the processing blocks
+in the config DB, reads the batch workflow's log and products, and ``sdpbatch down`` must
+leave no process behind.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+tango = pytest.importorskip("tango")
+
+from sdpbatch.control.subarray.state_machine import ObsState  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SBI = json.loads((EXAMPLES / "sbi-small.json").read_text())
+RT_PB, BATCH_PB = (pb["id"] for pb in SBI["processing_blocks"])
+BATCH_PARAMS = SBI["processing_blocks"][1]["parameters"]
+SEED_LOG_LINES = [
+    f"INFO:batch_imaging:Claimed processing block {BATCH_PB}",
+    "INFO:batch_imaging:Waiting for resources to be available",
+    "INFO:batch_imaging:Resources are available",
+    "INFO:batch_imaging:Creating buffer reservations",
+    "INFO:batch_imaging:Deploying Dask EE",
+    "INFO:batch_imaging:Running simulation pipeline",
+    "INFO:batch_imaging:Running ICAL pipeline",
+]
+FITS = [f"ska_pipeline_ical_{kind}.fits" for kind in ("deconvolved", "residual", "restored")]
+CLIENT_ENV = ("TANGO_HOST", "SDP_CONFIG_HOST", "SDP_CONFIG_PORT", "SDP_CONFIG_BACKEND")
+
+
+def _missing_pieces() -> str | None:
+    """Why the whole system cannot run yet (None: it can)."""
+    from sdpbatch.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("controller", "deployer", "up", "down"):
+        if name not in commands:
+            return f"'sdpbatch {name}' does not exist yet"
+    for module in ("sdpbatch.workflows.batch_imaging", "sdpbatch.workflows.test_realtime"):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            return f"{module} does not import yet ({err})"
+    return None
+
+
+def sdpbatch(*args: str, env: dict[str, str], timeout: float = 120) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "sdpbatch.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"sdpbatch {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def exports(text: str) -> dict[str, str]:
+    """The ``export NAME=value`` lines printed by ``sdpbatch up``."""
+    pairs = [line.removeprefix("export ").split("=", 1) for line in text.splitlines()]
+    return {k: v for k, v in (p for p in pairs if len(p) == 2) if not k.startswith("#")}
+
+
+def ours(data_dir: Path) -> list[psutil.Process]:
+    """Live processes started (directly or not) for this data root: they inherit its env."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+                continue
+            inherited = proc.environ().get("SDPBATCH_DATA_DIR") == str(data_dir)
+            if inherited or str(data_dir) in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def system(tmp_path, monkeypatch) -> Iterator[tuple[Path, dict[str, str]]]:
+    """``sdpbatch up`` on a fresh data root; ``sdpbatch down`` afterwards whatever happens."""
+    reason = _missing_pieces()
+    if reason:
+        pytest.skip(f"the whole system is not complete: {reason}")
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV}
+    env["SDPBATCH_DATA_DIR"] = str(data_dir)
+    try:
+        printed = sdpbatch("up", "--data-dir", str(data_dir), env=env)
+        client_env = exports(printed)
+        assert set(CLIENT_ENV) <= set(client_env), printed
+        for key in CLIENT_ENV:
+            monkeypatch.setenv(key, client_env[key])
+        yield data_dir, {**env, **client_env}
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "sdpbatch.cli", "down", "--data-dir", str(data_dir)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+def test_seed_session_through_tango(system):
+    from sdpbatch.control.configdb import Config
+
+    data_dir, env = system
+    recorded = json.loads((data_dir / "system.json").read_text())["processes"]
+    assert [p["name"] for p in recorded] == [
+        "etcd",
+        "tango-database",
+        "subarray-server",
+        "controller",
+        "deployer",
+    ]
+    assert "is already up" in sdpbatch("up", "--data-dir", str(data_dir), env=env)
+
+    # the seed's session: a plain device name, resolved through our Tango database
+    d = tango.DeviceProxy("mid_sdp/elt/subarray_1")
+    assert str(data_dir / "tango" / "tango_database.db") in tango.Database().get_info()
+    if d.state() == tango.DevState.OFF:
+        d.On()
+    d.AssignResources(json.dumps(SBI))
+    assert d.obsState == ObsState.IDLE
+
+    config = Config()
+
+    def status(pb_id: str) -> str | None:
+        for txn in config.txn():
+            state = txn.get_pb_state(pb_id)
+        return state and state["status"]
+
+    def batch_state() -> dict:
+        for txn in config.txn():
+            return txn.get_pb_state(BATCH_PB) or {}
+
+    try:
+        wait_until(
+            "real-time block RUNNING and batch block WAITING",
+            lambda: (status(RT_PB), status(BATCH_PB)) == ("RUNNING", "WAITING"),
+            timeout=60,
+        )
+        time.sleep(1.0)  # the batch block must stay held while the real-time one runs
+        assert (status(RT_PB), status(BATCH_PB)) == ("RUNNING", "WAITING")
+        assert not batch_state().get("resources_available")
+
+        d.ReleaseResources()
+        assert d.obsState == ObsState.EMPTY
+        for txn in config.txn():
+            assert txn.get_sbi(SBI["id"])["status"] == "FINISHED"
+        wait_until("real-time block FINISHED", lambda: status(RT_PB) == "FINISHED", 30)
+        wait_until(
+            "batch block released",
+            lambda: bool(batch_state().get("resources_available")),
+            30,
+        )
+        wait_until(
+            "batch block FINISHED",
+            lambda: status(BATCH_PB) in ("FINISHED", "FAILED", "CANCELLED"),
+            150,
+        )
+        assert status(BATCH_PB) == "FINISHED", batch_state()
+    finally:
+        config.close()
+
+    # the workflow's log has the seed's lines in the seed's order
+    logs = [p for p in (data_dir / "logs").rglob("*") if p.is_file() and BATCH_PB in p.read_text()]
+    workflow_log = next((p for p in logs if SEED_LOG_LINES[0] in p.read_text()), None)
+    assert workflow_log is not None, f"no log with {SEED_LOG_LINES[0]!r} in {logs}"
+    lines = workflow_log.read_text().splitlines()
+    positions = [
+        next((i for i, line in enumerate(lines) if line == want), -1) for want in SEED_LOG_LINES
+    ]
+    assert -1 not in positions, f"missing seed lines in {workflow_log}:\n" + "\n".join(lines)
+    assert positions == sorted(positions), "seed's log lines out of order"
+
+    # products in the two buffers
+    vis = next(data_dir.rglob(BATCH_PARAMS["buffer_vis"]))
+    img = next(data_dir.rglob(BATCH_PARAMS["buffer_img"]))
+    for i in range(BATCH_PARAMS["nfreqwin"]):
+        assert (vis / f"ska_pipeline_simulation_vislist_{i}.ms" / "table.dat").is_file()
+    for name in FITS:
+        assert (img / name).is_file() and (img / name).stat().st_size > 0
+
+    # down leaves nothing running, and the data stays
+    printed = sdpbatch("down", "--data-dir", str(data_dir), env=env)
+    assert "stopped" in printed
+    for record in recorded:
+        assert (
+            not psutil.pid_exists(record["pid"])
+            or psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE
+        ), f"{record['name']} still running"
+    left = ours(data_dir)
+    assert not left, [" ".join(p.cmdline()) for p in left]
+    assert (img / FITS[2]).is_file()
+    assert (data_dir / "tango" / "tango_database.db").is_file()
+
+
+def test_tango_database_on_a_taken_port_is_detected(tmp_path):
+    """The pitfall: a second database on a taken port exits 0 after a bind error; ``up``
+    must notice instead of talking to someone else's database."""
+    from sdpbatch.control import system
+    from sdpbatch.control.processes import stop_process
+
+    first = system.SystemState(tmp_path / "first", ports=system._choose_ports({}), run_id="t1")
+    second = system.SystemState(tmp_path / "second", ports=dict(first.ports), run_id="t2")
+    for state in (first, second):
+        system.Layout(state.data_dir).logs.mkdir(parents=True)
+    record = system._start_tango_database(first, system.Layout(first.data_dir))
+    try:
+        with pytest.raises(system.SystemControlError) as err:
+            system._start_tango_database(second, system.Layout(second.data_dir))
+        assert "Tango database" in str(err.value)
+        assert str(second.data_dir / "logs" / "tango-database.log") in str(err.value)
+        assert not [p for p in second.processes if system._alive(p)]
+    finally:
+        stop_process(record.pid, started=record.started)
