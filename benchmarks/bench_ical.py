@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_ical.py --out /tmp/bench-ical [--cases seed large] [--workers 1]
-        [--deep] [--no-wsclean]
+        [--threads 2] [--deep] [--no-wsclean]
 
 For each case the data are simulated once (``sdpbatch.execution.simulate``, the seed's example
 or the large case of the simulation issue: rmax 2000 m, 60 times, 16 windows), then ICAL runs
@@ -77,8 +77,8 @@ class MemorySampler(threading.Thread):
         return max(values) if values else 0
 
 
-def _params(case: str, workers: int, deep: bool) -> dict:
-    params = {**CASES[case], "n_workers": workers}
+def _params(case: str, workers: int, threads: int, deep: bool) -> dict:
+    params = {**CASES[case], "n_workers": workers, "threads_per_worker": threads}
     if deep:
         params["niter"] = 10000
     return params
@@ -151,10 +151,12 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
-def run_ical(case: str, workers: int, deep: bool, ms_paths: list[Path], out: Path) -> dict:
+def run_ical(
+    case: str, workers: int, threads: int, deep: bool, ms_paths: list[Path], out: Path
+) -> dict:
     img = out / case / ("img-deep" if deep else "img")
     cmd = [sys.executable, __file__, "--child", "--params",
-           json.dumps(_params(case, workers, deep)), "--img", str(img),
+           json.dumps(_params(case, workers, threads, deep)), "--img", str(img),
            "--truth", str(ms_paths[0].parent), "--ms", *map(str, ms_paths)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -197,7 +199,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-ical"))
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="1: in-process, no Dask")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker (ducc0)")
     parser.add_argument("--deep", action="store_true", help="also run ICAL with niter 10000")
     parser.add_argument("--no-wsclean", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -219,7 +222,7 @@ def main() -> None:
         nwin = len(ms_paths)
         runs = [("ICAL seed settings", False)] + ([("ICAL niter 10000", True)] if args.deep else [])
         for label, deep in runs:
-            r = run_ical(case, args.workers, deep, ms_paths, args.out)
+            r = run_ical(case, args.workers, args.threads, deep, ms_paths, args.out)
             t = r["timings"]
             rows.append((case, label, r))
             print(

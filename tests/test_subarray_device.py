@@ -146,7 +146,7 @@ def _bad_cases() -> dict[str, tuple[str, str, str]]:
             "UNKNOWN_WORKFLOW",
             "Unknown workflow realtime:vis_receive:0.2.0 in processing block "
             "pb-mvp01-20200523-00000; known workflows: batch:batch_imaging:0.1.0, "
-            "realtime:test_realtime:0.2.0",
+            "realtime:test_realtime:0.2.0, batch:test_dask:0.1.0",
         ),
         "duplicate ids": (
             json.dumps(duplicate),

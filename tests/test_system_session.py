@@ -238,6 +238,8 @@ def test_tango_database_on_a_taken_port_is_detected(tmp_path):
             system._start_tango_database(second, system.Layout(second.data_dir))
         assert "Tango database" in str(err.value)
         assert str(second.data_dir / "logs" / "tango-database.log") in str(err.value)
+        system._stop_all(second)  # as up does on failure: only what it started goes
         assert not [p for p in second.processes if system._alive(p)]
+        assert system._alive(record)  # someone else's database is left alone
     finally:
         stop_process(record.pid, started=record.started)

@@ -320,6 +320,7 @@ def _cmd_deployer(args: argparse.Namespace) -> int:
 def _cmd_process(args: argparse.Namespace) -> int:
     import json
 
+    from sdpbatch.control.buffers import check_buffer_name
     from sdpbatch.control.configdb import Config
     from sdpbatch.workflows.batch_imaging import block_parameters
     from sdpbatch.workflows.registry import WORKFLOWS
@@ -343,7 +344,9 @@ def _cmd_process(args: argparse.Namespace) -> int:
         for txn in config.txn():
             pb_id = txn.new_pb_id("sdpbatch")
             if args.workflow == "batch:batch_imaging:0.1.0":
-                block_parameters(pb_id, params)  # refuse invalid parameters before creating
+                checked = block_parameters(pb_id, params)  # refuse bad parameters up front
+                check_buffer_name(checked.buffer_vis)
+                check_buffer_name(checked.buffer_img)
             wtype, wid, version = parts
             txn.create_pb(
                 {

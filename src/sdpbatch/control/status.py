@@ -72,7 +72,8 @@ def format_status(snapshot: dict) -> str:
     """The snapshot as three small tables (like ``kubectl get pod,pvc``)."""
     lines = ["PROCESSING BLOCKS", f"  {'ID':<30} {'WORKFLOW':<30} {'STATUS':<10} NOTE"]
     for pb in snapshot["processing_blocks"]:
-        note = pb["reason"] or ("resources held" if pb["resources_available"] else "")
+        held = pb["resources_available"] and pb["status"] in ("WAITING", "RUNNING")
+        note = pb["reason"] or ("resources held" if held else "")
         lines.append(f"  {pb['id']:<30} {pb['workflow']:<30} {pb['status']:<10} {note}")
     lines += ["", "DEPLOYMENTS", f"  {'ID':<44} {'TYPE':<8} {'STATUS':<9} PROCESSES"]
     for dep in snapshot["deployments"]:

@@ -192,8 +192,10 @@ def _wait_for(
         try:
             if ready():
                 return
-        except SystemControlError:
-            raise
+        except SystemControlError as err:
+            raise SystemControlError(
+                f"{what}: {err}; log {record.log_path}:\n{_log_tail(record.log_path)}"
+            ) from None
         except Exception as err:  # noqa: BLE001 - not ready yet
             last = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
         time.sleep(0.2)

@@ -40,6 +40,12 @@ KNOWN_WORKFLOWS: tuple[WorkflowSpec, ...] = (
         "0.2.0",
         "placeholder real-time workflow: runs until its scheduling block instance ends",
     ),
+    WorkflowSpec(
+        "batch",
+        "test_dask",
+        "0.1.0",
+        "tiny job exercising the workflow runtime and a Dask engine (tests)",
+    ),
 )
 
 

@@ -86,6 +86,7 @@ def dask_client(
                 host="127.0.0.1",
                 dashboard_address="127.0.0.1:0",
                 memory_limit=memory_limit,
+                silence_logs=logging.WARNING,
             ) as cluster,
             Client(cluster) as client,
         ):

@@ -41,6 +41,7 @@ from sdpbatch.science.clean import CleanResult, msmfs_clean
 from sdpbatch.science.imaging import (
     advise_image,
     apply_density_weighting,
+    fast_even_size,
     grid_dirty,
     grid_psf,
     predict_visibilities,
@@ -134,6 +135,7 @@ class ImagingSetup:
     robust: float
     boundaries: dict[str, np.ndarray]  # solution interval boundaries per gain term
     nthreads: int | None  # None: the worker's threads (``worker_threads()``)
+    psf_npixel: int  # size of the spectral PSF terms (covers the minor cycles' PSF patch)
 
     @property
     def threads(self) -> int:
@@ -271,24 +273,31 @@ def prepare_group(group: Group, setup: ImagingSetup, density: np.ndarray | None)
 
 
 def group_psf(group: Group, setup: ImagingSetup) -> tuple[np.ndarray, float]:
-    """Unnormalised Taylor PSFs (2 nmoment - 1, N, N) of a group, and its weight sum."""
-    nterm = 2 * setup.nmoment - 1
-    images = np.zeros((nterm, setup.npixel, setup.npixel))
+    """Unnormalised Taylor PSFs (2 nmoment - 1, N, N) of a group, and its weight sum.
+
+    The spectral terms (k >= 1) only serve the minor cycles, which use the central
+    ``psf_npixel`` patch: they are gridded on that smaller image (the same pixel values, a
+    fraction of the cost) and are zero outside it.  ``psf_taylor[0]`` is the full PSF.
+    """
+    nterm, n = 2 * setup.nmoment - 1, setup.npixel
+    images = np.zeros((nterm, n, n))
     wsum = 0.0
     for b in group.blocks:
         for k in range(nterm):
+            size = n if k == 0 else setup.psf_npixel
             image, s = grid_psf(
                 b.uvw,
                 b.frequency,
                 b.imaging_weight,
-                npixel=setup.npixel,
+                npixel=size,
                 cellsize=setup.cellsize,
                 epsilon=setup.epsilon,
                 nthreads=setup.threads,
                 channel_factors=None if k == 0 else b.taylor**k,
                 flag=b.mask(),
             )
-            images[k] += image
+            start = n // 2 - size // 2
+            images[k, start : start + size, start : start + size] += image
         wsum += s
     return images, wsum
 
@@ -729,6 +738,7 @@ def run_ical(
         robust=params.robust,
         boundaries={t: b for t, (b, _) in intervals.items()},
         nthreads=nthreads,
+        psf_npixel=min(npixel, fast_even_size(2 * params.psf_support + 8)),
     )
     density = None
     if params.weighting != "natural":

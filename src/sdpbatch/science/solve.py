@@ -73,15 +73,25 @@ def _reduce(
     b: np.ndarray,
 ) -> SolveSums:
     """Sum entries with the same (interval, antenna1, antenna2, channel) key."""
-    keys = np.stack([interval, antenna1, antenna2, channel], axis=1).astype(np.int64)
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    n = unique.shape[0]
+    columns = [np.asarray(c, dtype=np.int64) for c in (interval, antenna1, antenna2, channel)]
+    if columns[0].size == 0:
+        return SolveSums(*columns, np.zeros(0, complex), np.zeros(0))
+    sizes = [int(c.max()) + 1 for c in columns]
+    key = columns[0]
+    for column, size in zip(columns[1:], sizes[1:], strict=True):
+        key = key * size + column
+    unique, inverse = np.unique(key, return_inverse=True)
+    n = unique.size
     a_sum = np.bincount(inverse, weights=a.real, minlength=n) + 1j * np.bincount(
         inverse, weights=a.imag, minlength=n
     )
     b_sum = np.bincount(inverse, weights=b, minlength=n)
-    return SolveSums(unique[:, 0], unique[:, 1], unique[:, 2], unique[:, 3], a_sum, b_sum)
+    decoded = []
+    for size in sizes[:0:-1]:
+        unique, rest = np.divmod(unique, size)
+        decoded.append(rest)
+    interval_u, (channel_u, antenna2_u, antenna1_u) = unique, decoded
+    return SolveSums(interval_u, antenna1_u, antenna2_u, channel_u, a_sum, b_sum)
 
 
 def compress(

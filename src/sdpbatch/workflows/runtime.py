@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sdpbatch.control.buffers import check_buffer_name
 from sdpbatch.control.configdb import Config, ConfigError
 from sdpbatch.control.deployer import LOG_PATH_ENV
 
@@ -125,6 +126,8 @@ class ProcessingBlock:
 
     def create_buffers(self, names: list[str]) -> dict[str, Path]:
         """Reserve the buffers (deployments of type ``buffer``); their directories."""
+        for name in names:
+            check_buffer_name(name)
         for txn in self.config.txn():
             for name in names:
                 record = txn.get_buffer(name)
@@ -192,7 +195,7 @@ def run_workflow(
     try:
         try:
             block.claim()
-        except ConfigError as err:
+        except (ConfigError, WorkflowError) as err:
             log.error("Cannot claim processing block %s: %s", pb_id, err)
             return 1
         try:
