@@ -107,7 +107,8 @@ def main() -> None:
     print(f"set-up (PSFs, sky, dirty images): {time.perf_counter() - start:.1f} s")
 
     print(
-        f"{'niter':>6} {'scales':>10} {'seconds':>8} {'CPU s':>6} {'peak MiB':>8} {'components':>10} "
+        f"{'niter':>6} {'scales':>10} {'seconds':>8} {'CPU s':>6} {'peak MiB':>8} "
+        f"{'components':>10} "
         f"{'peak start':>10} {'peak end':>9} stop"
     )
     for niter in args.niter:
