@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-"""A name that may become a directory under a data root (buffers, ids)."""
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,95}$")
+"""A name that may become one directory under a data root: the rule of deployment ids."""
 
 GLEAM_LIKE = "gleam-like"
 DEFAULT_LAYOUT = "ska1-low-central"
@@ -35,7 +35,7 @@ class ParameterError(ValueError):
 
 def is_safe_name(name: str) -> bool:
     """True if ``name`` can be used as one path component under a data root."""
-    return bool(SAFE_NAME.match(name)) and ".." not in name
+    return bool(SAFE_NAME.match(name))
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ SCHEMA: tuple[Field, ...] = (
         "buff-pb-mvp01-20200523-00001-vis",
         "name of the buffer reservation for visibilities",
         is_safe_name,
-        "a safe directory name: letters, digits, '.', '_', '-', at most 96, no '..'",
+        "a safe directory name: letters, digits and '-', 1 to 96, not starting with '-'",
     ),
     Field(
         "buffer_img",
@@ -117,7 +117,7 @@ SCHEMA: tuple[Field, ...] = (
         "buff-pb-mvp01-20200523-00001-img",
         "name of the buffer reservation for images",
         is_safe_name,
-        "a safe directory name: letters, digits, '.', '_', '-', at most 96, no '..'",
+        "a safe directory name: letters, digits and '-', 1 to 96, not starting with '-'",
     ),
     # --- simulation knobs ----------------------------------------------------------------------
     Field(
