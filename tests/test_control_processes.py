@@ -77,3 +77,18 @@ def test_reused_pid_is_not_ours(tmp_path):
     assert not is_alive(record.pid, started=record.started - 100)
     assert stop_process(record.pid, started=record.started - 100) is False
     assert stop_process(record.pid, started=record.started)
+
+
+def test_stop_a_process_that_leads_no_group():
+    """A pid that is not a group leader is stopped by itself, promptly, not the caller's group."""
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = time.monotonic()
+        assert stop_process(child.pid, timeout=10.0)
+        assert child.wait(timeout=5) is not None
+        assert time.monotonic() - start < 5.0
+    finally:
+        if child.poll() is None:
+            child.kill()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -211,9 +212,10 @@ def _add_control_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dependency", action="append", default=[], help="PB id it depends on")
     p.set_defaults(handler=_cmd_process)
 
-    p = sub.add_parser("status", help="processing blocks, deployments and buffers")
+    p = sub.add_parser("status", help="services, processing blocks, deployments and buffers")
     p.add_argument("--watch", action="store_true", help="show again on every change")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
     p.set_defaults(handler=_cmd_status)
 
     p = sub.add_parser("logs", help="the workflow log of a processing block")
@@ -366,21 +368,41 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from sdpbatch.control.configdb import Config
     from sdpbatch.control.status import format_status, system_status
+    from sdpbatch.control.system import SystemState, format_services, services_status
 
+    data_dir = _data_dir(args.data_dir)
+    services = services_status(data_dir)
+    state = SystemState.load(data_dir)
+    if state is not None:  # a system started by `sdpbatch up`: its database, unless told otherwise
+        for name, value in state.env.items():
+            if name.startswith("SDP_CONFIG_"):
+                os.environ.setdefault(name, value)
+
+    def snapshot_of(config: Config) -> dict:
+        return {"services": services_status(data_dir), **system_status(config)}
+
+    def text_of(snapshot: dict) -> str:
+        return format_services(snapshot["services"]) + "\n\n" + format_status(snapshot)
+
+    system_down = services["state"] in ("down", "never started")
+    if system_down and "SDP_CONFIG_PORT" not in os.environ and not args.watch:
+        only = {"services": services}
+        print(json.dumps(only, indent=2) if args.json else format_services(services))
+        return 0
     with _control_errors(), Config() as config:
         if not args.watch:
-            snapshot = system_status(config)
-            print(json.dumps(snapshot, indent=2) if args.json else format_status(snapshot))
+            snapshot = snapshot_of(config)
+            print(json.dumps(snapshot, indent=2) if args.json else text_of(snapshot))
             return 0
         for watcher in config.watcher(timeout=5.0):
             for txn in watcher.txn():  # what to watch: everything the status shows
                 for prefix in ("/pb/", "/deploy/", "/buffer/", "/resources/"):
                     txn.list_keys(prefix, recurse=True)
-            snapshot = system_status(config)
+            snapshot = snapshot_of(config)
             if args.json:
                 print(json.dumps(snapshot), flush=True)
             else:
-                print("\033[2J\033[H" + format_status(snapshot), flush=True)
+                print("\033[2J\033[H" + text_of(snapshot), flush=True)
     return 0
 
 
@@ -542,7 +564,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 0
     except system.SystemControlError as err:
         raise UsageError(str(err)) from err
-    status = system.system_status(state.data_dir)
+    status = system.services_status(state.data_dir)
     print(f"# sdpbatch is up; data root {state.data_dir}")
     for proc in status["processes"]:
         print(f"#   {proc['name']:<16} pid {proc['pid']:<8} log {proc['log']}")

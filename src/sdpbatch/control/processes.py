@@ -135,10 +135,17 @@ def stop_process(pid: int, *, timeout: float = 10.0, started: float | None = Non
     members = _group_members(pid)  # a group id is not reused while the group has members
     if leader is None and not members:
         return False
+    try:
+        group_leader = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        group_leader = True  # the leader is gone but its group still has members
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
+            if group_leader:
+                os.killpg(pid, sig)
+            elif leader is not None:
+                leader.send_signal(sig)
+        except (ProcessLookupError, psutil.NoSuchProcess):
             pass
         except PermissionError:
             if leader is not None:

@@ -429,7 +429,7 @@ def _summary(state: SystemState) -> str:
     return ", ".join(f"{p.name} pid {p.pid}" for p in state.processes if _alive(p))
 
 
-def system_status(data_dir: Path | None = None) -> dict[str, Any]:
+def services_status(data_dir: Path | None = None) -> dict[str, Any]:
     """The system of ``data_dir`` for ``sdpbatch status``: whether it is up, its processes
     (name, pid, alive, log), ports, environment and where logs are."""
     data_dir = Path(data_dir or default_data_dir()).resolve()
@@ -466,3 +466,14 @@ COMPONENTS = ("etcd", "tango-database", "subarray-server", "controller", "deploy
 def export_lines(state: SystemState) -> list[str]:
     """``export NAME=value`` lines a user pastes (or evals) to talk to the system."""
     return [f"export {k}={v}" for k, v in state.env.items()]
+
+
+def format_services(services: dict[str, Any]) -> str:
+    """The services of ``sdpbatch up`` as a small table, for ``sdpbatch status``."""
+    lines = [f"SERVICES ({services['state']}, data in {services['data_dir']})"]
+    for p in services.get("processes", []):
+        alive = "running" if p["alive"] else "stopped"
+        lines.append(f"  {p['name']:<18} {p['pid']:>8}  {alive:<8} {p['log']}")
+    if services["state"] == "never started":
+        lines.append("  (start them with: sdpbatch up)")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The registered workflows: ``type:id:version`` -> function and resource request."""
+"""The registered workflows: the control catalogue's ``type:id:version`` -> function and
+resource request (the catalogue is the one list of known workflows)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sdpbatch.control.resources import ResourceRequest, worker_request
+from sdpbatch.control.workflow_catalogue import KNOWN_WORKFLOWS
 from sdpbatch.parameters import FIELDS
 
 
@@ -48,31 +50,16 @@ def no_request(params: dict) -> ResourceRequest:
     return ResourceRequest()
 
 
+_CODE: dict[str, tuple[str, Callable[[dict], ResourceRequest]]] = {
+    "batch:batch_imaging:0.1.0": ("sdpbatch.workflows.batch_imaging:batch_imaging", dask_request),
+    "realtime:test_realtime:0.2.0": ("sdpbatch.workflows.test_realtime:test_realtime", no_request),
+    "batch:test_dask:0.1.0": ("sdpbatch.workflows.test_dask:test_dask", dask_request),
+}
+"""Where each workflow of the control layer's catalogue lives, and what it asks of the machine."""
+
 WORKFLOWS: dict[str, WorkflowSpec] = {
-    spec.key: spec
-    for spec in (
-        WorkflowSpec(
-            "batch",
-            "batch_imaging",
-            "0.1.0",
-            "sdpbatch.workflows.batch_imaging:batch_imaging",
-            dask_request,
-        ),
-        WorkflowSpec(
-            "realtime",
-            "test_realtime",
-            "0.2.0",
-            "sdpbatch.workflows.test_realtime:test_realtime",
-            no_request,
-        ),
-        WorkflowSpec(
-            "batch",
-            "test_dask",
-            "0.1.0",
-            "sdpbatch.workflows.test_dask:test_dask",
-            dask_request,
-        ),
-    )
+    known.key: WorkflowSpec(known.type, known.id, known.version, *_CODE[known.key])
+    for known in KNOWN_WORKFLOWS
 }
 
 
