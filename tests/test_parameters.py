@@ -136,3 +136,10 @@ def test_unsafe_names(name):
 
 def test_every_field_has_help():
     assert all(f.help for f in FIELDS.values())
+
+
+def test_parameter_docs_match_the_schema():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "parameters.md").read_text()
+    assert page.rstrip().endswith(describe_parameters().rstrip()), (
+        "docs/parameters.md is out of date: regenerate it from `sdpbatch params`"
+    )

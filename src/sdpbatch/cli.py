@@ -53,6 +53,10 @@ def _add_science_commands(sub: argparse._SubParsersAction) -> None:
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_ical)
 
+    p = sub.add_parser("params", help="list the workflow parameters, defaults and allowed values")
+    p.add_argument("--json", action="store_true", help="the defaults as a parameter JSON file")
+    p.set_defaults(handler=_cmd_params)
+
     p = sub.add_parser("run", help="run the whole batch imaging workflow: simulate, then ICAL")
     p.add_argument("params", type=Path, help="parameter JSON file (the seed's format)")
     p.add_argument("--data-dir", type=Path, required=True, help="data root holding the buffers")
@@ -68,6 +72,15 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
         "LocalCluster of n_workers processes)",
     )
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    import json
+
+    from sdpbatch.parameters import Parameters, describe_parameters
+
+    print(json.dumps(Parameters().to_dict(), indent=2) if args.json else describe_parameters())
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
