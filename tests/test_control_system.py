@@ -217,7 +217,7 @@ def test_cli_refuses_bad_input_clearly(plane, tmp_path):
         "process", "batch:test_dask:0.1.0", str(params), "--dependency", "pb_x", check=False
     )
     assert result.returncode == 2 and "invalid processing block id 'pb_x'" in result.stderr
-    for bad, message in (("../etc", "parameter 'buffer_vis'"), ("a.b", "invalid buffer name")):
+    for bad, message in (("../etc", "parameter 'buffer_vis'"), ("a.b", "safe directory name")):
         params.write_text(json.dumps({"buffer_vis": bad}))
         result = _cli("process", "batch:batch_imaging:0.1.0", str(params), check=False)
         assert result.returncode == 2 and message in result.stderr, result.stderr

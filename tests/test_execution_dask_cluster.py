@@ -53,10 +53,21 @@ class ExternalCluster:
         self.log = log
         self.procs.append(
             subprocess.Popen(
-                [*_dask_command("scheduler"), "--host", "127.0.0.1", "--port", "0",
-                 "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
-                 str(self.scheduler_file)],
-                stdout=log, stderr=log, env=env, start_new_session=True,
+                [
+                    *_dask_command("scheduler"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                    "--scheduler-file",
+                    str(self.scheduler_file),
+                ],
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
             )
         )
         deadline = time.monotonic() + 60
@@ -67,10 +78,23 @@ class ExternalCluster:
         for _ in range(2):
             self.procs.append(
                 subprocess.Popen(
-                    [*_dask_command("worker"), "--scheduler-file", str(self.scheduler_file),
-                     "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
-                     "--dashboard-address", "127.0.0.1:0"],
-                    stdout=log, stderr=log, env=env, start_new_session=True,
+                    [
+                        *_dask_command("worker"),
+                        "--scheduler-file",
+                        str(self.scheduler_file),
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--dashboard-address",
+                        "127.0.0.1:0",
+                    ],
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                    start_new_session=True,
                 )
             )
         from distributed import Client
@@ -78,12 +102,6 @@ class ExternalCluster:
         with Client(scheduler_file=str(self.scheduler_file), timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
             self.address = client.scheduler.address
-
-    def worker_pids(self) -> dict[str, int]:
-        from distributed import Client
-
-        with Client(self.address, timeout="30s") as client:
-            return {a: w["pid"] for a, w in client.scheduler_info()["workers"].items()}
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -111,7 +129,9 @@ def external_cluster(tmp_path: Path) -> Iterator[ExternalCluster]:
 def _sdpbatch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sdpbatch.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -135,7 +155,12 @@ def test_run_on_existing_cluster_equals_in_process(external_cluster, reference_r
     params = tmp_path / "params.json"
     params.write_text(json.dumps(SMALL))
     result = _sdpbatch(
-        "run", params, "--data-dir", tmp_path / "data", "--scheduler", external_cluster.address,
+        "run",
+        params,
+        "--data-dir",
+        tmp_path / "data",
+        "--scheduler",
+        external_cluster.address,
         "--no-progress",
     )
     assert result.returncode == 0, result.stderr
@@ -144,9 +169,10 @@ def test_run_on_existing_cluster_equals_in_process(external_cluster, reference_r
     data = tmp_path / "data"
     for i in range(SMALL["nfreqwin"]):
         name = f"ska_pipeline_simulation_vislist_{i}.ms"
-        with table(str(data / "vis" / name), ack=False) as ours, table(
-            str(reference_run / "vis" / name), ack=False
-        ) as ref:
+        with (
+            table(str(data / "vis" / name), ack=False) as ours,
+            table(str(reference_run / "vis" / name), ack=False) as ref,
+        ):
             np.testing.assert_array_equal(ours.getcol("DATA"), ref.getcol("DATA"))
     ours, ref = _restored(data), _restored(reference_run)
     assert np.max(np.abs(ours - ref)) <= 1e-6 * np.max(np.abs(ref))
@@ -158,9 +184,23 @@ def test_worker_killed_during_ical_gives_same_products(external_cluster, referen
     vis = sorted((reference_run / "vis").glob("*.ms"))
     out = tmp_path / "img"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sdpbatch.cli", "ical", *map(str, vis), "--out", str(out),
-         "--params", str(params), "--scheduler", external_cluster.address, "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sdpbatch.cli",
+            "ical",
+            *map(str, vis),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+            "--scheduler",
+            external_cluster.address,
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     from distributed import Client
 
@@ -174,7 +214,8 @@ def test_worker_killed_during_ical_gives_same_products(external_cluster, referen
                     break
             time.sleep(0.05)
         assert victim is not None, "ICAL never placed data on a worker"
-        pid = client.scheduler_info()["workers"][victim]["pid"]
+        assert proc.poll() is None, "ICAL ended before a worker could be killed"
+        pid = client.run(os.getpid, workers=[victim])[victim]
     os.kill(pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
     if proc.returncode == 0:

@@ -129,7 +129,9 @@ def test_safe_names(name):
     assert is_safe_name(name)
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "-rf", ".hidden", "a..b", "a.b", "a_b", "x" * 97])
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "../x", "a/b", "-rf", ".hidden", "a..b", "a.b", "a_b", "x" * 97]
+)
 def test_unsafe_names(name):
     assert not is_safe_name(name)
 

@@ -126,20 +126,13 @@ def local_east_north(antenna_positions: np.ndarray) -> np.ndarray:
     return np.stack([rel @ east, rel @ north], axis=1)
 
 
-def gain_phase_error(
-    solved: np.ndarray,
-    true: np.ndarray,
-    antenna_positions: np.ndarray,
-    *,
-    reference: int = 0,
-) -> float:
-    """Rms (rad) of solved minus true gain phases, up to what self-calibration cannot know.
+def _phase_difference_planes(
+    solved: np.ndarray, true: np.ndarray, antenna_positions: np.ndarray, reference: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Fit ``a + b east + c north`` to the referenced phase of solved x conj(true).
 
-    Both are referenced to station ``reference``; then per time (and frequency) the best-fit
-    plane ``a + b east + c north`` of the phase difference across the stations is removed
-    (a linear phase gradient only shifts the image).  Gains (ntime, nant) or
-    (ntime, nant, nfreq); a single frequency broadcasts against several.  Stations whose
-    solved gain is zero or not finite are left out.
+    Returns the (ntime, nfreq, 3) coefficients (NaN where fewer than 4 stations are valid)
+    and the residual phases of every fitted (time, frequency).
     """
     solved = np.asarray(solved, dtype=np.complex128)
     true = np.asarray(true, dtype=np.complex128)
@@ -158,6 +151,7 @@ def gain_phase_error(
     phase = np.angle(ratio)  # (ntime, nant, nfreq), wrapped to (-pi, pi]
     en = local_east_north(antenna_positions)
     design = np.column_stack([np.ones(en.shape[0]), en])
+    coefficients = np.full((phase.shape[0], phase.shape[2], 3), np.nan)
     residuals = []
     for t in range(phase.shape[0]):
         for f in range(phase.shape[2]):
@@ -165,8 +159,49 @@ def gain_phase_error(
             if ok.sum() < 4:
                 continue
             coeff = np.linalg.lstsq(design[ok], phase[t, ok, f], rcond=None)[0]
-            residual = np.angle(np.exp(1j * (phase[t, ok, f] - design[ok] @ coeff)))
-            residuals.append(residual)
+            coefficients[t, f] = coeff
+            residuals.append(np.angle(np.exp(1j * (phase[t, ok, f] - design[ok] @ coeff))))
     if not residuals:
         raise ValueError("no time/frequency with at least 4 valid stations to compare")
+    return coefficients, residuals
+
+
+def gain_phase_error(
+    solved: np.ndarray,
+    true: np.ndarray,
+    antenna_positions: np.ndarray,
+    *,
+    reference: int = 0,
+) -> float:
+    """Rms (rad) of solved minus true gain phases, up to what self-calibration cannot know.
+
+    Both are referenced to station ``reference``; then per time (and frequency) the best-fit
+    plane ``a + b east + c north`` of the phase difference across the stations is removed
+    (a linear phase gradient only shifts the image).  Gains (ntime, nant) or
+    (ntime, nant, nfreq); a single frequency broadcasts against several.  Stations whose
+    solved gain is zero or not finite are left out.
+    """
+    _, residuals = _phase_difference_planes(solved, true, antenna_positions, reference)
     return float(np.sqrt(np.mean(np.concatenate(residuals) ** 2)))
+
+
+def gradient_image_shift(
+    solved: np.ndarray,
+    true: np.ndarray,
+    antenna_positions: np.ndarray,
+    *,
+    frequencies: np.ndarray,
+    cellsize: float,
+) -> tuple[float, float]:
+    """Image shift (dx, dy) in pixels caused by the phase gradient self-calibration left.
+
+    Correcting with solved gains whose phase exceeds the truth by ``b east + c north`` (rad)
+    multiplies the data by ``exp(+i (b, c) . baseline)``, which moves every source by
+    ``(b, c) lambda / (2 pi)`` in (l, m).  Averaged over the times (each time is one image of
+    the sum) and over ``frequencies`` (Hz) for lambda; near the zenith (l, m) ~ (east, north).
+    """
+    coefficients, _ = _phase_difference_planes(solved, true, antenna_positions, 0)
+    gradient = np.nanmean(coefficients[..., 1:], axis=(0, 1))  # rad/m, (east, north)
+    wavelength = float(np.mean(299792458.0 / np.asarray(frequencies, dtype=np.float64)))
+    shift = gradient * wavelength / (2 * np.pi) / cellsize
+    return float(shift[0]), float(shift[1])
