@@ -140,7 +140,15 @@ def _print_ical_products(products) -> None:
         print(
             f"{len(truth['brightest_sources'])} brightest true sources: flux within "
             f"{100 * truth['max_flux_error']:.2f} %, position within "
-            f"{truth['max_offset_pixels']:.3f} px"
+            f"{truth['max_offset_pixels']:.3f} px ("
+            f"{truth['max_offset_after_common_shift_pixels']:.3f} px after the common shift)"
+        )
+    if "gradient_shift_pixels" in truth and "common_shift_pixels" in truth:
+        measured, predicted = truth["common_shift_pixels"], truth["gradient_shift_pixels"]
+        print(
+            f"common image shift ({measured[0]:+.3f}, {measured[1]:+.3f}) px; the phase gradient "
+            f"self-calibration cannot determine predicts ({predicted[0]:+.3f}, "
+            f"{predicted[1]:+.3f}) px"
         )
 
 
