@@ -271,9 +271,9 @@ def _control_errors():
 
 
 def _data_dir(value: Path | None) -> Path:
-    import os
+    from sdpbatch.control.system import default_data_dir
 
-    return Path(value or os.environ.get("SDPBATCH_DATA_DIR") or "sdp-data").resolve()
+    return Path(value or default_data_dir()).resolve()
 
 
 def _terminate_on_sigterm() -> None:
@@ -394,7 +394,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args.data_dir)
     services = services_status(data_dir)
     state = SystemState.load(data_dir)
-    if state is not None:  # a system started by `sdpbatch up`: its database, unless told otherwise
+    system_down = services["state"] in ("down", "never started")
+    if state is not None and not system_down:  # `sdpbatch up` runs: its database, unless told
         for name, value in state.env.items():
             if name.startswith("SDP_CONFIG_"):
                 os.environ.setdefault(name, value)
@@ -405,7 +406,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     def text_of(snapshot: dict) -> str:
         return format_services(snapshot["services"]) + "\n\n" + format_status(snapshot)
 
-    system_down = services["state"] in ("down", "never started")
     if system_down and "SDP_CONFIG_PORT" not in os.environ and not args.watch:
         only = {"services": services}
         print(json.dumps(only, indent=2) if args.json else format_services(services))
