@@ -39,7 +39,7 @@ from sdpbatch.science.observation import (
     observation_times,
     transit_time,
 )
-from sdpbatch.science.predict import predict_point_sources
+from sdpbatch.science.predict import predict_point_sources_by_station
 from sdpbatch.science.skymodel import (
     SkyModel,
     apparent_sky,
@@ -212,7 +212,9 @@ def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) ->
             a1 = np.tile(setup.antenna1, t1 - t0)
             a2 = np.tile(setup.antenna2, t1 - t0)
             uvw = baseline_uvw(setup.ant_uvw[t0:t1], setup.antenna1, setup.antenna2)
-            vis = predict_point_sources(uvw, freq, directions, flux)
+            vis = predict_point_sources_by_station(
+                setup.ant_uvw, time_index, a1, a2, freq, directions, flux
+            )
             vis = corrupt(vis, setup.gains, a1, a2, time_index)
             if sigma is not None:
                 vis = add_noise(vis, sigma, noise_rng)
