@@ -50,6 +50,12 @@ def _add_science_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ms", type=Path, nargs="+", help="MeasurementSets (one or more)")
     p.add_argument("--out", type=Path, required=True, help="directory for the images")
     p.add_argument("--params", type=Path, help="parameter JSON file (ICAL settings)")
+    p.add_argument(
+        "--truth",
+        type=Path,
+        help="folder with the simulation's truth files to compare with (default: the "
+        "MeasurementSets' folder, when it holds them)",
+    )
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_ical)
 
@@ -153,7 +159,7 @@ def _print_ical_products(products) -> None:
 
 
 def _cmd_ical(args: argparse.Namespace) -> int:
-    from sdpbatch.execution.pipeline import check_measurement_sets, ical_pipeline
+    from sdpbatch.execution.pipeline import check_measurement_sets, ical_pipeline, truth_present
     from sdpbatch.parameters import Parameters, load_parameters
 
     params = load_parameters(args.params) if args.params else Parameters()
@@ -161,9 +167,18 @@ def _cmd_ical(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"no such MeasurementSet: {', '.join(missing)}")
     check_measurement_sets(args.ms)  # before starting any worker
+    if args.truth and not truth_present(args.truth):
+        raise UsageError(f"--truth {args.truth}: no truth_skymodel.txt and truth_gains.h5 there")
+    folders = {p.resolve().parent for p in args.ms}
+    truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
     with _science_client(params, args.scheduler) as client:
         products = ical_pipeline(
-            args.ms, args.out, params, client=client, progress=not args.no_progress
+            args.ms,
+            args.out,
+            params,
+            client=client,
+            truth_dir=truth_dir,
+            progress=not args.no_progress,
         )
     _print_ical_products(products)
     return 0

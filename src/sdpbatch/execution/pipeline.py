@@ -127,7 +127,7 @@ def check_measurement_sets(ms_paths: Sequence[str | Path]) -> list[MeasurementSe
     return infos
 
 
-def _truth_present(truth_dir: Path | None) -> bool:
+def truth_present(truth_dir: Path | None) -> bool:
     from sdpbatch.io.truth import GAINS_FILE, SKYMODEL_FILE
 
     return truth_dir is not None and all(
@@ -161,7 +161,7 @@ def ical_pipeline(
     from sdpbatch.execution.ical import run_ical
 
     truth = None
-    if _truth_present(Path(truth_dir) if truth_dir else None):
+    if truth_present(Path(truth_dir) if truth_dir else None):
         from sdpbatch.io.truth import read_truth
 
         truth = read_truth(truth_dir)
