@@ -7,6 +7,8 @@ Simulates the observation into ``--data`` once (reused when the truth is there),
 ``run_ical`` in this process (``--workers 0``, ducc0 with ``--threads``) or on a LocalCluster of
 ``--workers`` processes, and prints: wall time and stage timings, CPU seconds of this process,
 peak resident memory summed over this process and its children (sampled every 20 ms), the
+peak of each process (this one and each Dask worker: ``ru_maxrss`` asked of the workers before
+the cluster closes, so it is exact), the
 solved-vs-true phase error (referenced to station 0, linear gradient removed) and the flux and
 position of the 10 brightest true sources in the restored image.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import threading
 import time
 from pathlib import Path
@@ -41,6 +44,11 @@ from sdpbatch.science.assess import measure_source, sky_to_pixel  # noqa: E402
 from sdpbatch.science.solve import phase_errors  # noqa: E402
 
 MIB = 2**20
+
+
+def max_rss_mib() -> float:
+    """Peak resident memory of the calling process (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class MemorySampler:
@@ -139,7 +147,7 @@ def main() -> None:
         simulate(params, args.data)
         print(f"simulated into {args.data} in {time.perf_counter() - t0:.1f} s")
     truth = read_truth(args.data)
-    ms_paths = sorted(args.data.glob("*.ms"))
+    ms_paths = sorted(args.data.glob("*.ms"), key=lambda p: (len(p.name), p.name))  # _2 < _10
 
     with MemorySampler() as memory:
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -148,10 +156,12 @@ def main() -> None:
                 t1 = time.perf_counter()
                 result = run_ical(ms_paths, params, client=client)
                 wall = time.perf_counter() - t1
+                workers = client.run(max_rss_mib)
             startup = t1 - t0
         else:
             result = run_ical(ms_paths, params)
             wall, startup = time.perf_counter() - t0, 0.0
+            workers = {}
         cpu = time.process_time() - cpu0
 
     freqs = np.array([f for f in result.frequencies])
@@ -163,6 +173,8 @@ def main() -> None:
         "cluster_startup_s": round(startup, 2),
         "client_cpu_s": round(cpu, 2),
         "peak_rss_all_processes_mib": round(memory.peak / MIB),
+        "peak_rss_this_process_mib": round(max_rss_mib()),
+        "peak_rss_per_worker_mib": sorted(round(v) for v in workers.values()),
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
         "cycles": [
             {k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()}

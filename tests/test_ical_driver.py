@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sdpbatch.execution import ical
 from sdpbatch.execution.cluster import dask_client
 from sdpbatch.execution.ical import IcalResult, run_ical
 from sdpbatch.execution.simulate import simulate
+from sdpbatch.io.ms_read import read_measurement_set_times
 from sdpbatch.io.truth import read_truth
 from sdpbatch.parameters import Parameters
 from sdpbatch.science.assess import measure_source, sky_to_pixel
@@ -232,3 +237,87 @@ def test_worker_killed_mid_run_still_completes(observation, selfcal):
     assert np.abs(result.restored - selfcal.restored).max() < 1e-6 * scale
     assert np.abs(result.residual_cube - selfcal.residual_cube).max() < 1e-6 * scale
     assert np.allclose(result.solutions["T"].gains, selfcal.solutions["T"].gains, atol=1e-6)
+
+
+def _rows_per_integration(path) -> int:
+    _, counts = np.unique(read_measurement_set_times(path), return_counts=True)
+    return int(counts.max())
+
+
+def test_streamed_time_chunks_give_the_same_result(observation, selfcal, monkeypatch, tmp_path):
+    """With chunks of one integration of the three windows, the data are spilled and read back
+    chunk by chunk: the same images and gains, in-process and on a cluster (where one group
+    is streamed and the other, smaller, stays in memory), never more than a chunk resident,
+    and no scratch files left."""
+    params, paths, _ = observation
+    limit = 3 * _rows_per_integration(paths[0])
+    monkeypatch.setattr(ical, "CHUNK_VISIBILITIES", limit)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spilled = []
+    spill = ical._spill
+    monkeypatch.setattr(ical, "_spill", lambda *a: spilled.append(a[2]) or spill(*a))
+    ical.RESIDENT.reset()
+    streamed = run_ical(paths, params)
+    assert len(spilled) == params.ntimes  # one chunk per integration
+    assert 0 < ical.RESIDENT.peak <= limit and ical.RESIDENT.now == 0
+    assert list(tmp_path.iterdir()) == []
+    with dask_client(2, threads_per_worker=1) as client:
+        on_cluster = run_ical(paths, params, client=client)
+        left = client.run(
+            lambda dask_worker: list(Path(dask_worker.local_directory).glob("sdpbatch-ical-*"))
+        )
+    assert list(left.values()) == [[], []]
+    scale = np.abs(selfcal.restored).max()
+    for result in (streamed, on_cluster):
+        for name in ("restored", "residual_taylor", "model_taylor", "residual_cube", "psf"):
+            a, b = getattr(selfcal, name), getattr(result, name)
+            assert np.abs(a - b).max() < 1e-6 * scale, name
+        assert np.allclose(result.solutions["T"].gains, selfcal.solutions["T"].gains, atol=1e-9)
+
+
+def test_a_lost_scratch_chunk_is_read_again(observation, monkeypatch, tmp_path):
+    """Scratch files written by a worker that died are gone: the chunk comes from the MSs."""
+    _, paths, _ = observation
+    specs = [ical.WindowSpec(str(p), w, w) for w, p in enumerate(paths)]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    group = ical.load_group(specs, "lost", 2 * _rows_per_integration(paths[0]))
+    assert group.streamed and len(group.chunks) == 3  # 3 windows of one integration each
+    chunk = group.chunks[1]
+    kept = ical._unspill(chunk, group.windows)
+    shutil.rmtree(chunk.directory)
+    again = ical._unspill(chunk, group.windows)
+    assert len(kept) == len(again) == 1 and kept[0].vis.shape[1] == 3
+    for name in ("uvw", "time", "antenna1", "vis", "weight", "flag", "channels", "frequency"):
+        assert np.array_equal(getattr(kept[0], name), getattr(again[0], name)), name
+    # model visibilities whose files are gone are predicted again from the model image
+    setup = ical.ImagingSetup(
+        npixel=256,
+        cellsize=0.002,
+        epsilon=1e-5,
+        nmoment=2,
+        reference_frequency=1e8,
+        weighting="natural",
+        robust=0.0,
+        boundaries={"T": np.array([-np.inf, np.inf])},
+        nthreads=1,
+        psf_npixel=64,
+        sparse_pixels=64,
+        run_id="lost",
+    )
+    ready = ical.prepare_group(group, setup, None)
+    model = np.zeros((2, 256, 256))
+    model[0, 100, 120], model[1, 140, 90] = 2.0, -0.5
+    first = ical.group_predict(ready, None, model, setup)
+    second = ical.group_predict(ready, first, model, setup)  # twice the model
+    assert not any(Path(f).exists() for chunk in first.files for f in chunk)  # replaced
+    kept = [m for _, m in ical._with_models(ready, second)]
+    assert np.abs(kept[0]).max() > 1.0
+    Path(second.files[1][0]).unlink()
+    again = [m for _, m in ical._with_models(ready, second)]
+    Path(second.files[2][0]).unlink()
+    third = ical.group_predict(ready, second, model, setup)
+    for k, a, b in zip(kept, again, ical._with_models(ready, third), strict=True):
+        assert np.allclose(a, k, rtol=0, atol=1e-9)
+        assert np.allclose(b[1], 1.5 * k, rtol=0, atol=1e-9)
+    ical.remove_scratch("lost")
+    assert list(tmp_path.iterdir()) == []

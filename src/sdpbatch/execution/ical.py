@@ -3,9 +3,13 @@
 The story (the seed's ICAL, see the science reference):
 
 1. read: the frequency windows (one MeasurementSet each) are spread over groups, one per Dask
-   worker; each group reads its MeasurementSets itself and keeps its visibilities in the worker's
-   memory for the whole run (pinned futures).  Only small things (times, weight sums, solve sums,
-   gains) and images travel.
+   worker; each group reads its MeasurementSets itself (pinned futures).  A group of at most
+   ``CHUNK_VISIBILITIES`` keeps its visibilities in the worker's memory for the whole run; a
+   larger one is streamed: it is read in time chunks of at most that size, each written once to
+   the worker's scratch directory, and every pass reads the chunks back one at a time (model
+   visibilities likewise, per chunk), so a worker's memory does not grow with the number of
+   times or windows.  Only small things (times, weight sums, solve sums, gains) and images
+   travel.
 2. cycle 0: PSF Taylor images, dirty Taylor images, multi-scale multi-frequency clean.
 3. ``nmajor`` major cycles: update the model visibilities per group with the last minor cycle's
    increment -> solve sums per group -> combine and solve the gains (StEFCal, small, in the
@@ -24,13 +28,18 @@ With ``client=None`` the same per-group functions run in this process on one gro
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
+import os
+import shutil
 import sys
+import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +53,7 @@ from sdpbatch.io.ms_read import (
     MeasurementSetError,
     read_measurement_set,
     read_measurement_set_metadata,
+    read_measurement_set_times,
 )
 from sdpbatch.parameters import Parameters
 from sdpbatch.science.beam import CleanBeam, fit_clean_beam, restore
@@ -75,6 +85,13 @@ LOG = logging.getLogger(__name__)
 SPARSE_PIXELS_PER_TERM = 32
 """A model increment with up to this many pixels per Taylor term is predicted by direct sum
 (~10 ms per pixel per million visibilities, against ~0.6 s per gridder pass)."""
+
+CHUNK_VISIBILITIES = 4_000_000
+"""Most visibilities (rows x channels) of a group held at once (~45 bytes each with the model
+and imaging weights, ~180 MB): a larger group is streamed in time chunks of at most this size,
+spilled once to scratch files; a smaller one (the seed's example) stays in memory.  Every
+gridder call costs a fixed ~0.27 s at 1024 pixels (FFTs of the w-planes; measured): smaller
+chunks cost more passes' worth of FFTs."""
 
 TIME_DECIMALS = 3
 """Times are compared after rounding to a millisecond (different files of one observation)."""
@@ -165,6 +182,7 @@ class ImagingSetup:
     nthreads: int | None  # None: the worker's threads (``worker_threads()``)
     psf_npixel: int  # size of the spectral PSF terms (covers the minor cycles' PSF patch)
     sparse_pixels: int  # model increments with at most this many pixels are predicted by DFT
+    run_id: str = ""  # names this run's scratch directory (streamed groups)
 
     @property
     def threads(self) -> int:
@@ -199,31 +217,143 @@ class Block:
 
 
 @dataclass
+class SpilledChunk:
+    """One time chunk of a streamed group, written once to the worker's scratch directory.
+
+    ``directory`` holds ``b<i>-<array>.npy`` per block (written under a temporary name and
+    renamed: it exists only complete); if it is gone (a new worker recomputing), the chunk is
+    read again from the MeasurementSets rows with ``time_range[0] <= TIME < time_range[1]``.
+    ``blocks`` keeps each block's small arrays (frequency, channels, windows).
+    """
+
+    directory: str
+    time_range: tuple[float, float]
+    blocks: list[dict[str, np.ndarray]]
+    nvis: int
+
+
+@dataclass
 class Group:
-    """The data of one group of windows (the unit of work of one worker)."""
+    """The data of one group of windows (the unit of work of one worker).
+
+    Small groups keep their ``blocks`` in memory (one chunk).  Larger ones are streamed: their
+    ``chunks`` are spilled time chunks of at most :data:`CHUNK_VISIBILITIES`, read back (and
+    prepared with ``setup`` and ``density``) one at a time by every pass.
+    """
 
     blocks: list[Block]
+    summary: dict[str, Any]
+    windows: list[WindowSpec] = field(default_factory=list)
+    chunks: list[SpilledChunk] = field(default_factory=list)
+    setup: ImagingSetup | None = None
+    density: np.ndarray | None = None
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.chunks)
 
 
-# --- per-group work (runs on the workers, or in this process) ------------------------------------
+@dataclass
+class SpilledModel:
+    """Model visibilities of a streamed group: one ``.npy`` file per (chunk, block).
+
+    ``model`` (nmoment, N, N) is the model image they predict: a file that is gone (deleted
+    after the next cycle, or lost with its worker while Dask recomputes) is predicted again.
+    """
+
+    files: list[list[str]]
+    model: np.ndarray
 
 
-def _same_rows(block: Block, vis: Visibilities) -> bool:
-    return (
-        block.uvw.shape == vis.uvw.shape
-        and np.array_equal(block.time, vis.time)
-        and np.array_equal(block.antenna1, vis.antenna1)
-        and np.array_equal(block.antenna2, vis.antenna2)
-        and np.allclose(block.uvw, vis.uvw, rtol=0, atol=1e-6)
-    )
+# --- streaming: chunks of bounded size -----------------------------------------------------------
 
 
-@_trimmed
-def load_group(windows: Sequence[WindowSpec]) -> Group:
-    """Read the MeasurementSets of one group; windows sharing their rows become one block."""
+class _Resident:
+    """Counts the visibilities of group data resident in this process (for the tests)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def holding(self, nvis: int):
+        with self.lock:
+            self.now += nvis
+            self.peak = max(self.peak, self.now)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.now -= nvis
+
+    def reset(self) -> None:
+        with self.lock:
+            self.now = self.peak = 0
+
+
+RESIDENT = _Resident()
+"""Visibilities of group data held by passes in this process: now and at most (``peak``)."""
+
+
+def _nvis(blocks: Sequence[Block]) -> int:
+    return sum(b.vis.size for b in blocks)
+
+
+def _scratch_root(run_id: str, worker: Any = None) -> Path:
+    """This run's scratch directory: in the Dask worker's local directory, or the temp dir."""
+    if worker is None:
+        try:
+            from distributed import get_worker
+
+            worker = get_worker()
+        except (ImportError, ValueError):
+            worker = None
+    base = Path(worker.local_directory) if worker is not None else Path(tempfile.gettempdir())
+    return base / f"sdpbatch-ical-{run_id}"
+
+
+def remove_scratch(run_id: str, dask_worker: Any = None) -> None:
+    """Delete this run's scratch files in this process, or on the worker (``client.run``)."""
+    shutil.rmtree(_scratch_root(run_id, dask_worker), ignore_errors=True)
+
+
+def _time_chunks(
+    windows: Sequence[WindowSpec], nchans: Sequence[int], limit: int
+) -> list[tuple[float, float]]:
+    """Time ranges [start, end) whose rows x channels over the windows fit a chunk.
+
+    Consecutive distinct times are added while the chunk stays within ``limit`` visibilities
+    (a single time may exceed it); boundaries lie halfway between times, the outer ones are
+    infinite.
+    """
+    per_time: dict[float, int] = {}
+    for spec, nchan in zip(windows, nchans, strict=True):
+        times, counts = np.unique(
+            np.round(read_measurement_set_times(spec.path), TIME_DECIMALS), return_counts=True
+        )
+        for t, n in zip(times.tolist(), counts.tolist(), strict=True):
+            per_time[t] = per_time.get(t, 0) + n * nchan
+    times = sorted(per_time)
+    starts, size = [0], 0
+    for i, t in enumerate(times):
+        if size and size + per_time[t] > limit:
+            starts.append(i)
+            size = 0
+        size += per_time[t]
+    edges = [-np.inf] + [0.5 * (times[i - 1] + times[i]) for i in starts[1:]] + [np.inf]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _read_blocks(
+    windows: Sequence[WindowSpec], time_range: tuple[float, float] | None = None
+) -> list[Block]:
+    """Read the windows (or their rows in ``time_range``); windows sharing rows become a block."""
     blocks: list[Block] = []
     for spec in windows:
-        vis = read_measurement_set(spec.path)
+        vis = read_measurement_set(spec.path, time_range=time_range)
+        if vis.nrow == 0:
+            continue
         channels = spec.first_channel + np.arange(vis.nchan)
         window = np.full(vis.nchan, spec.window)
         target = next((b for b in blocks if _same_rows(b, vis)), None)
@@ -249,57 +379,180 @@ def load_group(windows: Sequence[WindowSpec]) -> Group:
         target.flag = np.concatenate([target.flag, vis.flag], axis=1)
         target.channels = np.concatenate([target.channels, channels])
         target.windows = np.concatenate([target.windows, window])
-    return Group(blocks)
+    for b in blocks:  # the gridder wants ascending frequencies (windows may come in any order)
+        order = np.argsort(b.frequency, kind="stable")
+        if np.any(order != np.arange(order.size)):
+            for name in ("vis", "weight", "flag"):
+                setattr(b, name, np.ascontiguousarray(getattr(b, name)[:, order]))
+            for name in ("frequency", "channels", "windows"):
+                setattr(b, name, getattr(b, name)[order])
+    return blocks
+
+
+_ROW_ARRAYS = ("uvw", "time", "antenna1", "antenna2", "vis", "weight", "flag")
+_SMALL_ARRAYS = ("frequency", "channels", "windows")
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def _load(path: Path | str) -> np.ndarray:
+    return np.load(path, allow_pickle=False)  # reads into memory (no memmap)
+
+
+def _spill(blocks: list[Block], root: Path, time_range: tuple[float, float]) -> SpilledChunk:
+    """Write a chunk's blocks to a new directory under ``root`` (temp name, then rename)."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    tmp = root / f"{name}.tmp"
+    tmp.mkdir()
+    for i, b in enumerate(blocks):
+        for array in _ROW_ARRAYS:
+            _save(tmp / f"b{i}-{array}.npy", getattr(b, array))
+    final = root / name
+    os.rename(tmp, final)
+    return SpilledChunk(
+        directory=str(final),
+        time_range=time_range,
+        blocks=[{k: getattr(b, k) for k in _SMALL_ARRAYS} for b in blocks],
+        nvis=_nvis(blocks),
+    )
+
+
+def _unspill(chunk: SpilledChunk, windows: Sequence[WindowSpec]) -> list[Block]:
+    """A spilled chunk's blocks, from its files or, if they are gone, from the MeasurementSets."""
+    directory = Path(chunk.directory)
+    if not directory.is_dir():
+        LOG.info("scratch %s is gone: reading the chunk again", directory)
+        return _read_blocks(windows, chunk.time_range)
+    return [
+        Block(
+            **{a: _load(directory / f"b{i}-{a}.npy") for a in _ROW_ARRAYS},
+            **small,
+        )
+        for i, small in enumerate(chunk.blocks)
+    ]
+
+
+def _chunks(group: Group) -> Iterator[tuple[int, list[Block]]]:
+    """(chunk index, blocks) of a group, one chunk resident at a time; prepared if set up."""
+    if not group.streamed:
+        with RESIDENT.holding(_nvis(group.blocks)):
+            yield 0, group.blocks
+        return
+    for c, chunk in enumerate(group.chunks):
+        with RESIDENT.holding(chunk.nvis):
+            blocks = _unspill(chunk, group.windows)
+            if group.setup is not None:
+                blocks = [_prepare_block(b, group.setup, group.density) for b in blocks]
+            yield c, blocks
+            del blocks
+
+
+def _summary(blocks: Sequence[Block]) -> dict[str, Any]:
+    times = [np.unique(np.round(b.time, TIME_DECIMALS)) for b in blocks]
+    return {
+        "times": np.unique(np.concatenate(times)) if times else np.zeros(0),
+        "uvw_max": max((float(np.abs(b.uvw).max()) for b in blocks if b.uvw.size), default=0.0),
+    }
+
+
+# --- per-group work (runs on the workers, or in this process) ------------------------------------
+
+
+def _same_rows(block: Block, vis: Visibilities) -> bool:
+    return (
+        block.uvw.shape == vis.uvw.shape
+        and np.array_equal(block.time, vis.time)
+        and np.array_equal(block.antenna1, vis.antenna1)
+        and np.array_equal(block.antenna2, vis.antenna2)
+        and np.allclose(block.uvw, vis.uvw, rtol=0, atol=1e-6)
+    )
+
+
+@_trimmed
+def load_group(windows: Sequence[WindowSpec], run_id: str, chunk_visibilities: int) -> Group:
+    """Read the MeasurementSets of one group; windows sharing their rows become one block.
+
+    A group of at most ``chunk_visibilities`` (rows x channels) stays in memory; a larger one
+    is read in time chunks of at most that size (see :data:`CHUNK_VISIBILITIES`), each written
+    once to scratch files under ``run_id``'s directory.
+    """
+    infos = [read_measurement_set_metadata(s.path) for s in windows]
+    if sum(i.nrow * i.nchan for i in infos) <= chunk_visibilities:
+        blocks = _read_blocks(windows)
+        return Group(blocks, {**_summary(blocks), "streamed": False})
+    root = _scratch_root(run_id)
+    chunks, summaries = [], []
+    for time_range in _time_chunks(windows, [i.nchan for i in infos], chunk_visibilities):
+        blocks = _read_blocks(windows, time_range)
+        with RESIDENT.holding(_nvis(blocks)):
+            summaries.append(_summary(blocks))
+            chunks.append(_spill(blocks, root, time_range))
+        del blocks
+    summary = {
+        "times": np.unique(np.concatenate([s["times"] for s in summaries])),
+        "uvw_max": max(s["uvw_max"] for s in summaries),
+        "streamed": True,
+    }
+    return Group([], summary, windows=list(windows), chunks=chunks)
 
 
 def group_summary(group: Group) -> dict[str, Any]:
     """Small facts of a group: distinct times (MJD s) and the largest |u|, |v|, |w| (m)."""
-    times = np.unique(np.concatenate([np.round(b.time, TIME_DECIMALS) for b in group.blocks]))
-    uvw_max = max(float(np.abs(b.uvw).max()) if b.uvw.size else 0.0 for b in group.blocks)
-    return {"times": times, "uvw_max": uvw_max}
+    return group.summary
 
 
 def group_density(group: Group, npixel: int, cellsize: float) -> np.ndarray:
     """Gridded weight density (npixel, npixel) of a group's unflagged data."""
-    return sum(
-        weight_density(
-            b.uvw, b.frequency, np.where(b.flag, 0.0, b.weight), npixel=npixel, cellsize=cellsize
+    density = np.zeros((npixel, npixel))
+    for _, blocks in _chunks(group):
+        for b in blocks:
+            density += weight_density(
+                b.uvw,
+                b.frequency,
+                np.where(b.flag, 0.0, b.weight),
+                npixel=npixel,
+                cellsize=cellsize,
+            )
+    return density
+
+
+def _prepare_block(b: Block, setup: ImagingSetup, density: np.ndarray | None) -> Block:
+    """A block ready to image: imaging weights, Taylor factors, solution intervals."""
+    real = np.float64 if setup.epsilon <= 1e-5 else np.float32
+    weight = np.where(b.flag, 0.0, b.weight.astype(np.float64))
+    if setup.weighting != "natural":
+        weight = apply_density_weighting(
+            b.uvw,
+            b.frequency,
+            weight,
+            density,
+            scheme=setup.weighting,
+            robust=setup.robust,
+            cellsize=setup.cellsize,
         )
-        for b in group.blocks
+    times = np.round(b.time, TIME_DECIMALS)
+    return Block(
+        **{k: getattr(b, k) for k in ("uvw", "time", "antenna1", "antenna2", "frequency")},
+        vis=b.vis,
+        weight=b.weight,
+        flag=b.flag,
+        channels=b.channels,
+        windows=b.windows,
+        imaging_weight=np.ascontiguousarray(weight, dtype=real),
+        taylor=(b.frequency - setup.reference_frequency) / setup.reference_frequency,
+        intervals={t: interval_index(times, bnd) for t, bnd in setup.boundaries.items()},
     )
 
 
 def prepare_group(group: Group, setup: ImagingSetup, density: np.ndarray | None) -> Group:
-    """A copy of the group ready to image: imaging weights, Taylor factors, solution intervals."""
-    real = np.float64 if setup.epsilon <= 1e-5 else np.float32
-    blocks = []
-    for b in group.blocks:
-        weight = np.where(b.flag, 0.0, b.weight.astype(np.float64))
-        if setup.weighting != "natural":
-            weight = apply_density_weighting(
-                b.uvw,
-                b.frequency,
-                weight,
-                density,
-                scheme=setup.weighting,
-                robust=setup.robust,
-                cellsize=setup.cellsize,
-            )
-        times = np.round(b.time, TIME_DECIMALS)
-        blocks.append(
-            Block(
-                **{k: getattr(b, k) for k in ("uvw", "time", "antenna1", "antenna2", "frequency")},
-                vis=b.vis,
-                weight=b.weight,
-                flag=b.flag,
-                channels=b.channels,
-                windows=b.windows,
-                imaging_weight=np.ascontiguousarray(weight, dtype=real),
-                taylor=(b.frequency - setup.reference_frequency) / setup.reference_frequency,
-                intervals={t: interval_index(times, bnd) for t, bnd in setup.boundaries.items()},
-            )
-        )
-    return Group(blocks)
+    """A copy of the group ready to image (a streamed group prepares each chunk when read)."""
+    if group.streamed:
+        return Group([], group.summary, group.windows, group.chunks, setup, density)
+    return Group([_prepare_block(b, setup, density) for b in group.blocks], group.summary)
 
 
 def _concurrently(jobs: list[Callable[[int], Any]], threads: int) -> list[Any]:
@@ -327,79 +580,143 @@ def group_psf(group: Group, setup: ImagingSetup) -> tuple[np.ndarray, float]:
     nterm, n = 2 * setup.nmoment - 1, setup.npixel
     images = np.zeros((nterm, n, n))
     wsum = 0.0
-    for b in group.blocks:
+    for _, blocks in _chunks(group):
+        for b in blocks:
 
-        def job(k: int, b: Block = b) -> Callable[[int], tuple[np.ndarray, float]]:
-            size = n if k == 0 else setup.psf_npixel
-            return lambda nthreads: grid_psf(
+            def job(k: int, b: Block = b) -> Callable[[int], tuple[np.ndarray, float]]:
+                size = n if k == 0 else setup.psf_npixel
+                return lambda nthreads: grid_psf(
+                    b.uvw,
+                    b.frequency,
+                    b.imaging_weight,
+                    npixel=size,
+                    cellsize=setup.cellsize,
+                    epsilon=setup.epsilon,
+                    nthreads=nthreads,
+                    channel_factors=None if k == 0 else b.taylor**k,
+                    flag=b.mask(),
+                )
+
+            results = _concurrently([job(k) for k in range(nterm)], setup.threads)
+            for k, (image, _) in enumerate(results):
+                size = image.shape[0]
+                start = n // 2 - size // 2
+                images[k, start : start + size, start : start + size] += image
+            wsum += results[0][1]
+    return images, wsum
+
+
+def _predict_block(
+    b: Block, previous: np.ndarray | None, increment: np.ndarray, setup: ImagingSetup
+) -> np.ndarray:
+    """``previous`` (or zeros) + the visibilities of ``increment`` for one block."""
+    nonzero = int(np.count_nonzero(np.any(increment != 0, axis=0)))
+    terms = [k for k in range(increment.shape[0]) if increment[k].any()]
+    vis = np.zeros(b.vis.shape, dtype=np.complex128) if previous is None else previous.copy()
+    if 0 < nonzero <= setup.sparse_pixels:
+        vis += predict_sparse(
+            increment,
+            b.uvw,
+            b.frequency,
+            b.taylor,
+            cellsize=setup.cellsize,
+            nthreads=setup.threads,
+        )
+    elif nonzero:
+
+        def job(k: int) -> Callable[[int], np.ndarray]:
+            return lambda nthreads: predict_visibilities(
+                increment[k],
                 b.uvw,
                 b.frequency,
-                b.imaging_weight,
-                npixel=size,
                 cellsize=setup.cellsize,
                 epsilon=setup.epsilon,
                 nthreads=nthreads,
-                channel_factors=None if k == 0 else b.taylor**k,
                 flag=b.mask(),
             )
 
-        results = _concurrently([job(k) for k in range(nterm)], setup.threads)
-        for k, (image, _) in enumerate(results):
-            size = image.shape[0]
-            start = n // 2 - size // 2
-            images[k, start : start + size, start : start + size] += image
-        wsum += results[0][1]
-    return images, wsum
+        preds = _concurrently([job(k) for k in terms], setup.threads)
+        for k, pred in zip(terms, preds, strict=True):
+            vis += pred if k == 0 else pred * (b.taylor**k)[None, :]
+    if nonzero and b.flag.any():
+        vis[b.flag] = 0.0
+    return vis
 
 
 @_trimmed
 def group_predict(
     group: Group,
-    previous: list[np.ndarray] | None,
+    previous: list[np.ndarray] | SpilledModel | None,
     increment: np.ndarray,
     setup: ImagingSetup,
-) -> list[np.ndarray]:
+) -> list[np.ndarray] | SpilledModel:
     """Model visibilities per block after a minor cycle: ``previous`` + those of ``increment``.
 
     ``V_c = sum_k t_c^k degrid(increment[k])``: one gridder pass per Taylor term, or, when the
     increment has at most ``setup.sparse_pixels`` nonzero pixels (late cycles), a direct
     Fourier sum over them, which is exact and much cheaper.  Prediction is linear, so adding
     the increment's visibilities to the previous ones equals predicting the whole model.
+    A streamed group writes them per chunk (the previous files are then deleted); should a
+    previous file be gone, the whole model is predicted.
     """
-    nonzero = int(np.count_nonzero(np.any(increment != 0, axis=0)))
-    terms = [k for k in range(increment.shape[0]) if increment[k].any()]
+    if not group.streamed:
+        return [
+            _predict_block(b, None if previous is None else previous[i], increment, setup)
+            for i, b in enumerate(group.blocks)
+        ]
+    root = _scratch_root(setup.run_id)
+    root.mkdir(parents=True, exist_ok=True)
+    model = increment.copy() if previous is None else previous.model + increment
+    files: list[list[str]] = []
+    for c, blocks in _chunks(group):
+        names = []
+        for i, b in enumerate(blocks):
+            old = None if previous is None else Path(previous.files[c][i])
+            if old is None or old.is_file():
+                vis = _predict_block(b, None if old is None else _load(old), increment, setup)
+            else:
+                vis = _predict_block(b, None, model, setup)
+            name = root / f"model-{uuid.uuid4().hex}.npy"
+            tmp = name.with_suffix(".tmp")
+            _save(tmp, vis)
+            os.replace(tmp, name)
+            names.append(str(name))
+            del vis
+        files.append(names)
+    if previous is not None:
+        for name in (n for chunk in previous.files for n in chunk):
+            Path(name).unlink(missing_ok=True)
+    return SpilledModel(files, model)
+
+
+def _model_blocks(
+    model_vis: list[np.ndarray] | SpilledModel | None,
+    chunk: int,
+    blocks: list[Block],
+    setup: ImagingSetup | None,
+) -> list[np.ndarray | None]:
+    if model_vis is None:
+        return [None] * len(blocks)
+    if not isinstance(model_vis, SpilledModel):
+        return list(model_vis)
     out = []
-    for i, b in enumerate(group.blocks):
-        vis = np.zeros(b.vis.shape, dtype=np.complex128) if previous is None else previous[i].copy()
-        if 0 < nonzero <= setup.sparse_pixels:
-            vis += predict_sparse(
-                increment,
-                b.uvw,
-                b.frequency,
-                b.taylor,
-                cellsize=setup.cellsize,
-                nthreads=setup.threads,
-            )
-        elif nonzero:
-
-            def job(k: int, b: Block = b) -> Callable[[int], np.ndarray]:
-                return lambda nthreads: predict_visibilities(
-                    increment[k],
-                    b.uvw,
-                    b.frequency,
-                    cellsize=setup.cellsize,
-                    epsilon=setup.epsilon,
-                    nthreads=nthreads,
-                    flag=b.mask(),
-                )
-
-            preds = _concurrently([job(k) for k in terms], setup.threads)
-            for k, pred in zip(terms, preds, strict=True):
-                vis += pred if k == 0 else pred * (b.taylor**k)[None, :]
-        if nonzero and b.flag.any():
-            vis[b.flag] = 0.0
-        out.append(vis)
+    for name, b in zip(model_vis.files[chunk], blocks, strict=True):
+        if Path(name).is_file():
+            out.append(_load(name))
+        else:
+            LOG.info("model visibilities %s are gone: predicting them again", name)
+            out.append(_predict_block(b, None, model_vis.model, setup))
     return out
+
+
+def _with_models(
+    group: Group, model_vis: list[np.ndarray] | SpilledModel | None
+) -> Iterator[tuple[Block, np.ndarray | None]]:
+    """(block, its model visibilities or None) over a group's chunks, one chunk at a time."""
+    for c, blocks in _chunks(group):
+        models = _model_blocks(model_vis, c, blocks, group.setup)
+        yield from zip(blocks, models, strict=True)
+        del blocks, models  # before the next chunk is read
 
 
 def _solution_channels(block: Block, term: str) -> np.ndarray:
@@ -427,15 +744,16 @@ def _gain_product(
     return total
 
 
+@_trimmed
 def group_solve_sums(
     group: Group,
-    model_vis: list[np.ndarray],
+    model_vis: list[np.ndarray] | SpilledModel,
     gains: dict[str, np.ndarray],
     term: str,
 ) -> SolveSums:
     """Solve sums of ``term`` for a group, the model corrupted by the other current gains."""
     parts = []
-    for b, model in zip(group.blocks, model_vis, strict=True):
+    for b, model in _with_models(group, model_vis):
         others = _gain_product(b, gains, skip=term)
         if others is not None:
             model = model * others
@@ -451,6 +769,7 @@ def group_solve_sums(
                 flag=b.flag,
             )
         )
+        del b, model, others  # before the next chunk is read
     return combine_sums(parts)
 
 
@@ -467,15 +786,16 @@ def _residual_vis(block: Block, model: np.ndarray | None, gains: dict[str, np.nd
 @_trimmed
 def group_residual(
     group: Group,
-    model_vis: list[np.ndarray] | None,
+    model_vis: list[np.ndarray] | SpilledModel | None,
     gains: dict[str, np.ndarray],
     setup: ImagingSetup,
 ) -> tuple[np.ndarray, float]:
     """Unnormalised Taylor residual images (nmoment, N, N) of a group, and its weight sum."""
     images = np.zeros((setup.nmoment, setup.npixel, setup.npixel))
     wsum = 0.0
-    for i, b in enumerate(group.blocks):
-        resid = _residual_vis(b, None if model_vis is None else model_vis[i], gains)
+    for b, model in _with_models(group, model_vis):
+        resid = _residual_vis(b, model, gains)
+        del model
 
         def job(k: int, b: Block = b, resid: np.ndarray = resid) -> Callable[[int], Any]:
             return lambda nthreads: grid_dirty(
@@ -495,13 +815,14 @@ def group_residual(
         for k, (image, _) in enumerate(results):
             images[k] += image
         wsum += results[0][1]
+        del resid, results, b  # before the next chunk is read
     return images, wsum
 
 
 @_trimmed
 def group_window_residuals(
     group: Group,
-    model_vis: list[np.ndarray] | None,
+    model_vis: list[np.ndarray] | SpilledModel | None,
     gains: dict[str, np.ndarray],
     setup: ImagingSetup,
 ) -> dict[int, tuple[np.ndarray, float, float]]:
@@ -511,8 +832,9 @@ def group_window_residuals(
     window has one channel, which saves the separate Taylor passes.
     """
     out: dict[int, tuple[np.ndarray, float, float]] = {}
-    for i, b in enumerate(group.blocks):
-        resid = _residual_vis(b, None if model_vis is None else model_vis[i], gains)
+    for b, model in _with_models(group, model_vis):
+        resid = _residual_vis(b, model, gains)
+        del model
         mask = b.mask()
         windows = [int(w) for w in np.unique(b.windows)]
 
@@ -533,7 +855,10 @@ def group_window_residuals(
         images = _concurrently([job(w) for w in windows], setup.threads)
         for w, (image, s) in zip(windows, images, strict=True):
             t = float(b.taylor[b.windows == w].mean())
+            if w in out:
+                image, s = out[w][0] + image, out[w][1] + s
             out[w] = (image, s, t)
+        del resid, images, b
     return out
 
 
@@ -674,6 +999,9 @@ class InProcess:
     def wait(self, handles: Any) -> None:
         pass
 
+    def cleanup(self, run_id: str) -> None:
+        remove_scratch(run_id)
+
 
 class OnDask:
     """Runs tasks on a Dask cluster; group ``g``'s tasks are pinned to worker ``g``.
@@ -726,6 +1054,13 @@ class OnDask:
         from distributed import wait
 
         wait(handles)
+
+    def cleanup(self, run_id: str) -> None:
+        """Remove the run's scratch files on every worker (best effort)."""
+        try:
+            self.client.run(remove_scratch, run_id)
+        except Exception as exc:  # noqa: BLE001 - a failed cleanup must not hide the result
+            LOG.warning("could not remove ICAL scratch files on the workers: %s", exc)
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -820,11 +1155,14 @@ def run_ical(
     progress : show a progress bar on stderr (log lines per cycle are always written).
     """
     run = _IcalRun(ms_paths, params, client, progress)
-    run.read()
-    run.first_cycle()
-    for cycle in range(1, params.nmajor + 1):
-        run.major_cycle(cycle)
-    return run.finish()
+    try:
+        run.read()
+        run.first_cycle()
+        for cycle in range(1, params.nmajor + 1):
+            run.major_cycle(cycle)
+        return run.finish()
+    finally:
+        run.runner.cleanup(run.run_id)
 
 
 class _IcalRun:
@@ -832,6 +1170,7 @@ class _IcalRun:
 
     def __init__(self, ms_paths: Sequence[Path], params: Parameters, client, progress: bool):
         self.start = time.perf_counter()
+        self.run_id = uuid.uuid4().hex[:12]
         self.params = params
         self.stage = _Stage()
         self.specs, self.infos = _windows([Path(p) for p in ms_paths])
@@ -857,8 +1196,12 @@ class _IcalRun:
         """Each group reads its MeasurementSets; image size, intervals, weights are settled."""
         run, params = self.runner, self.params
         parts = [list(p) for p in np.array_split(np.array(self.specs, dtype=object), run.ngroups)]
-        raw = run.per_group(load_group, "read", parts)
+        raw = run.per_group(load_group, "read", parts, shared=(self.run_id, CHUNK_VISIBILITIES))
         summaries = run.gather(run.per_group(group_summary, "summary", raw))
+        if any(s["streamed"] for s in summaries):
+            LOG.info(
+                "ICAL streams the data in time chunks of <= %d visibilities", CHUNK_VISIBILITIES
+            )
         npixel, cellsize = params.npixel, params.cellsize
         if npixel is None or cellsize is None:
             advised = advise_image(
@@ -884,6 +1227,7 @@ class _IcalRun:
             nthreads=self.nthreads,
             psf_npixel=min(npixel, fast_even_size(2 * params.psf_support + 8)),
             sparse_pixels=SPARSE_PIXELS_PER_TERM * params.nmoment,
+            run_id=self.run_id,
         )
         density = None
         if params.weighting != "natural":

@@ -250,6 +250,20 @@ def read_measurement_set_metadata(
     )
 
 
+def read_measurement_set_times(path: str | Path, *, data_desc_id: int | None = None) -> np.ndarray:
+    """TIME (MJD s) of the cross-correlation rows :func:`read_measurement_set` would read.
+
+    Cheap (three small columns): it lets a reader plan ``time_range`` chunks of bounded size.
+    """
+    path = Path(path)
+    info = read_measurement_set_metadata(path, data_desc_id=data_desc_id)
+    with _open(path) as main:
+        keep = (main.getcol("DATA_DESC_ID") == info.data_desc_id) & (
+            main.getcol("ANTENNA1") != main.getcol("ANTENNA2")
+        )
+        return main.getcol("TIME")[keep]
+
+
 def _combine_stokes_i(
     data: np.ndarray, flag: np.ndarray, weight: np.ndarray, pair: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -272,6 +286,7 @@ def read_measurement_set(
     column: str = "DATA",
     data_desc_id: int | None = None,
     block_rows: int = BLOCK_ROWS,
+    time_range: tuple[float, float] | None = None,
 ) -> Visibilities:
     """Read the Stokes I cross-correlations of a MeasurementSet (see the module docstring).
 
@@ -281,6 +296,8 @@ def read_measurement_set(
     column : DATA, CORRECTED_DATA or MODEL_DATA.
     data_desc_id : the spectral window / polarisation setup to read when there are several.
     block_rows : rows read per block (bounds the memory of the correlation cube).
+    time_range : (start, end) MJD s: read only the rows with ``start <= TIME < end`` (in table
+        order; the rows need not be sorted by time, but only the blocks holding them are read).
     """
     path = Path(path)
     info = read_measurement_set_metadata(path, column=column, data_desc_id=data_desc_id)
@@ -296,8 +313,11 @@ def read_measurement_set(
         ant1_all = main.getcol("ANTENNA1")
         ant2_all = main.getcol("ANTENNA2")
         keep = (ddids == info.data_desc_id) & (ant1_all != ant2_all)
+        if time_range is not None:
+            times_all = main.getcol("TIME")
+            keep &= (times_all >= time_range[0]) & (times_all < time_range[1])
         nkeep = int(keep.sum())
-        if nkeep == 0:
+        if nkeep == 0 and time_range is None:
             raise MeasurementSetError(path, "no cross-correlation rows")
         if (
             max(ant1_all.max(), ant2_all.max()) >= info.nant
@@ -327,8 +347,10 @@ def read_measurement_set(
         has_flag_row = "FLAG_ROW" in main.colnames()
         nrow = main.nrows()
         filled = 0
-        for start in range(0, nrow, block_rows):
-            n = min(block_rows, nrow - start)
+        first = int(np.argmax(keep)) if nkeep else nrow
+        end = nrow - int(np.argmax(keep[::-1])) if nkeep else nrow
+        for start in range(first, end, block_rows):
+            n = min(block_rows, end - start)
             sel = keep[start : start + n]
             m = int(sel.sum())
             if m == 0:

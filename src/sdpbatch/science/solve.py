@@ -148,13 +148,26 @@ def compress(
 
 
 def combine_sums(parts: list[SolveSums]) -> SolveSums:
-    """Add up the solve sums of several blocks (windows, chunks)."""
+    """Add up the solve sums of several blocks (windows, chunks).
+
+    Two common cases skip the sort of the general case: parts with the same solution cells
+    (windows of one observation) are added entry by entry, and parts whose solution intervals
+    follow each other without overlap (consecutive time chunks) are concatenated.
+    """
     if not parts:
         raise ValueError("combine_sums needs at least one SolveSums")
-    cat = {
-        name: np.concatenate([getattr(p, name) for p in parts])
-        for name in ("interval", "antenna1", "antenna2", "channel", "a", "b")
-    }
+    keys = ("interval", "antenna1", "antenna2", "channel")
+    first = parts[0]
+    if all(all(np.array_equal(getattr(p, k), getattr(first, k)) for k in keys) for p in parts[1:]):
+        a, b = first.a.copy(), first.b.copy()
+        for p in parts[1:]:
+            a += p.a
+            b += p.b
+        return SolveSums(first.interval, first.antenna1, first.antenna2, first.channel, a, b)
+    cat = {name: np.concatenate([getattr(p, name) for p in parts]) for name in (*keys, "a", "b")}
+    used = [p for p in parts if p.size]
+    if all(x.interval.max() < y.interval.min() for x, y in zip(used, used[1:], strict=False)):
+        return SolveSums(**cat)  # every part is reduced and sorted, and they do not overlap
     return _reduce(**cat)
 
 
