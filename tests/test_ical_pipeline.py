@@ -14,7 +14,9 @@ from casacore_ms_builder import MsSpec, build_ms, random_enu
 from sdpbatch.cli import main
 from sdpbatch.io.fits_image import read_fits_image, write_fits_image
 from sdpbatch.io.gaintable import read_gain_table
+from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
 from sdpbatch.science.assess import gain_phase_error, measure_source
+from sdpbatch.science.skymodel import SkyModel
 
 needs_ical = pytest.mark.skipif(
     importlib.util.find_spec("sdpbatch.execution.ical") is None,
@@ -99,6 +101,7 @@ def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
     offsets = np.array(offsets)
     assert np.all(np.hypot(*offsets.T) < 0.3)
     assert np.hypot(*(offsets[1] - offsets[0])) < 0.1
+    assert qa_of(out)["calibration_model"] is None  # no catalogue of this field
     # the solved phases are the injected ones (up to reference and gradient); 30 stations and
     # 3 integrations give ~0.011 rad here (the 0.01 rad target is for the seed's example)
     solved = read_gain_table(out / "ska_pipeline_ical_gains.h5")
@@ -112,6 +115,42 @@ def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
     cube, cube_header = read_fits_image(out / "ska_pipeline_ical_restored_cube.fits")
     assert cube.shape == (1, NPIX, NPIX)  # one plane per frequency window (MeasurementSet)
     assert cube_header["CRVAL3"] == pytest.approx(100.5e6)
+
+
+def qa_of(out) -> dict:
+    return json.loads((out / "qa.json").read_text())
+
+
+def _sky_model_file(path, spec, sources) -> None:
+    """The builder's (flux, l, m) sources as a component list (SIN projection inverted)."""
+    ra0, dec0 = spec.phase_centre
+    flux, l, m = (np.array(v, dtype=float) for v in zip(*sources, strict=True))
+    n = np.sqrt(1 - l**2 - m**2)
+    dec = np.arcsin(m * np.cos(dec0) + n * np.sin(dec0))
+    ra = ra0 + np.arctan2(l, n * np.cos(dec0) - m * np.sin(dec0))
+    sky = SkyModel(ra, dec, flux, np.full(flux.size, 1e8), np.zeros((flux.size, 1)),
+                   [f"s{k}" for k in range(flux.size)])  # fmt: skip
+    write_sky_model(path, sky)
+
+
+def test_ical_with_a_sky_model_puts_a_foreign_ms_in_place(tmp_path, capsys):
+    """``--sky-model`` with the brighter source only: both sources land within 0.05 px."""
+    rng = np.random.default_rng(21)
+    true_gains = np.exp(1j * rng.normal(0, 0.7, (3, 30)))
+    spec = _foreign_ms(tmp_path / "foreign.ms", gains=true_gains)
+    _sky_model_file(tmp_path / "catalogue.txt", spec, [SOURCE])
+    out = tmp_path / "img"
+    code = main(["ical", str(tmp_path / "foreign.ms"), "--out", str(out)]
+                + ["--params", str(_params(tmp_path)), "--no-progress"]
+                + ["--sky-model", str(tmp_path / "catalogue.txt")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    qa = qa_of(out)
+    assert qa["calibration_model"] == {"file": str(tmp_path / "catalogue.txt"), "components": 1}
+    restored, _ = read_fits_image(out / "ska_pipeline_ical_restored.fits")
+    for flux, l, m in (SOURCE, FAINT):
+        f, x, y = measure_source(restored[0], NPIX / 2 + l / CELL, NPIX / 2 + m / CELL)
+        assert f == pytest.approx(flux, rel=0.03)
+        assert np.hypot(x - (NPIX / 2 + l / CELL), y - (NPIX / 2 + m / CELL)) < 0.05
 
 
 @needs_ical
@@ -152,11 +191,58 @@ def test_run_writes_all_products_with_truth(tmp_path, capsys, caplog):
     assert truth["gain_phase_rms_error_rad"] < 0.05 < truth["gain_phase_rms_true_rad"]
     ratios = [s["flux_ratio"] for s in truth["brightest_sources"][:3]]
     assert np.allclose(ratios, 1.0, atol=0.05)
-    assert all(s["offset_pixels"] < 0.3 for s in truth["brightest_sources"][:3])
-    # the common image shift is the phase gradient self-calibration cannot determine: the
-    # shift predicted from solved-vs-true gains matches the one measured on the sources
+    # calibrated first against the simulation's catalogue: absolute positions, no common shift
+    assert qa["calibration_model"] == {
+        "file": str(vis / "truth_skymodel.txt"),
+        "components": len(read_sky_model(vis / "truth_skymodel.txt")),
+    }
+    assert qa["cycles"][0]["solved"] == ["T"]
+    assert all(s["offset_pixels"] < 0.1 for s in truth["brightest_sources"])
+    assert np.hypot(*truth["gradient_shift_pixels"]) < 0.02
+
+
+def test_run_with_self_calibration_alone_shows_the_common_shift(tmp_path, capsys):
+    """calibration_model 'none' is the seed's ICAL: the phase gradient self-calibration cannot
+    determine shifts the whole image, and the shift the solved-vs-true gains predict is the
+    one measured on the sources."""
+    params = _params(
+        tmp_path,
+        rmax=300.0,
+        ntimes=3,
+        nfreqwin=3,
+        cellsize=0.0015,
+        nmajor=3,
+        niter=500,
+        scales=[0, 3],
+        flux_limit=5.0,
+        calibration_model="none",
+    )
+    assert main(["run", str(params), "--data-dir", str(tmp_path / "data"), "--no-progress"]) == 0
+    qa = json.loads((tmp_path / "data/buff-pb-mvp01-20200523-00001-img/qa.json").read_text())
+    truth = qa["truth"]
+    assert qa["calibration_model"] is None and qa["cycles"][0]["solved"] == []
+    assert truth["gain_phase_rms_error_rad"] < 0.05
     predicted, measured = truth["gradient_shift_pixels"], truth["common_shift_pixels"]
+    assert np.hypot(*predicted) > 0.05  # a shift to see
     assert np.hypot(*np.subtract(predicted, measured)) < 0.05 + 0.2 * np.hypot(*predicted)
+
+
+def test_bad_calibration_model_is_refused_before_any_work(tmp_path, capsys):
+    missing = _params(tmp_path, calibration_model="no-such-model.txt")
+    data = tmp_path / "data"
+    assert main(["run", str(missing), "--data-dir", str(data), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "calibration_model" in err and "no-such-model.txt" in err
+    assert not data.exists()
+    garbled = tmp_path / "garbled.txt"
+    garbled.write_text("Format = Name, Type, Ra, Dec, I\nsrc,POINT,not-an-angle,-30.0.0,1\n")
+    _foreign_ms(tmp_path / "good.ms", gains=None)
+    code = main(["ical", str(tmp_path / "good.ms"), "--out", str(tmp_path / "img")]
+                + ["--sky-model", str(garbled), "--no-progress"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "calibration_model" in err and "garbled.txt" in err
+    assert not (tmp_path / "img").exists()
 
 
 def _earlier_products(out):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sdpbatch.science.assess import gain_phase_error
 from sdpbatch.science.solve import (
+    anchor_phase_gradient,
     baseline_gains,
     combine_sums,
     compress,
     correct,
     interval_index,
-    phase_errors,
     solution_intervals,
     solve_gains,
 )
@@ -112,8 +113,8 @@ def test_phase_only_per_integration_noise_free(array):
     data = corrupt(array, true, interval, zero)
     solved = solve(array, data, "T", interval, array["ntimes"], 1)
     assert np.allclose(np.abs(solved), 1.0)
-    err = phase_errors(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
-    assert np.max(np.abs(err)) < 1e-6
+    err = gain_phase_error(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
+    assert err < 1e-7
     # correcting with the solution gives back the model
     gpq = baseline_gains(
         solved, interval=interval, antenna1=array["a1"], antenna2=array["a2"], channel=zero
@@ -131,8 +132,7 @@ def test_conjugation_error_is_caught(array):
     zero = np.zeros(array["freq"].size, int)
     data = corrupt(array, true, interval, zero, wrong_sign=True)
     solved = solve(array, data, "T", interval, array["ntimes"], 1)
-    err = phase_errors(solved[..., 0], true[..., 0], array["enu"])
-    assert np.sqrt(np.mean(err**2)) > 0.5
+    assert gain_phase_error(solved[..., 0], true[..., 0], array["enu"]) > 0.5
 
 
 def test_amplitude_and_phase_whole_observation_from_previous(array):
@@ -188,8 +188,8 @@ def test_swapped_baselines_are_handled(array):
     data = corrupt(array, true, interval, zero)
     swapped = dict(array, a1=array["a2"], a2=array["a1"], model=np.conj(array["model"]))
     solved = solve(swapped, np.conj(data), "T", interval, array["ntimes"], 1)
-    err = phase_errors(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
-    assert np.max(np.abs(err)) < 1e-6
+    err = gain_phase_error(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
+    assert err < 1e-7
 
 
 def test_noisy_data_reaches_expected_precision(array):
@@ -203,8 +203,8 @@ def test_noisy_data_reaches_expected_precision(array):
     data = corrupt(array, true, interval, zero)
     data = data + sigma * (rng.normal(size=data.shape) + 1j * rng.normal(size=data.shape))
     solved = solve(array, data, "T", interval, array["ntimes"], 1)
-    err = phase_errors(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
-    rms = np.sqrt(np.mean(err[:, 1:] ** 2))
+    rms = gain_phase_error(solved[..., 0], true[..., 0], array["enu"], remove_gradient=False)
+    rms *= np.sqrt(nant / (nant - 1))  # the reference station's zero is not a sample
     # per station: (nant - 1) baselines x nchan samples; model amplitude ~ total flux
     flux = np.sqrt(np.mean(np.abs(array["model"]) ** 2))
     expected = sigma / (flux * np.sqrt((nant - 1) * array["freq"].size))
@@ -213,13 +213,42 @@ def test_noisy_data_reaches_expected_precision(array):
 
 
 def test_gradient_removal():
-    """A pure linear phase gradient across the stations is removed by phase_errors."""
+    """A pure linear phase gradient across the stations is not counted as an error."""
     rng = np.random.default_rng(9)
-    pos = rng.normal(0, 200, (20, 3))
+    pos = np.column_stack([rng.normal(0, 200, (20, 2)), rng.normal(0, 1, 20)])  # east, north, up
     true = np.exp(1j * rng.normal(0, 1, (2, 20)))
-    solved = true * np.exp(1j * (pos @ np.array([1e-3, -2e-3, 5e-4]) + 0.3))
-    assert np.max(np.abs(phase_errors(solved, true, pos))) < 1e-10
-    assert np.max(np.abs(phase_errors(solved, true, pos, remove_gradient=False))) > 0.1
+    solved = true * np.exp(1j * (pos[:, :2] @ np.array([1e-3, -2e-3]) + 0.3))
+    assert gain_phase_error(solved, true, pos) < 1e-10
+    assert gain_phase_error(solved, true, pos, remove_gradient=False) > 0.1
+
+
+def test_anchor_phase_gradient_keeps_the_anchor_gradient():
+    """Only the plane across the stations moves: the rest of the solution is kept."""
+    rng = np.random.default_rng(12)
+    pos = np.array([-2.5e6, 5.1e6, -2.8e6]) + rng.normal(0, 300, (30, 3))  # ITRF-like
+    anchor = np.exp(1j * rng.normal(0, 1, (4, 30, 2)))
+    detail = rng.normal(0, 0.05, (4, 30, 2))  # what self-calibration may still refine
+    gradient = np.stack([pos @ rng.normal(0, 1e-3, 3) for _ in range(8)], -1).reshape(30, 4, 2)
+    solved = anchor * np.exp(1j * (detail + 0.4 + gradient.transpose(1, 0, 2)))
+    kept = anchor_phase_gradient(solved, anchor, pos)
+    assert np.allclose(np.abs(kept), np.abs(solved))
+    left = np.angle(kept * np.conj(anchor))  # detail + constant, minus detail's own plane
+    rel = pos - pos.mean(axis=0)
+    design = np.column_stack([np.ones(30), rel])
+    for t in range(4):
+        for f in range(2):
+            coef = np.linalg.lstsq(design, left[t, :, f], rcond=None)[0]
+            assert np.abs(coef[1:]).max() < 1e-12  # no gradient left
+            residual = left[t, :, f] - design @ coef
+            expected = detail[t, :, f] - design @ np.linalg.lstsq(design, detail[t, :, f])[0]
+            assert np.allclose(residual, expected, atol=1e-9)  # the detail is untouched
+    # without an anchor gradient to keep, the solution's own gradient would have stayed
+    assert np.abs(np.angle(solved * np.conj(kept))).max() > 0.5
+    # a unit anchor (a later term, e.g. G, near unity) keeps no gradient at all
+    flat = anchor_phase_gradient(solved * np.conj(anchor), 1.0, pos)
+    for t in range(4):
+        coef = np.linalg.lstsq(design, np.angle(flat[t, :, 0]), rcond=None)[0]
+        assert np.abs(coef[1:]).max() < 1e-6
 
 
 def test_solution_intervals():

@@ -32,12 +32,19 @@ def _sources(rng, nsrc, spread=0.1):
     return np.column_stack([lm, np.sqrt(1 - (lm**2).sum(axis=1))])
 
 
-def test_vectorised_sum_matches_slow_loop():
+@pytest.mark.parametrize(
+    "freqs",
+    [
+        np.array([0.9e8, 1.05e8]),
+        np.array([0.9e8, 0.93e8, 1.01e8]),  # uneven: one exponential per channel
+        np.linspace(0.9e8, 1.1e8, 64),  # even: the phasor recurrence over 64 channels
+    ],
+)
+def test_vectorised_sum_matches_slow_loop(freqs):
     rng = np.random.default_rng(3)
-    uvw = rng.normal(0, 800, (150, 3))
-    freqs = np.array([0.9e8, 1.05e8])
-    lmn = _sources(rng, 7)
-    flux = rng.uniform(0.1, 10, (7, 2))
+    uvw = rng.normal(0, 3000, (150, 3))
+    lmn = _sources(rng, 7, spread=0.5)
+    flux = rng.uniform(0.1, 10, (7, freqs.size))
     fast = predict_point_sources(uvw, freqs, lmn, flux, row_chunk=16)
     np.testing.assert_allclose(fast, _slow(uvw, freqs, lmn, flux), rtol=0, atol=1e-10)
 

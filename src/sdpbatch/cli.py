@@ -56,6 +56,13 @@ def _add_science_commands(sub: argparse._SubParsersAction) -> None:
         help="folder with the simulation's truth files to compare with (default: the "
         "MeasurementSets' folder, when it holds them)",
     )
+    p.add_argument(
+        "--sky-model",
+        type=Path,
+        help="component list (WSClean format, apparent fluxes) to calibrate against before "
+        "the first image; sets calibration_model (default: the simulation's catalogue when "
+        "the truth is there, else self-calibration alone)",
+    )
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_ical)
 
@@ -159,10 +166,17 @@ def _print_ical_products(products) -> None:
 
 
 def _cmd_ical(args: argparse.Namespace) -> int:
-    from sdpbatch.execution.pipeline import check_measurement_sets, ical_pipeline, truth_present
+    from sdpbatch.execution.pipeline import (
+        calibration_model_file,
+        check_measurement_sets,
+        ical_pipeline,
+        truth_present,
+    )
     from sdpbatch.parameters import Parameters, load_parameters
 
     params = load_parameters(args.params) if args.params else Parameters()
+    if args.sky_model is not None:
+        params = params.replace(calibration_model=str(args.sky_model.resolve()))
     missing = [str(p) for p in args.ms if not p.exists()]
     if missing:
         raise UsageError(f"no such MeasurementSet: {', '.join(missing)}")
@@ -171,6 +185,7 @@ def _cmd_ical(args: argparse.Namespace) -> int:
         raise UsageError(f"--truth {args.truth}: no truth_skymodel.txt and truth_gains.h5 there")
     folders = {p.resolve().parent for p in args.ms}
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
+    calibration_model_file(params, truth_dir)  # before starting any worker
     with _science_client(params, args.scheduler) as client:
         products = ical_pipeline(
             args.ms,
@@ -718,6 +733,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sdpbatch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `sdpbatch params | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,95}$")
 
 GLEAM_LIKE = "gleam-like"
 DEFAULT_LAYOUT = "ska1-low-central"
+CATALOGUE = "catalogue"
+NO_MODEL = "none"
 
 
 class ParameterError(ValueError):
@@ -261,6 +263,18 @@ SCHEMA: tuple[Field, ...] = (
     # --- calibration -----------------------------------------------------------------------------
     Field("selfcal", "bool", True, "self-calibrate during the major cycles"),
     Field(
+        "calibration_model",
+        "str",
+        CATALOGUE,
+        "sky model to calibrate against before the first image, which fixes the absolute "
+        "positions that self-calibration alone leaves free: 'catalogue' = the component "
+        "list of the field when one is known (the simulation's, beside its MeasurementSets), "
+        "'none' = self-calibration alone (the seed's way), or a component list file "
+        "(WSClean format, apparent fluxes)",
+        lambda v: bool(v.strip()),
+        "'catalogue', 'none' or a file path",
+    ),
+    Field(
         "calibration_context",
         "str",
         "T",
@@ -372,6 +386,7 @@ class Parameters:
     nmoment: int = 2
     psf_support: int = 128
     selfcal: bool = True
+    calibration_model: str = CATALOGUE
     calibration_context: str = "T"
     first_selfcal_T: int = 0
     first_selfcal_G: int = 3
@@ -424,7 +439,8 @@ def parse_parameters(raw: Mapping[str, Any]) -> Parameters:
 def load_parameters(path: str | Path) -> Parameters:
     """Read and validate a parameter JSON file.
 
-    Relative ``layout`` and ``sky_model`` file paths are taken relative to the file's folder.
+    Relative ``layout``, ``sky_model`` and ``calibration_model`` file paths are taken relative
+    to the file's folder.
     """
     path = Path(path)
     try:
@@ -439,9 +455,13 @@ def load_parameters(path: str | Path) -> Parameters:
         ) from err
     if isinstance(raw, dict):
         raw = dict(raw)
-        for key, special in (("layout", DEFAULT_LAYOUT), ("sky_model", GLEAM_LIKE)):
+        for key, special in (
+            ("layout", (DEFAULT_LAYOUT,)),
+            ("sky_model", (GLEAM_LIKE,)),
+            ("calibration_model", (CATALOGUE, NO_MODEL)),
+        ):
             value = raw.get(key)
-            if isinstance(value, str) and value and value != special:
+            if isinstance(value, str) and value and value not in special:
                 candidate = Path(value)
                 if not candidate.is_absolute():
                     raw[key] = str((path.parent / candidate).resolve())

@@ -68,9 +68,12 @@ from sdpbatch.science.imaging import (
     predict_visibilities,
     weight_density,
 )
+from sdpbatch.science.predict import predict_point_sources
+from sdpbatch.science.skymodel import SkyModel, lmn
 from sdpbatch.science.solve import (
     TERMS,
     SolveSums,
+    anchor_phase_gradient,
     baseline_gains,
     combine_sums,
     compress,
@@ -744,6 +747,23 @@ def _gain_product(
     return total
 
 
+def _block_sums(b: Block, model: np.ndarray, gains: dict[str, np.ndarray], term: str) -> SolveSums:
+    """Solve sums of ``term`` for one block, the model corrupted by the other current gains."""
+    others = _gain_product(b, gains, skip=term)
+    if others is not None:
+        model = model * others
+    return compress(
+        b.vis,
+        model,
+        b.weight,
+        antenna1=b.antenna1,
+        antenna2=b.antenna2,
+        interval=b.intervals[term],
+        channel=b.channels if TERMS[term].per_channel else None,
+        flag=b.flag,
+    )
+
+
 @_trimmed
 def group_solve_sums(
     group: Group,
@@ -751,25 +771,45 @@ def group_solve_sums(
     gains: dict[str, np.ndarray],
     term: str,
 ) -> SolveSums:
-    """Solve sums of ``term`` for a group, the model corrupted by the other current gains."""
+    """Solve sums of ``term`` for a group against its model visibilities."""
     parts = []
     for b, model in _with_models(group, model_vis):
-        others = _gain_product(b, gains, skip=term)
-        if others is not None:
-            model = model * others
-        parts.append(
-            compress(
-                b.vis,
-                model,
-                b.weight,
-                antenna1=b.antenna1,
-                antenna2=b.antenna2,
-                interval=b.intervals[term],
-                channel=b.channels if TERMS[term].per_channel else None,
-                flag=b.flag,
-            )
-        )
-        del b, model, others  # before the next chunk is read
+        parts.append(_block_sums(b, model, gains, term))
+        del b, model  # before the next chunk is read
+    return combine_sums(parts)
+
+
+@dataclass(frozen=True)
+class CalibrationSky:
+    """Point components to calibrate against: direction cosines about the phase centre."""
+
+    sky: SkyModel
+    lmn: np.ndarray  # (nsrc, 3)
+
+
+def calibration_sky(sky: SkyModel, phase_centre: tuple[float, float]) -> CalibrationSky:
+    """The components of ``sky`` above the horizon of ``phase_centre``, ready to predict."""
+    directions = lmn(sky.ra, sky.dec, phase_centre)
+    above = directions[:, 2] > 0
+    return CalibrationSky(sky.select(above), directions[above])
+
+
+@_trimmed
+def group_sky_model_sums(
+    group: Group, sky: CalibrationSky, gains: dict[str, np.ndarray], term: str
+) -> SolveSums:
+    """Solve sums of ``term`` for a group against the exact visibilities of ``sky``.
+
+    The components are predicted by direct Fourier sum block by block (never stored): their
+    positions are exact, not rounded to pixels, which is what anchors the image.
+    """
+    parts = []
+    for b, _ in _with_models(group, None):
+        model = predict_point_sources(b.uvw, b.frequency, sky.lmn, sky.sky.flux_at(b.frequency))
+        if b.flag.any():
+            model[b.flag] = 0.0
+        parts.append(_block_sums(b, model, gains, term))
+        del b, model  # before the next chunk is read
     return combine_sums(parts)
 
 
@@ -1126,6 +1166,13 @@ def _intervals(times: np.ndarray, params: Parameters) -> dict[str, tuple[np.ndar
     return {t: solution_intervals(times, spans[t]) for t in params.calibration_context}
 
 
+def _first_terms(params: Parameters) -> list[str]:
+    """Gain terms of the first self-calibration cycle (solved against a sky model)."""
+    first = {"T": params.first_selfcal_T, "G": params.first_selfcal_G, "B": params.first_selfcal_B}
+    earliest = min(first[t] for t in params.calibration_context)
+    return [t for t in params.calibration_context if first[t] == earliest]
+
+
 def _solve_now(params: Parameters, iteration: int) -> list[str]:
     """Gain terms solved in calibration iteration ``iteration`` (0 = first major cycle)."""
     if not params.selfcal:
@@ -1140,6 +1187,7 @@ def run_ical(
     *,
     client=None,
     progress: bool = False,
+    sky_model: SkyModel | None = None,
 ) -> IcalResult:
     """Self-calibrate and image MeasurementSets (one per frequency window); write nothing.
 
@@ -1153,11 +1201,15 @@ def run_ical(
         worker, at most one per window); None runs everything in this process with
         ``params.threads_per_worker`` ducc0 threads.
     progress : show a progress bar on stderr (log lines per cycle are always written).
+    sky_model : components (apparent fluxes) to calibrate against before the first image: the
+        terms due in the first self-calibration cycle are solved against them, so the image
+        sits where the catalogue says; None: self-calibration alone, whose images carry the
+        common shift of the phase gradient it cannot determine.
     """
     run = _IcalRun(ms_paths, params, client, progress)
     try:
         run.read()
-        run.first_cycle()
+        run.first_cycle(sky_model)
         for cycle in range(1, params.nmajor + 1):
             run.major_cycle(cycle)
         return run.finish()
@@ -1186,6 +1238,7 @@ class _IcalRun:
         self.reference_frequency = float(self.frequencies.mean())
         self.bar = _Progress(params.nmajor + 2, progress)
         self.gains: dict[str, np.ndarray] = {}
+        self.anchors: dict[str, np.ndarray] = {}  # solutions against the sky model
         self.cycles: list[dict] = []
         self.t0 = time.perf_counter()
 
@@ -1278,20 +1331,42 @@ class _IcalRun:
         self.cycles.append({**entry, "seconds": time.perf_counter() - started})
         self.bar.step(_cycle_message(self.cycles[-1]))
 
-    def first_cycle(self) -> None:
-        """Cycle 0: PSF, dirty image, clean (no model, no gains yet)."""
+    def first_cycle(self, sky_model: SkyModel | None) -> None:
+        """Cycle 0: PSF, calibration against ``sky_model`` if given, dirty image, clean."""
         started, run = time.perf_counter(), self.runner
         self.psf = run.one(
             sum_images,
             "psf",
             *run.per_group(group_psf, "psf-part", self.groups, shared=(self.setup,)),
         )
+        run.wait(self.psf)
+        self._lap("grid")
+        solved = self._solve_sky_model(sky_model) if sky_model is not None else []
         self.model = None
         self.model_vis = [None] * run.ngroups
         residual = self._residual("dirty", self.model_vis)
         # fit the clean beam now: an undersampled beam fails before the long part
         self.beam = run.gather(run.one(psf_beam, "beam", self.psf, self.setup.cellsize))
-        self._clean(0, residual, [], started)
+        self._clean(0, residual, solved, started)
+
+    def _solve_sky_model(self, sky_model: SkyModel) -> list[str]:
+        """Solve the terms of the first self-calibration cycle against the sky model."""
+        terms = _first_terms(self.params)
+        sky = calibration_sky(sky_model, self.infos[0].phase_centre)
+        if not terms or len(sky.sky) == 0:
+            LOG.warning(
+                "Calibration model not used: %s",
+                "no gain term is due in the first cycle" if not terms else "no component is up",
+            )
+            return []
+        LOG.info(
+            "Calibrating %s against the sky model: %d components, %.4g Jy in all",
+            "".join(terms),
+            len(sky.sky),
+            float(sky.sky.flux_at(self.reference_frequency).sum()),
+        )
+        self._solve(0, terms, sky=sky)
+        return terms
 
     def _predict(self, name: str) -> None:
         """Model visibilities of every group updated with the last minor cycle's increment."""
@@ -1302,24 +1377,40 @@ class _IcalRun:
         run.wait(self.model_vis)
         self._lap("degrid")
 
-    def _solve(self, cycle: int, terms: list[str]) -> None:
-        """Solve each term in turn from the groups' summed solve sums (small, in the client)."""
+    def _solve(self, cycle: int, terms: list[str], sky: CalibrationSky | None = None) -> None:
+        """Solve each term in turn from the groups' summed solve sums (small, in the client).
+
+        Against the model visibilities of the clean model, or those of ``sky`` if given.
+        """
         run, nant = self.runner, self.infos[0].nant
         for term in terms:
             if term not in self.gains:
                 nint = self.intervals[term][0].size - 1
                 nfreq = self.frequencies.size if TERMS[term].per_channel else 1
                 self.gains[term] = np.ones((nint, nant, nfreq), dtype=np.complex128)
-            parts = run.gather(
-                run.per_group(
+            if sky is None:
+                handles = run.per_group(
                     group_solve_sums,
                     f"sums-{term}-{cycle}",
                     self.groups,
                     self.model_vis,
                     shared=(self.gains, term),
                 )
-            )
+            else:
+                handles = run.per_group(
+                    group_sky_model_sums,
+                    f"sky-sums-{term}",
+                    self.groups,
+                    shared=(sky, self.gains, term),
+                )
+            parts = run.gather(handles)
             solved = solve_gains(combine_sums(parts), term=term, initial=self.gains[term])
+            if sky is not None:
+                self.anchors[term] = solved
+            elif self.anchors:  # a sky model fixed the gradient: self-calibration keeps it
+                solved = anchor_phase_gradient(
+                    solved, self.anchors.get(term, 1.0), self.infos[0].antenna_positions
+                )
             self.gains = {**self.gains, term: solved}
         self._lap("solve")
 

@@ -45,7 +45,8 @@ from sdpbatch.io.ms_read import (
 )
 from sdpbatch.io.preview import write_preview_png
 from sdpbatch.io.qa import write_qa
-from sdpbatch.parameters import Parameters
+from sdpbatch.io.skymodel_file import SkyModelFileError, read_sky_model
+from sdpbatch.parameters import CATALOGUE, NO_MODEL, ParameterError, Parameters
 from sdpbatch.science.assess import (
     gain_phase_error,
     gradient_image_shift,
@@ -135,6 +136,42 @@ def truth_present(truth_dir: Path | None) -> bool:
     )
 
 
+def calibration_model_file(params: Parameters, truth_dir: Path | None) -> Path | None:
+    """The component list ICAL calibrates against first, or None (self-calibration alone).
+
+    ``calibration_model`` 'catalogue' is the simulation's sky model in ``truth_dir`` when it
+    is there; a file path must name a readable component list (checked here, before any work).
+    """
+    from sdpbatch.io.truth import SKYMODEL_FILE
+
+    choice = params.calibration_model
+    if choice == NO_MODEL:
+        return None
+    if choice == CATALOGUE:
+        path = None if truth_dir is None else Path(truth_dir) / SKYMODEL_FILE
+        return path if path is not None and path.is_file() else None
+    path = Path(choice)
+    try:
+        read_sky_model(path)
+    except (OSError, SkyModelFileError) as err:
+        raise ParameterError(
+            "calibration_model", f"{err}; allowed: 'catalogue', 'none' or a component list file"
+        ) from err
+    return path
+
+
+def _load_calibration_model(params: Parameters, truth_dir: Path | None):
+    path = calibration_model_file(params, truth_dir)
+    if path is None:
+        LOG.info(
+            "No sky model to calibrate against (calibration_model %r): self-calibration alone; "
+            "the image may carry a common shift of a fraction of a pixel",
+            params.calibration_model,
+        )
+        return None, None
+    return read_sky_model(path), path
+
+
 # ---------------------------------------------------------------------------------------------
 # the pipeline
 # ---------------------------------------------------------------------------------------------
@@ -165,13 +202,16 @@ def ical_pipeline(
         from sdpbatch.io.truth import read_truth
 
         truth = read_truth(truth_dir)
+    sky_model, sky_model_path = _load_calibration_model(
+        params, Path(truth_dir) if truth_dir else None
+    )
     LOG.info(
         "ICAL of %d MeasurementSet(s): %d rows x %d channels in all",
         len(paths),
         sum(i.nrow for i in infos),
         sum(i.nchan for i in infos),
     )
-    result = run_ical(paths, params, client=client, progress=progress)
+    result = run_ical(paths, params, client=client, progress=progress, sky_model=sky_model)
 
     write_start = time.perf_counter()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +231,9 @@ def ical_pipeline(
         timings["write"] = time.perf_counter() - write_start
         timings["total"] = time.perf_counter() - start
         qa = build_qa(result, params, infos, truth=truth, timings=timings)
+        qa["calibration_model"] = None
+        if sky_model is not None:
+            qa["calibration_model"] = {"file": str(sky_model_path), "components": len(sky_model)}
         written["qa"] = write_qa(staging / QA, qa)
         final = _move_into(staging, out_dir, written)
     finally:
@@ -467,6 +510,7 @@ def batch_imaging_pipeline(
     """The seed's batch imaging workflow: simulate into ``vis_dir``, then ICAL into ``img_dir``."""
     from sdpbatch.execution.simulate import simulate
 
+    calibration_model_file(params, None)  # a bad component list fails before simulating
     WORKFLOW_LOG.info("Running simulation pipeline")
     simulation = simulate(params, Path(vis_dir), client=client, progress=progress)
     WORKFLOW_LOG.info(

@@ -127,12 +127,17 @@ def local_east_north(antenna_positions: np.ndarray) -> np.ndarray:
 
 
 def _phase_difference_planes(
-    solved: np.ndarray, true: np.ndarray, antenna_positions: np.ndarray, reference: int
+    solved: np.ndarray,
+    true: np.ndarray,
+    antenna_positions: np.ndarray,
+    reference: int,
+    fit: bool = True,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Fit ``a + b east + c north`` to the referenced phase of solved x conj(true).
 
     Returns the (ntime, nfreq, 3) coefficients (NaN where fewer than 4 stations are valid)
-    and the residual phases of every fitted (time, frequency).
+    and the residual phases of every fitted (time, frequency); with ``fit`` False the
+    coefficients are zero and the residuals the referenced phases themselves.
     """
     solved = np.asarray(solved, dtype=np.complex128)
     true = np.asarray(true, dtype=np.complex128)
@@ -158,7 +163,9 @@ def _phase_difference_planes(
             ok = valid[t, :, f]
             if ok.sum() < 4:
                 continue
-            coeff = np.linalg.lstsq(design[ok], phase[t, ok, f], rcond=None)[0]
+            coeff = (
+                np.linalg.lstsq(design[ok], phase[t, ok, f], rcond=None)[0] if fit else np.zeros(3)
+            )
             coefficients[t, f] = coeff
             residuals.append(np.angle(np.exp(1j * (phase[t, ok, f] - design[ok] @ coeff))))
     if not residuals:
@@ -172,16 +179,19 @@ def gain_phase_error(
     antenna_positions: np.ndarray,
     *,
     reference: int = 0,
+    remove_gradient: bool = True,
 ) -> float:
     """Rms (rad) of solved minus true gain phases, up to what self-calibration cannot know.
 
     Both are referenced to station ``reference``; then per time (and frequency) the best-fit
     plane ``a + b east + c north`` of the phase difference across the stations is removed
-    (a linear phase gradient only shifts the image).  Gains (ntime, nant) or
-    (ntime, nant, nfreq); a single frequency broadcasts against several.  Stations whose
-    solved gain is zero or not finite are left out.
+    (a linear phase gradient only shifts the image; ``remove_gradient`` False keeps it).
+    Gains (ntime, nant) or (ntime, nant, nfreq); a single frequency broadcasts against
+    several.  Stations whose solved gain is zero or not finite are left out.
     """
-    _, residuals = _phase_difference_planes(solved, true, antenna_positions, reference)
+    _, residuals = _phase_difference_planes(
+        solved, true, antenna_positions, reference, remove_gradient
+    )
     return float(np.sqrt(np.mean(np.concatenate(residuals) ** 2)))
 
 

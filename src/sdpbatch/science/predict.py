@@ -35,8 +35,11 @@ def predict_point_sources(
     flux : (nsrc, nchan) apparent Stokes I (Jy) of each source at each channel.
     row_chunk : rows per chunk (memory ~ 24 * row_chunk * nsrc bytes).
 
-    The phase of each (row, source) is one matrix product ``uvw @ (l, m, n-1)``; cos and sin
-    are taken in float64 and summed over sources with two real matrix-vector products.
+    The phase of each (row, source) is one matrix product ``uvw @ (l, m, n-1)``.  With evenly
+    spaced channels the phasors of channel c+1 are those of channel c times one step phasor
+    (two exponentials per chunk instead of one per channel; rounding grows by ~1e-16 per
+    channel); otherwise each channel takes its own.  Sources are summed by matrix-vector
+    products.
     """
     uvw = np.asarray(uvw, dtype=np.float64)
     frequency = np.atleast_1d(np.asarray(frequency, dtype=np.float64))
@@ -47,13 +50,23 @@ def predict_point_sources(
     if lmn.shape[0] == 0 or nrow == 0:
         return out
     delay = (lmn - np.array([0.0, 0.0, 1.0])).T  # (3, nsrc)
+    nchan = frequency.size
+    spacing = (frequency[-1] - frequency[0]) / max(nchan - 1, 1)
+    grid = frequency[0] + spacing * np.arange(nchan)
+    even = nchan > 2 and bool(np.all(np.abs(frequency - grid) <= 1e-13 * frequency.max()))
+    weights = flux.astype(np.complex128)
     for start in range(0, nrow, row_chunk):
         stop = min(nrow, start + row_chunk)
         path = uvw[start:stop] @ delay  # (rows, nsrc) metres
+        if even:
+            phasor = np.exp((2j * np.pi * frequency[0] / C) * path)
+            step = np.exp((2j * np.pi * spacing / C) * path)
         for c, nu in enumerate(frequency):
-            phase = path * (2.0 * np.pi * nu / C)
-            out[start:stop, c].real = np.cos(phase) @ flux[:, c]
-            out[start:stop, c].imag = np.sin(phase) @ flux[:, c]
+            if not even:
+                phasor = np.exp((2j * np.pi * nu / C) * path)
+            elif c:
+                phasor *= step
+            out[start:stop, c] = phasor @ weights[:, c]
     return out
 
 

@@ -354,37 +354,34 @@ def correct(vis: np.ndarray, baseline_gain: np.ndarray) -> np.ndarray:
         return np.where(baseline_gain != 0, vis / baseline_gain, 0.0)
 
 
-# --- comparison with true gains ------------------------------------------------------------------
+# --- the phase gradient self-calibration cannot determine -----------------------------------------
 
 
-def phase_errors(
-    solved: np.ndarray,
-    true: np.ndarray,
-    positions: np.ndarray,
-    *,
-    reference: int = 0,
-    remove_gradient: bool = True,
+def anchor_phase_gradient(
+    gains: np.ndarray, anchor: np.ndarray, positions: np.ndarray
 ) -> np.ndarray:
-    """Phase differences (rad) of solved and true gains (nsol..., nant) after referencing.
+    """``gains`` with the linear phase gradient of ``gains / anchor`` across stations removed.
 
-    Both gain sets are referenced to station ``reference``; with ``remove_gradient`` the linear
-    phase gradient across station ``positions`` (nant, 3) m, which self-calibration cannot
-    determine (it only shifts the image), is fitted and removed per solution by least squares.
-    Returns the residual phase differences with the shape of ``solved``.
+    Self-calibration cannot determine a phase gradient across the array (it shifts the image
+    and the model with it).  Once a calibration against a sky model has fixed it (``anchor``),
+    later solutions keep its gradient: per solution interval and channel, the plane
+    ``b . (position - centroid)`` fitted to the phase of ``gains conj(anchor)`` is taken out.
+    The constant phase is kept.  ``gains`` (nint, nant, nfreq); ``anchor`` broadcastable to
+    it; ``positions`` (nant, 3) metres (any Cartesian frame: ITRF or local).
     """
-    solved = np.asarray(solved, dtype=np.complex128)
-    true = np.asarray(true, dtype=np.complex128)
-    diff = solved * np.conj(true)
-    diff = (
-        diff
-        * np.conj(diff[..., reference : reference + 1])
-        / np.maximum(np.abs(diff[..., reference : reference + 1]), 1e-300)
-    )
-    phase = np.angle(diff)
-    if not remove_gradient:
-        return phase
+    gains = np.asarray(gains, dtype=np.complex128)
+    diff = gains * np.conj(np.broadcast_to(anchor, gains.shape))
+    ok = np.isfinite(diff) & (np.abs(diff) > 0)
+    phase = np.angle(np.where(ok, diff, 1.0))  # (nint, nant, nfreq)
     pos = np.asarray(positions, dtype=np.float64)
-    design = np.column_stack([np.ones(pos.shape[0]), pos - pos.mean(axis=0)])
-    flat = phase.reshape(-1, pos.shape[0]).T  # (nant, nsol)
-    coef, *_ = np.linalg.lstsq(design, flat, rcond=None)
-    return (flat - design @ coef).T.reshape(phase.shape)
+    rel = pos - pos.mean(axis=0)
+    design = np.column_stack([np.ones(pos.shape[0]), rel])
+    out = gains.copy()
+    for t in range(gains.shape[0]):
+        for f in range(gains.shape[2]):
+            use = ok[t, :, f]
+            if use.sum() < design.shape[1] + 1:
+                continue
+            coef = np.linalg.lstsq(design[use], phase[t, use, f], rcond=1e-9)[0]
+            out[t, :, f] *= np.exp(-1j * (rel @ coef[1:]))
+    return out
