@@ -141,6 +141,23 @@ def test_a_sky_model_fixes_the_absolute_positions(observation, selfcal):
     assert gain_phase_error(solved, true, positions, remove_gradient=False) < 0.01
 
 
+def test_major_cycles_stop_once_settled(observation):
+    """Once a minor cycle finds nothing above the threshold and no new gain term is due, the
+    remaining major cycles would repeat the last one: ICAL stops, with the same result."""
+    params, paths, _ = observation
+    coarse = params.replace(threshold=2.0, nmajor=5)
+    settled = run_ical(paths, coarse)
+    done = [c["cycle"] for c in settled.cycles]
+    assert done[-1] == "final" and len(done) < 7  # fewer than the 5 major cycles
+    last = done[-2]
+    assert settled.cycles[-2]["components"] == 0
+    full = run_ical(paths, coarse.replace(nmajor=last))
+    assert np.abs(full.restored - settled.restored).max() < 1e-9 * np.abs(full.restored).max()
+    # a gain term still to start keeps the cycles going until it has been solved
+    later = run_ical(paths, coarse.replace(calibration_context="TG", first_selfcal_G=last))
+    assert later.cycles[-2]["cycle"] == last + 1 and later.cycles[-2]["solved"] == ["T", "G"]
+
+
 def test_without_selfcal_dynamic_range_is_much_lower(observation, selfcal):
     params, paths, _ = observation
     plain = run_ical(paths, params.replace(selfcal=False))

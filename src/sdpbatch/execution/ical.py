@@ -1212,6 +1212,14 @@ def run_ical(
         run.first_cycle(sky_model)
         for cycle in range(1, params.nmajor + 1):
             run.major_cycle(cycle)
+            if cycle < params.nmajor and run.settled(cycle):
+                LOG.info(
+                    "ICAL settled after cycle %d of %d: nothing left above the clean "
+                    "threshold and no new gain term due, so further cycles would repeat it",
+                    cycle,
+                    params.nmajor,
+                )
+                break
         return run.finish()
     finally:
         run.runner.cleanup(run.run_id)
@@ -1422,6 +1430,16 @@ class _IcalRun:
         self._solve(cycle, terms)
         residual = self._residual(f"residual-{cycle}", self.model_vis)
         self._clean(cycle, residual, terms, started)
+
+    def settled(self, cycle: int) -> bool:
+        """True if major cycle ``cycle + 1`` would reproduce cycle ``cycle`` exactly.
+
+        It would when the minor cycle added nothing (the model is the one this cycle solved
+        against) and the next cycle solves the same terms: the same solve from the converged
+        gains, the same residual, the same (empty) clean.
+        """
+        last = self.cycles[-1]
+        return last["components"] == 0 and _solve_now(self.params, cycle) == list(last["solved"])
 
     def finish(self) -> IcalResult:
         """Final residual per window (and the Taylor residual from it), cubes, restore."""
