@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 
@@ -17,15 +16,6 @@ from sdpbatch.io.gaintable import read_gain_table
 from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
 from sdpbatch.science.assess import gain_phase_error, measure_source
 from sdpbatch.science.skymodel import SkyModel
-
-needs_ical = pytest.mark.skipif(
-    importlib.util.find_spec("sdpbatch.execution.ical") is None,
-    reason="sdpbatch.execution.ical (run_ical, by the imaging engineer) does not exist yet",
-)
-needs_simulate = pytest.mark.skipif(
-    importlib.util.find_spec("sdpbatch.execution.simulate") is None,
-    reason="sdpbatch.execution.simulate (by the simulation engineer) does not exist yet",
-)
 
 FITS_PRODUCTS = [
     f"ska_pipeline_ical_{kind}{suffix}.fits"
@@ -73,7 +63,6 @@ def _params(tmp_path, **changes):
     return path
 
 
-@needs_ical
 def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
     rng = np.random.default_rng(21)
     true_gains = np.exp(1j * rng.normal(0, 0.7, (3, 30)))
@@ -153,20 +142,21 @@ def test_ical_with_a_sky_model_puts_a_foreign_ms_in_place(tmp_path, capsys):
         assert np.hypot(x - (NPIX / 2 + l / CELL), y - (NPIX / 2 + m / CELL)) < 0.05
 
 
-@needs_ical
-@needs_simulate
+SMALL_RUN = dict(
+    rmax=300.0,
+    ntimes=3,
+    nfreqwin=3,
+    cellsize=0.0015,
+    nmajor=3,
+    niter=500,
+    scales=[0, 3],
+    flux_limit=5.0,
+)
+"""`sdpbatch run` at reduced size: 3 windows of ~100 stations, seconds."""
+
+
 def test_run_writes_all_products_with_truth(tmp_path, capsys, caplog):
-    params = _params(
-        tmp_path,
-        rmax=300.0,
-        ntimes=3,
-        nfreqwin=3,
-        cellsize=0.0015,
-        nmajor=3,
-        niter=500,
-        scales=[0, 3],
-        flux_limit=5.0,
-    )
+    params = _params(tmp_path, **SMALL_RUN)
     caplog.set_level(logging.INFO, logger="batch_imaging")
     code = main(["run", str(params), "--data-dir", str(tmp_path / "data"), "--no-progress"])
     assert code == 0, capsys.readouterr().err
@@ -205,18 +195,7 @@ def test_run_with_self_calibration_alone_shows_the_common_shift(tmp_path, capsys
     """calibration_model 'none' is the seed's ICAL: the phase gradient self-calibration cannot
     determine shifts the whole image, and the shift the solved-vs-true gains predict is the
     one measured on the sources."""
-    params = _params(
-        tmp_path,
-        rmax=300.0,
-        ntimes=3,
-        nfreqwin=3,
-        cellsize=0.0015,
-        nmajor=3,
-        niter=500,
-        scales=[0, 3],
-        flux_limit=5.0,
-        calibration_model="none",
-    )
+    params = _params(tmp_path, **SMALL_RUN, calibration_model="none")
     assert main(["run", str(params), "--data-dir", str(tmp_path / "data"), "--no-progress"]) == 0
     qa = json.loads((tmp_path / "data/buff-pb-mvp01-20200523-00001-img/qa.json").read_text())
     truth = qa["truth"]
@@ -276,7 +255,6 @@ def test_corrupt_ms_among_good_ones_writes_nothing(tmp_path, capsys):
     assert code == 2 and "missing.ms" in capsys.readouterr().err
 
 
-@needs_ical
 def test_failure_while_writing_keeps_earlier_products(tmp_path, monkeypatch):
     from sdpbatch.execution import pipeline
     from sdpbatch.parameters import load_parameters
