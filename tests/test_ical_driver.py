@@ -165,8 +165,13 @@ def test_without_selfcal_dynamic_range_is_much_lower(observation, selfcal):
     assert dynamic_range(selfcal) > 10 * dynamic_range(plain)
 
 
-def test_cluster_equals_in_process(observation, selfcal, caplog, capsys):
+@pytest.mark.parametrize("split", [True, False], ids=["group-per-worker", "one-group"])
+def test_cluster_equals_in_process(observation, selfcal, caplog, capsys, monkeypatch, split):
+    """Data split over both workers, or (small data: the default here) one group gridded with
+    the threads of the host: the single-process result either way."""
     params, paths, _ = observation
+    if split:
+        monkeypatch.setattr(ical, "GROUP_VISIBILITIES", 1)
     with dask_client(2, threads_per_worker=1) as client, caplog.at_level(logging.INFO):
         on_cluster = run_ical(paths, params, client=client, progress=True)
     scale = np.abs(selfcal.restored).max()
@@ -174,6 +179,12 @@ def test_cluster_equals_in_process(observation, selfcal, caplog, capsys):
         a, b = getattr(selfcal, name), getattr(on_cluster, name)
         assert np.abs(a - b).max() < 1e-6 * scale, name
     assert np.allclose(on_cluster.solutions["T"].gains, selfcal.solutions["T"].gains, atol=1e-9)
+    expected = (
+        "2 group(s) of windows on 2 worker(s), the workers' threads"
+        if split
+        else (f"1 group(s) of windows on 2 worker(s), {min(2, os.cpu_count())} threads each")
+    )
+    assert expected in caplog.text
     assert "ICAL cycle 5" in caplog.text
     assert "ICAL [" in capsys.readouterr().err
 
@@ -260,9 +271,10 @@ class _KillOnce(logging.Handler):
             os.kill(self.pid, signal.SIGKILL)
 
 
-def test_worker_killed_mid_run_still_completes(observation, selfcal):
+def test_worker_killed_mid_run_still_completes(observation, selfcal, monkeypatch):
     """A worker dies after cycle 1: Dask recomputes its group's data elsewhere, same result."""
     params, paths, _ = observation
+    monkeypatch.setattr(ical, "GROUP_VISIBILITIES", 1)  # a group on each worker
     logger = logging.getLogger("sdpbatch.execution.ical")
     with dask_client(2, threads_per_worker=1) as client:
         pids = sorted(client.run(os.getpid).values())
@@ -295,6 +307,7 @@ def test_streamed_time_chunks_give_the_same_result(observation, selfcal, monkeyp
     params, paths, _ = observation
     limit = 3 * _rows_per_integration(paths[0])
     monkeypatch.setattr(ical, "CHUNK_VISIBILITIES", limit)
+    monkeypatch.setattr(ical, "GROUP_VISIBILITIES", 1)  # a group on each worker
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     spilled = []
     spill = ical._spill

@@ -96,6 +96,11 @@ spilled once to scratch files; a smaller one (the seed's example) stays in memor
 gridder call costs a fixed ~0.27 s at 1024 pixels (FFTs of the w-planes; measured): smaller
 chunks cost more passes' worth of FFTs."""
 
+GROUP_VISIBILITIES = CHUNK_VISIBILITIES
+"""On a cluster, one group (a worker's share of the windows) per this many visibilities, at
+most one per worker: each group pays the fixed FFT cost of every gridder call, so data that
+fit one group are gridded by one worker with the threads of its host rather than split."""
+
 TIME_DECIMALS = 3
 """Times are compared after rounding to a millisecond (different files of one observation)."""
 
@@ -1061,6 +1066,14 @@ class OnDask:
         info = client.scheduler_info()["workers"]
         host = info[workers[0]]["host"]
         self.host_threads = sum(w["nthreads"] for w in info.values() if w["host"] == host)
+        self.host_workers = sum(1 for w in info.values() if w["host"] == host)
+
+    def threads_per_group(self) -> int:
+        """ducc0 threads of a group when there are fewer groups than workers: the host's
+        Dask threads (at most its cores) shared by the groups placed on it."""
+        cores = self.client.run(os.cpu_count, workers=[self.workers[0]])[self.workers[0]]
+        usable = min(self.host_threads, cores or self.host_threads)
+        return max(1, usable // min(self.ngroups, self.host_workers))
 
     def per_group(self, fn: Callable, name: str, *per_group: list, shared: tuple = ()) -> list:
         return [
@@ -1198,8 +1211,9 @@ def run_ical(
     params : imaging, deconvolution and calibration parameters (npixel/cellsize None: advised
         from the data).
     client : a ``distributed.Client``: the windows are spread over its workers (one group per
-        worker, at most one per window); None runs everything in this process with
-        ``params.threads_per_worker`` ducc0 threads.
+        ``GROUP_VISIBILITIES`` visibilities, at most one per worker and per window; fewer
+        groups than workers use the threads of the host); None runs everything in this process
+        with ``params.threads_per_worker`` ducc0 threads.
     progress : show a progress bar on stderr (log lines per cycle are always written).
     sky_model : components (apparent fluxes) to calibrate against before the first image: the
         terms due in the first self-calibration cycle are solved against them, so the image
@@ -1240,8 +1254,20 @@ class _IcalRun:
             ensure_ducc_threads(params.threads_per_worker)
         else:
             nworkers = len(client.scheduler_info()["workers"])
-            self.runner = OnDask(client, max(1, min(nworkers, len(self.specs))))
-            self.nthreads = None  # each worker's own (``worker_threads()``)
+            nvis = sum(i.nrow * i.nchan for i in self.infos)
+            ngroups = max(1, min(nworkers, len(self.specs), -(-nvis // GROUP_VISIBILITIES)))
+            self.runner = OnDask(client, ngroups)
+            # each worker's own threads (``worker_threads()``), or, with workers to spare,
+            # a share of the host's cores
+            self.nthreads = None if ngroups >= nworkers else self.runner.threads_per_group()
+            LOG.info(
+                "ICAL on Dask: %d group(s) of windows on %d worker(s), %s",
+                ngroups,
+                nworkers,
+                "the workers' threads"
+                if self.nthreads is None
+                else f"{self.nthreads} threads each",
+            )
         self.frequencies = np.concatenate([i.frequency for i in self.infos])
         self.reference_frequency = float(self.frequencies.mean())
         self.bar = _Progress(params.nmajor + 2, progress)
