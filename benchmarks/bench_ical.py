@@ -11,8 +11,9 @@ in a fresh subprocess through :func:`sdpbatch.execution.pipeline.ical_pipeline` 
 seed's settings (``--deep``: also with niter 10000).  Stage times (read, grid, degrid, clean,
 solve) come from ``IcalResult.timings`` (summed over the major cycles), ``write`` from the
 pipeline.  Memory: psutil samples (every 20 ms) of the resident set of the run's processes
-(the pipeline process and any Dask workers) summed; "peak ICAL" covers read..solve, "peak write"
-the product writing, "peak read" a separate read of all MeasurementSets.
+(the pipeline process and any Dask workers) summed, reported per stage (the largest sample
+while that stage ran, over all its intervals: read, grid, solve, clean, degrid, restore,
+write), over the whole ICAL, and for a separate read of all MeasurementSets.
 
 WSClean (if installed) images the same MeasurementSets with deep settings: ``-niter 10000
 -multiscale -multiscale-scales 0,3,10 -channels-out <nwin> -join-channels -fit-spectral-pol 2``,
@@ -141,6 +142,14 @@ def child(args: argparse.Namespace) -> None:
                 "peak_read": sampler.peak(t0, t1),
                 "peak_ical": sampler.peak(t1, write_start),
                 "peak_write": sampler.peak(write_start, t2),
+                "peak_per_stage": {
+                    stage: max(
+                        sampler.peak(a, b)
+                        for name, a, b in products.stage_intervals
+                        if name == stage
+                    )
+                    for stage in dict.fromkeys(name for name, _, _ in products.stage_intervals)
+                },
                 "dynamic_range": products.qa["restored"]["dynamic_range"],
                 "phase_error": truth.get("gain_phase_rms_error_rad"),
                 "max_flux_error": truth.get("max_flux_error"),
@@ -231,8 +240,12 @@ def main() -> None:
                     f"{k} {t.get(k, 0.0):.2f}"
                     for k in ("read", "grid", "degrid", "clean", "solve", "write")
                 )  # fmt: skip
-                + f" s | peak read {r['peak_read'] / GIB:.2f} GiB, ICAL "
-                f"{r['peak_ical'] / GIB:.2f} GiB, write {r['peak_write'] / GIB:.2f} GiB | "
+                + " s | peak "
+                + " ".join(
+                    f"{k} {v / GIB:.2f}" for k, v in r["peak_per_stage"].items()
+                )  # fmt: skip
+                + f" GiB (read alone {r['peak_read'] / GIB:.2f}, all ICAL "
+                f"{r['peak_ical'] / GIB:.2f}) | "
                 f"DR {r['dynamic_range']:.0f}, phase err {r['phase_error'] or float('nan'):.4f} "
                 f"rad, flux err {100 * (r['max_flux_error'] or float('nan')):.2f} %, "
                 f"offset {r['max_offset'] or float('nan'):.3f} px, {r['cycles']} cycles",

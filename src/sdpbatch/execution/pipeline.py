@@ -78,6 +78,8 @@ class IcalProducts:
     paths: dict[str, Path]  # role (restored, residual, ..., qa, preview) -> file
     qa: dict[str, Any]
     seconds: float = 0.0
+    stage_intervals: list[tuple[str, float, float]] = field(default_factory=list)
+    """(stage, start, end) on the ``time.perf_counter`` clock, ICAL's stages and the write."""
 
 
 @dataclass
@@ -240,7 +242,10 @@ def ical_pipeline(
         shutil.rmtree(staging, ignore_errors=True)
     seconds = time.perf_counter() - start
     LOG.info("ICAL products in %s (%.1f s)", out_dir, seconds)
-    return IcalProducts(out_dir=out_dir, paths=final, qa=qa, seconds=seconds)
+    intervals = [*result.stage_intervals, ("write", write_start, write_start + timings["write"])]
+    return IcalProducts(
+        out_dir=out_dir, paths=final, qa=qa, seconds=seconds, stage_intervals=intervals
+    )
 
 
 def _move_into(staging: Path, out_dir: Path, written: dict[str, Path]) -> dict[str, Path]:
