@@ -181,11 +181,15 @@ def test_run_writes_all_products_with_truth(tmp_path, capsys, caplog):
     assert truth["gain_phase_rms_error_rad"] < 0.05 < truth["gain_phase_rms_true_rad"]
     ratios = [s["flux_ratio"] for s in truth["brightest_sources"][:3]]
     assert np.allclose(ratios, 1.0, atol=0.05)
-    # calibrated first against the simulation's catalogue: absolute positions, no common shift
+    # calibrated first against the simulation's catalogue (with its flux and position errors,
+    # not the truth): absolute positions, the common shift only the catalogue's own
     assert qa["calibration_model"] == {
-        "file": str(vis / "truth_skymodel.txt"),
-        "components": len(read_sky_model(vis / "truth_skymodel.txt")),
+        "file": str(vis / "catalogue_skymodel.txt"),
+        "components": len(read_sky_model(vis / "catalogue_skymodel.txt")),
     }
+    catalogue = read_sky_model(vis / "catalogue_skymodel.txt")
+    exact = read_sky_model(vis / "truth_skymodel.txt")
+    assert catalogue.names == exact.names and not np.allclose(catalogue.flux, exact.flux)
     assert qa["cycles"][0]["solved"] == ["T"]
     assert all(s["offset_pixels"] < 0.1 for s in truth["brightest_sources"])
     assert np.hypot(*truth["gradient_shift_pixels"]) < 0.02

@@ -34,6 +34,7 @@ def test_simulate_writes_products(tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()
     names = sorted(p.name for p in out.iterdir())
     expected = [ms_name(i) for i in range(3)] + [
+        "catalogue_skymodel.txt",
         "simulation.json",
         "truth_gains.h5",
         "truth_skymodel.txt",

@@ -17,6 +17,7 @@ from sdpbatch.io.skymodel_file import (
 from sdpbatch.science.skymodel import (
     SkyModel,
     apparent_sky,
+    catalogue_view,
     expected_source_count,
     gleam_like_sources,
     hpbw,
@@ -142,3 +143,26 @@ def test_apparent_sky_reproduces_beam_times_spectrum():
     app = apparent_sky(sky, PC, freqs)  # 3 frequencies, 2 terms: exact interpolation
     expected = sky.flux_at(freqs) * station_beam(sky.ra, sky.dec, PC, freqs)
     np.testing.assert_allclose(app.flux_at(freqs), expected, rtol=1e-9)
+
+
+def test_catalogue_view_has_the_asked_errors():
+    rng = np.random.default_rng(4)
+    n = 4000
+    sky = SkyModel(
+        ra=rng.uniform(0, 2 * np.pi, n),
+        dec=rng.uniform(-1.2, 1.2, n),
+        flux=rng.uniform(1, 50, n),
+        ref_freq=np.full(n, 1e8),
+        spectral_index=np.full((n, 1), -0.7),
+        names=[str(k) for k in range(n)],
+    )
+    sigma = np.radians(2.0 / 3600)
+    view = catalogue_view(sky, np.random.default_rng(1), flux_error=0.05, position_error=sigma)
+    assert np.std(view.flux / sky.flux) == pytest.approx(0.05, rel=0.1)
+    assert abs(np.mean(view.flux / sky.flux) - 1) < 0.005
+    east = (view.ra - sky.ra) * np.cos(sky.dec)
+    assert np.std(east) == pytest.approx(sigma, rel=0.1)
+    assert np.std(view.dec - sky.dec) == pytest.approx(sigma, rel=0.1)
+    assert np.array_equal(view.spectral_index, sky.spectral_index)
+    exact = catalogue_view(sky, np.random.default_rng(1), flux_error=0.0, position_error=0.0)
+    assert np.array_equal(exact.flux, sky.flux) and np.array_equal(exact.ra, sky.ra)

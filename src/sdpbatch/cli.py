@@ -60,8 +60,8 @@ def _add_science_commands(sub: argparse._SubParsersAction) -> None:
         "--sky-model",
         type=Path,
         help="component list (WSClean format, apparent fluxes) to calibrate against before "
-        "the first image; sets calibration_model (default: the simulation's catalogue when "
-        "the truth is there, else self-calibration alone)",
+        "the first image; sets calibration_model (default: the simulation's "
+        "catalogue_skymodel.txt beside the MeasurementSets, else self-calibration alone)",
     )
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_ical)

@@ -172,6 +172,23 @@ SCHEMA: tuple[Field, ...] = (
         "> 0 Jy",
     ),
     Field(
+        "catalogue_flux_error",
+        "float",
+        0.05,
+        "fractional rms error of the fluxes in the catalogue the simulation writes for "
+        "calibration (catalogue_skymodel.txt; the sky itself is exact)",
+        _range(0.0, 1.0),
+        "0 to 1",
+    ),
+    Field(
+        "catalogue_position_error",
+        "float",
+        2.0,
+        "rms error of each coordinate of the catalogue's positions (arcsec)",
+        _range(0.0, 3600.0),
+        "0 to 3600 arcsec",
+    ),
+    Field(
         "layout",
         "str",
         DEFAULT_LAYOUT,
@@ -370,6 +387,8 @@ class Parameters:
     tsys: float = 20.0
     sky_model: str = GLEAM_LIKE
     flux_limit: float = 3.0
+    catalogue_flux_error: float = 0.05
+    catalogue_position_error: float = 2.0
     layout: str = DEFAULT_LAYOUT
     obs_date: str = "2020-01-01"
     npixel: int | None = 1024

@@ -141,16 +141,18 @@ def truth_present(truth_dir: Path | None) -> bool:
 def calibration_model_file(params: Parameters, truth_dir: Path | None) -> Path | None:
     """The component list ICAL calibrates against first, or None (self-calibration alone).
 
-    ``calibration_model`` 'catalogue' is the simulation's sky model in ``truth_dir`` when it
-    is there; a file path must name a readable component list (checked here, before any work).
+    ``calibration_model`` 'catalogue' is the simulation's catalogue of the field in
+    ``truth_dir`` (``catalogue_skymodel.txt``: the sources with catalogue errors, not the
+    truth) when it is there; a file path must name a readable component list (checked here,
+    before any work).
     """
-    from sdpbatch.io.truth import SKYMODEL_FILE
+    from sdpbatch.io.truth import CATALOGUE_FILE
 
     choice = params.calibration_model
     if choice == NO_MODEL:
         return None
     if choice == CATALOGUE:
-        path = None if truth_dir is None else Path(truth_dir) / SKYMODEL_FILE
+        path = None if truth_dir is None else Path(truth_dir) / CATALOGUE_FILE
         return path if path is not None and path.is_file() else None
     path = Path(choice)
     try:

@@ -9,7 +9,9 @@ Random numbers (reproducible from ``params.seed``):
 
 - gains: ``default_rng(seed)`` (drawn once, in the client: every window sees the same gains);
 - sky model: ``default_rng(SeedSequence(seed, spawn_key=(0,)))``;
-- noise of window w: ``default_rng(SeedSequence(seed, spawn_key=(1, w)))``.
+- noise of window w: ``default_rng(SeedSequence(seed, spawn_key=(1, w)))``;
+- errors of the catalogue written for calibration: ``default_rng(SeedSequence(seed,
+  spawn_key=(2,)))``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from sdpbatch.science.skymodel import (
     SkyModel,
     apparent_sky,
     beam_radius,
+    catalogue_view,
     expected_source_count,
     gleam_like_sources,
     lmn,
@@ -82,6 +85,7 @@ class SimulationSetup:
     antenna2: np.ndarray  # (nbl,)
     sky: SkyModel  # apparent (beam-attenuated) sources
     gains: np.ndarray  # (ntimes, nant) complex
+    catalogue: SkyModel  # apparent, as a survey catalogue gives them (flux, position errors)
 
     @property
     def nbaselines(self) -> int:
@@ -175,6 +179,17 @@ def prepare_simulation(params: Parameters) -> SimulationSetup:
         antenna2=a2,
         sky=apparent_sky(intrinsic, phase_centre, freqs),
         gains=gains,
+        catalogue=apparent_sky(_catalogue(params, intrinsic), phase_centre, freqs),
+    )
+
+
+def _catalogue(params: Parameters, intrinsic: SkyModel) -> SkyModel:
+    rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(2,)))
+    return catalogue_view(
+        intrinsic,
+        rng,
+        flux_error=params.catalogue_flux_error,
+        position_error=math.radians(params.catalogue_position_error / 3600.0),
     )
 
 
@@ -307,6 +322,7 @@ def simulate(
     truth_paths = write_truth(
         out_dir,
         apparent_sky=setup.sky,
+        catalogue=setup.catalogue,
         gains=setup.gains,
         times=setup.times,
         antenna_names=setup.antenna_names,

@@ -4,6 +4,9 @@ Files in the output directory:
 
 - ``truth_skymodel.txt``: the APPARENT (beam-attenuated) point sources exactly as the
   visibilities contain them, WSClean/DP3 format (:mod:`sdpbatch.io.skymodel_file`);
+- ``catalogue_skymodel.txt``: the same sources as a survey catalogue records them (flux and
+  position errors, ``catalogue_*_error`` parameters), apparent fluxes, same format: what ICAL
+  calibrates against first (``calibration_model`` 'catalogue'), so that it is not the truth;
 - ``truth_gains.h5``: the true station gains, H5parm layout (:mod:`sdpbatch.io.gaintable`),
   axes time x station x window, ``DATA_pq = g_p conj(g_q) TRUE_pq``;
 - ``simulation.json``: the parameters used, station/baseline/time counts, the products.
@@ -24,6 +27,7 @@ from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
 from sdpbatch.science.skymodel import SkyModel
 
 SKYMODEL_FILE = "truth_skymodel.txt"
+CATALOGUE_FILE = "catalogue_skymodel.txt"
 GAINS_FILE = "truth_gains.h5"
 SUMMARY_FILE = "simulation.json"
 
@@ -41,6 +45,7 @@ def write_truth(
     out_dir: str | Path,
     *,
     apparent_sky: SkyModel,
+    catalogue: SkyModel,
     gains: np.ndarray,
     times: np.ndarray,
     antenna_names: list[str],
@@ -49,7 +54,7 @@ def write_truth(
     phase_centre: tuple[float, float],
     summary: dict[str, Any],
 ) -> list[Path]:
-    """Write the three truth files (each atomically) and return their paths.
+    """Write the truth files and the catalogue (each atomically) and return their paths.
 
     ``gains`` are (ntimes, nant) (the same for every window) or (ntimes, nant, nfreq).
     """
@@ -66,8 +71,14 @@ def write_truth(
         f"Phase centre (J2000): ra {np.degrees(phase_centre[0]):.9f} deg, "
         f"dec {np.degrees(phase_centre[1]):.9f} deg.",
     ]
+    catalogue_header = [
+        "Catalogue of an sdpbatch simulation's field, as a survey would give it: the sources of",
+        "truth_skymodel.txt with flux and position errors (APPARENT fluxes, the same beam).",
+        *header[2:],
+    ]
     paths = [
         write_sky_model(out / SKYMODEL_FILE, apparent_sky, header=header),
+        write_sky_model(out / CATALOGUE_FILE, catalogue, header=catalogue_header),
         write_gain_table(
             out / GAINS_FILE,
             gains=gains,

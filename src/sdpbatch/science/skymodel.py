@@ -218,3 +218,26 @@ def apparent_sky(
         spectral_index=coef[1:].T,
         names=list(sky.names),
     )
+
+
+def catalogue_view(
+    sky: SkyModel, rng: np.random.Generator, *, flux_error: float, position_error: float
+) -> SkyModel:
+    """``sky`` as a survey catalogue records it: each flux times N(1, ``flux_error``) (kept
+    positive), each position moved by N(0, ``position_error`` rad) east and north.
+
+    For calibration models that are close to, but not, the truth.
+    """
+    n = len(sky)
+    scale = np.maximum(rng.normal(1.0, flux_error, n), 0.05) if flux_error > 0 else np.ones(n)
+    east, north = (
+        rng.normal(0.0, position_error, (2, n)) if position_error > 0 else np.zeros((2, n))
+    )
+    return SkyModel(
+        ra=sky.ra + east / np.maximum(np.cos(sky.dec), 1e-6),
+        dec=np.clip(sky.dec + north, -np.pi / 2, np.pi / 2),
+        flux=sky.flux * scale,
+        ref_freq=sky.ref_freq.copy(),
+        spectral_index=sky.spectral_index.copy(),
+        names=list(sky.names),
+    )
