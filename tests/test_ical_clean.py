@@ -128,7 +128,9 @@ def test_residual_is_dirty_minus_model_convolved_with_psf(psfs):
         expected = residual_taylor[k] - sum(
             fftconvolve(result.model_taylor[q], kernels[k + q], mode="same") for q in range(2)
         )
-        np.testing.assert_allclose(result.residual_taylor[k], expected, atol=1e-9)
+        # the minor cycle works in single precision: agreement to ~1e-7 of the peak
+        scale = np.abs(residual_taylor[k]).max()
+        np.testing.assert_allclose(result.residual_taylor[k], expected, atol=1e-6 * scale)
 
 
 def gaussian_blob(flux: float, centre: tuple[int, int], sigma: float) -> np.ndarray:
@@ -198,8 +200,9 @@ def test_hogbom_case_matches_plain_hogbom(psfs, niter):
     )
     assert result.components == niter
     np.testing.assert_array_equal(result.model_taylor[0] != 0, expected_model != 0)
-    np.testing.assert_allclose(result.model_taylor[0], expected_model, atol=1e-9)
-    np.testing.assert_allclose(result.residual_taylor[0], expected_residual, atol=1e-9)
+    scale = np.abs(dirty).max()  # single-precision minor cycle: ~1e-7 of the peak
+    np.testing.assert_allclose(result.model_taylor[0], expected_model, atol=1e-6 * scale)
+    np.testing.assert_allclose(result.residual_taylor[0], expected_residual, atol=1e-6 * scale)
 
 
 def test_thresholds_and_niter_are_respected(psfs):
