@@ -87,7 +87,9 @@ def _params(case: str, workers: int, threads: int, deep: bool) -> dict:
 
 def simulate_case(case: str, vis_dir: Path) -> list[Path]:
     """Simulate the case once (kept between runs of the benchmark)."""
-    if (vis_dir / "simulation.json").is_file():
+    from sdpbatch.io.truth import CATALOGUE_FILE
+
+    if (vis_dir / "simulation.json").is_file() and (vis_dir / CATALOGUE_FILE).is_file():
         return sorted(vis_dir.glob("*.ms"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     from sdpbatch.execution.simulate import simulate
     from sdpbatch.parameters import parse_parameters

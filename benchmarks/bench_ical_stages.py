@@ -40,7 +40,7 @@ from sdpbatch.execution.ical import run_ical  # noqa: E402
 from sdpbatch.execution.pipeline import calibration_model_file  # noqa: E402
 from sdpbatch.execution.simulate import simulate  # noqa: E402
 from sdpbatch.io.skymodel_file import read_sky_model  # noqa: E402
-from sdpbatch.io.truth import read_truth  # noqa: E402
+from sdpbatch.io.truth import CATALOGUE_FILE, read_truth  # noqa: E402
 from sdpbatch.parameters import load_parameters, parse_parameters  # noqa: E402
 from sdpbatch.science.assess import gain_phase_error, measure_source, sky_to_pixel  # noqa: E402
 
@@ -142,7 +142,7 @@ def main() -> None:
     params = params.replace(**overrides)
     params = params.replace(threads_per_worker=args.threads)
 
-    if not (args.data / "truth_gains.h5").exists():
+    if not all((args.data / name).exists() for name in ("truth_gains.h5", CATALOGUE_FILE)):
         t0 = time.perf_counter()
         simulate(params, args.data)
         print(f"simulated into {args.data} in {time.perf_counter() - t0:.1f} s")
