@@ -37,9 +37,8 @@ configure_astropy_offline()
 
 from sdpbatch.execution.cluster import dask_client  # noqa: E402
 from sdpbatch.execution.ical import run_ical  # noqa: E402
-from sdpbatch.execution.pipeline import calibration_model_file  # noqa: E402
+from sdpbatch.execution.pipeline import calibration_model  # noqa: E402
 from sdpbatch.execution.simulate import simulate  # noqa: E402
-from sdpbatch.io.skymodel_file import read_sky_model  # noqa: E402
 from sdpbatch.io.truth import CATALOGUE_FILE, read_truth  # noqa: E402
 from sdpbatch.parameters import load_parameters, parse_parameters  # noqa: E402
 from sdpbatch.science.assess import gain_phase_error, measure_source, sky_to_pixel  # noqa: E402
@@ -148,8 +147,8 @@ def main() -> None:
         print(f"simulated into {args.data} in {time.perf_counter() - t0:.1f} s")
     truth = read_truth(args.data)
     ms_paths = sorted(args.data.glob("*.ms"), key=lambda p: (len(p.name), p.name))  # _2 < _10
-    model_file = calibration_model_file(params, args.data)  # as `sdpbatch ical` resolves it
-    sky_model = None if model_file is None else read_sky_model(model_file)
+    model = calibration_model(params, args.data)  # as `sdpbatch ical` resolves it
+    model_file, sky_model = model if model is not None else (None, None)
 
     with MemorySampler() as memory:
         cpu0, t0 = time.process_time(), time.perf_counter()

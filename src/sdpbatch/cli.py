@@ -167,7 +167,7 @@ def _print_ical_products(products) -> None:
 
 def _cmd_ical(args: argparse.Namespace) -> int:
     from sdpbatch.execution.pipeline import (
-        calibration_model_file,
+        calibration_model,
         check_measurement_sets,
         ical_pipeline,
         truth_present,
@@ -185,7 +185,7 @@ def _cmd_ical(args: argparse.Namespace) -> int:
         raise UsageError(f"--truth {args.truth}: no truth_skymodel.txt and truth_gains.h5 there")
     folders = {p.resolve().parent for p in args.ms}
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
-    calibration_model_file(params, truth_dir)  # before starting any worker
+    calibration_model(params, truth_dir)  # before starting any worker
     with _science_client(params, args.scheduler) as client:
         products = ical_pipeline(
             args.ms,

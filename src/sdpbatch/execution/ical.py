@@ -1183,19 +1183,23 @@ def _intervals(times: np.ndarray, params: Parameters) -> dict[str, tuple[np.ndar
     return {t: solution_intervals(times, spans[t]) for t in params.calibration_context}
 
 
+def _first_iterations(params: Parameters) -> dict[str, int]:
+    """The calibration iteration (0 = first major cycle) from which each term is solved."""
+    first = {"T": params.first_selfcal_T, "G": params.first_selfcal_G, "B": params.first_selfcal_B}
+    return {t: first[t] for t in params.calibration_context}
+
+
 def _first_terms(params: Parameters) -> list[str]:
     """Gain terms of the first self-calibration cycle (solved against a sky model)."""
-    first = {"T": params.first_selfcal_T, "G": params.first_selfcal_G, "B": params.first_selfcal_B}
-    earliest = min(first[t] for t in params.calibration_context)
-    return [t for t in params.calibration_context if first[t] == earliest]
+    first = _first_iterations(params)
+    return [t for t, i in first.items() if i == min(first.values())]
 
 
 def _solve_now(params: Parameters, iteration: int) -> list[str]:
     """Gain terms solved in calibration iteration ``iteration`` (0 = first major cycle)."""
     if not params.selfcal:
         return []
-    first = {"T": params.first_selfcal_T, "G": params.first_selfcal_G, "B": params.first_selfcal_B}
-    return [t for t in params.calibration_context if iteration >= first[t]]
+    return [t for t, i in _first_iterations(params).items() if iteration >= i]
 
 
 def run_ical(

@@ -138,13 +138,13 @@ def truth_present(truth_dir: Path | None) -> bool:
     )
 
 
-def calibration_model_file(params: Parameters, truth_dir: Path | None) -> Path | None:
-    """The component list ICAL calibrates against first, or None (self-calibration alone).
+def calibration_model(params: Parameters, truth_dir: Path | None):
+    """(file, SkyModel) that ICAL calibrates against first, or None (self-calibration alone).
 
     ``calibration_model`` 'catalogue' is the simulation's catalogue of the field in
     ``truth_dir`` (``catalogue_skymodel.txt``: the sources with catalogue errors, not the
-    truth) when it is there; a file path must name a readable component list (checked here,
-    before any work).
+    truth) when it is there; a file path must name a readable component list, else
+    ParameterError (callers check it before any work).
     """
     from sdpbatch.io.truth import CATALOGUE_FILE
 
@@ -153,27 +153,16 @@ def calibration_model_file(params: Parameters, truth_dir: Path | None) -> Path |
         return None
     if choice == CATALOGUE:
         path = None if truth_dir is None else Path(truth_dir) / CATALOGUE_FILE
-        return path if path is not None and path.is_file() else None
-    path = Path(choice)
+        if path is None or not path.is_file():
+            return None
+    else:
+        path = Path(choice)
     try:
-        read_sky_model(path)
+        return path, read_sky_model(path)
     except (OSError, SkyModelFileError) as err:
         raise ParameterError(
             "calibration_model", f"{err}; allowed: 'catalogue', 'none' or a component list file"
         ) from err
-    return path
-
-
-def _load_calibration_model(params: Parameters, truth_dir: Path | None):
-    path = calibration_model_file(params, truth_dir)
-    if path is None:
-        LOG.info(
-            "No sky model to calibrate against (calibration_model %r): self-calibration alone; "
-            "the image may carry a common shift of a fraction of a pixel",
-            params.calibration_model,
-        )
-        return None, None
-    return read_sky_model(path), path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,14 +190,20 @@ def ical_pipeline(
     infos = check_measurement_sets(paths)
     from sdpbatch.execution.ical import run_ical
 
+    truth_dir = Path(truth_dir) if truth_dir else None
     truth = None
-    if truth_present(Path(truth_dir) if truth_dir else None):
+    if truth_present(truth_dir):
         from sdpbatch.io.truth import read_truth
 
         truth = read_truth(truth_dir)
-    sky_model, sky_model_path = _load_calibration_model(
-        params, Path(truth_dir) if truth_dir else None
-    )
+    model = calibration_model(params, truth_dir)
+    if model is None:
+        LOG.info(
+            "No sky model to calibrate against (calibration_model %r): self-calibration alone; "
+            "the image may carry a common shift of a fraction of a pixel",
+            params.calibration_model,
+        )
+    sky_model = None if model is None else model[1]
     LOG.info(
         "ICAL of %d MeasurementSet(s): %d rows x %d channels in all",
         len(paths),
@@ -235,9 +230,9 @@ def ical_pipeline(
         timings["write"] = time.perf_counter() - write_start
         timings["total"] = time.perf_counter() - start
         qa = build_qa(result, params, infos, truth=truth, timings=timings)
-        qa["calibration_model"] = None
-        if sky_model is not None:
-            qa["calibration_model"] = {"file": str(sky_model_path), "components": len(sky_model)}
+        qa["calibration_model"] = (
+            None if model is None else {"file": str(model[0]), "components": len(model[1])}
+        )
         written["qa"] = write_qa(staging / QA, qa)
         final = _move_into(staging, out_dir, written)
     finally:
@@ -450,21 +445,21 @@ def compare_with_truth(result, truth) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     true = truth.gains
-    predicted_shift = None
     if result.solutions:
         solved = solved_gains_on(result, true.times, true.frequencies, true.antenna_names)
         out["gain_phase_rms_error_rad"] = gain_phase_error(
             solved, true.gains, true.antenna_positions
         )
         out["gain_phase_rms_true_rad"] = float(np.std(np.angle(true.gains)))
-        predicted_shift = gradient_image_shift(
-            solved,
-            true.gains,
-            true.antenna_positions,
-            frequencies=np.asarray(result.frequencies),
-            cellsize=float(result.cellsize),
+        out["gradient_shift_pixels"] = list(
+            gradient_image_shift(
+                solved,
+                true.gains,
+                true.antenna_positions,
+                frequencies=np.asarray(result.frequencies),
+                cellsize=float(result.cellsize),
+            )
         )
-        out["gradient_shift_pixels"] = list(predicted_shift)
     sky = truth.sky
     n = int(result.npixel)
     # Taylor term 0 at nu0 = mean frequency is the intercept of a straight-line fit over
@@ -517,7 +512,7 @@ def batch_imaging_pipeline(
     """The seed's batch imaging workflow: simulate into ``vis_dir``, then ICAL into ``img_dir``."""
     from sdpbatch.execution.simulate import simulate
 
-    calibration_model_file(params, None)  # a bad component list fails before simulating
+    calibration_model(params, None)  # a bad component list fails before simulating
     WORKFLOW_LOG.info("Running simulation pipeline")
     simulation = simulate(params, Path(vis_dir), client=client, progress=progress)
     WORKFLOW_LOG.info(

@@ -24,6 +24,8 @@ import math
 import ducc0
 import numpy as np
 
+from sdpbatch.science.predict import predict_point_sources
+
 SPEED_OF_LIGHT = 299_792_458.0
 """m/s."""
 
@@ -190,9 +192,11 @@ def predict_sparse(
 
     ``V_c = sum_pixels sum_k taylor_c^k model_taylor[k, ix, iy] exp(+2 pi i nu_c/c (u l + v m +
     w (n - 1)))`` with l, m of the pixel as in :func:`predict_visibilities` (exact, no
-    ``epsilon``).  It costs about ``nrow * nchan * npixels_nonzero`` complex exponentials, which
-    beats a gridder pass per Taylor term when the model has a few tens of pixels (e.g. the
-    increment of a late minor cycle).
+    ``epsilon``): each pixel is a point source for
+    :func:`sdpbatch.science.predict.predict_point_sources`.  It costs about
+    ``nrow * nchan * npixels_nonzero`` complex exponentials, which beats a gridder pass per
+    Taylor term when the model has a few tens of pixels (e.g. the increment of a late minor
+    cycle).
 
     model_taylor : (nterm, N, N) Jy/pixel; taylor : (nchan,) t_c of each channel.
     Returns (nrow, nchan) complex128.
@@ -202,41 +206,12 @@ def predict_sparse(
     ix, iy = np.nonzero(np.any(model_taylor != 0, axis=0))
     l = (ix - npixel // 2) * cellsize
     m = (iy - npixel // 2) * cellsize
-    nm1 = np.sqrt(1.0 - l * l - m * m) - 1.0
+    lmn = np.stack([l, m, np.sqrt(1.0 - l * l - m * m)], axis=-1)
     powers = np.asarray(taylor, dtype=np.float64)[None, :] ** np.arange(nterm)[:, None]
     amplitude = np.einsum("kp,kc->pc", model_taylor[:, ix, iy], powers)  # (npix, nchan)
-    wavenumber = 2.0 * np.pi * np.asarray(frequencies, dtype=np.float64) / SPEED_OF_LIGHT
-    uvw = np.asarray(uvw, dtype=np.float64)
-    out = np.zeros((uvw.shape[0], wavenumber.size), dtype=np.complex128)
-
-    steps = np.diff(wavenumber)
-    uniform = wavenumber.size > 2 and np.allclose(steps, steps[0], rtol=1e-9, atol=0)
-
-    def chunk(start: int) -> None:
-        rows = slice(start, start + rows_per_chunk)
-        u, v, w = uvw[rows, 0], uvw[rows, 1], uvw[rows, 2]
-        acc = out[rows]
-        for p in range(ix.size):
-            path = u * l[p] + v * m[p] + w * nm1[p]
-            if uniform:  # exp(i path k_c) = exp(i path k_0) * exp(i path dk)^c
-                phasor = np.exp(1j * path * wavenumber[0])
-                step = np.exp(1j * path * steps[0])
-                for c in range(wavenumber.size):
-                    acc[:, c] += amplitude[p, c] * phasor
-                    phasor = phasor * step
-            else:
-                acc += amplitude[p] * np.exp(1j * np.multiply.outer(path, wavenumber))
-
-    starts = range(0, uvw.shape[0], rows_per_chunk)
-    if nthreads > 1 and ix.size:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(nthreads) as pool:
-            list(pool.map(chunk, starts))
-    elif ix.size:
-        for start in starts:
-            chunk(start)
-    return out
+    return predict_point_sources(
+        uvw, frequencies, lmn, amplitude, row_chunk=rows_per_chunk, nthreads=nthreads
+    )
 
 
 # --- weighting ----------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ No 1/n factor: a point source of apparent flux S gives |V| = S.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from sdpbatch.science.constants import C
@@ -24,6 +26,7 @@ def predict_point_sources(
     flux: np.ndarray,
     *,
     row_chunk: int = ROW_CHUNK,
+    nthreads: int = 1,
 ) -> np.ndarray:
     """Visibilities (nrow, nchan) complex128 Jy of point sources.
 
@@ -33,7 +36,8 @@ def predict_point_sources(
     frequency : (nchan,) Hz.
     lmn : (nsrc, 3) direction cosines (l, m, n) of the sources.
     flux : (nsrc, nchan) apparent Stokes I (Jy) of each source at each channel.
-    row_chunk : rows per chunk (memory ~ 24 * row_chunk * nsrc bytes).
+    row_chunk : rows per chunk (memory ~ 48 * row_chunk * nsrc bytes per thread).
+    nthreads : row chunks computed side by side (numpy releases the GIL in them).
 
     The phase of each (row, source) is one matrix product ``uvw @ (l, m, n-1)``.  With evenly
     spaced channels the phasors of channel c+1 are those of channel c times one step phasor
@@ -55,7 +59,8 @@ def predict_point_sources(
     grid = frequency[0] + spacing * np.arange(nchan)
     even = nchan > 2 and bool(np.all(np.abs(frequency - grid) <= 1e-13 * frequency.max()))
     weights = flux.astype(np.complex128)
-    for start in range(0, nrow, row_chunk):
+
+    def chunk(start: int) -> None:
         stop = min(nrow, start + row_chunk)
         path = uvw[start:stop] @ delay  # (rows, nsrc) metres
         if even:
@@ -67,6 +72,14 @@ def predict_point_sources(
             elif c:
                 phasor *= step
             out[start:stop, c] = phasor @ weights[:, c]
+
+    starts = range(0, nrow, row_chunk)
+    if nthreads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(nthreads) as pool:
+            list(pool.map(chunk, starts))
+    else:
+        for start in starts:
+            chunk(start)
     return out
 
 
