@@ -1,0 +1,188 @@
+"""Science commands: simulate, ical, run, params."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+from sdpbatch.cli.common import UsageError
+
+
+def add_science_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="simulate SKA1-Low MeasurementSets and their truth")
+    p.add_argument("params", type=Path, help="parameter JSON file (the seed's format)")
+    p.add_argument("--out", type=Path, required=True, help="directory for the products")
+    _add_cluster_options(p)
+    p.set_defaults(handler=_cmd_simulate)
+
+    p = sub.add_parser("ical", help="self-calibrate and image MeasurementSets")
+    p.add_argument("ms", type=Path, nargs="+", help="MeasurementSets (one or more)")
+    p.add_argument("--out", type=Path, required=True, help="directory for the images")
+    p.add_argument("--params", type=Path, help="parameter JSON file (ICAL settings)")
+    p.add_argument(
+        "--truth",
+        type=Path,
+        help="folder with the simulation's truth files to compare with (default: the "
+        "MeasurementSets' folder, when it holds them)",
+    )
+    p.add_argument(
+        "--sky-model",
+        type=Path,
+        help="component list (WSClean format, apparent fluxes) to calibrate against before "
+        "the first image; sets calibration_model (default: the simulation's "
+        "catalogue_skymodel.txt beside the MeasurementSets, else self-calibration alone)",
+    )
+    _add_cluster_options(p)
+    p.set_defaults(handler=_cmd_ical)
+
+    p = sub.add_parser("params", help="list the workflow parameters, defaults and allowed values")
+    p.add_argument("--json", action="store_true", help="the defaults as a parameter JSON file")
+    p.set_defaults(handler=_cmd_params)
+
+    p = sub.add_parser("run", help="run the whole batch imaging workflow: simulate, then ICAL")
+    p.add_argument("params", type=Path, help="parameter JSON file (the seed's format)")
+    p.add_argument("--data-dir", type=Path, required=True, help="data root holding the buffers")
+    _add_cluster_options(p)
+    p.set_defaults(handler=_cmd_run)
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of an existing Dask scheduler (default: $SDPBATCH_SCHEDULER, else a "
+        "LocalCluster of n_workers processes)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    import json
+
+    from sdpbatch.parameters import Parameters, describe_parameters
+
+    print(json.dumps(Parameters().to_dict(), indent=2) if args.json else describe_parameters())
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from sdpbatch.execution.cluster import dask_client
+    from sdpbatch.execution.simulate import prepare_simulation, simulate
+    from sdpbatch.parameters import load_parameters
+
+    params = load_parameters(args.params)
+    prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
+    progress = not args.no_progress
+    if params.n_workers == 1 and not args.scheduler:
+        products = simulate(params, args.out, progress=progress)  # in-process: no cluster start
+    else:
+        with dask_client(
+            params.n_workers,
+            threads_per_worker=params.threads_per_worker,
+            scheduler=args.scheduler,
+        ) as client:
+            products = simulate(params, args.out, client=client, progress=progress)
+    for path in [*products.ms_paths, *products.truth_paths]:
+        print(path)
+    print(
+        f"simulated {products.nfreqwin} windows x {products.ntimes} times x "
+        f"{products.nbaselines} baselines ({products.nstations} stations, "
+        f"{products.nsources} sources): {products.nvis} visibilities in {products.seconds:.1f} s"
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _science_client(params, scheduler: str | None):
+    """A Dask client for a science run, or None (in-process) for one worker and no scheduler."""
+    from sdpbatch.execution.cluster import dask_client
+
+    if params.n_workers == 1 and not scheduler:
+        yield None
+        return
+    with dask_client(
+        params.n_workers, threads_per_worker=params.threads_per_worker, scheduler=scheduler
+    ) as client:
+        yield client
+
+
+def _print_ical_products(products) -> None:
+    for path in products.paths.values():
+        print(path)
+    qa = products.qa
+    print(
+        f"restored peak {qa['restored']['peak']:.4g} Jy/beam, residual rms "
+        f"{qa['restored']['rms']:.3g} Jy/beam, dynamic range "
+        f"{qa['restored']['dynamic_range']:.0f}, {products.seconds:.1f} s"
+    )
+    truth = qa.get("truth", {})
+    if "gain_phase_rms_error_rad" in truth:
+        print(f"gain phase error vs truth {truth['gain_phase_rms_error_rad']:.4f} rad rms")
+    if "max_flux_error" in truth:
+        print(
+            f"{len(truth['brightest_sources'])} brightest true sources: flux within "
+            f"{100 * truth['max_flux_error']:.2f} %, position within "
+            f"{truth['max_offset_pixels']:.3f} px ("
+            f"{truth['max_offset_after_common_shift_pixels']:.3f} px after the common shift)"
+        )
+    if "gradient_shift_pixels" in truth and "common_shift_pixels" in truth:
+        measured, predicted = truth["common_shift_pixels"], truth["gradient_shift_pixels"]
+        print(
+            f"common image shift ({measured[0]:+.3f}, {measured[1]:+.3f}) px; the phase gradient "
+            f"self-calibration cannot determine predicts ({predicted[0]:+.3f}, "
+            f"{predicted[1]:+.3f}) px"
+        )
+
+
+def _cmd_ical(args: argparse.Namespace) -> int:
+    from sdpbatch.execution.pipeline import (
+        calibration_model,
+        check_measurement_sets,
+        ical_pipeline,
+        truth_present,
+    )
+    from sdpbatch.parameters import Parameters, load_parameters
+
+    params = load_parameters(args.params) if args.params else Parameters()
+    if args.sky_model is not None:
+        params = params.replace(calibration_model=str(args.sky_model.resolve()))
+    missing = [str(p) for p in args.ms if not p.exists()]
+    if missing:
+        raise UsageError(f"no such MeasurementSet: {', '.join(missing)}")
+    check_measurement_sets(args.ms)  # before starting any worker
+    if args.truth and not truth_present(args.truth):
+        raise UsageError(f"--truth {args.truth}: no truth_skymodel.txt and truth_gains.h5 there")
+    folders = {p.resolve().parent for p in args.ms}
+    truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
+    calibration_model(params, truth_dir)  # before starting any worker
+    with _science_client(params, args.scheduler) as client:
+        products = ical_pipeline(
+            args.ms,
+            args.out,
+            params,
+            client=client,
+            truth_dir=truth_dir,
+            progress=not args.no_progress,
+        )
+    _print_ical_products(products)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sdpbatch.execution.pipeline import batch_imaging_pipeline
+    from sdpbatch.execution.simulate import prepare_simulation
+    from sdpbatch.parameters import load_parameters
+
+    params = load_parameters(args.params)
+    prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
+    vis_dir = args.data_dir / params.buffer_vis
+    img_dir = args.data_dir / params.buffer_img
+    with _science_client(params, args.scheduler) as client:
+        products = batch_imaging_pipeline(
+            params, vis_dir, img_dir, client=client, progress=not args.no_progress
+        )
+    for path in products.simulation.ms_paths:
+        print(path)
+    _print_ical_products(products.ical)
+    return 0
