@@ -173,7 +173,7 @@ def test_cluster_equals_in_process(observation, selfcal, caplog, capsys, monkeyp
     if split:
         monkeypatch.setattr(ical, "GROUP_VISIBILITIES", 1)
     with dask_client(2, threads_per_worker=1) as client, caplog.at_level(logging.INFO):
-        on_cluster = run_ical(paths, params, client=client, progress=True)
+        on_cluster = run_ical(paths, params, client=client)
     scale = np.abs(selfcal.restored).max()
     for name in ("restored", "residual_taylor", "model_taylor", "restored_cube", "psf"):
         a, b = getattr(selfcal, name), getattr(on_cluster, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,3 +39,40 @@ def terminate_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+class TextBar:
+    """A text progress bar on stderr (the :class:`sdpbatch.execution.progress.Progress`
+    protocol)."""
+
+    def __init__(self) -> None:
+        self.label, self.total, self.done = "", 1, 0
+
+    def begin(self, label: str, total: int) -> None:
+        self.label, self.total, self.done = label, max(1, total), 0
+
+    def step(self, message: str) -> None:
+        self.done = min(self.total, self.done + 1)
+        self._draw(message)
+
+    def end(self) -> None:
+        self.done = self.total
+        self._draw("done")
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    def _draw(self, message: str) -> None:
+        width = 30
+        filled = round(width * self.done / self.total)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"{message[:60]:<60}"
+        )
+        sys.stderr.flush()
+
+
+def progress_display(disabled: bool):
+    """The progress display of a command: a text bar, or none with ``--no-progress``."""
+    from sdpbatch.execution.progress import NoProgress
+
+    return NoProgress() if disabled else TextBar()

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from sdpbatch.cli.common import UsageError
+from sdpbatch.cli.common import UsageError, progress_display
 
 
 def add_science_commands(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +73,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     params = load_parameters(args.params)
     prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
-    progress = not args.no_progress
+    progress = progress_display(args.no_progress)
     if params.n_workers == 1 and not args.scheduler:
         products = simulate(params, args.out, progress=progress)  # in-process: no cluster start
     else:
@@ -163,7 +163,7 @@ def _cmd_ical(args: argparse.Namespace) -> int:
             params,
             client=client,
             truth_dir=truth_dir,
-            progress=not args.no_progress,
+            progress=progress_display(args.no_progress),
         )
     _print_ical_products(products)
     return 0
@@ -180,7 +180,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     img_dir = args.data_dir / params.buffer_img
     with _science_client(params, args.scheduler) as client:
         products = batch_imaging_pipeline(
-            params, vis_dir, img_dir, client=client, progress=not args.no_progress
+            params, vis_dir, img_dir, client=client, progress=progress_display(args.no_progress)
         )
     for path in products.simulation.ms_paths:
         print(path)

@@ -34,7 +34,6 @@ import functools
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -49,6 +48,7 @@ import ducc0
 import numpy as np
 
 from sdpbatch.execution.cluster import worker_threads
+from sdpbatch.execution.progress import NoProgress, Progress
 from sdpbatch.io.ms_read import (
     MeasurementSetError,
     read_measurement_set,
@@ -1121,27 +1121,6 @@ class OnDask:
 # --- the driver ----------------------------------------------------------------------------------
 
 
-class _Progress:
-    """Per-cycle log lines, and a text bar on stderr when asked."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.done = total, enabled, 0
-
-    def step(self, message: str) -> None:
-        self.done += 1
-        LOG.info("ICAL %s", message)
-        if self.enabled:
-            width = 30
-            filled = round(width * self.done / self.total)
-            sys.stderr.write(
-                f"\rICAL [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                f"{message[:60]:<60}"
-            )
-            if self.done == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 @dataclass
 class _Stage:
     """Accumulates wall time per stage, and when each stage ran (``time.perf_counter``)."""
@@ -1207,7 +1186,7 @@ def run_ical(
     params: Parameters,
     *,
     client=None,
-    progress: bool = False,
+    progress: Progress | None = None,
     sky_model: SkyModel | None = None,
 ) -> IcalResult:
     """Self-calibrate and image MeasurementSets (one per frequency window); write nothing.
@@ -1222,7 +1201,7 @@ def run_ical(
         ``GROUP_VISIBILITIES`` visibilities, at most one per worker and per window; fewer
         groups than workers use the threads of the host); None runs everything in this process
         with ``params.threads_per_worker`` ducc0 threads.
-    progress : show a progress bar on stderr (log lines per cycle are always written).
+    progress : receives a step per major cycle (log lines per cycle are always written).
     sky_model : components (apparent fluxes) to calibrate against before the first image: the
         terms due in the first self-calibration cycle are solved against them, so the image
         sits where the catalogue says; None: self-calibration alone, whose images carry the
@@ -1250,7 +1229,9 @@ def run_ical(
 class _IcalRun:
     """The state of one ICAL run in the client: handles (values or futures) and small arrays."""
 
-    def __init__(self, ms_paths: Sequence[Path], params: Parameters, client, progress: bool):
+    def __init__(
+        self, ms_paths: Sequence[Path], params: Parameters, client, progress: Progress | None
+    ):
         self.start = time.perf_counter()
         self.run_id = uuid.uuid4().hex[:12]
         self.params = params
@@ -1278,7 +1259,8 @@ class _IcalRun:
             )
         self.frequencies = np.concatenate([i.frequency for i in self.infos])
         self.reference_frequency = float(self.frequencies.mean())
-        self.bar = _Progress(params.nmajor + 2, progress)
+        self.bar = progress or NoProgress()
+        self.bar.begin("ICAL", params.nmajor + 2)
         self.gains: dict[str, np.ndarray] = {}
         self.anchors: dict[str, np.ndarray] = {}  # solutions against the sky model
         self.cycles: list[dict] = []
@@ -1371,7 +1353,9 @@ class _IcalRun:
 
     def _log_cycle(self, entry: dict, started: float) -> None:
         self.cycles.append({**entry, "seconds": time.perf_counter() - started})
-        self.bar.step(_cycle_message(self.cycles[-1]))
+        message = _cycle_message(self.cycles[-1])
+        LOG.info("ICAL %s", message)
+        self.bar.step(message)
 
     def first_cycle(self, sky_model: SkyModel | None) -> None:
         """Cycle 0: PSF, calibration against ``sky_model`` if given, dirty image, clean."""
@@ -1517,6 +1501,7 @@ class _IcalRun:
             started,
         )
         self.stage.timings["total"] = time.perf_counter() - self.start
+        self.bar.end()
         return self._result(model, final)
 
     def _result(self, model: np.ndarray, final: dict[str, Any]) -> IcalResult:

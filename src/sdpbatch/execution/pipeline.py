@@ -35,6 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from sdpbatch.execution.progress import Progress
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
 from sdpbatch.io.gaintable import write_gain_table
@@ -177,7 +178,7 @@ def ical_pipeline(
     *,
     client=None,
     truth_dir: str | Path | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> IcalProducts:
     """Self-calibrate and image ``ms_paths``; write the products into ``out_dir`` atomically.
 
@@ -507,7 +508,7 @@ def batch_imaging_pipeline(
     img_dir: str | Path,
     *,
     client=None,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> BatchImagingProducts:
     """The seed's batch imaging workflow: simulate into ``vis_dir``, then ICAL into ``img_dir``."""
     from sdpbatch.execution.simulate import simulate

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdpbatch.execution.progress import NoProgress, Progress
 from sdpbatch.io.atomic import remove_partials
 from sdpbatch.io.layout_file import load_layout
 from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
@@ -279,7 +280,7 @@ def simulate(
     out_dir: Path,
     *,
     client=None,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> SimulationProducts:
     """Run the simulation: MeasurementSets ``ska_pipeline_simulation_vislist_<i>.ms`` and the
     truth (:mod:`sdpbatch.io.truth`) in ``out_dir``.
@@ -301,12 +302,14 @@ def simulate(
         len(setup.antenna_names),
         len(setup.sky),
     )
+    bar = progress or NoProgress()
+    bar.begin("simulate", len(windows))
     if client is None:
         ms_paths = []
         for w in windows:
             ms_paths.append(simulate_window(setup, w, out_dir))
-            if progress:
-                LOG.info("Wrote %s", ms_paths[-1])
+            LOG.info("Wrote %s", ms_paths[-1])
+            bar.step(f"wrote {ms_paths[-1].name}")
     else:
         from distributed import as_completed
 
@@ -316,9 +319,10 @@ def simulate(
             for w in windows
         ]
         for future in as_completed(futures):
-            if progress:
-                LOG.info("Wrote %s", future.result())
+            LOG.info("Wrote %s", future.result())
+            bar.step(f"wrote {Path(future.result()).name}")
         ms_paths = [Path(f.result()) for f in futures]
+    bar.end()
     truth_paths = write_truth(
         out_dir,
         apparent_sky=setup.sky,
