@@ -30,7 +30,8 @@ def _write(path, image, **kw):
         bandwidths=[2e7],
         bunit="Jy/beam",
         beam=(np.deg2rad(0.2), np.deg2rad(0.1), np.deg2rad(30.0)),
-        date_obs="2020-01-01T00:00:00",
+        obs_start=58849.0 * 86400.0 + 0.25,
+        telescope="SKA1-Low",
         history=["made by a test"],
     )
     args.update(kw)
@@ -79,7 +80,8 @@ def test_header_keywords(tmp_path):
     assert h["BPA"] == pytest.approx(30.0)
     assert h["RADESYS"] == "FK5" and h["EQUINOX"] == 2000.0
     assert h["BUNIT"] == "Jy/beam" and h["TELESCOP"] == "SKA1-Low"
-    assert h["DATE-OBS"] == "2020-01-01T00:00:00" and h["ORIGIN"] == "sdpbatch"
+    assert h["DATE-OBS"] == "2020-01-01T00:00:00.250" and h["ORIGIN"] == "sdpbatch"
+    assert h["MJD-OBS"] == pytest.approx(58849.0 + 0.25 / 86400, abs=1e-9) and h["TIMESYS"] == "UTC"
     assert "made by a test" in str(h["HISTORY"])
 
 

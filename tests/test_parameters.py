@@ -97,6 +97,45 @@ def test_integers_are_accepted_as_floats_and_optional_null():
     assert isinstance(params.ra, float) and params.npixel is None and params.cellsize is None
 
 
+def test_an_invalid_parameters_cannot_be_constructed():
+    with pytest.raises(ParameterError) as err:
+        Parameters(ntimes=0, dec=91.0, weighting="robust", scales=[-1])
+    assert err.value.fields == ["ntimes", "dec", "weighting", "scales"]
+    with pytest.raises(ParameterError, match="expected an integer"):
+        Parameters(n_workers="4")
+    with pytest.raises(ParameterError, match="below freq_max"):
+        Parameters(freq_min=2e8)
+    assert Parameters(ra=10).ra == 10.0 and isinstance(Parameters(ra=10).ra, float)
+
+
+def test_the_schema_is_the_one_source_of_defaults():
+    """The dataclass takes its defaults from the schema: change one there, it changes here."""
+    text = (Path(__file__).resolve().parents[1] / "src/sdpbatch/parameters.py").read_text()
+    body = text[text.index("class Parameters:") : text.index("def __post_init__")]
+    annotated = [line.strip() for line in body.splitlines() if ": " in line and " = " in line]
+    assert len(annotated) == len(SCHEMA)
+    assert all(line.endswith(f'_default("{line.split(":")[0]}")') for line in annotated)
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path):
+    path = tmp_path / "p.json"
+    path.write_text(
+        json.dumps({"ntimes": "5", "dec": -95, "colour": "red", "freq_min": 2e8, "npixel": 1023})
+    )
+    with pytest.raises(ParameterError) as err:
+        load_parameters(path)
+    assert sorted(err.value.fields) == ["colour", "dec", "freq_min", "npixel", "ntimes"]
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{path}: 5 problems: ")
+    for words in ("'ntimes'", "'dec'", "'colour'", "'npixel'", "below freq_max", "even"):
+        assert words in text
+
+
+def test_unknown_names_get_a_suggestion():
+    with pytest.raises(ParameterError, match="did you mean 'ntimes'"):
+        parse_parameters({"ntime": 5})
+
+
 def test_replace_validates():
     params = Parameters()
     assert params.replace(ntimes=3).ntimes == 3

@@ -7,3 +7,7 @@ buffers, Tango device) -> ``workflows`` -> ``cli``.  ``parameters`` is shared by
 """
 
 __version__ = "0.1.0"
+
+from sdpbatch.offline import configure_casacore_measures  # noqa: E402
+
+configure_casacore_measures()  # current leap seconds for casacore, before it reads any table

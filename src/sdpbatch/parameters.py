@@ -1,38 +1,85 @@
 """The one validated parameter model of the batch imaging workflow.
 
 Every entry point (CLI, processing block parameters, tests) builds a :class:`Parameters`
-through :func:`parse_parameters` or :func:`load_parameters`.  The schema below is the
-single source for types, defaults, allowed ranges and help text; the seed's example
-parameters are the defaults.  Bad input raises :class:`ParameterError` naming the field
-and the allowed values.
+through :func:`parse_parameters` or :func:`load_parameters`, or directly (``Parameters(...)``
+validates too).  :data:`SCHEMA` is the single source of types, defaults, allowed values,
+help text and the command-line flag of each parameter; the seed's example parameters are the
+defaults.  Bad input raises one :class:`ParameterError` listing every problem, each named as
+the user wrote it (the JSON key, or the flag).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,95}$")
 """A name that may become one directory under a data root: the rule of deployment ids."""
+FILE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+"""A prefix of product file names (no path separator, not hidden)."""
+COLUMN = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+"""A MeasurementSet column name."""
 
 GLEAM_LIKE = "gleam-like"
 DEFAULT_LAYOUT = "ska1-low-central"
 CATALOGUE = "catalogue"
 NO_MODEL = "none"
 
+SECTION_COMMANDS: dict[str, tuple[str, ...]] = {
+    "execution": ("simulate", "ical", "run"),
+    "observation": ("simulate", "run"),
+    "buffers": ("run",),
+    "simulation": ("simulate", "run"),
+    "imaging": ("ical", "run"),
+    "deconvolution": ("ical", "run"),
+    "calibration": ("ical", "run"),
+    "selection": ("ical",),
+    "write-back": ("ical", "run"),
+}
+"""Which ``sdpbatch`` commands offer the flags of each section of the schema."""
+
 
 class ParameterError(ValueError):
-    """A parameter is missing, of the wrong type or outside its allowed values."""
+    """Parameters are missing, of the wrong type or outside their allowed values.
 
-    def __init__(self, name: str, message: str):
-        self.field = name
-        super().__init__(f"parameter '{name}': {message}")
+    ``problems`` lists every problem as ``(field, label, message)``: ``label`` is the name
+    the user wrote (``parameter 'npixel'`` in a file, ``-size`` on the command line).
+    ``field`` is the first problem's field.
+    """
+
+    def __init__(self, name: str, message: str, *, label: str | None = None):
+        self.problems: list[tuple[str, str, str]] = [
+            (name, label or f"parameter '{name}'", message)
+        ]
+        self.where = ""
+        super().__init__()
+
+    @classmethod
+    def of(cls, problems: list[tuple[str, str, str]], where: str = "") -> ParameterError:
+        err = cls(*problems[0][::2], label=problems[0][1])
+        err.problems, err.where = list(problems), where
+        return err
+
+    @property
+    def field(self) -> str:
+        return self.problems[0][0]
+
+    @property
+    def fields(self) -> list[str]:
+        return [p[0] for p in self.problems]
+
+    def __str__(self) -> str:
+        text = "; ".join(f"{label}: {message}" for _, label, message in self.problems)
+        if len(self.problems) > 1:
+            text = f"{len(self.problems)} problems: {text}"
+        return f"{self.where}: {text}" if self.where else text
 
 
 def is_safe_name(name: str) -> bool:
@@ -40,9 +87,18 @@ def is_safe_name(name: str) -> bool:
     return bool(SAFE_NAME.match(name))
 
 
+def is_file_prefix(name: str) -> bool:
+    """True if ``name`` can prefix product file names in an output folder."""
+    return bool(FILE_PREFIX.match(name)) and ".." not in name
+
+
 @dataclass(frozen=True)
 class Field:
-    """One parameter: its type, default, check and help."""
+    """One parameter: its type, default, check, help, section and command-line flag.
+
+    ``flag`` is how the command line spells it, with a metavar (``"-size N"``); empty means
+    ``--name-with-dashes`` and a metavar from the kind.
+    """
 
     name: str
     kind: str  # "int", "float", "bool", "str", "int-list", "optional-int", "optional-float"
@@ -50,6 +106,21 @@ class Field:
     help: str
     check: Callable[[Any], bool] | None = None
     allowed: str = ""  # human description of the allowed values
+    section: str = "execution"
+    flag: str = ""
+
+    @property
+    def spelling(self) -> str:
+        """The command-line option, e.g. ``-size`` or ``--n-workers``."""
+        return self.flag.split()[0] if self.flag else "--" + self.name.replace("_", "-")
+
+    @property
+    def usage(self) -> str:
+        """The option with its argument, e.g. ``-size N`` (a bool flag alone)."""
+        if self.flag or self.kind == "bool":
+            return self.flag or self.spelling
+        metavar = {"int-list": "N,N,..."}.get(self.kind, self.name.split("_")[-1].upper())
+        return f"{self.spelling} {metavar}"
 
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False):
@@ -63,355 +134,316 @@ def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
     return check
 
 
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+SAFE_ALLOWED = "a safe directory name: letters, digits and '-', 1 to 96, not starting with '-'"
+
+
 SCHEMA: tuple[Field, ...] = (
     # --- the seed's workflow parameters -------------------------------------------------------
     Field("n_workers", "int", 4, "number of Dask workers to deploy", _range(1, 256), "1 to 256"),
-    Field(
-        "freq_min", "float", 0.9e8, "minimum frequency (Hz)", _range(1e6, 1e12), "1e6 to 1e12 Hz"
-    ),
-    Field(
-        "freq_max", "float", 1.1e8, "maximum frequency (Hz)", _range(1e6, 1e12), "1e6 to 1e12 Hz"
-    ),
-    Field("nfreqwin", "int", 8, "number of frequency windows", _range(1, 4096), "1 to 4096"),
-    Field(
-        "ntimes",
-        "int",
-        5,
-        "number of time samples over hour angles -30..+30 deg",
-        _range(1, 100000),
-        "1 to 100000",
-    ),
-    Field(
-        "rmax",
-        "float",
-        750.0,
-        "maximum distance of stations from the array centre (m)",
-        _range(0.0, 1e6, lo_open=True),
-        "> 0 and <= 1e6 m",
-    ),
-    Field(
-        "ra",
-        "float",
-        0.0,
-        "right ascension of the phase centre (deg, J2000)",
-        _range(0.0, 360.0),
-        "0 to 360 deg",
-    ),
-    Field(
-        "dec",
-        "float",
-        -30.0,
-        "declination of the phase centre (deg, J2000)",
-        _range(-90.0, 90.0),
-        "-90 to 90 deg",
-    ),
-    Field(
-        "buffer_vis",
-        "str",
-        "buff-pb-mvp01-20200523-00001-vis",
-        "name of the buffer reservation for visibilities",
-        is_safe_name,
-        "a safe directory name: letters, digits and '-', 1 to 96, not starting with '-'",
-    ),
-    Field(
-        "buffer_img",
-        "str",
-        "buff-pb-mvp01-20200523-00001-img",
-        "name of the buffer reservation for images",
-        is_safe_name,
-        "a safe directory name: letters, digits and '-', 1 to 96, not starting with '-'",
-    ),
+    Field("freq_min", "float", 0.9e8, "minimum frequency (Hz)", _range(1e6, 1e12),
+          "1e6 to 1e12 Hz", "observation"),
+    Field("freq_max", "float", 1.1e8, "maximum frequency (Hz)", _range(1e6, 1e12),
+          "1e6 to 1e12 Hz", "observation"),
+    Field("nfreqwin", "int", 8, "number of frequency windows", _range(1, 4096), "1 to 4096",
+          "observation"),
+    Field("ntimes", "int", 5, "number of time samples over hour angles -30..+30 deg",
+          _range(1, 100000), "1 to 100000", "observation"),
+    Field("rmax", "float", 750.0, "maximum distance of stations from the array centre (m)",
+          _range(0.0, 1e6, lo_open=True), "> 0 and <= 1e6 m", "observation"),
+    Field("ra", "float", 0.0, "right ascension of the phase centre (deg, J2000)",
+          _range(0.0, 360.0), "0 to 360 deg", "observation"),
+    Field("dec", "float", -30.0, "declination of the phase centre (deg, J2000)",
+          _range(-90.0, 90.0), "-90 to 90 deg", "observation"),
+    Field("buffer_vis", "str", "buff-pb-mvp01-20200523-00001-vis",
+          "name of the buffer reservation for visibilities", is_safe_name, SAFE_ALLOWED,
+          "buffers"),
+    Field("buffer_img", "str", "buff-pb-mvp01-20200523-00001-img",
+          "name of the buffer reservation for images", is_safe_name, SAFE_ALLOWED, "buffers"),
     # --- simulation knobs ----------------------------------------------------------------------
-    Field(
-        "seed",
-        "int",
-        20200523,
-        "random seed of sky model, gains and noise",
-        _range(0, 2**32 - 1),
-        "0 to 2**32-1",
-    ),
-    Field(
-        "phase_error",
-        "float",
-        1.0,
-        "rms of the station phase errors (rad)",
-        _range(0.0, 10.0),
-        "0 to 10 rad",
-    ),
-    Field(
-        "amplitude_error",
-        "float",
-        0.0,
-        "rms of the fractional station amplitude errors",
-        _range(0.0, 0.5),
-        "0 to 0.5",
-    ),
-    Field("add_noise", "bool", False, "add radiometer noise"),
-    Field(
-        "tsys",
-        "float",
-        20.0,
-        "system temperature for radiometer noise (K)",
-        _range(0.0, 1e5, lo_open=True),
-        "> 0 K",
-    ),
-    Field(
-        "sky_model",
-        "str",
-        GLEAM_LIKE,
-        f"'{GLEAM_LIKE}' for a synthetic GLEAM-like field, or a WSClean/DP3 sky model file",
-        lambda v: bool(v),
-        f"'{GLEAM_LIKE}' or a file path",
-    ),
-    Field(
-        "flux_limit",
-        "float",
-        3.0,
-        "flux limit of the synthetic sky model at 100 MHz (Jy)",
-        _range(0.0, 1e4, lo_open=True),
-        "> 0 Jy",
-    ),
-    Field(
-        "catalogue_flux_error",
-        "float",
-        0.05,
-        "fractional rms error of the fluxes in the catalogue the simulation writes for "
-        "calibration (catalogue_skymodel.txt; the sky itself is exact)",
-        _range(0.0, 1.0),
-        "0 to 1",
-    ),
-    Field(
-        "catalogue_position_error",
-        "float",
-        2.0,
-        "rms error of each coordinate of the catalogue's positions (arcsec)",
-        _range(0.0, 3600.0),
-        "0 to 3600 arcsec",
-    ),
-    Field(
-        "layout",
-        "str",
-        DEFAULT_LAYOUT,
-        f"'{DEFAULT_LAYOUT}' or a station layout file (east north up metres, text or CSV)",
-        lambda v: bool(v),
-        f"'{DEFAULT_LAYOUT}' or a file path",
-    ),
-    Field(
-        "obs_date",
-        "str",
-        "2020-01-01",
-        "date of the transit of the phase centre (UTC)",
-        lambda v: bool(re.match(r"^\d{4}-\d{2}-\d{2}$", v)),
-        "YYYY-MM-DD",
-    ),
+    Field("seed", "int", 20200523, "random seed of sky model, gains and noise",
+          _range(0, 2**32 - 1), "0 to 2**32-1", "simulation"),
+    Field("phase_error", "float", 1.0, "rms of the station phase errors (rad)",
+          _range(0.0, 10.0), "0 to 10 rad", "simulation"),
+    Field("amplitude_error", "float", 0.0, "rms of the fractional station amplitude errors",
+          _range(0.0, 0.5), "0 to 0.5", "simulation"),
+    Field("add_noise", "bool", False, "add radiometer noise", section="simulation"),
+    Field("tsys", "float", 20.0, "system temperature for radiometer noise (K)",
+          _range(0.0, 1e5, lo_open=True), "> 0 K", "simulation"),
+    Field("sky_model", "str", GLEAM_LIKE,
+          f"'{GLEAM_LIKE}' for a synthetic GLEAM-like field, or a WSClean/DP3 sky model file",
+          lambda v: bool(v), f"'{GLEAM_LIKE}' or a file path", "simulation", "--sky FILE"),
+    Field("flux_limit", "float", 3.0, "flux limit of the synthetic sky model at 100 MHz (Jy)",
+          _range(0.0, 1e4, lo_open=True), "> 0 Jy", "simulation"),
+    Field("catalogue_flux_error", "float", 0.05,
+          "fractional rms error of the fluxes in the catalogue the simulation writes for "
+          "calibration (catalogue_skymodel.txt; the sky itself is exact)",
+          _range(0.0, 1.0), "0 to 1", "simulation"),
+    Field("catalogue_position_error", "float", 2.0,
+          "rms error of each coordinate of the catalogue's positions (arcsec)",
+          _range(0.0, 3600.0), "0 to 3600 arcsec", "simulation"),
+    Field("layout", "str", DEFAULT_LAYOUT,
+          f"'{DEFAULT_LAYOUT}' or a station layout file (east north up metres, text or CSV)",
+          lambda v: bool(v), f"'{DEFAULT_LAYOUT}' or a file path", "observation",
+          "--layout FILE"),
+    Field("obs_date", "str", "2020-01-01", "date of the transit of the phase centre (UTC)",
+          lambda v: bool(re.match(r"^\d{4}-\d{2}-\d{2}$", v)), "YYYY-MM-DD", "observation",
+          "--obs-date YYYY-MM-DD"),
     # --- imaging ---------------------------------------------------------------------------------
-    Field(
-        "npixel",
-        "optional-int",
-        1024,
-        "image size in pixels (null: advise from the data)",
-        lambda v: v is None or (64 <= v <= 32768 and v % 2 == 0),
-        "even, 64 to 32768, or null",
-    ),
-    Field(
-        "cellsize",
-        "optional-float",
-        0.0005,
-        "pixel size (rad) (null: advise from the data)",
-        lambda v: v is None or 1e-9 < v < 0.1,
-        "1e-9 to 0.1 rad, or null",
-    ),
-    Field(
-        "weighting",
-        "str",
-        "natural",
-        "visibility weighting",
-        lambda v: v in ("natural", "uniform", "briggs"),
-        "natural, uniform, briggs",
-    ),
-    Field("robust", "float", 0.0, "Briggs robustness", _range(-2.0, 2.0), "-2 to 2"),
-    Field("epsilon", "float", 1e-5, "gridder accuracy", _range(1e-12, 1e-2), "1e-12 to 1e-2"),
+    Field("npixel", "optional-int", 1024, "image size in pixels (null: advise from the data)",
+          _optional(lambda v: 64 <= v <= 32768 and v % 2 == 0), "even, 64 to 32768, or null",
+          "imaging", "-size N"),
+    Field("cellsize", "optional-float", 0.0005,
+          "pixel size (rad) (null: advise from the data); the flag takes units: 20asec, "
+          "0.5amin, 0.01deg (a bare number is degrees, as in WSClean)",
+          _optional(lambda v: 1e-9 < v < 0.1), "1e-9 to 0.1 rad, or null", "imaging",
+          "-scale ANGLE"),
+    Field("weighting", "str", "natural", "visibility weighting",
+          lambda v: v in ("natural", "uniform", "briggs"), "natural, uniform, briggs", "imaging",
+          "-weight natural|uniform|briggs R"),
+    Field("robust", "float", 0.0, "Briggs robustness (the R of -weight briggs R)",
+          _range(-2.0, 2.0), "-2 to 2", "imaging"),
+    Field("epsilon", "float", 1e-5, "gridder accuracy", _range(1e-12, 1e-2), "1e-12 to 1e-2",
+          "imaging", "-wgridder-accuracy E"),
+    Field("prefix", "str", "ska_pipeline_ical",
+          "file name prefix of the ICAL products (<prefix>_restored.fits, ...)",
+          is_file_prefix, "letters, digits, '_', '.', '-'; 1 to 96, no path", "imaging",
+          "-name PREFIX"),
     # --- deconvolution ---------------------------------------------------------------------------
-    Field(
-        "nmajor", "int", 5, "number of major (self-calibration) cycles", _range(0, 100), "0 to 100"
-    ),
-    Field("niter", "int", 1000, "clean iterations per minor cycle", _range(0, 10**7), "0 to 1e7"),
-    Field(
-        "clean_gain",
-        "float",
-        0.25,
-        "clean loop gain",
-        _range(0.0, 1.0, lo_open=True),
-        "> 0 and <= 1",
-    ),
-    Field("threshold", "float", 0.1, "absolute clean threshold (Jy)", _range(0.0, 1e6), ">= 0 Jy"),
-    Field(
-        "fractional_threshold",
-        "float",
-        0.1,
-        "clean threshold relative to the cycle's peak",
-        _range(0.0, 1.0),
-        "0 to 1",
-    ),
-    Field(
-        "scales",
-        "int-list",
-        [0, 3, 10],
-        "multi-scale clean scales (pixels)",
-        lambda v: 1 <= len(v) <= 10 and all(0 <= s <= 1000 for s in v),
-        "1 to 10 integers from 0 to 1000",
-    ),
-    Field(
-        "nmoment",
-        "int",
-        2,
-        "number of Taylor terms of the multi-frequency clean",
-        _range(1, 4),
-        "1 to 4",
-    ),
-    Field(
-        "psf_support",
-        "int",
-        128,
-        "half-width of the PSF patch used by minor cycles (px)",
-        _range(8, 4096),
-        "8 to 4096",
-    ),
+    Field("nmajor", "int", 5, "number of major (self-calibration) cycles", _range(0, 100),
+          "0 to 100", "deconvolution", "-nmiter N"),
+    Field("niter", "int", 1000,
+          "clean iterations per minor cycle (WSClean's -niter counts the whole run)",
+          _range(0, 10**7), "0 to 1e7", "deconvolution", "-niter N"),
+    Field("clean_gain", "float", 0.25, "clean loop gain", _range(0.0, 1.0, lo_open=True),
+          "> 0 and <= 1", "deconvolution", "-gain G"),
+    Field("threshold", "float", 0.1,
+          "absolute clean threshold (Jy); the flag takes units: 10mJy, 0.1Jy",
+          _range(0.0, 1e6), ">= 0 Jy", "deconvolution", "-threshold FLUX"),
+    Field("fractional_threshold", "float", 0.1,
+          "clean threshold relative to the cycle's peak; -mgain M sets it to 1 - M "
+          "(WSClean's major-cycle gain)",
+          _range(0.0, 1.0), "0 to 1", "deconvolution", "-mgain M"),
+    Field("auto_threshold", "optional-float", None,
+          "clean threshold in units of the residual's robust rms (WSClean's -auto-threshold); "
+          "the highest of the three thresholds stops a minor cycle (null: not used)",
+          _optional(_range(0.0, 1e3, lo_open=True)), "> 0 sigma, or null", "deconvolution",
+          "-auto-threshold SIGMA"),
+    Field("scales", "int-list", [0, 3, 10], "multi-scale clean scales (pixels)",
+          lambda v: 1 <= len(v) <= 10 and all(0 <= s <= 1000 for s in v),
+          "1 to 10 integers from 0 to 1000", "deconvolution", "-multiscale-scales N,N,..."),
+    Field("nmoment", "int", 2, "number of Taylor terms of the multi-frequency clean",
+          _range(1, 4), "1 to 4", "deconvolution", "-fit-spectral-pol N"),
+    Field("psf_support", "int", 128, "half-width of the PSF patch used by minor cycles (px)",
+          _range(8, 4096), "8 to 4096", "deconvolution"),
     # --- calibration -----------------------------------------------------------------------------
-    Field("selfcal", "bool", True, "self-calibrate during the major cycles"),
-    Field(
-        "calibration_model",
-        "str",
-        CATALOGUE,
-        "sky model to calibrate against before the first image, which fixes the absolute "
-        "positions that self-calibration alone leaves free: 'catalogue' = the component "
-        "list of the field when one is known (the simulation's, beside its MeasurementSets), "
-        "'none' = self-calibration alone (the seed's way), or a component list file "
-        "(WSClean format, apparent fluxes)",
-        lambda v: bool(v.strip()),
-        "'catalogue', 'none' or a file path",
-    ),
-    Field(
-        "calibration_context",
-        "str",
-        "T",
-        "gain terms to solve: T (phase per integration), G (amp+phase), B (bandpass)",
-        lambda v: bool(re.match(r"^T?G?B?$", v)) and bool(v),
-        "a non-empty subsequence of 'TGB'",
-    ),
-    Field(
-        "first_selfcal_T", "int", 0, "first major cycle that solves T", _range(0, 100), "0 to 100"
-    ),
-    Field(
-        "first_selfcal_G", "int", 3, "first major cycle that solves G", _range(0, 100), "0 to 100"
-    ),
-    Field(
-        "first_selfcal_B", "int", 4, "first major cycle that solves B", _range(0, 100), "0 to 100"
-    ),
-    Field(
-        "timeslice_G",
-        "optional-float",
-        None,
-        "solution interval of G (s) (null: the whole observation)",
-        lambda v: v is None or v > 0,
-        "> 0 s, or null",
-    ),
+    Field("selfcal", "bool", True, "self-calibrate during the major cycles",
+          section="calibration"),
+    Field("calibration_model", "str", CATALOGUE,
+          "sky model to calibrate against before the first image, which fixes the absolute "
+          "positions that self-calibration alone leaves free: 'catalogue' = the component "
+          "list of the field when one is known (the simulation's, beside its MeasurementSets), "
+          "'none' = self-calibration alone (the seed's way), or a component list file "
+          "(WSClean format, apparent fluxes)",
+          lambda v: bool(v.strip()), "'catalogue', 'none' or a file path", "calibration",
+          "--sky-model FILE"),
+    Field("calibration_context", "str", "T",
+          "gain terms to solve: T (phase per integration), G (amp+phase), B (bandpass)",
+          lambda v: bool(re.match(r"^T?G?B?$", v)) and bool(v),
+          "a non-empty subsequence of 'TGB'", "calibration", "--context TGB"),
+    Field("first_selfcal_T", "int", 0, "first major cycle that solves T", _range(0, 100),
+          "0 to 100", "calibration", "--first-selfcal-T N"),
+    Field("first_selfcal_G", "int", 3, "first major cycle that solves G", _range(0, 100),
+          "0 to 100", "calibration", "--first-selfcal-G N"),
+    Field("first_selfcal_B", "int", 4, "first major cycle that solves B", _range(0, 100),
+          "0 to 100", "calibration", "--first-selfcal-B N"),
+    Field("timeslice_G", "optional-float", None,
+          "solution interval of G (s) (null: the whole observation)",
+          _optional(lambda v: v > 0 and math.isfinite(v)), "> 0 s, or null", "calibration",
+          "--timeslice-G SECONDS"),
+    # --- data selection and write-back -----------------------------------------------------------
+    Field("data_column", "str", "DATA", "MeasurementSet column that ICAL reads",
+          lambda v: bool(COLUMN.match(v)), "a column name, e.g. DATA or CORRECTED_DATA",
+          "selection", "--data-column NAME"),
+    Field("field", "optional-int", None,
+          "FIELD_ID of the rows ICAL reads (null: the only field of each MeasurementSet)",
+          _optional(_range(0, 10**6)), ">= 0, or null", "selection", "--field ID"),
+    Field("spw", "optional-int", None,
+          "spectral window (DATA_DESC_ID) ICAL reads (null: the only one of each "
+          "MeasurementSet)",
+          _optional(_range(0, 10**6)), ">= 0, or null", "selection", "--spw ID"),
+    Field("write_model", "bool", False,
+          "write the final model visibilities into each MeasurementSet's MODEL_DATA",
+          section="write-back"),
+    Field("write_corrected", "bool", False,
+          "write the data with the solved gains applied into each MeasurementSet's "
+          "CORRECTED_DATA",
+          section="write-back"),
     # --- execution -------------------------------------------------------------------------------
-    Field(
-        "threads_per_worker",
-        "int",
-        1,
-        "threads per Dask worker (and ducc0 threads)",
-        _range(1, 256),
-        "1 to 256",
-    ),
-)
+    Field("threads_per_worker", "int", 1, "threads per Dask worker (and ducc0 threads)",
+          _range(1, 256), "1 to 256", flag="-j N"),
+)  # fmt: skip
 
 FIELDS: dict[str, Field] = {f.name: f for f in SCHEMA}
 
+_EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "int-list": "a list of integers",
+}
+
 
 def _coerce(f: Field, value: Any) -> Any:
-    """Check the JSON type of ``value`` against the field's kind."""
-    kind = f.kind
-    if kind.startswith("optional-"):
-        if value is None:
-            return None
-        kind = kind.removeprefix("optional-")
-    ok = False
-    if kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind == "float":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif kind == "bool":
-        ok = isinstance(value, bool)
-    elif kind == "str":
-        ok = isinstance(value, str)
-    elif kind == "int-list":
-        ok = isinstance(value, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        )
-        value = list(value) if ok else value
-    if not ok:
-        expected = {
-            "int": "an integer",
-            "float": "a number",
-            "bool": "true or false",
-            "str": "a string",
-            "int-list": "a list of integers",
-        }[kind]
-        if f.kind.startswith("optional-"):
-            expected += " or null"
-        raise ParameterError(f.name, f"expected {expected}, got {json.dumps(value)}")
-    return value
+    """``value`` as the field's kind (an int is a valid float); ValueError naming the type."""
+    kind = f.kind.removeprefix("optional-")
+    if value is None and kind != f.kind:
+        return None
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int" and is_int:
+        return value
+    if kind == "float" and (is_int or isinstance(value, float)):
+        return float(value)
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "int-list" and isinstance(value, list | tuple):
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return list(value)
+    expected = _EXPECTED[kind] + (" or null" if kind != f.kind else "")
+    raise ValueError(f"expected {expected}, got {json.dumps(value, default=repr)}")
+
+
+def _validate(values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """Every field of ``values`` coerced and checked, defaults for the others.
+
+    Raises one :class:`ParameterError` with every problem (unknown names included).
+    """
+    problems: list[tuple[str, str, str]] = []
+
+    def label(name: str) -> str:
+        return labels.get(name, f"parameter '{name}'")
+
+    for k, name in enumerate(sorted(set(values) - set(FIELDS))):
+        close = difflib.get_close_matches(str(name), FIELDS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        listed = "" if k else f"; allowed parameters: {', '.join(FIELDS)}"
+        problems.append((name, label(name), f"unknown parameter{hint}{listed}"))
+    out: dict[str, Any] = {}
+    for f in SCHEMA:
+        if f.name not in values:
+            out[f.name] = list(f.default) if isinstance(f.default, list) else f.default
+            continue
+        try:
+            value = _coerce(f, values[f.name])
+        except ValueError as err:
+            problems.append((f.name, label(f.name), str(err)))
+            continue
+        if f.check is not None and not f.check(value):
+            shown = json.dumps(value)
+            problems.append(
+                (f.name, label(f.name), f"{shown} is not allowed; allowed: {f.allowed}")
+            )
+            continue
+        out[f.name] = value
+    problems += _cross_checks(out, label)
+    if problems:
+        raise ParameterError.of(problems)
+    return out
+
+
+def _cross_checks(v: dict[str, Any], label: Callable[[str], str]) -> list[tuple[str, str, str]]:
+    """Problems between valid fields (a field that failed its own check is not in ``v``)."""
+    problems = []
+    if {"freq_min", "freq_max", "nfreqwin"} <= v.keys() and (
+        v["freq_min"] > v["freq_max"] or (v["nfreqwin"] > 1 and v["freq_min"] == v["freq_max"])
+    ):
+        problems.append((
+            "freq_min",
+            label("freq_min"),
+            f"{v['freq_min']} must be below freq_max ({v['freq_max']}) when nfreqwin > 1 "
+            "(equal only for a single window)",
+        ))  # fmt: skip
+    if {"buffer_vis", "buffer_img"} <= v.keys() and v["buffer_vis"] == v["buffer_img"]:
+        problems.append(("buffer_img", label("buffer_img"), "must differ from buffer_vis"))
+    return problems
+
+
+def _default(name: str) -> Any:
+    """The schema's default of ``name`` as a dataclass field (the dataclass repeats none)."""
+    default = FIELDS[name].default
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default))
+    return dataclasses.field(default=default)
 
 
 @dataclass(frozen=True)
 class Parameters:
-    """Validated workflow parameters (see :data:`SCHEMA` for meaning and units)."""
+    """Validated workflow parameters (see :data:`SCHEMA` for meaning, units and defaults).
 
-    n_workers: int = 4
-    freq_min: float = 0.9e8
-    freq_max: float = 1.1e8
-    nfreqwin: int = 8
-    ntimes: int = 5
-    rmax: float = 750.0
-    ra: float = 0.0
-    dec: float = -30.0
-    buffer_vis: str = "buff-pb-mvp01-20200523-00001-vis"
-    buffer_img: str = "buff-pb-mvp01-20200523-00001-img"
-    seed: int = 20200523
-    phase_error: float = 1.0
-    amplitude_error: float = 0.0
-    add_noise: bool = False
-    tsys: float = 20.0
-    sky_model: str = GLEAM_LIKE
-    flux_limit: float = 3.0
-    catalogue_flux_error: float = 0.05
-    catalogue_position_error: float = 2.0
-    layout: str = DEFAULT_LAYOUT
-    obs_date: str = "2020-01-01"
-    npixel: int | None = 1024
-    cellsize: float | None = 0.0005
-    weighting: str = "natural"
-    robust: float = 0.0
-    epsilon: float = 1e-5
-    nmajor: int = 5
-    niter: int = 1000
-    clean_gain: float = 0.25
-    threshold: float = 0.1
-    fractional_threshold: float = 0.1
-    scales: list[int] = field(default_factory=lambda: [0, 3, 10])
-    nmoment: int = 2
-    psf_support: int = 128
-    selfcal: bool = True
-    calibration_model: str = CATALOGUE
-    calibration_context: str = "T"
-    first_selfcal_T: int = 0
-    first_selfcal_G: int = 3
-    first_selfcal_B: int = 4
-    timeslice_G: float | None = None
-    threads_per_worker: int = 1
+    Constructing one validates it: an invalid ``Parameters(...)`` raises
+    :class:`ParameterError` listing every problem.
+    """
+
+    n_workers: int = _default("n_workers")
+    freq_min: float = _default("freq_min")
+    freq_max: float = _default("freq_max")
+    nfreqwin: int = _default("nfreqwin")
+    ntimes: int = _default("ntimes")
+    rmax: float = _default("rmax")
+    ra: float = _default("ra")
+    dec: float = _default("dec")
+    buffer_vis: str = _default("buffer_vis")
+    buffer_img: str = _default("buffer_img")
+    seed: int = _default("seed")
+    phase_error: float = _default("phase_error")
+    amplitude_error: float = _default("amplitude_error")
+    add_noise: bool = _default("add_noise")
+    tsys: float = _default("tsys")
+    sky_model: str = _default("sky_model")
+    flux_limit: float = _default("flux_limit")
+    catalogue_flux_error: float = _default("catalogue_flux_error")
+    catalogue_position_error: float = _default("catalogue_position_error")
+    layout: str = _default("layout")
+    obs_date: str = _default("obs_date")
+    npixel: int | None = _default("npixel")
+    cellsize: float | None = _default("cellsize")
+    weighting: str = _default("weighting")
+    robust: float = _default("robust")
+    epsilon: float = _default("epsilon")
+    prefix: str = _default("prefix")
+    nmajor: int = _default("nmajor")
+    niter: int = _default("niter")
+    clean_gain: float = _default("clean_gain")
+    threshold: float = _default("threshold")
+    fractional_threshold: float = _default("fractional_threshold")
+    auto_threshold: float | None = _default("auto_threshold")
+    scales: list[int] = _default("scales")
+    nmoment: int = _default("nmoment")
+    psf_support: int = _default("psf_support")
+    selfcal: bool = _default("selfcal")
+    calibration_model: str = _default("calibration_model")
+    calibration_context: str = _default("calibration_context")
+    first_selfcal_T: int = _default("first_selfcal_T")
+    first_selfcal_G: int = _default("first_selfcal_G")
+    first_selfcal_B: int = _default("first_selfcal_B")
+    timeslice_G: float | None = _default("timeslice_G")
+    data_column: str = _default("data_column")
+    field: int | None = _default("field")
+    spw: int | None = _default("spw")
+    write_model: bool = _default("write_model")
+    write_corrected: bool = _default("write_corrected")
+    threads_per_worker: int = _default("threads_per_worker")
+
+    def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in _validate(values, {}).items():
+            object.__setattr__(self, name, value)  # coerced: an int given for a float
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dictionary of all parameters."""
@@ -422,76 +454,81 @@ class Parameters:
         return parse_parameters({**self.to_dict(), **changes})
 
 
-def parse_parameters(raw: Mapping[str, Any]) -> Parameters:
-    """Validate a parameter mapping (e.g. parsed JSON); missing keys take their defaults."""
+def parse_parameters(
+    raw: Mapping[str, Any], *, labels: Mapping[str, str] | None = None
+) -> Parameters:
+    """Validate a parameter mapping (e.g. parsed JSON); missing keys take their defaults.
+
+    ``labels`` name where a value came from in error messages (e.g. ``{"npixel": "-size"}``
+    for a command-line flag); by default ``parameter 'npixel'``.  Every problem is reported
+    in one :class:`ParameterError`.
+    """
     if not isinstance(raw, Mapping):
         raise ParameterError("<parameters>", "expected a JSON object of parameters")
-    unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
-        raise ParameterError(
-            unknown[0], f"unknown parameter; allowed parameters are: {', '.join(FIELDS)}"
-        )
-    values: dict[str, Any] = {}
-    for f in SCHEMA:
-        if f.name not in raw:
-            values[f.name] = list(f.default) if isinstance(f.default, list) else f.default
-            continue
-        value = _coerce(f, raw[f.name])
-        if f.check is not None and not f.check(value):
-            raise ParameterError(
-                f.name, f"{json.dumps(value)} is not allowed; allowed: {f.allowed}"
-            )
-        values[f.name] = value
-    if values["freq_min"] > values["freq_max"] or (
-        values["nfreqwin"] > 1 and values["freq_min"] == values["freq_max"]
-    ):
-        raise ParameterError(
-            "freq_min",
-            f"{values['freq_min']} must be below freq_max ({values['freq_max']}) "
-            "when nfreqwin > 1 (equal only for a single window)",
-        )
-    if values["buffer_vis"] == values["buffer_img"]:
-        raise ParameterError("buffer_img", "must differ from buffer_vis")
-    return Parameters(**values)
+    return Parameters(**_validate(raw, labels or {}))
 
 
-def load_parameters(path: str | Path) -> Parameters:
-    """Read and validate a parameter JSON file.
+PATH_FIELDS = {
+    "layout": (DEFAULT_LAYOUT,),
+    "sky_model": (GLEAM_LIKE,),
+    "calibration_model": (CATALOGUE, NO_MODEL),
+}
+"""Fields that name a file unless they hold one of their special values."""
 
-    Relative ``layout``, ``sky_model`` and ``calibration_model`` file paths are taken relative
-    to the file's folder.
-    """
+
+def resolve_paths(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """``raw`` with relative file paths of :data:`PATH_FIELDS` made absolute from ``base``."""
+    out = dict(raw)
+    for key, special in PATH_FIELDS.items():
+        value = out.get(key)
+        if isinstance(value, str) and value.strip() and value not in special:
+            out[key] = str((base / value).resolve())
+    return out
+
+
+def read_parameter_file(path: str | Path) -> dict[str, Any]:
+    """The raw parameters of a JSON file, relative paths resolved from its folder."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise ParameterError("<file>", f"cannot read {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ParameterError("<file>", f"{path} is not a text file: {err.reason}") from err
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
         raise ParameterError(
             "<file>", f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
         ) from err
-    if isinstance(raw, dict):
-        raw = dict(raw)
-        for key, special in (
-            ("layout", (DEFAULT_LAYOUT,)),
-            ("sky_model", (GLEAM_LIKE,)),
-            ("calibration_model", (CATALOGUE, NO_MODEL)),
-        ):
-            value = raw.get(key)
-            if isinstance(value, str) and value and value not in special:
-                candidate = Path(value)
-                if not candidate.is_absolute():
-                    raw[key] = str((path.parent / candidate).resolve())
-    return parse_parameters(raw)
+    if not isinstance(raw, dict):
+        raise ParameterError("<file>", f"{path}: expected a JSON object of parameters")
+    return resolve_paths(raw, path.parent)
+
+
+def load_parameters(path: str | Path) -> Parameters:
+    """Read and validate a parameter JSON file; every problem is reported at once.
+
+    Relative ``layout``, ``sky_model`` and ``calibration_model`` file paths are taken relative
+    to the file's folder.
+    """
+    raw = read_parameter_file(path)
+    try:
+        return parse_parameters(raw)
+    except ParameterError as err:
+        raise ParameterError.of(err.problems, where=str(path)) from None
 
 
 def describe_parameters() -> str:
-    """Markdown table of all parameters, for docs and ``--help``."""
-    rows = ["| parameter | default | allowed | meaning |", "|---|---|---|---|"]
+    """Markdown table of all parameters and their flags, for docs and ``sdpbatch params``."""
+    rows = [
+        "| parameter | flag | commands | default | allowed | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
     for f in SCHEMA:
+        commands = ", ".join(SECTION_COMMANDS[f.section])
         rows.append(
-            f"| `{f.name}` | `{json.dumps(f.default)}` | {f.allowed or f.kind} | {f.help} |"
+            f"| `{f.name}` | `{f.usage}` | {commands} | `{json.dumps(f.default)}` "
+            f"| {f.allowed or f.kind} | {f.help} |"
         )
     return "\n".join(rows)

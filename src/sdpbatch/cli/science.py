@@ -4,47 +4,77 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from pathlib import Path
 
 from sdpbatch.cli.common import UsageError, progress_display
+from sdpbatch.cli.options import add_parameter_options, parameters_from
 
 
 def add_science_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="simulate SKA1-Low MeasurementSets and their truth")
+    p = sub.add_parser(
+        "simulate",
+        help="simulate SKA1-Low MeasurementSets and their truth",
+        description="Simulate SKA1-Low MeasurementSets (one per frequency window) and the "
+        "truth beside them.  Parameters come from PARAMS and from flags (flags win).",
+    )
     p.add_argument("params", type=Path, help="parameter JSON file (the seed's format)")
-    p.add_argument("--out", type=Path, required=True, help="directory for the products")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help=OUT_HELP)
     _add_cluster_options(p)
+    add_parameter_options(p, "simulate")
     p.set_defaults(handler=_cmd_simulate)
 
-    p = sub.add_parser("ical", help="self-calibrate and image MeasurementSets")
+    p = sub.add_parser(
+        "ical",
+        help="self-calibrate and image MeasurementSets",
+        description="Self-calibrate and image MeasurementSets (ICAL).  Parameters come from "
+        "--params and from flags, WSClean's where it has one (flags win), e.g. "
+        "sdpbatch ical A.ms --out img -size 1024 1024 -scale 100asec -niter 1000 "
+        "-weight briggs 0 -mgain 0.9 -j 2 -name field1",
+    )
     p.add_argument("ms", type=Path, nargs="+", help="MeasurementSets (one or more)")
-    p.add_argument("--out", type=Path, required=True, help="directory for the images")
-    p.add_argument("--params", type=Path, help="parameter JSON file (ICAL settings)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help=OUT_HELP)
+    p.add_argument("--params", type=Path, metavar="PARAMS", help="parameter JSON file")
     p.add_argument(
         "--truth",
         type=Path,
         help="folder with the simulation's truth files to compare with (default: the "
         "MeasurementSets' folder, when it holds them)",
     )
-    p.add_argument(
-        "--sky-model",
-        type=Path,
-        help="component list (WSClean format, apparent fluxes) to calibrate against before "
-        "the first image; sets calibration_model (default: the simulation's "
-        "catalogue_skymodel.txt beside the MeasurementSets, else self-calibration alone)",
-    )
     _add_cluster_options(p)
+    add_parameter_options(p, "ical")
     p.set_defaults(handler=_cmd_ical)
 
-    p = sub.add_parser("params", help="list the workflow parameters, defaults and allowed values")
+    p = sub.add_parser(
+        "params",
+        help="list the workflow parameters: JSON name, flag, default and allowed values",
+    )
     p.add_argument("--json", action="store_true", help="the defaults as a parameter JSON file")
     p.set_defaults(handler=_cmd_params)
 
-    p = sub.add_parser("run", help="run the whole batch imaging workflow: simulate, then ICAL")
+    p = sub.add_parser(
+        "run",
+        help="run the whole batch imaging workflow: simulate, then ICAL",
+        description="Simulate into DIR/<buffer_vis>, then ICAL into DIR/<buffer_img>.  "
+        "Parameters come from PARAMS and from flags (flags win).",
+    )
     p.add_argument("params", type=Path, help="parameter JSON file (the seed's format)")
-    p.add_argument("--data-dir", type=Path, required=True, help="data root holding the buffers")
+    p.add_argument(
+        "--out",
+        "--data-dir",
+        dest="out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="data root that receives the visibility and image buffers (--data-dir is the "
+        "older spelling)",
+    )
     _add_cluster_options(p)
+    add_parameter_options(p, "run")
     p.set_defaults(handler=_cmd_run)
+
+
+OUT_HELP = "directory for the products (created if missing)"
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -54,7 +84,19 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
         help="address of an existing Dask scheduler (default: $SDPBATCH_SCHEDULER, else a "
         "LocalCluster of n_workers processes)",
     )
-    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress display (default: a bar on a terminal, log lines otherwise)",
+    )
+
+
+def _check_out(path: Path, flag: str = "--out") -> None:
+    """A usable output folder: missing (created later) or a directory."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a directory")
+    if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: not writable")
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
@@ -69,11 +111,11 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from sdpbatch.execution.cluster import dask_client
     from sdpbatch.execution.simulate import prepare_simulation, simulate
-    from sdpbatch.parameters import load_parameters
 
-    params = load_parameters(args.params)
+    params = parameters_from(args, args.params)
+    _check_out(args.out)
     prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
-    progress = progress_display(args.no_progress)
+    progress = progress_display(args)
     if params.n_workers == 1 and not args.scheduler:
         products = simulate(params, args.out, progress=progress)  # in-process: no cluster start
     else:
@@ -142,11 +184,9 @@ def _cmd_ical(args: argparse.Namespace) -> int:
         ical_pipeline,
         truth_present,
     )
-    from sdpbatch.parameters import Parameters, load_parameters
 
-    params = load_parameters(args.params) if args.params else Parameters()
-    if args.sky_model is not None:
-        params = params.replace(calibration_model=str(args.sky_model.resolve()))
+    params = parameters_from(args, args.params)
+    _check_out(args.out)
     missing = [str(p) for p in args.ms if not p.exists()]
     if missing:
         raise UsageError(f"no such MeasurementSet: {', '.join(missing)}")
@@ -163,7 +203,7 @@ def _cmd_ical(args: argparse.Namespace) -> int:
             params,
             client=client,
             truth_dir=truth_dir,
-            progress=progress_display(args.no_progress),
+            progress=progress_display(args),
         )
     _print_ical_products(products)
     return 0
@@ -172,15 +212,16 @@ def _cmd_ical(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from sdpbatch.execution.pipeline import batch_imaging_pipeline
     from sdpbatch.execution.simulate import prepare_simulation
-    from sdpbatch.parameters import load_parameters
 
-    params = load_parameters(args.params)
+    params = parameters_from(args, args.params)
+    _check_out(args.out)
+    vis_dir, img_dir = args.out / params.buffer_vis, args.out / params.buffer_img
+    for folder in (vis_dir, img_dir):
+        _check_out(folder, f"--out {args.out}: its buffer")
     prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
-    vis_dir = args.data_dir / params.buffer_vis
-    img_dir = args.data_dir / params.buffer_img
     with _science_client(params, args.scheduler) as client:
         products = batch_imaging_pipeline(
-            params, vis_dir, img_dir, client=client, progress=progress_display(args.no_progress)
+            params, vis_dir, img_dir, client=client, progress=progress_display(args)
         )
     for path in products.simulation.ms_paths:
         print(path)

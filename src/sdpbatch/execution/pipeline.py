@@ -7,12 +7,15 @@ was (earlier products are kept).
 
 Products in ``out_dir``:
 
+Names start with the ``prefix`` parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
+
 - ``ska_pipeline_ical_restored.fits`` (MFS, Jy/beam, BMAJ/BMIN/BPA), ``..._residual.fits``
   (MFS Taylor-0 residual, Jy/beam), ``..._deconvolved.fits`` (Taylor-0 model, Jy/pixel);
 - ``ska_pipeline_ical_{restored,residual,deconvolved}_cube.fits``: one plane per window;
 - ``ska_pipeline_ical_gains.h5``: solved gains in the H5parm layout
   (:mod:`sdpbatch.io.gaintable`); term k of the calibration context in soltabs
-  ``phase00k`` / ``amplitude00k`` (attribute ``TERM`` = "T", "G" or "B");
+  ``phase00k`` / ``amplitude00k`` (attribute ``TERM`` = "T", "G" or "B"; "none", unit gains,
+  without self-calibration);
 - ``qa.json``: image statistics, per-cycle statistics, timings and, with the simulation's
   truth, the solved-vs-true gain phase error and the brightest sources' recovered flux and
   position;
@@ -21,7 +24,6 @@ Products in ``out_dir``:
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import shutil
@@ -32,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from sdpbatch.execution.progress import Progress
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
-from sdpbatch.io.gaintable import write_gain_table
+from sdpbatch.io.gaintable import GainTable, write_gain_terms
+from sdpbatch.io.ms_observation import read_telescope_name
 from sdpbatch.io.ms_read import (
     MeasurementSetError,
     MeasurementSetInfo,
@@ -59,12 +61,6 @@ from sdpbatch.science.assess import (
 LOG = logging.getLogger(__name__)
 WORKFLOW_LOG = logging.getLogger("batch_imaging")
 
-PREFIX = "ska_pipeline_ical"
-RESTORED = f"{PREFIX}_restored.fits"
-RESIDUAL = f"{PREFIX}_residual.fits"
-DECONVOLVED = f"{PREFIX}_deconvolved.fits"
-GAINS = f"{PREFIX}_gains.h5"
-PREVIEW = f"{PREFIX}_restored.png"
 QA = "qa.json"
 NBRIGHTEST = 10
 SAME_DIRECTION = 1e-7
@@ -219,11 +215,13 @@ def ical_pipeline(
     staging.mkdir()
     try:
         written = _write_images(staging, result, infos, params)
-        written["gains"] = _write_gains(staging / GAINS, result)
+        written["gains"] = _write_gains(staging / f"{params.prefix}_gains.h5", result)
         written["preview"] = write_preview_png(
-            staging / PREVIEW,
+            staging / f"{params.prefix}_restored.png",
             result.restored,
             cellsize=result.cellsize,
+            phase_centre=result.phase_centre,
+            beam=result.clean_beam,
             title=f"ICAL restored image ({len(paths)} MS, "
             f"{result.reference_frequency / 1e6:.1f} MHz)",
         )
@@ -257,20 +255,14 @@ def _move_into(staging: Path, out_dir: Path, written: dict[str, Path]) -> dict[s
     return final
 
 
-def _date_obs(infos: list[MeasurementSetInfo]) -> str:
-    """ISO date of the first integration (MeasurementSet TIME: MJD seconds, UTC)."""
-    mjd_seconds = min(i.time_range[0] for i in infos)
-    epoch = dt.datetime(1858, 11, 17, tzinfo=dt.UTC) + dt.timedelta(seconds=mjd_seconds)
-    return epoch.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-
-
 def _write_images(
     staging: Path, result, infos: list[MeasurementSetInfo], params: Parameters
 ) -> dict[str, Path]:
     common = dict(
         phase_centre=result.phase_centre,
         cellsize=result.cellsize,
-        date_obs=_date_obs(infos),
+        obs_start=min(i.time_range[0] for i in infos),  # MJD s of the first integration
+        telescope=read_telescope_name(infos[0].path),
         history=[
             f"sdpbatch ICAL of {len(infos)} MeasurementSet(s): "
             + ", ".join(i.path.name for i in infos),
@@ -288,26 +280,20 @@ def _write_images(
     model0 = np.asarray(result.model_taylor)[0]
     residual0 = np.asarray(result.residual_taylor)[0]
     items = {
-        "restored": (RESTORED, result.restored, "Jy/beam", beam, mfs),
-        "residual": (RESIDUAL, residual0, "Jy/beam", None, mfs),
-        "deconvolved": (DECONVOLVED, model0, "Jy/pixel", None, mfs),
-        "restored_cube": (
-            f"{PREFIX}_restored_cube.fits", result.restored_cube, "Jy/beam", beam, cube,
-        ),
-        "residual_cube": (
-            f"{PREFIX}_residual_cube.fits", result.residual_cube, "Jy/beam", None, cube,
-        ),
-        "deconvolved_cube": (
-            f"{PREFIX}_deconvolved_cube.fits", result.model_cube, "Jy/pixel", None, cube,
-        ),
-    }  # fmt: skip
+        "restored": (result.restored, "Jy/beam", beam, mfs),
+        "residual": (residual0, "Jy/beam", None, mfs),
+        "deconvolved": (model0, "Jy/pixel", None, mfs),
+        "restored_cube": (result.restored_cube, "Jy/beam", beam, cube),
+        "residual_cube": (result.residual_cube, "Jy/beam", None, cube),
+        "deconvolved_cube": (result.model_cube, "Jy/pixel", None, cube),
+    }
     written = {}
-    for role, (name, image, bunit, beam_, axis) in items.items():
+    for role, (image, bunit, beam_, axis) in items.items():
         extra = {}
         if axis is cube and not np.allclose(cube_freqs, freqs):
             extra["HISTORY"] = "window frequencies (Hz): " + " ".join(f"{f:.1f}" for f in freqs)
         written[role] = write_fits_image(
-            staging / name,
+            staging / f"{params.prefix}_{role}.fits",
             np.asarray(image),
             bunit=bunit,
             beam=beam_,
@@ -328,47 +314,21 @@ def _even_axis(freqs: np.ndarray) -> np.ndarray:
 
 
 def _write_gains(path: Path, result) -> Path:
-    """All solved terms into one H5parm: term k -> soltabs phase00k / amplitude00k."""
-    terms = list(result.solutions.items())
-    if not terms:  # no self-calibration: unit gains, so the product always exists
-        _unit_gains(path, result)
-        return path
-    for k, (term, sol) in enumerate(terms):
-        target = path if k == 0 else path.with_name(f"{path.stem}-{term}.h5")
-        write_gain_table(
-            target,
-            gains=np.asarray(sol.gains),
-            times=np.asarray(sol.times),
-            antenna_names=list(result.antenna_names),
-            antenna_positions=np.asarray(result.antenna_positions),
-            frequencies=np.asarray(sol.frequencies),
-            source_direction=tuple(result.phase_centre),
-        )
-        if k == 0:
-            with h5py.File(path, "a") as f:
-                for tab in ("phase000", "amplitude000"):
-                    f[f"sol000/{tab}"].attrs["TERM"] = np.bytes_(term)
-            continue
-        with h5py.File(path, "a") as f, h5py.File(target, "r") as g:
-            for tab in ("phase", "amplitude"):
-                name = f"{tab}{k:03d}"
-                f.copy(g[f"sol000/{tab}000"], f["sol000"], name=name)
-                f[f"sol000/{name}"].attrs["TERM"] = np.bytes_(term)
-        target.unlink()
-    return path
-
-
-def _unit_gains(path: Path, result) -> None:
-    nant = len(result.antenna_names)
-    write_gain_table(
-        path,
-        gains=np.ones((1, nant, 1), complex),
-        times=np.zeros(1),
+    """All solved terms into one H5parm (term k -> soltabs phase00k / amplitude00k); unit gains
+    (term "none") without self-calibration, so the product always exists."""
+    stations = dict(
         antenna_names=list(result.antenna_names),
         antenna_positions=np.asarray(result.antenna_positions),
-        frequencies=[float(result.reference_frequency)],
-        source_direction=tuple(result.phase_centre),
     )
+    terms = {
+        term: GainTable(gains=sol.gains, times=sol.times, frequencies=sol.frequencies, **stations)
+        for term, sol in result.solutions.items()
+    }
+    if not terms:
+        nant = len(result.antenna_names)
+        unit = np.ones((1, nant, 1), complex)
+        terms["none"] = GainTable(unit, [0.0], frequencies=[result.reference_frequency], **stations)
+    return write_gain_terms(path, terms, source_direction=tuple(result.phase_centre))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ x axis is reversed and ``CDELT1 = -cell``: FITS pixel ``p`` (0-based) holds ``ix
 hence the phase centre ``ix = N/2`` sits at 1-based ``CRPIX1 = N/2`` and ``iy = N/2`` at
 ``CRPIX2 = N/2 + 1``.  Axes: RA---SIN, DEC--SIN, FREQ, STOKES (I only); ``RADESYS = 'FK5'``,
 ``EQUINOX = 2000`` (the J2000 frame of the MeasurementSet).  A restored image carries its clean
-beam as BMAJ/BMIN/BPA (degrees, BPA from north through east) for DS9 and CARTA.
+beam as BMAJ/BMIN/BPA (degrees, BPA from north through east) for DS9 and CARTA.  The start of the
+observation (the first integration of the MeasurementSets) is DATE-OBS (ISO, UTC) and MJD-OBS
+(days), with TIMESYS = 'UTC'; the telescope (OBSERVATION.TELESCOPE_NAME) is TELESCOP.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from astropy.time import Time
 
 from sdpbatch.io.atomic import atomic_path
 
@@ -66,10 +69,13 @@ def fits_header(
     bandwidths: np.ndarray | None,
     bunit: str,
     beam: Any = None,
-    date_obs: str | None = None,
-    telescope: str = "SKA1-Low",
+    obs_start: float | None = None,
+    telescope: str | None = None,
 ) -> fits.Header:
-    """The header of an (N, N) image, nfreq planes, phase centre (ra, dec) radians."""
+    """The header of an (N, N) image, nfreq planes, phase centre (ra, dec) radians.
+
+    ``obs_start``: start of the observation, MJD seconds (UTC), as the MeasurementSet's TIME.
+    """
     crval3, cdelt3 = _frequency_axis(frequencies, bandwidths)
     ra, dec = phase_centre
     cell_deg = float(np.degrees(cellsize))
@@ -100,9 +106,13 @@ def fits_header(
         h["BMAJ"] = (bmaj, "clean beam major axis FWHM (deg)")
         h["BMIN"] = (bmin, "clean beam minor axis FWHM (deg)")
         h["BPA"] = (bpa, "clean beam PA, north through east (deg)")
-    if date_obs:
-        h["DATE-OBS"] = date_obs
-    h["TELESCOP"] = telescope
+    if obs_start is not None:
+        start = Time(obs_start / 86400.0, format="mjd", scale="utc")
+        h["TIMESYS"] = "UTC"
+        h["DATE-OBS"] = (start.isot, "start of the observation (UTC)")
+        h["MJD-OBS"] = (float(start.mjd), "start of the observation (MJD, UTC)")
+    if telescope:
+        h["TELESCOP"] = telescope
     h["ORIGIN"] = SOFTWARE
     h["SOFTWARE"] = f"{SOFTWARE} {_version()}"
     h["DATE"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -119,8 +129,8 @@ def write_fits_image(
     bandwidths: Iterable[float] | None = None,
     bunit: str,
     beam: Any = None,
-    date_obs: str | None = None,
-    telescope: str = "SKA1-Low",
+    obs_start: float | None = None,
+    telescope: str | None = None,
     history: Iterable[str] = (),
     extra_header: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -134,6 +144,8 @@ def write_fits_image(
     bandwidths : (nfreq,) Hz; CDELT3 of a single plane (default 1 Hz).
     bunit : "Jy/beam" or "Jy/pixel".
     beam : clean beam (bmaj, bmin, bpa) radians, or an object with those attributes.
+    obs_start : start of the observation, MJD seconds (UTC): DATE-OBS and MJD-OBS.
+    telescope : TELESCOP (e.g. the MeasurementSet's OBSERVATION.TELESCOPE_NAME).
     """
     cube = np.asarray(image, dtype=np.float32)
     if cube.ndim == 2:
@@ -152,7 +164,7 @@ def write_fits_image(
         bandwidths=widths,
         bunit=bunit,
         beam=beam,
-        date_obs=date_obs,
+        obs_start=obs_start,
         telescope=telescope,
     )
     for key, value in (extra_header or {}).items():
