@@ -1,14 +1,17 @@
 """Reference data from the installed packages, never from the network.
 
-- astropy: IERS tables and data come from ``astropy-iers-data`` (:func:`configure_astropy_offline`).
+- astropy: IERS tables and data come from ``astropy-iers-data``
+  (:func:`configure_astropy_offline`).
 - casacore: the measures tables of the python-casacore wheel, with the leap-second table
   (``geodetic/TAI_UTC``) rebuilt from the IERS ``Leap_Second.dat`` that ``astropy-iers-data``
   ships (a package the install command brings, released every few weeks), so casacore does
   not report ``SEVERE ... Leap second table TAI_UTC seems out-of-date`` (it does once its
   table's version date is 180 days old).  :func:`configure_casacore_measures` builds that
-  measures folder once per pair of package versions in the user's cache and points casacore
-  at it through ``CASARCFILES``; ``import sdpbatch`` calls it, so every sdpbatch process and
-  Dask worker uses it.  A ``CASARCFILES`` already set is left alone (the user's choice).
+  measures folder once per pair of package versions in the user's cache
+  (``~/.cache/sdpbatch/casacore-measures-<versions>``) and points casacore at it through
+  ``CASARCFILES`` (a ``.casarc`` beside it saying ``measures.directory: <folder>``).
+  ``import sdpbatch`` calls it, so every sdpbatch process and Dask worker uses it.  A
+  ``CASARCFILES`` already set is left alone (the user's choice).
 """
 
 from __future__ import annotations
@@ -91,7 +94,6 @@ def build_measures_directory(target: Path, *, casacore_data: Path, leap_file: Pa
             t.putkeyword(
                 "VS_TYPE", f"TAI_UTC from IERS Leap_Second.dat (astropy-iers-data {version})"
             )
-        (work / "casarc").write_text(f"measures.directory: {target}\n")
         try:
             work.rename(target)
         except OSError:  # another process built it first: theirs is the same
@@ -123,18 +125,26 @@ def configure_casacore_measures() -> Path | None:
     name = f"casacore-measures-{importlib.metadata.version('python-casacore')}-iers-{version}"
     for root in (_cache_root(), Path(tempfile.gettempdir()) / f"sdpbatch-{os.getuid()}"):
         target = root / name
+        casarc = root / f"{name}.casarc"
+        files = [str(casarc)]
+        home = Path.home() / ".casarc"
+        if home.is_file():  # the user's own settings first: they win
+            files.insert(0, str(home))
         try:
-            if not (target / "casarc").is_file():
-                root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
+            if not casarc.is_file():
+                part = root / f"{name}.casarc.{os.getpid()}"
+                part.write_text(f"measures.directory: {target}\n")
+                os.replace(part, casarc)
+            # before casacore reads its resources (building the table below may): it finds
+            # the tables there when it first converts a time
+            os.environ["CASARCFILES"] = ":".join(files)
+            if not (target / "geodetic" / "TAI_UTC").is_dir():
                 build_measures_directory(
                     target, casacore_data=casacore_data, leap_file=leap_file, version=version
                 )
         except (OSError, RuntimeError, ValueError):
+            os.environ.pop("CASARCFILES", None)
             continue  # an unwritable cache (or unreadable tables): try the next place
-        files = [str(target / "casarc")]
-        home = Path.home() / ".casarc"
-        if home.is_file():  # the user's own settings first: they win
-            files.insert(0, str(home))
-        os.environ["CASARCFILES"] = ":".join(files)
         return target
     return None

@@ -71,15 +71,16 @@ def preview_figure(
     ax.plot(*centre, marker="+", markersize=14, color="cyan", label="phase centre")
     if beam is not None:
         bmaj, bmin, bpa = (beam.bmaj, beam.bmin, beam.bpa) if hasattr(beam, "bmaj") else tuple(beam)
-        size = max(bmaj / cellsize, 4.0)
+        corner = max(bmaj / cellsize, 0.06 * n)  # the beam's centre, from the lower left
         ax.add_patch(
             Ellipse(
-                (1.5 * size, 1.5 * size),
+                (corner, corner),
                 width=bmaj / cellsize,
                 height=bmin / cellsize,
                 angle=float(np.degrees(bpa)) + 90.0,  # PA from north through east (left)
-                facecolor="none",
+                facecolor="white",
                 edgecolor="white",
+                alpha=0.8,
                 label="clean beam",
             )
         )
