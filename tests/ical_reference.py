@@ -71,7 +71,6 @@ def multichannel_case(out: Path):
     """Two MeasurementSets built with casacore, 3 channels each, uniform weighting."""
     sys.path.insert(0, str(HERE))
     from casacore_ms_builder import MsSpec, build_ms, random_enu
-
     from sdpbatch.parameters import Parameters
 
     rng = np.random.default_rng(21)
