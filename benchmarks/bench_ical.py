@@ -107,6 +107,7 @@ def child(args: argparse.Namespace) -> None:
     """One measured ICAL run (in its own process): prints a JSON line."""
     from sdpbatch.execution.cluster import dask_client
     from sdpbatch.execution.pipeline import ical_pipeline
+    from sdpbatch.execution.runner import OnDask
     from sdpbatch.io.ms_read import read_measurement_set
     from sdpbatch.parameters import parse_parameters
 
@@ -127,7 +128,7 @@ def child(args: argparse.Namespace) -> None:
             cluster_start = time.perf_counter() - tc
             t1 = time.perf_counter()
             products = ical_pipeline(
-                ms_paths, Path(args.img), params, client=cl, truth_dir=Path(args.truth)
+                ms_paths, Path(args.img), params, runner=OnDask(cl), truth_dir=Path(args.truth)
             )
     t2 = time.perf_counter()
     sampler.stop()

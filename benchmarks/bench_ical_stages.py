@@ -38,6 +38,7 @@ configure_astropy_offline()
 from sdpbatch.execution.cluster import dask_client  # noqa: E402
 from sdpbatch.execution.ical import run_ical  # noqa: E402
 from sdpbatch.execution.pipeline import calibration_model  # noqa: E402
+from sdpbatch.execution.runner import OnDask  # noqa: E402
 from sdpbatch.execution.simulate import simulate  # noqa: E402
 from sdpbatch.io.truth import CATALOGUE_FILE, read_truth  # noqa: E402
 from sdpbatch.parameters import load_parameters, parse_parameters  # noqa: E402
@@ -155,7 +156,7 @@ def main() -> None:
         if args.workers:
             with dask_client(args.workers, threads_per_worker=args.threads) as client:
                 t1 = time.perf_counter()
-                result = run_ical(ms_paths, params, client=client, sky_model=sky_model)
+                result = run_ical(ms_paths, params, runner=OnDask(client), sky_model=sky_model)
                 wall = time.perf_counter() - t1
                 workers = client.run(max_rss_mib)
             startup = t1 - t0
@@ -179,7 +180,7 @@ def main() -> None:
         "peak_rss_per_worker_mib": sorted(round(v) for v in workers.values()),
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
         "cycles": [
-            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()}
+            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.to_dict().items()}
             for c in result.cycles
         ],
         **accuracy(result, truth, freqs),

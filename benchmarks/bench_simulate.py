@@ -61,6 +61,7 @@ def run_one(case: str, workers: int, out: Path) -> dict:
     sampler.start()
     start = time.perf_counter()
     from sdpbatch.execution.cluster import dask_client
+    from sdpbatch.execution.runner import OnDask
     from sdpbatch.execution.simulate import simulate
     from sdpbatch.parameters import Parameters
 
@@ -69,7 +70,7 @@ def run_one(case: str, workers: int, out: Path) -> dict:
         products = simulate(params, out)
     else:
         with dask_client(workers) as client:
-            products = simulate(params, out, client=client)
+            products = simulate(params, out, runner=OnDask(client))
     wall = time.perf_counter() - start
     sampler.stop()
     return {

@@ -9,7 +9,7 @@ import pytest
 from casacore import tables
 
 from sdpbatch.cli import main
-from sdpbatch.execution.cluster import dask_client
+from sdpbatch.execution.cluster import open_runner
 from sdpbatch.execution.simulate import ms_name, simulate
 from sdpbatch.io.gaintable import read_gain_table
 from sdpbatch.parameters import Parameters
@@ -77,8 +77,8 @@ def test_default_layout_rmax_750_counts(tmp_path):
 def test_dask_workers_write_what_the_in_process_run_writes(tmp_path):
     params = Parameters(rmax=300.0, ntimes=2, nfreqwin=2, n_workers=2, add_noise=True)
     local = simulate(params, tmp_path / "local")
-    with dask_client(2) as client:
-        remote = simulate(params, tmp_path / "dask", client=client)
+    with open_runner(2) as runner:
+        remote = simulate(params, tmp_path / "dask", runner=runner)
     for a, b in zip(local.ms_paths, remote.ms_paths, strict=True):
         assert _data(a).tobytes() == _data(b).tobytes()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 from pathlib import Path
 
@@ -109,22 +108,13 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from sdpbatch.execution.cluster import dask_client
     from sdpbatch.execution.simulate import prepare_simulation, simulate
 
     params = parameters_from(args, args.params)
     _check_out(args.out)
     prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
-    progress = progress_display(args)
-    if params.n_workers == 1 and not args.scheduler:
-        products = simulate(params, args.out, progress=progress)  # in-process: no cluster start
-    else:
-        with dask_client(
-            params.n_workers,
-            threads_per_worker=params.threads_per_worker,
-            scheduler=args.scheduler,
-        ) as client:
-            products = simulate(params, args.out, client=client, progress=progress)
+    with _runner(params, args.scheduler) as runner:
+        products = simulate(params, args.out, runner=runner, progress=progress_display(args))
     for path in [*products.ms_paths, *products.truth_paths]:
         print(path)
     print(
@@ -135,18 +125,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _science_client(params, scheduler: str | None):
-    """A Dask client for a science run, or None (in-process) for one worker and no scheduler."""
-    from sdpbatch.execution.cluster import dask_client
+def _runner(params, scheduler: str | None):
+    """Where a science run works: this process for one worker, else a Dask cluster."""
+    from sdpbatch.execution.cluster import open_runner
 
-    if params.n_workers == 1 and not scheduler:
-        yield None
-        return
-    with dask_client(
+    return open_runner(
         params.n_workers, threads_per_worker=params.threads_per_worker, scheduler=scheduler
-    ) as client:
-        yield client
+    )
 
 
 def _print_ical_products(products) -> None:
@@ -178,32 +163,29 @@ def _print_ical_products(products) -> None:
 
 
 def _cmd_ical(args: argparse.Namespace) -> int:
-    from sdpbatch.execution.pipeline import (
-        calibration_model,
-        check_measurement_sets,
-        ical_pipeline,
-        truth_present,
-    )
+    from sdpbatch.execution.pipeline import calibration_model, ical_pipeline, truth_present
+    from sdpbatch.io.ms_set import check_measurement_sets
 
     params = parameters_from(args, args.params)
     _check_out(args.out)
     missing = [str(p) for p in args.ms if not p.exists()]
     if missing:
         raise UsageError(f"no such MeasurementSet: {', '.join(missing)}")
-    check_measurement_sets(args.ms)  # before starting any worker
+    infos = check_measurement_sets(args.ms)  # before starting any worker
     if args.truth and not truth_present(args.truth):
         raise UsageError(f"--truth {args.truth}: no truth_skymodel.txt and truth_gains.h5 there")
     folders = {p.resolve().parent for p in args.ms}
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
     calibration_model(params, truth_dir)  # before starting any worker
-    with _science_client(params, args.scheduler) as client:
+    with _runner(params, args.scheduler) as runner:
         products = ical_pipeline(
             args.ms,
             args.out,
             params,
-            client=client,
+            runner=runner,
             truth_dir=truth_dir,
             progress=progress_display(args),
+            infos=infos,
         )
     _print_ical_products(products)
     return 0
@@ -219,9 +201,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for folder in (vis_dir, img_dir):
         _check_out(folder, f"--out {args.out}: its buffer")
     prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
-    with _science_client(params, args.scheduler) as client:
+    with _runner(params, args.scheduler) as runner:
         products = batch_imaging_pipeline(
-            params, vis_dir, img_dir, client=client, progress=progress_display(args)
+            params, vis_dir, img_dir, runner=runner, progress=progress_display(args)
         )
     for path in products.simulation.ms_paths:
         print(path)

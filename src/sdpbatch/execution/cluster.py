@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import dask
 from distributed import Client, LocalCluster
 
+from sdpbatch.execution.runner import InProcess, OnDask, Runner
+
 LOG = logging.getLogger(__name__)
 SCHEDULER_ENV = "SDPBATCH_SCHEDULER"
 THREADS_ENV = "SDPBATCH_THREADS"
@@ -114,3 +116,25 @@ def dask_client(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def open_runner(
+    n_workers: int, *, threads_per_worker: int = 1, scheduler: str | None = None
+) -> Iterator[Runner]:
+    """The runner of one run: this process for one worker and no scheduler, else Dask.
+
+    Parameters
+    ----------
+    n_workers : worker processes (1 with no scheduler: run in this process, no cluster).
+    threads_per_worker : threads of each worker (in-process: the threads of the tasks).
+    scheduler : address of an existing scheduler (default ``$SDPBATCH_SCHEDULER``).
+    """
+    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if n_workers == 1 and not scheduler:
+        yield InProcess(threads_per_worker)
+        return
+    with dask_client(
+        n_workers, threads_per_worker=threads_per_worker, scheduler=scheduler
+    ) as client:
+        yield OnDask(client)

@@ -36,26 +36,26 @@ from typing import Any
 
 import numpy as np
 
+from sdpbatch.execution.ical import IcalResult, run_ical
 from sdpbatch.execution.progress import Progress
+from sdpbatch.execution.runner import Runner
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
 from sdpbatch.io.gaintable import GainTable, write_gain_terms
 from sdpbatch.io.ms_observation import read_telescope_name
-from sdpbatch.io.ms_read import (
-    MeasurementSetError,
-    MeasurementSetInfo,
-    read_measurement_set_metadata,
-)
+from sdpbatch.io.ms_read import MeasurementSetInfo
+from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.io.preview import write_preview_png
 from sdpbatch.io.qa import write_qa
 from sdpbatch.io.skymodel_file import SkyModelFileError, read_sky_model
 from sdpbatch.parameters import CATALOGUE, NO_MODEL, ParameterError, Parameters
 from sdpbatch.science.assess import (
+    brightest_sources,
     gain_phase_error,
+    gains_on,
     gradient_image_shift,
     image_statistics,
-    measure_source,
-    sky_to_pixel,
+    source_offsets_summary,
 )
 
 LOG = logging.getLogger(__name__)
@@ -63,8 +63,6 @@ WORKFLOW_LOG = logging.getLogger("batch_imaging")
 
 QA = "qa.json"
 NBRIGHTEST = 10
-SAME_DIRECTION = 1e-7
-"""Largest separation (rad, ~0.02 arcsec) of phase centres that counts as the same."""
 
 
 @dataclass
@@ -91,40 +89,6 @@ class BatchImagingProducts:
 # ---------------------------------------------------------------------------------------------
 # checks before anything runs
 # ---------------------------------------------------------------------------------------------
-
-
-def _separation(a: tuple[float, float], b: tuple[float, float]) -> float:
-    (ra1, d1), (ra2, d2) = a, b
-    cos = np.sin(d1) * np.sin(d2) + np.cos(d1) * np.cos(d2) * np.cos(ra1 - ra2)
-    return float(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
-def check_measurement_sets(ms_paths: Sequence[str | Path]) -> list[MeasurementSetInfo]:
-    """Metadata of every MeasurementSet; :class:`MeasurementSetError` naming the first bad one.
-
-    All must be readable as Stokes I, share one phase centre and one set of stations.
-    """
-    paths = [Path(p) for p in ms_paths]
-    if not paths:
-        raise MeasurementSetError("<none>", "no MeasurementSets given")
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise MeasurementSetError(paths[0], "the same MeasurementSet is given more than once")
-    infos = [read_measurement_set_metadata(p) for p in paths]
-    first = infos[0]
-    for info in infos[1:]:
-        if _separation(info.phase_centre, first.phase_centre) > SAME_DIRECTION:
-            raise MeasurementSetError(
-                info.path,
-                f"phase centre (ra {np.degrees(info.phase_centre[0]):.6f}, dec "
-                f"{np.degrees(info.phase_centre[1]):.6f}) deg differs from that of {first.path} "
-                f"(ra {np.degrees(first.phase_centre[0]):.6f}, dec "
-                f"{np.degrees(first.phase_centre[1]):.6f}); image them separately",
-            )
-        if info.antenna_names != first.antenna_names:
-            raise MeasurementSetError(
-                info.path, f"its {info.nant} stations differ from the {first.nant} of {first.path}"
-            )
-    return infos
 
 
 def truth_present(truth_dir: Path | None) -> bool:
@@ -172,20 +136,22 @@ def ical_pipeline(
     out_dir: str | Path,
     params: Parameters,
     *,
-    client=None,
+    runner: Runner | None = None,
     truth_dir: str | Path | None = None,
     progress: Progress | None = None,
+    infos: list[MeasurementSetInfo] | None = None,
 ) -> IcalProducts:
     """Self-calibrate and image ``ms_paths``; write the products into ``out_dir`` atomically.
 
-    ``truth_dir``: a simulation output folder; when it holds ``truth_skymodel.txt`` and
-    ``truth_gains.h5`` the QA compares the results with that truth.
+    ``runner``: where the work runs (default this process); ``truth_dir``: a simulation output
+    folder; when it holds ``truth_skymodel.txt`` and ``truth_gains.h5`` the QA compares the
+    results with that truth; ``infos``: the metadata from :func:`check_measurement_sets`
+    when the caller has checked the MeasurementSets already.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     paths = [Path(p) for p in ms_paths]
-    infos = check_measurement_sets(paths)
-    from sdpbatch.execution.ical import run_ical
+    infos = infos if infos is not None else check_measurement_sets(paths)
 
     truth_dir = Path(truth_dir) if truth_dir else None
     truth = None
@@ -207,7 +173,9 @@ def ical_pipeline(
         sum(i.nrow for i in infos),
         sum(i.nchan for i in infos),
     )
-    result = run_ical(paths, params, client=client, progress=progress, sky_model=sky_model)
+    result = run_ical(
+        paths, params, runner=runner, progress=progress, sky_model=sky_model, infos=infos
+    )
 
     write_start = time.perf_counter()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +334,8 @@ def build_qa(
         },
         "restored": image_statistics(result.restored, noise_image=residual0),
         "residual": image_statistics(residual0),
-        "cycles": list(result.cycles),
+        "cycles": [c.to_dict() for c in result.cycles],
+        "final": result.final.to_dict() if result.final else None,
         "timings_s": timings,
     }
     if truth is not None:
@@ -374,29 +343,7 @@ def build_qa(
     return qa
 
 
-def _nearest(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
-    axis = np.atleast_1d(np.asarray(axis, dtype=np.float64))
-    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    return np.abs(axis[None, :] - values[:, None]).argmin(axis=1)
-
-
-def solved_gains_on(result, times: np.ndarray, frequencies: np.ndarray, names: list[str]):
-    """Product of all solved terms at the given times, frequencies and stations (nearest)."""
-    index = {n: k for k, n in enumerate(result.antenna_names)}
-    missing = [n for n in names if n not in index]
-    if missing:
-        raise ValueError(f"truth stations {missing[:3]} are not among the solved stations")
-    ant = np.array([index[n] for n in names])
-    total = np.ones((len(times), len(names), len(frequencies)), complex)
-    for sol in result.solutions.values():
-        g = np.asarray(sol.gains)
-        it = _nearest(sol.times, times)
-        jf = _nearest(sol.frequencies, frequencies)
-        total *= g[np.ix_(it, ant, jf)]
-    return total
-
-
-def compare_with_truth(result, truth) -> dict[str, Any]:
+def compare_with_truth(result: IcalResult, truth) -> dict[str, Any]:
     """Solved-vs-true phase error and the brightest true sources measured in the restored image.
 
     Self-calibration cannot determine a linear phase gradient across the array: what it
@@ -407,7 +354,16 @@ def compare_with_truth(result, truth) -> dict[str, Any]:
     out: dict[str, Any] = {}
     true = truth.gains
     if result.solutions:
-        solved = solved_gains_on(result, true.times, true.frequencies, true.antenna_names)
+        index = {n: k for k, n in enumerate(result.antenna_names)}
+        missing = [n for n in true.antenna_names if n not in index]
+        if missing:
+            raise ValueError(f"truth stations {missing[:3]} are not among the solved stations")
+        solved = gains_on(
+            [(s.gains, s.times, s.frequencies) for s in result.solutions.values()],
+            stations=np.array([index[n] for n in true.antenna_names]),
+            times=true.times,
+            frequencies=true.frequencies,
+        )
         out["gain_phase_rms_error_rad"] = gain_phase_error(
             solved, true.gains, true.antenna_positions
         )
@@ -422,38 +378,27 @@ def compare_with_truth(result, truth) -> dict[str, Any]:
             )
         )
     sky = truth.sky
-    n = int(result.npixel)
     # Taylor term 0 at nu0 = mean frequency is the intercept of a straight-line fit over
     # t = (nu - nu0)/nu0 with sum(t) = 0: the band-averaged flux, not I(nu0) (they differ by
     # the spectral curvature, several per cent for sources in the beam's skirt).
-    flux = sky.flux_at(np.asarray(result.frequencies)).mean(axis=1)
-    ix, iy = sky_to_pixel(sky.ra, sky.dec, result.phase_centre, result.cellsize, n)
-    margin = 4
-    inside = (ix > margin) & (ix < n - margin) & (iy > margin) & (iy < n - margin)
-    order = [k for k in np.argsort(-flux) if inside[k]][:NBRIGHTEST]
-    sources = []
-    for k in order:
-        measured, x, y = measure_source(result.restored, ix[k], iy[k])
-        sources.append(
-            {
-                "name": sky.names[k] if k < len(sky.names) else str(k),
-                "ra_deg": float(np.degrees(sky.ra[k])),
-                "dec_deg": float(np.degrees(sky.dec[k])),
-                "true_flux_jy": float(flux[k]),
-                "measured_flux_jy": measured,
-                "flux_ratio": measured / float(flux[k]),
-                "offset_xy_pixels": [float(x - ix[k]), float(y - iy[k])],
-                "offset_pixels": float(np.hypot(x - ix[k], y - iy[k])),
-            }
+    sources = brightest_sources(
+        result.restored,
+        ra=sky.ra,
+        dec=sky.dec,
+        flux=sky.flux_at(np.asarray(result.frequencies)).mean(axis=1),
+        phase_centre=result.phase_centre,
+        cellsize=result.cellsize,
+        count=NBRIGHTEST,
+    )
+    for s in sources:
+        k = s.pop("index")
+        s.update(
+            name=sky.names[k] if k < len(sky.names) else str(k),
+            ra_deg=float(np.degrees(sky.ra[k])),
+            dec_deg=float(np.degrees(sky.dec[k])),
         )
     out["brightest_sources"] = sources
-    if sources:
-        offsets = np.array([s["offset_xy_pixels"] for s in sources])
-        common = np.median(offsets, axis=0)  # robust to a faint, badly measured source
-        out["max_flux_error"] = max(abs(s["flux_ratio"] - 1) for s in sources)
-        out["max_offset_pixels"] = max(s["offset_pixels"] for s in sources)
-        out["common_shift_pixels"] = [float(common[0]), float(common[1])]
-        out["max_offset_after_common_shift_pixels"] = float(np.max(np.hypot(*(offsets - common).T)))
+    out.update(source_offsets_summary(sources))
     return out
 
 
@@ -467,7 +412,7 @@ def batch_imaging_pipeline(
     vis_dir: str | Path,
     img_dir: str | Path,
     *,
-    client=None,
+    runner: Runner | None = None,
     progress: Progress | None = None,
 ) -> BatchImagingProducts:
     """The seed's batch imaging workflow: simulate into ``vis_dir``, then ICAL into ``img_dir``."""
@@ -475,7 +420,7 @@ def batch_imaging_pipeline(
 
     calibration_model(params, None)  # a bad component list fails before simulating
     WORKFLOW_LOG.info("Running simulation pipeline")
-    simulation = simulate(params, Path(vis_dir), client=client, progress=progress)
+    simulation = simulate(params, Path(vis_dir), runner=runner, progress=progress)
     WORKFLOW_LOG.info(
         "Simulated %d MeasurementSets in %s (%.1f s)",
         len(simulation.ms_paths),
@@ -484,7 +429,7 @@ def batch_imaging_pipeline(
     )
     WORKFLOW_LOG.info("Running ICAL pipeline")
     ical = ical_pipeline(
-        simulation.ms_paths, img_dir, params, client=client, truth_dir=vis_dir, progress=progress
+        simulation.ms_paths, img_dir, params, runner=runner, truth_dir=vis_dir, progress=progress
     )
     WORKFLOW_LOG.info("ICAL products are in %s (%.1f s)", img_dir, ical.seconds)
     for role in ("restored", "residual", "deconvolved", "gains", "qa"):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from sdpbatch.execution.progress import NoProgress, Progress
+from sdpbatch.execution.runner import InProcess, Runner
 from sdpbatch.io.atomic import remove_partials
 from sdpbatch.io.layout_file import load_layout
 from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
@@ -275,18 +276,35 @@ def _summary(setup: SimulationSetup, ms_paths: list[Path]) -> dict:
     }
 
 
+def _write_windows(
+    setup: SimulationSetup, out_dir: Path, runner: Runner, bar: Progress, nwindows: int
+) -> list[Path]:
+    """One task per window on ``runner``; the MeasurementSets' paths in window order."""
+    bar.begin("simulate", nwindows)
+    shared = runner.scatter(setup)
+    handles = [
+        runner.submit(simulate_window, shared, w, str(out_dir), key=f"simulate-window-{w}")
+        for w in range(nwindows)
+    ]
+    for path in runner.as_completed(handles):
+        LOG.info("Wrote %s", path)
+        bar.step(f"wrote {Path(path).name}")
+    bar.end()
+    return [Path(p) for p in runner.gather(handles)]
+
+
 def simulate(
     params: Parameters,
     out_dir: Path,
     *,
-    client=None,
+    runner: Runner | None = None,
     progress: Progress | None = None,
 ) -> SimulationProducts:
     """Run the simulation: MeasurementSets ``ska_pipeline_simulation_vislist_<i>.ms`` and the
     truth (:mod:`sdpbatch.io.truth`) in ``out_dir``.
 
-    ``client``: a ``distributed.Client`` to run one task per window on; None runs the same
-    per-window function in this process, one window after the other.
+    ``runner``: where the one task per window runs (default: this process, one window after
+    the other).
     """
     start = time.perf_counter()
     setup = prepare_simulation(params)  # raises ParameterError before anything is written
@@ -302,27 +320,9 @@ def simulate(
         len(setup.antenna_names),
         len(setup.sky),
     )
-    bar = progress or NoProgress()
-    bar.begin("simulate", len(windows))
-    if client is None:
-        ms_paths = []
-        for w in windows:
-            ms_paths.append(simulate_window(setup, w, out_dir))
-            LOG.info("Wrote %s", ms_paths[-1])
-            bar.step(f"wrote {ms_paths[-1].name}")
-    else:
-        from distributed import as_completed
-
-        shared = client.scatter(setup, broadcast=True)
-        futures = [
-            client.submit(simulate_window, shared, w, str(out_dir), key=f"simulate-window-{w}")
-            for w in windows
-        ]
-        for future in as_completed(futures):
-            LOG.info("Wrote %s", future.result())
-            bar.step(f"wrote {Path(future.result()).name}")
-        ms_paths = [Path(f.result()) for f in futures]
-    bar.end()
+    ms_paths = _write_windows(
+        setup, out_dir, runner or InProcess(), progress or NoProgress(), len(windows)
+    )
     truth_paths = write_truth(
         out_dir,
         apparent_sky=setup.sky,

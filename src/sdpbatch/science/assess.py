@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sdpbatch.science.constants import C
+
 MAD_TO_SIGMA = 1.4826
 
 
@@ -212,6 +214,87 @@ def gradient_image_shift(
     """
     coefficients, _ = _phase_difference_planes(solved, true, antenna_positions, 0)
     gradient = np.nanmean(coefficients[..., 1:], axis=(0, 1))  # rad/m, (east, north)
-    wavelength = float(np.mean(299792458.0 / np.asarray(frequencies, dtype=np.float64)))
+    wavelength = float(np.mean(C / np.asarray(frequencies, dtype=np.float64)))
     shift = gradient * wavelength / (2 * np.pi) / cellsize
     return float(shift[0]), float(shift[1])
+
+
+# --- comparison with a simulation's truth --------------------------------------------------------
+
+
+def nearest_index(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of the nearest ``axis`` entry to each of ``values``."""
+    axis = np.atleast_1d(np.asarray(axis, dtype=np.float64))
+    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    return np.abs(axis[None, :] - values[:, None]).argmin(axis=1)
+
+
+def gains_on(
+    terms: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    stations: np.ndarray,
+    times: np.ndarray,
+    frequencies: np.ndarray,
+) -> np.ndarray:
+    """Product of gain terms at given times, frequencies and stations (nearest solution).
+
+    terms : (gains (nint, nant, nfreq), interval centres (nint,) s, frequencies (nfreq,) Hz)
+    per term; stations : (nsta,) indices into the terms' stations.  Returns
+    (ntimes, nsta, nfreq) complex.
+    """
+    total = np.ones((len(times), len(stations), len(frequencies)), complex)
+    for gains, term_times, term_freqs in terms:
+        it = nearest_index(term_times, times)
+        jf = nearest_index(term_freqs, frequencies)
+        total *= np.asarray(gains)[np.ix_(it, stations, jf)]
+    return total
+
+
+def brightest_sources(
+    restored: np.ndarray,
+    *,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    flux: np.ndarray,
+    phase_centre: tuple[float, float],
+    cellsize: float,
+    count: int,
+    margin: int = 4,
+) -> list[dict]:
+    """The ``count`` brightest sources inside the image (``margin`` px from the edge) measured
+    in ``restored``: true and measured flux (Jy), their ratio and the offset (px).
+
+    ra, dec : (nsrc,) rad; flux : (nsrc,) Jy, the flux the image should show.
+    """
+    n = restored.shape[0]
+    ix, iy = sky_to_pixel(ra, dec, phase_centre, cellsize, n)
+    inside = (ix > margin) & (ix < n - margin) & (iy > margin) & (iy < n - margin)
+    out = []
+    for k in [k for k in np.argsort(-flux) if inside[k]][:count]:
+        measured, x, y = measure_source(restored, ix[k], iy[k])
+        out.append(
+            {
+                "index": int(k),
+                "true_flux_jy": float(flux[k]),
+                "measured_flux_jy": measured,
+                "flux_ratio": measured / float(flux[k]),
+                "offset_xy_pixels": [float(x - ix[k]), float(y - iy[k])],
+                "offset_pixels": float(np.hypot(x - ix[k], y - iy[k])),
+            }
+        )
+    return out
+
+
+def source_offsets_summary(sources: list[dict]) -> dict:
+    """Worst flux error and offset of measured sources, their common shift (median, robust to
+    a faint badly measured source) and the worst offset once it is removed."""
+    if not sources:
+        return {}
+    offsets = np.array([s["offset_xy_pixels"] for s in sources])
+    common = np.median(offsets, axis=0)
+    return {
+        "max_flux_error": max(abs(s["flux_ratio"] - 1) for s in sources),
+        "max_offset_pixels": max(s["offset_pixels"] for s in sources),
+        "common_shift_pixels": [float(common[0]), float(common[1])],
+        "max_offset_after_common_shift_pixels": float(np.max(np.hypot(*(offsets - common).T))),
+    }

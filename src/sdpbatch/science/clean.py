@@ -144,14 +144,42 @@ def msmfs_clean(
 
     operator = _CleanOperator(psf_taylor, scales, support, npixel, nmoment, nthreads)
     residual_hat = np.stack([operator.fft(image) for image in residual])
-    model_by_scale = np.zeros((len(operator.scales), nmoment, npixel, npixel))
-    components, stop_reason = 0, "niter"
+    model_by_scale, components, stop_reason = _minor_loop(
+        operator, residual_hat, npixel=npixel, level=level, gain=gain, niter=niter
+    )
+    if components:
+        residual = np.stack([operator.image(spectrum) for spectrum in residual_hat]).astype(float)
+    return CleanResult(
+        model_taylor=operator.model_image(model_by_scale),
+        residual_taylor=residual,
+        components=components,
+        peak_start=peak_start,
+        peak_end=float(np.abs(residual[0]).max()),
+        stop_reason=stop_reason,
+    )
+
+
+def _minor_loop(
+    operator: _CleanOperator,
+    residual_hat: np.ndarray,
+    *,
+    npixel: int,
+    level: float,
+    gain: float,
+    niter: int,
+) -> tuple[np.ndarray, int, str]:
+    """Find components until ``niter``, ``level`` or a stall; ``residual_hat`` is updated.
+
+    Returns the model per scale (nscale, nmoment, N, N), the number of components and why
+    the loop stopped ("niter", "threshold" or "stalled").
+    """
+    model_by_scale = np.zeros((len(operator.scales), residual_hat.shape[0], npixel, npixel))
+    components = 0
     while components < niter:
         smoothed = operator.smooth(residual_hat)
         choice = _choose_scale(operator, smoothed, level)
         if choice is None:
-            stop_reason = "threshold"
-            break
+            return model_by_scale, components, "threshold"
         iscale, peak_value, values = choice
         increment, taken = _subminor_loop(
             operator,
@@ -164,22 +192,11 @@ def msmfs_clean(
             budget=niter - components,
         )
         if taken == 0:
-            stop_reason = "stalled"
-            break
+            return model_by_scale, components, "stalled"
         components += taken
         operator.subtract(residual_hat, increment, iscale)
         model_by_scale[iscale] += increment
-
-    if components:
-        residual = np.stack([operator.image(spectrum) for spectrum in residual_hat]).astype(float)
-    return CleanResult(
-        model_taylor=operator.model_image(model_by_scale),
-        residual_taylor=residual,
-        components=components,
-        peak_start=peak_start,
-        peak_end=float(np.abs(residual[0]).max()),
-        stop_reason=stop_reason,
-    )
+    return model_by_scale, components, "niter"
 
 
 def _check_inputs(residual_taylor, psf_taylor, scales, gain, niter, threshold, fractional):

@@ -26,6 +26,7 @@ def batch_imaging(block: ProcessingBlock) -> None:
     from distributed import Client
 
     from sdpbatch.execution.pipeline import batch_imaging_pipeline
+    from sdpbatch.execution.runner import OnDask
 
     params = block_parameters(block.pb_id, block.pb.get("parameters", {}))
     block.wait_for_resources()
@@ -38,7 +39,7 @@ def batch_imaging(block: ProcessingBlock) -> None:
     with Client(address, timeout="60s") as client:
         client.wait_for_workers(params.n_workers, timeout=120)
         batch_imaging_pipeline(
-            params, paths[params.buffer_vis], paths[params.buffer_img], client=client
+            params, paths[params.buffer_vis], paths[params.buffer_img], runner=OnDask(client)
         )
     LOG.info("Finished processing")
 

@@ -1,0 +1,111 @@
+"""``run_ical``: the story of one ICAL run (the seed's ICAL, see the science reference).
+
+1. read: the windows (one MeasurementSet each) are spread over groups, at most one per worker;
+   each group reads its MeasurementSets itself and keeps them as chunks (in memory, or spilled
+   to scratch in time chunks when large).  Only small things (times, weight sums, solve sums,
+   gains) and images travel.
+2. cycle 0: PSF Taylor images; with a sky model, the first self-calibration cycle's terms
+   solved against it; dirty Taylor images; multi-scale multi-frequency clean.
+3. up to ``nmajor`` major cycles: update each group's model visibilities with the last minor
+   cycle's increment -> solve the terms due (sums per group, combined and solved in the
+   client) -> correct fresh data and grid the Taylor residual per group -> sum -> clean.
+   Once a minor cycle finds nothing and no new term is due, further cycles would repeat it:
+   the run stops there.
+4. final residual per window (the Taylor residual follows from it), restore with the clean
+   beam fitted to the PSF.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from sdpbatch.execution.ical.cycles import first_cycle, major_cycle, read, settled
+from sdpbatch.execution.ical.data import WindowSpec
+from sdpbatch.execution.ical.finish import finish
+from sdpbatch.execution.ical.results import IcalResult
+from sdpbatch.execution.ical.scratch import remove_scratch
+from sdpbatch.execution.ical.settings import CalibrationSchedule, IcalSettings, resolve_threads
+from sdpbatch.execution.ical.state import Run
+from sdpbatch.execution.progress import NoProgress, Progress
+from sdpbatch.execution.runner import InProcess, Runner
+from sdpbatch.io.ms_read import MeasurementSetInfo
+from sdpbatch.io.ms_set import check_measurement_sets
+from sdpbatch.parameters import Parameters
+from sdpbatch.science.skymodel import SkyModel
+
+LOG = logging.getLogger("sdpbatch.execution.ical")
+
+
+def run_ical(
+    ms_paths: Sequence[str | Path],
+    params: Parameters,
+    *,
+    runner: Runner | None = None,
+    settings: IcalSettings | None = None,
+    progress: Progress | None = None,
+    sky_model: SkyModel | None = None,
+    infos: list[MeasurementSetInfo] | None = None,
+) -> IcalResult:
+    """Self-calibrate and image MeasurementSets (one per frequency window); write nothing.
+
+    Parameters
+    ----------
+    ms_paths : the MeasurementSets, in frequency-window order; each window may hold several
+        channels.  All must share the phase centre and the antennas.
+    params : imaging, deconvolution and calibration parameters (npixel/cellsize None: advised
+        from the data).
+    runner : where tasks run (:func:`sdpbatch.execution.cluster.open_runner`); default this
+        process with ``params.threads_per_worker`` threads.  On a cluster the windows are
+        spread over groups, one per ``settings.group_visibilities``, at most one per worker.
+    settings : execution knobs (chunk and group sizes); results do not depend on them.
+    progress : receives a step per cycle (log lines per cycle are always written).
+    sky_model : components (apparent fluxes) to calibrate against before the first image: the
+        terms due in the first self-calibration cycle are solved against them, so the image
+        sits where the catalogue says; None: self-calibration alone, whose images carry the
+        common shift of the phase gradient it cannot determine.
+    infos : the MeasurementSets' metadata from :func:`check_measurement_sets`, if already read.
+    """
+    run = _start(ms_paths, params, runner, settings or IcalSettings(), progress, infos)
+    try:
+        imaging = read(run)
+        state = first_cycle(run, imaging, sky_model)
+        for cycle in range(1, params.nmajor + 1):
+            major_cycle(run, imaging, state, cycle)
+            if cycle < params.nmajor and settled(run, state, cycle):
+                LOG.info(
+                    "ICAL settled after cycle %d of %d: nothing left above the clean "
+                    "threshold and no new gain term due, so further cycles would repeat it",
+                    cycle,
+                    params.nmajor,
+                )
+                break
+        return finish(run, imaging, state)
+    finally:
+        run.runner.run_everywhere(remove_scratch, run.run_id)
+
+
+def _start(ms_paths, params, runner, settings, progress, infos) -> Run:
+    """The fixed part of a run: windows, groups on the runner's workers, threads."""
+    infos = infos if infos is not None else check_measurement_sets(ms_paths)
+    runner = runner if runner is not None else InProcess(params.threads_per_worker)
+    windows, channel = [], 0
+    for w, info in enumerate(infos):
+        windows.append(WindowSpec(str(info.path), w, channel, info.nrow, info.nchan))
+        channel += info.nchan
+    nvis = sum(w.nvis for w in windows)
+    ngroups = min(len(runner.slots), len(windows), -(-nvis // settings.group_visibilities))
+    ngroups = max(1, ngroups)
+    threads = resolve_threads(runner, ngroups)
+    if not isinstance(runner, InProcess):
+        LOG.info(
+            "ICAL on Dask: %d group(s) of windows on %d worker(s), %d thread(s) each",
+            ngroups,
+            len(runner.slots),
+            threads.group,
+        )
+    bar = progress or NoProgress()
+    bar.begin("ICAL", params.nmajor + 2)
+    schedule = CalibrationSchedule.from_parameters(params)
+    return Run(runner, params, settings, schedule, infos, windows, ngroups, threads, bar)

@@ -1,0 +1,125 @@
+"""What ICAL produces: images, gain solutions and a record per cycle (nothing is written here:
+see :mod:`sdpbatch.execution.pipeline`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from sdpbatch.science.beam import CleanBeam
+
+
+@dataclass
+class GainSolution:
+    """Solved gains of one term, ``DATA ~= g_p conj(g_q) MODEL`` (p = antenna1).
+
+    gains : (ntime_sol, nant, nfreq_sol) complex; times : (ntime_sol,) MJD s, interval centres;
+    frequencies : (nfreq_sol,) Hz (the reference frequency for frequency-independent terms).
+    """
+
+    gains: np.ndarray
+    times: np.ndarray
+    frequencies: np.ndarray
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """One minor cycle: cycle 0 after the first image, then one per major cycle.
+
+    solved : gain terms solved just before it; peak, peak_end : the residual's peak
+    (Jy/beam) before and after; rms : the residual's rms after; components : clean components
+    found; stop_reason : why the minor cycle stopped; seconds : wall time of the cycle.
+    """
+
+    cycle: int
+    solved: tuple[str, ...]
+    peak: float
+    peak_end: float
+    rms: float
+    components: int
+    stop_reason: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "solved": list(self.solved)}
+
+    def message(self) -> str:
+        return (
+            f"cycle {self.cycle}: peak {self.peak:.4g} Jy/beam, rms {self.rms:.3g}, "
+            f"{self.components} components, solved {''.join(self.solved) or '-'}, "
+            f"{self.seconds:.2f} s"
+        )
+
+
+@dataclass(frozen=True)
+class FinalRecord:
+    """The final residual (after the last model update): its peak and rms (Jy/beam)."""
+
+    peak: float
+    rms: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def message(self) -> str:
+        return f"final: peak {self.peak:.4g} Jy/beam, rms {self.rms:.3g}, {self.seconds:.2f} s"
+
+
+@dataclass
+class IcalResult:
+    """Everything ICAL produces.
+
+    Images are ``image[ix, iy]`` (l east along ix, m north along iy); models in Jy/pixel,
+    residual and restored images in Jy/beam.  Cubes have one plane per frequency window.
+    """
+
+    model_taylor: np.ndarray  # (nmoment, N, N)
+    residual_taylor: np.ndarray  # (nmoment, N, N)
+    restored: np.ndarray  # (N, N), at the reference frequency
+    model_cube: np.ndarray  # (nwin, N, N)
+    residual_cube: np.ndarray  # (nwin, N, N)
+    restored_cube: np.ndarray  # (nwin, N, N)
+    psf: np.ndarray  # (N, N), peak 1
+    clean_beam: CleanBeam
+    frequencies: np.ndarray  # (nwin,) Hz
+    bandwidths: np.ndarray  # (nwin,) Hz
+    reference_frequency: float
+    cellsize: float
+    npixel: int
+    phase_centre: tuple[float, float]
+    solutions: dict[str, GainSolution]
+    antenna_names: list[str]
+    antenna_positions: np.ndarray
+    cycles: list[CycleRecord] = field(default_factory=list)
+    final: FinalRecord | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    stage_intervals: list[tuple[str, float, float]] = field(default_factory=list)
+    """(stage, start, end) on the ``time.perf_counter`` clock: for benchmarks' memory per stage."""
+
+    IMAGES = ("model_taylor", "residual_taylor", "restored", "model_cube", "residual_cube")
+    IMAGES += ("restored_cube", "psf")
+
+    def differences(self, other: IcalResult, *, image_rtol: float, gain_atol: float) -> list[str]:
+        """What differs from ``other`` beyond the tolerances: images by more than
+        ``image_rtol`` of this restored image's peak, gains by more than ``gain_atol``."""
+        scale = float(np.abs(self.restored).max()) or 1.0
+        out = []
+        for name in self.IMAGES:
+            a, b = getattr(self, name), getattr(other, name)
+            if a.shape != b.shape:
+                out.append(f"{name}: shape {a.shape} vs {b.shape}")
+            elif np.abs(a - b).max() > image_rtol * scale:
+                out.append(f"{name}: {np.abs(a - b).max() / scale:.2e} of the peak")
+        if sorted(self.solutions) != sorted(other.solutions):
+            out.append(f"solved terms {sorted(self.solutions)} vs {sorted(other.solutions)}")
+        for term in set(self.solutions) & set(other.solutions):
+            a, b = self.solutions[term].gains, other.solutions[term].gains
+            if a.shape != b.shape or np.abs(a - b).max() > gain_atol:
+                out.append(f"gains {term} differ by more than {gain_atol}")
+        return out
+
+    def allclose(self, other: IcalResult, *, image_rtol: float = 1e-6, gain_atol: float = 1e-9):
+        """True if images and gains agree within the tolerances (see :meth:`differences`)."""
+        return not self.differences(other, image_rtol=image_rtol, gain_atol=gain_atol)

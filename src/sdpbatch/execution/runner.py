@@ -1,0 +1,150 @@
+"""Where tasks run: in this process, or on a Dask cluster, behind one small interface.
+
+The pipelines (simulation, ICAL) are written once against :class:`Runner`: they ``submit``
+functions (optionally pinned to a worker slot), ``gather`` or ``wait`` for their results, and
+``run_everywhere`` for housekeeping.  :class:`InProcess` runs each task at once and its handles
+are the values; :class:`OnDask` submits to a ``distributed.Client``, its handles are futures.
+:func:`sdpbatch.execution.cluster.open_runner` chooses one for a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One worker: its address (empty in-process), host, and threads."""
+
+    address: str
+    host: str
+    nthreads: int
+
+
+class Runner(Protocol):
+    """Runs tasks and hands back their results."""
+
+    slots: list[WorkerSlot]
+    """The workers tasks can be pinned to (one in-process)."""
+
+    def submit(self, fn: Callable, *args: Any, key: str, slot: int | None = None) -> Any:
+        """Run ``fn(*args)``; ``args`` may be handles of earlier tasks.  ``slot``: the worker
+        (index into :attr:`slots`, taken modulo their number) it should preferably run on."""
+
+    def gather(self, handles: Any) -> Any:
+        """The values of a handle or a (nested) list of handles."""
+
+    def wait(self, handles: Any) -> None:
+        """Return once the tasks behind ``handles`` are done."""
+
+    def as_completed(self, handles: list[Any]) -> Iterator[Any]:
+        """The values of ``handles`` in the order they complete."""
+
+    def scatter(self, value: Any) -> Any:
+        """A handle of ``value`` available to every worker (sent once)."""
+
+    def run_everywhere(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` once on every worker process (housekeeping; errors are logged)."""
+
+    def host_threads(self) -> int:
+        """Threads available on the host of slot 0 (a task that runs alone may use them all)."""
+
+
+class InProcess:
+    """Runs every task at once in this process; handles are the values."""
+
+    def __init__(self, nthreads: int = 1):
+        self.slots = [WorkerSlot("", "localhost", max(1, int(nthreads)))]
+
+    def submit(self, fn: Callable, *args: Any, key: str, slot: int | None = None) -> Any:
+        return fn(*args)
+
+    def gather(self, handles: Any) -> Any:
+        return handles
+
+    def wait(self, handles: Any) -> None:
+        pass
+
+    def as_completed(self, handles: list[Any]) -> Iterator[Any]:
+        yield from handles
+
+    def scatter(self, value: Any) -> Any:
+        return value
+
+    def run_everywhere(self, fn: Callable, *args: Any) -> None:
+        fn(*args)
+
+    def host_threads(self) -> int:
+        return self.slots[0].nthreads
+
+
+class OnDask:
+    """Runs tasks on a Dask cluster through ``client``.
+
+    A task pinned to a slot is restricted loosely (``allow_other_workers``): should that
+    worker die, Dask recomputes what it held elsewhere from the tasks that made it.
+    """
+
+    def __init__(self, client):
+        self.client = client
+        info = client.scheduler_info()["workers"]
+        if not info:
+            raise RuntimeError("the Dask cluster has no workers")
+        self.slots = [
+            WorkerSlot(address, info[address]["host"], int(info[address]["nthreads"]))
+            for address in sorted(info)
+        ]
+        self.token = uuid.uuid4().hex[:8]
+
+    def submit(self, fn: Callable, *args: Any, key: str, slot: int | None = None) -> Any:
+        workers = None if slot is None else [self.slots[slot % len(self.slots)].address]
+        return self.client.submit(
+            fn,
+            *args,
+            key=f"{key}-{self.token}",
+            workers=workers,
+            allow_other_workers=workers is not None,
+            pure=False,
+        )
+
+    def gather(self, handles: Any) -> Any:
+        return self.client.gather(handles)
+
+    def wait(self, handles: Any) -> None:
+        from distributed import wait
+
+        wait(handles)
+
+    def as_completed(self, handles: list[Any]) -> Iterator[Any]:
+        from distributed import as_completed
+
+        for future in as_completed(handles):
+            yield future.result()
+
+    def scatter(self, value: Any) -> Any:
+        return self.client.scatter(value, broadcast=True)
+
+    def run_everywhere(self, fn: Callable, *args: Any) -> None:
+        try:
+            self.client.run(fn, *args)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not hide the result
+            LOG.warning("could not run %s on the workers: %s", fn.__name__, exc)
+
+    def host_threads(self) -> int:
+        """The Dask threads of slot 0's host, at most the cores of that host."""
+        host = self.slots[0].host
+        threads = sum(s.nthreads for s in self.slots if s.host == host)
+        cores = self.client.run(os.cpu_count, workers=[self.slots[0].address])
+        return max(1, min(threads, next(iter(cores.values())) or threads))
+
+
+def workers_on_host(slots: Iterable[WorkerSlot], host: str) -> int:
+    """How many of ``slots`` run on ``host``."""
+    return sum(1 for s in slots if s.host == host)

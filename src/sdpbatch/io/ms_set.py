@@ -1,0 +1,60 @@
+"""A set of MeasurementSets imaged together: the one check that they belong together.
+
+Every entry point (the command line before it starts a cluster, the ICAL pipeline) calls
+:func:`check_measurement_sets` once and passes the metadata it returns on, so a run reads each
+file's metadata once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.coordinates import angular_separation
+
+from sdpbatch.io.ms_read import (
+    MeasurementSetError,
+    MeasurementSetInfo,
+    read_measurement_set_metadata,
+)
+
+SAME_DIRECTION = 1e-7
+"""Largest separation (rad, ~0.02 arcsec) of phase centres that counts as the same."""
+
+
+def separation(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Angle (rad) between two (ra, dec) directions in radians; exact near zero and across
+    RA = 0 (Vincenty's formula)."""
+    return float(angular_separation(a[0], a[1], b[0], b[1]))
+
+
+def _describe(direction: tuple[float, float]) -> str:
+    return f"(ra {np.degrees(direction[0]):.6f}, dec {np.degrees(direction[1]):.6f}) deg"
+
+
+def check_measurement_sets(ms_paths: Sequence[str | Path]) -> list[MeasurementSetInfo]:
+    """Metadata of every MeasurementSet; :class:`MeasurementSetError` naming the first bad one.
+
+    All must be readable as Stokes I, given once each, and share one phase centre (within
+    :data:`SAME_DIRECTION`) and one set of stations.
+    """
+    paths = [Path(p) for p in ms_paths]
+    if not paths:
+        raise MeasurementSetError("<none>", "no MeasurementSets given")
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise MeasurementSetError(paths[0], "the same MeasurementSet is given more than once")
+    infos = [read_measurement_set_metadata(p) for p in paths]
+    first = infos[0]
+    for info in infos[1:]:
+        if separation(info.phase_centre, first.phase_centre) > SAME_DIRECTION:
+            raise MeasurementSetError(
+                info.path,
+                f"phase centre {_describe(info.phase_centre)} differs from that of "
+                f"{first.path} {_describe(first.phase_centre)}; image them separately",
+            )
+        if info.antenna_names != first.antenna_names:
+            raise MeasurementSetError(
+                info.path, f"its {info.nant} stations differ from the {first.nant} of {first.path}"
+            )
+    return infos
