@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from sdpbatch.cli.options import describe_parameters
 from sdpbatch.parameters import (
     FIELDS,
     SCHEMA,
     ParameterError,
     Parameters,
-    describe_parameters,
     is_safe_name,
     load_parameters,
     parse_parameters,

@@ -32,26 +32,12 @@ DEFAULT_LAYOUT = "ska1-low-central"
 CATALOGUE = "catalogue"
 NO_MODEL = "none"
 
-SECTION_COMMANDS: dict[str, tuple[str, ...]] = {
-    "execution": ("simulate", "ical", "run"),
-    "observation": ("simulate", "run"),
-    "buffers": ("run",),
-    "simulation": ("simulate", "run"),
-    "imaging": ("ical", "run"),
-    "deconvolution": ("ical", "run"),
-    "calibration": ("ical", "run"),
-    "selection": ("ical",),
-    "write-back": ("ical", "run"),
-}
-"""Which ``sdpbatch`` commands offer the flags of each section of the schema."""
-
 
 class ParameterError(ValueError):
     """Parameters are missing, of the wrong type or outside their allowed values.
 
     ``problems`` lists every problem as ``(field, label, message)``: ``label`` is the name
     the user wrote (``parameter 'npixel'`` in a file, ``-size`` on the command line).
-    ``field`` is the first problem's field.
     """
 
     def __init__(self, name: str, message: str, *, label: str | None = None):
@@ -67,13 +53,8 @@ class ParameterError(ValueError):
         err.problems, err.where = list(problems), where
         return err
 
-    @property
-    def field(self) -> str:
-        return self.problems[0][0]
-
-    @property
-    def fields(self) -> list[str]:
-        return [p[0] for p in self.problems]
+    field = property(lambda self: self.problems[0][0], doc="The first problem's field.")
+    fields = property(lambda self: [p[0] for p in self.problems], doc="Every problem's field.")
 
     def __str__(self) -> str:
         text = "; ".join(f"{label}: {message}" for _, label, message in self.problems)
@@ -106,7 +87,7 @@ class Field:
     help: str
     check: Callable[[Any], bool] | None = None
     allowed: str = ""  # human description of the allowed values
-    section: str = "execution"
+    section: str = "execution"  # which commands offer the flag: cli.options.SECTION_COMMANDS
     flag: str = ""
 
     @property
@@ -517,18 +498,3 @@ def load_parameters(path: str | Path) -> Parameters:
         return parse_parameters(raw)
     except ParameterError as err:
         raise ParameterError.of(err.problems, where=str(path)) from None
-
-
-def describe_parameters() -> str:
-    """Markdown table of all parameters and their flags, for docs and ``sdpbatch params``."""
-    rows = [
-        "| parameter | flag | commands | default | allowed | meaning |",
-        "|---|---|---|---|---|---|",
-    ]
-    for f in SCHEMA:
-        commands = ", ".join(SECTION_COMMANDS[f.section])
-        rows.append(
-            f"| `{f.name}` | `{f.usage}` | {commands} | `{json.dumps(f.default)}` "
-            f"| {f.allowed or f.kind} | {f.help} |"
-        )
-    return "\n".join(rows)

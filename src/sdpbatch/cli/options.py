@@ -9,6 +9,7 @@ bad value is reported under the flag as typed (``-size 1023``), every problem at
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from collections.abc import Callable
@@ -18,13 +19,25 @@ from typing import Any
 from sdpbatch.parameters import (
     PATH_FIELDS,
     SCHEMA,
-    SECTION_COMMANDS,
     Field,
     ParameterError,
     Parameters,
     parse_parameters,
     read_parameter_file,
 )
+
+SECTION_COMMANDS: dict[str, tuple[str, ...]] = {
+    "execution": ("simulate", "ical", "run"),
+    "observation": ("simulate", "run"),
+    "buffers": ("run",),
+    "simulation": ("simulate", "run"),
+    "imaging": ("ical", "run"),
+    "deconvolution": ("ical", "run"),
+    "calibration": ("ical", "run"),
+    "selection": ("ical",),
+    "write-back": ("ical", "run"),
+}
+"""Which ``sdpbatch`` commands offer the flags of each section of the schema."""
 
 DEST = "param__"
 NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -178,3 +191,19 @@ def parameters_from(args: argparse.Namespace, file: Path | None) -> Parameters:
     if problems:
         raise ParameterError.of(problems)
     return params
+
+
+def describe_parameters() -> str:
+    """Markdown table of all parameters: JSON name, flag, commands, default, allowed values and
+    meaning (``sdpbatch params``, docs/parameters.md)."""
+    rows = [
+        "| parameter | flag | commands | default | allowed | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in SCHEMA:
+        commands = ", ".join(SECTION_COMMANDS[f.section])
+        rows.append(
+            f"| `{f.name}` | `{f.usage}` | {commands} | `{json.dumps(f.default)}` "
+            f"| {f.allowed or f.kind} | {f.help} |"
+        )
+    return "\n".join(rows)

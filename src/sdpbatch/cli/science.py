@@ -101,7 +101,8 @@ def _check_out(path: Path, flag: str = "--out") -> None:
 def _cmd_params(args: argparse.Namespace) -> int:
     import json
 
-    from sdpbatch.parameters import Parameters, describe_parameters
+    from sdpbatch.cli.options import describe_parameters
+    from sdpbatch.parameters import Parameters
 
     print(json.dumps(Parameters().to_dict(), indent=2) if args.json else describe_parameters())
     return 0
