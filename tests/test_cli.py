@@ -215,3 +215,19 @@ def test_sky_model_flag_names_itself(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "-size 100001" in err and "npixel" not in err
+
+
+def test_a_file_flag_found_bad_later_is_named_as_typed(tmp_path, capsys):
+    """Files named by flags are read after the parameters are valid (before any worker): their
+    errors still name the flag, not the parameter behind it."""
+    params = _params_file(tmp_path, **SMALL_SIM)
+    missing = tmp_path / "no-such-stations.txt"
+    assert main(["simulate", str(params), "--out", str(tmp_path / "o"), "--layout",
+                 str(missing)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"--layout {missing}:" in err and "'layout'" not in err
+    sky = tmp_path / "no-such-sky.txt"
+    assert main(["run", str(params), "--out", str(tmp_path / "d"), "--sky-model", str(sky)]) == 2
+    err = capsys.readouterr().err
+    assert f"--sky-model {sky}:" in err and "parameter 'calibration_model'" not in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()

@@ -9,6 +9,7 @@ bad value is reported under the flag as typed (``-size 1023``), every problem at
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -156,6 +157,31 @@ def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None
         groups[f.section].add_argument(f.spelling, nargs=nargs, metavar=metavar, **common)
 
 
+def _given(args: argparse.Namespace) -> dict[str, tuple[Field, list, str]]:
+    """The parameter flags of ``args``: field name -> (field, typed words, label as typed)."""
+    by_name = {f.name: f for f in SCHEMA}
+    given = {}
+    for key, value in vars(args).items():
+        if key.startswith(DEST):
+            f = by_name[key.removeprefix(DEST)]
+            words = value if isinstance(value, list) else [value]
+            label = f.spelling if f.kind == "bool" else " ".join([f.spelling, *map(str, words)])
+            given[f.name] = (f, words, label)
+    return given
+
+
+@contextlib.contextmanager
+def named_as_typed(args: argparse.Namespace):
+    """A :class:`ParameterError` raised inside (e.g. a layout or sky model file found unreadable
+    when it is opened) names the flag the user typed for each field set by a flag."""
+    try:
+        yield
+    except ParameterError as err:
+        given = _given(args)
+        problems = [(f, given[f][2] if f in given else lab, m) for f, lab, m in err.problems]
+        raise ParameterError.of(problems, err.where) from None
+
+
 def parameters_from(args: argparse.Namespace, file: Path | None) -> Parameters:
     """The parameters of ``file`` (defaults without one) with the flags given in ``args``.
 
@@ -166,15 +192,10 @@ def parameters_from(args: argparse.Namespace, file: Path | None) -> Parameters:
     where = f" ({file.name})" if file is not None else ""
     labels = {name: f"parameter '{name}'{where}" for name in raw}
     problems: list[tuple[str, str, str]] = []
-    given = {k.removeprefix(DEST): v for k, v in vars(args).items() if k.startswith(DEST)}
-    by_name = {f.name: f for f in SCHEMA}
-    for name, value in given.items():
-        f = by_name[name]
-        words = value if isinstance(value, list) else [value]
-        label = " ".join([f.spelling, *map(str, words)]) if f.kind != "bool" else f.spelling
+    for name, (f, words, label) in _given(args).items():
         try:
             if f.kind == "bool":
-                values = {name: value}
+                values = {name: words[0]}
             elif name in SPECIAL:
                 values = SPECIAL[name][1](words)
             else:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from sdpbatch.cli.common import UsageError, progress_display
-from sdpbatch.cli.options import add_parameter_options, parameters_from
+from sdpbatch.cli.options import add_parameter_options, named_as_typed, parameters_from
 
 
 def add_science_commands(sub: argparse._SubParsersAction) -> None:
@@ -113,7 +113,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     params = parameters_from(args, args.params)
     _check_out(args.out)
-    prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
+    with named_as_typed(args):  # layout, rmax, sky model checked before starting workers
+        prepare_simulation(params)
     with _runner(params, args.scheduler) as runner:
         products = simulate(params, args.out, runner=runner, progress=progress_display(args))
     for path in [*products.ms_paths, *products.truth_paths]:
@@ -177,7 +178,8 @@ def _cmd_ical(args: argparse.Namespace) -> int:
         raise UsageError(f"--truth {args.truth}: no truth_skymodel.txt and truth_gains.h5 there")
     folders = {p.resolve().parent for p in args.ms}
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
-    calibration_model(params, truth_dir)  # before starting any worker
+    with named_as_typed(args):  # a --sky-model file that cannot be read
+        calibration_model(params, truth_dir)  # before starting any worker
     with _runner(params, args.scheduler) as runner:
         products = ical_pipeline(
             args.ms,
@@ -193,7 +195,7 @@ def _cmd_ical(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sdpbatch.execution.pipeline import batch_imaging_pipeline
+    from sdpbatch.execution.pipeline import batch_imaging_pipeline, calibration_model
     from sdpbatch.execution.simulate import prepare_simulation
 
     params = parameters_from(args, args.params)
@@ -201,7 +203,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     vis_dir, img_dir = args.out / params.buffer_vis, args.out / params.buffer_img
     for folder in (vis_dir, img_dir):
         _check_out(folder, f"--out {args.out}: its buffer")
-    prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
+    with named_as_typed(args):  # layout, rmax, sky models checked before starting workers
+        prepare_simulation(params)
+        calibration_model(params, None)
     with _runner(params, args.scheduler) as runner:
         products = batch_imaging_pipeline(
             params, vis_dir, img_dir, runner=runner, progress=progress_display(args)
