@@ -50,6 +50,10 @@ def test_image_shows_the_source_at_its_sky_position_with_the_beam(tmp_path):
     assert ellipse.width == pytest.approx(np.degrees(p.beam[1]) / cell_deg, rel=1e-9)
     assert ellipse.angle == pytest.approx(np.degrees(p.beam[2]), rel=1e-9)
     assert fig.axes[1].get_ylabel() == "Jy/beam"  # the colour bar, in BUNIT
+    residual = render.image_figure(read_plane(p.directory / RESIDUAL), title="r", beam=None,
+                                   symmetric=True)  # fmt: skip
+    norm = residual.axes[0].images[0].norm
+    assert norm.vmin == -norm.vmax and norm.vmax > 0  # linear about zero
 
 
 def _artists(ax):

@@ -324,6 +324,7 @@ def _render(ctx: Context):
                 product_file(ctx.root, buffer, IMAGES[figure]),
                 title=f"{figure} image ({buffer})",
                 beam_source=product_file(ctx.root, buffer, RESTORED),
+                symmetric=figure == "residual",
             )
         elif figure == "gains":
             png = render.gains_png(product_file(ctx.root, buffer, GAINS))

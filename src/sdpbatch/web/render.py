@@ -69,32 +69,45 @@ def _figure(**kwargs):
 # ---------------------------------------------------------------------------------------------
 
 
-def image_figure(plane: FitsPlane, *, title: str, beam: dict | None):
-    """The figure of one image plane with RA/Dec axes and ``beam`` (degrees) drawn to scale."""
-    import astropy.units as u
-    from astropy.visualization.wcsaxes import add_beam
-    from astropy.wcs import WCS, FITSFixedWarning
+def _stretch(data: np.ndarray, *, symmetric: bool):
+    """(norm, colour map): a residual linear and symmetric about zero (to 99.5 % of the largest
+    values), otherwise an asinh stretch from the 0.5 percentile to the peak, linear within
+    3 robust sigma of zero, so the noise and the brightest sources both show."""
     from matplotlib import colors
 
-    data = plane.data
     finite = data[np.isfinite(data)]
     finite = finite if finite.size else np.zeros(1)
+    if symmetric:
+        limit = float(np.percentile(np.abs(finite), 99.5)) or 1.0
+        return colors.Normalize(-limit, limit), "RdBu_r"
     lo, hi = float(np.percentile(finite, 0.5)), float(finite.max())
     hi = hi if hi > lo else lo + 1.0
     rms = 1.4826 * float(np.median(np.abs(finite - np.median(finite))))
-    norm = colors.AsinhNorm(linear_width=3 * rms if rms > 0 else 0.01 * (hi - lo), vmin=lo, vmax=hi)
+    width = 3 * rms if rms > 0 else 0.01 * (hi - lo)
+    return colors.AsinhNorm(linear_width=width, vmin=lo, vmax=hi), "inferno"
+
+
+def image_figure(plane: FitsPlane, *, title: str, beam: dict | None, symmetric: bool = False):
+    """The figure of one image plane with RA/Dec axes and ``beam`` (degrees) drawn to scale;
+    ``symmetric``: a linear scale about zero (for a residual), see :func:`_stretch`."""
+    import astropy.units as u
+    from astropy.visualization.wcsaxes import add_beam
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    data = plane.data
+    norm, cmap = _stretch(data, symmetric=symmetric)
     fig = _figure(figsize=(7.2, 6.0), dpi=100)
     with warnings.catch_warnings():  # DATE-OBS -> MJD-OBS, a fix astropy reports
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(plane.header).celestial
     ax = fig.add_subplot(1, 1, 1, projection=wcs)
-    shown = ax.imshow(data, origin="lower", cmap="inferno", norm=norm, interpolation="nearest")
+    shown = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
     ra, dec = ax.coords[0], ax.coords[1]
     ra.set_axislabel("Right ascension (J2000)")
     dec.set_axislabel("Declination (J2000)")
     ra.set_major_formatter("hh:mm")
     dec.set_major_formatter("dd:mm")
-    ax.coords.grid(color="white", alpha=0.3, linestyle="dotted")
+    ax.coords.grid(color="grey" if symmetric else "white", alpha=0.4, linestyle="dotted")
     if beam is not None:
         add_beam(
             ax,
@@ -115,16 +128,16 @@ def image_figure(plane: FitsPlane, *, title: str, beam: dict | None):
     return fig
 
 
-def image_png(path: Path, *, title: str, beam_source: Path) -> bytes:
+def image_png(path: Path, *, title: str, beam_source: Path, symmetric: bool = False) -> bytes:
     """PNG of the image in ``path``; the beam from ``beam_source``'s header (the restored
     image's, so a residual shows the same beam)."""
 
     def draw() -> bytes:
         plane = read_plane(path)
         beam = beam_of(plane.header) or beam_of(read_plane(beam_source).header)
-        return _png(image_figure(plane, title=title, beam=beam))
+        return _png(image_figure(plane, title=title, beam=beam, symmetric=symmetric))
 
-    return cached_png("image", [path, beam_source], draw)
+    return cached_png(f"image-{symmetric}", [path, beam_source], draw)
 
 
 # ---------------------------------------------------------------------------------------------

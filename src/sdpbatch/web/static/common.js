@@ -8,7 +8,7 @@ export function el(tag, attrs = {}, ...children) {
     else if (key === "text") node.textContent = value;
     else node.setAttribute(key, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -41,6 +41,15 @@ export function when(seconds) {
 
 export function number(value, digits = 4) {
   return value === null || value === undefined ? "-" : Number(value).toPrecision(digits);
+}
+
+// An angle given in degrees, in arcseconds below 2 arcmin, else in arcminutes below 2 degrees.
+export function angle(degrees) {
+  if (degrees === null || degrees === undefined) return "-";
+  const a = Math.abs(degrees);
+  if (a < 2 / 60) return `${(degrees * 3600).toPrecision(3)}″`;
+  if (a < 2) return `${(degrees * 60).toPrecision(3)}′`;
+  return `${degrees.toPrecision(3)}°`;
 }
 
 export function table(headers, rows, attrs = {}) {

@@ -1,6 +1,6 @@
 // One image product: restored and residual images (RA/Dec axes, the beam), gains per station,
 // and the per-cycle figures of qa.json, all drawn by the server from the files.
-import { el, getJSON, number, section, showError, table, connection } from "./common.js";
+import { angle, connection, el, getJSON, number, section, showError, table } from "./common.js";
 
 const buffer = decodeURIComponent(location.pathname.split("/")[2] || "");
 const main = document.getElementById("main");
@@ -15,9 +15,9 @@ function fileLink(name) {
 }
 
 function imageFacts(role, s) {
-  const beam = s.beam ? `${number(s.beam.bmaj_deg * 3600, 3)}″ × ${number(s.beam.bmin_deg * 3600, 3)}″, PA ${number(s.beam.bpa_deg, 3)}°` : "(restored image's)";
+  const beam = s.beam ? `${angle(s.beam.bmaj_deg)} × ${angle(s.beam.bmin_deg)}, PA ${number(s.beam.bpa_deg, 3)}°` : "(drawn: the restored image's)";
   return table(["", "value"], [
-    ["file", fileLink(s.file)], ["pixels", `${s.npixel[0]} × ${s.npixel[1]} of ${number(s.cell_deg * 3600, 4)}″`],
+    ["file", fileLink(s.file)], ["pixels", `${s.npixel[0]} × ${s.npixel[1]} of ${angle(s.cell_deg)}`],
     ["centre (RA, Dec)", `${number(s.centre_deg[0], 6)}°, ${number(s.centre_deg[1], 6)}°`],
     ["frequency", `${number(s.frequency_hz / 1e6, 5)} MHz`], ["beam", beam],
     ["peak", `${number(s.peak)} ${s.unit}`], ["min", `${number(s.min)} ${s.unit}`], ["rms", `${number(s.rms)} ${s.unit}`],
