@@ -209,6 +209,16 @@ class DatabaseWatch:
         self.client.close()
 
 
+def _texts(driver, selector: str) -> list[dict]:
+    """Text and attributes of the elements matching ``selector``, read in one step (the pages
+    redraw their tables as updates arrive, so element handles may go stale)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => Object.fromEntries("
+        "[['text', e.textContent], ...[...e.attributes].map(a => [a.name, a.value])]))",
+        selector,
+    )
+
+
 def _wait(what: str, check, timeout: float, poll: float = 0.1):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -230,8 +240,6 @@ def _shot(driver, folder: Path, name: str) -> Path:
 
 
 def test_pages_follow_a_real_session(system, browser, screenshots, capsys):
-    from selenium.webdriver.common.by import By
-
     from sdpbatch.control.subarray.state_machine import ObsState
     from sdpbatch.control.system import COMPONENTS
 
@@ -240,23 +248,20 @@ def test_pages_follow_a_real_session(system, browser, screenshots, capsys):
 
     # the system page: every component of 'sdpbatch up', alive, and the database answering
     driver.get(f"{url}/system")
-    rows = _wait(
-        "the components",
-        lambda: driver.find_elements(By.CSS_SELECTOR, "#components tr[data-component]"),
-        30,
-    )
-    assert [r.get_attribute("data-component") for r in rows] == list(COMPONENTS)
-    assert all("alive" in r.text for r in rows)
-    assert "ok" in driver.find_element(By.ID, "database").text
+    rows = _wait("the components", lambda: _texts(driver, "#components tr[data-component]"), 30)
+    assert [r["data-component"] for r in rows] == list(COMPONENTS)
+    assert all("alive" in r["text"] for r in rows)
+    assert "ok" in _texts(driver, "#database")[0]["text"]
     _shot(driver, screenshots, "system")
 
     # the blocks page, watched from before the SBI exists to the end of the session
     driver.get(f"{url}/")
-    _wait("the overview", lambda: driver.find_elements(By.ID, "blocks"), 30)
+    _wait("the overview", lambda: _texts(driver, "#blocks"), 30)
     overview_doc = driver.execute_script(WATCH_STATES)
     overview_window = driver.current_window_handle
     watch = DatabaseWatch(env["SDP_CONFIG_HOST"], int(env["SDP_CONFIG_PORT"]))
-    device = tango.DeviceProxy("mid_sdp/elt/subarray_1")
+    # the full name: a plain one would bind this process to one TANGO_HOST for good
+    device = tango.DeviceProxy(f"tango://{env['TANGO_HOST']}/mid_sdp/elt/subarray_1")
     try:
         if device.state() == tango.DevState.OFF:
             device.On()
@@ -279,7 +284,7 @@ def test_pages_follow_a_real_session(system, browser, screenshots, capsys):
         driver.switch_to.new_window("window")
         block_window = driver.current_window_handle
         driver.get(f"{url}/blocks/{BATCH_PB}")
-        _wait("the log element", lambda: driver.find_elements(By.ID, "log"), 30)
+        _wait("the log element", lambda: _texts(driver, "#log"), 30)
         block_doc = driver.execute_script(WATCH_BLOCK)
 
         def log_text() -> str:
@@ -316,14 +321,11 @@ def test_pages_follow_a_real_session(system, browser, screenshots, capsys):
     assert dashboard == f"http://127.0.0.1:{watch.dashboard_port}/status"
 
     # its buffers: files listed with their sizes on disk
-    _wait(
-        "the product link",
-        lambda: driver.find_elements(By.CSS_SELECTOR, f'[data-buffer="{IMG}"] a.product'),
-        30,
-    )
+    product_link = f'[data-buffer="{IMG}"] a.product'
+    _wait("the product link", lambda: _texts(driver, product_link), 30)
     for name in ("ska_pipeline_ical_restored.fits", "ska_pipeline_ical_gains.h5", "qa.json"):
-        cell = driver.find_element(By.CSS_SELECTOR, f'tr[data-file="{IMG}/{name}"] .size-bytes')
-        assert int(cell.text) == (data_dir / IMG / name).stat().st_size
+        [cell] = _texts(driver, f'tr[data-file="{IMG}/{name}"] .size-bytes')
+        assert int(cell["text"]) == (data_dir / IMG / name).stat().st_size
     _shot(driver, screenshots, "block")
 
     # the blocks page: every state, in order, in the same document
@@ -333,10 +335,9 @@ def test_pages_follow_a_real_session(system, browser, screenshots, capsys):
     shown = {pb: [s for p, s, _ in seen if p == pb] for pb in (RT_PB, BATCH_PB)}
     assert _in_order(["RUNNING", "FINISHED"], shown[RT_PB]), seen
     assert _in_order(["WAITING", "RUNNING", "FINISHED"], shown[BATCH_PB]), seen
-    row = driver.find_element(By.CSS_SELECTOR, f'#blocks tr[data-pb="{BATCH_PB}"]')
-    assert row.find_elements(By.CSS_SELECTOR, f'a[href="/blocks/{RT_PB}"]')  # its dependency
-    sbi = driver.find_element(By.CSS_SELECTOR, f'tr[data-sbi="{SBI["id"]}"] .sbi-status')
-    assert sbi.text == "FINISHED"
+    assert _texts(driver, f'#blocks tr[data-pb="{BATCH_PB}"] a[href="/blocks/{RT_PB}"]')
+    [sbi] = _texts(driver, f'tr[data-sbi="{SBI["id"]}"] .sbi-status')
+    assert sbi["text"] == "FINISHED"
     _shot(driver, screenshots, "blocks")
     latencies = _latencies(watch.seen, seen)
     assert latencies and max(lat for *_, lat in latencies) < 5.0, latencies
@@ -344,7 +345,7 @@ def test_pages_follow_a_real_session(system, browser, screenshots, capsys):
 
     # the product page: the four figures load
     driver.switch_to.window(block_window)
-    driver.find_element(By.CSS_SELECTOR, f'[data-buffer="{IMG}"] a.product').click()
+    driver.execute_script("document.querySelector(arguments[0]).click()", product_link)
     figures = ("img-restored", "img-residual", "img-gains", "img-qa")
     _wait(
         "the product's figures",
