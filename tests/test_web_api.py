@@ -306,3 +306,29 @@ def test_the_command_refuses_bad_input(tmp_path):
         result = web("--data-dir", str(tmp_path), "--port", str(port))
     assert result.returncode == 2 and f"127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_without_the_database_the_files_are_still_shown(tmp_path):
+    """etcd away: the database's pages say so (JSON errors, an error event), the products and
+    logs under the data root are still served."""
+    from sdpbatch.control.etcd_server import free_port
+
+    data = tmp_path / "data"
+    make_product(data / IMG)
+    env = {"SDP_CONFIG_BACKEND": "etcd3", "SDP_CONFIG_HOST": "127.0.0.1",
+           "SDP_CONFIG_PORT": str(free_port())}  # fmt: skip
+    record, url = start_web(data, tmp_path / "web.log", env)
+    try:
+        for path in ("/api/overview", f"/api/blocks/{PB_BATCH}"):
+            status, headers, body = get(url, path)
+            assert status >= 500 and "error" in json.loads(body), (path, status, body[:200])
+        assert get_json(url, "/api/system")["database"]["ok"] is False
+        assert get_json(url, f"/api/products/{IMG}")["images"]["restored"]["peak"] > 4
+        assert get(url, f"/render/{IMG}/qa.png")[0] == 200
+        stream = EventStream(url, "/api/events")
+        try:
+            assert json.loads(stream.next("overview")[1])["error"]  # the page says why
+        finally:
+            stream.close()
+    finally:
+        stop_process(record.pid, timeout=10)

@@ -126,7 +126,7 @@ def create_app(
     data_dir: Path,
     *,
     config: Config,
-    period: float = 2.0,
+    period: float = 5.0,
     allowed_hosts: list[str] | None = None,
 ) -> Starlette:
     """The application for ``data_dir`` and ``config``.
@@ -175,6 +175,7 @@ def create_app(
             NoProduct: _error(404),
             OutsideDataRoot: _error(404),
             ConfigError: _error(503),
+            Exception: _error(500),  # any other failure: still JSON, and logged
         },
     )
 

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from sdpbatch.control.configdb import Config, ConfigError
+from sdpbatch.control.configdb import Config
 from sdpbatch.web.state import overview, touch_overview_keys
 
 LOG = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Overviews:
                     if key != last:
                         last = key
                         self._publish(snapshot)
-            except (ConfigError, OSError) as err:
+            except Exception as err:  # noqa: BLE001 - shown on the pages, retried
                 LOG.warning("overview not read: %s", err)
                 last = None
                 self._publish({"time": time.time(), "error": str(err)})

@@ -61,7 +61,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
-def serve(data_dir: Path, *, host: str, port: int, period: float = 2.0) -> None:
+def serve(data_dir: Path, *, host: str, port: int, period: float = 5.0) -> None:
     """Serve the pages of ``data_dir`` until SIGINT or SIGTERM (prints the address first).
 
     A server bound to loopback only answers requests addressed to a loopback name (no DNS

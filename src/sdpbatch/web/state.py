@@ -66,8 +66,8 @@ def database_health(config: Config) -> dict:
     try:
         for txn in config.txn(max_retries=3):
             txn.list_sbis()
-    except ConfigError as err:
-        return {"ok": False, "error": str(err)}
+    except Exception as err:  # noqa: BLE001 - a probe: any failure means not answering
+        return {"ok": False, "error": str(err) or type(err).__name__}
     return {"ok": True, "backend": config.backend_name, "ms": 1e3 * (time.perf_counter() - start)}
 
 
