@@ -232,7 +232,7 @@ def _wait(what: str, check, timeout: float, poll: float = 0.1):
 def _shot(driver, folder: Path, name: str) -> Path:
     """A screenshot of the whole page (the window made as tall as the page for it)."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(height, 800), 4000))
+    driver.set_window_size(1400, min(height + 150, 4000))  # + the window's own frame
     path = folder / f"{name}.png"
     driver.save_screenshot(str(path))
     driver.set_window_size(1400, 1000)
