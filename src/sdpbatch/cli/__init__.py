@@ -18,6 +18,7 @@ from sdpbatch.cli.common import UsageError
 from sdpbatch.cli.control import add_control_commands
 from sdpbatch.cli.science import add_science_commands
 from sdpbatch.cli.system import add_system_commands
+from sdpbatch.cli.web import add_web_command
 from sdpbatch.io.ms_read import MeasurementSetError
 from sdpbatch.parameters import ParameterError
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_science_commands(sub)
     add_control_commands(sub)
     add_system_commands(sub)
+    add_web_command(sub)
     return parser
 
 
