@@ -138,6 +138,7 @@ def test_seed_session_through_tango(system):
         "subarray-server",
         "controller",
         "deployer",
+        "web",
     ]
     assert "is already up" in sdpbatch("up", "--data-dir", str(data_dir), env=env)
 

@@ -22,6 +22,7 @@ from sdpbatch.cli.common import FILE_ONLY, UsageError, add_logging_options, setu
 from sdpbatch.cli.control import add_control_commands
 from sdpbatch.cli.science import add_science_commands
 from sdpbatch.cli.system import add_system_commands
+from sdpbatch.cli.web import add_web_command
 from sdpbatch.io.ms_read import MeasurementSetError
 from sdpbatch.parameters import ParameterError
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_science_commands(sub)
     add_control_commands(sub)
     add_system_commands(sub)
+    add_web_command(sub)
     for command in sub.choices.values():
         command.allow_abbrev = False  # -scale must never be read as an abbreviation
         command.epilog = command.epilog or EPILOG

@@ -2,8 +2,9 @@
 
 ``up`` starts, each in the background as its own process (logs under ``DATA/logs/``):
 etcd (data in ``DATA/etcd``), the Tango database (SQLite file ``DATA/tango/tango_database.db``),
-the subarray device server (``mid_sdp/elt/subarray_1`` and ``_2``), the processing controller
-and the deployer (buffers under ``DATA``).  Every process is recorded in ``DATA/system.json``
+the subarray device server (``mid_sdp/elt/subarray_1`` and ``_2``), the processing controller,
+the deployer (buffers under ``DATA``) and the read-only web page (``sdpbatch web``, its address
+exported as ``SDPBATCH_WEB_URL``).  Every process is recorded in ``DATA/system.json``
 (written atomically after each start) so ``down`` stops them by id, in reverse order.  All
 data stays in ``DATA``, so ``down`` then ``up`` continues where it stopped; the ports of the
 last run are reused when free, so the printed environment stays the same.
@@ -33,6 +34,7 @@ from sdpbatch.io.atomic import atomic_path
 LOG = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SDPBATCH_DATA_DIR"
+WEB_URL_ENV = "SDPBATCH_WEB_URL"
 DEFAULT_DATA_DIR = "sdp-data"
 STATE_FILE = "system.json"
 RUN_ID_ENV = "SDPBATCH_SYSTEM_ID"
@@ -72,13 +74,16 @@ class SystemState:
         """The environment a client of this system needs."""
         if not self.ports:
             return {}
-        return {
+        env = {
             "TANGO_HOST": f"{HOST}:{self.ports['tango_db']}",
             "SDP_CONFIG_HOST": HOST,
             "SDP_CONFIG_PORT": str(self.ports["etcd_client"]),
             "SDP_CONFIG_BACKEND": "etcd3",
             DATA_DIR_ENV: str(self.data_dir),
         }
+        if "web" in self.ports:
+            env[WEB_URL_ENV] = f"http://{HOST}:{self.ports['web']}/"
+        return env
 
     @property
     def child_env(self) -> dict[str, str]:
@@ -159,7 +164,7 @@ def _port_free(port: int) -> bool:
 def _choose_ports(previous: dict[str, int]) -> dict[str, int]:
     """The previous run's ports where still free (stable TANGO_HOST), else new free ones."""
     ports: dict[str, int] = {}
-    for name in ("etcd_client", "etcd_peer", "tango_db"):
+    for name in ("etcd_client", "etcd_peer", "tango_db", "web"):
         port = previous.get(name)
         if port is None or port in ports.values() or not _port_free(port):
             port = free_port(HOST)
@@ -324,6 +329,22 @@ def _start_cli_component(
     return record
 
 
+def _start_web(state: SystemState, layout: Layout) -> ProcessRecord:
+    """``sdpbatch web`` on loopback at the chosen port, ready when it answers /api/health."""
+    from urllib.request import urlopen
+
+    url = state.env[WEB_URL_ENV]
+    args = ["web", "--data-dir", str(layout.data_dir), "--host", HOST]
+    record = _start_cli_component(state, layout, "web", [*args, "--port", str(state.ports["web"])])
+
+    def ready() -> bool:
+        with urlopen(f"{url}api/health", timeout=2) as response:
+            return response.status == 200
+
+    _wait_for("web server", record, ready)
+    return record
+
+
 # ----------------------------------------------------------------------------------------------
 # up, down, status
 # ----------------------------------------------------------------------------------------------
@@ -359,6 +380,7 @@ def up(data_dir: Path | None = None) -> SystemState:
         _start_subarray_server(state, layout)
         _start_cli_component(state, layout, "controller", ["controller"])
         _start_cli_component(state, layout, "deployer", ["deployer", "--data-dir", str(data_dir)])
+        _start_web(state, layout)
     except BaseException:
         _stop_all(state)
         raise
@@ -459,7 +481,7 @@ def services_status(data_dir: Path | None = None) -> dict[str, Any]:
     }
 
 
-COMPONENTS = ("etcd", "tango-database", "subarray-server", "controller", "deployer")
+COMPONENTS = ("etcd", "tango-database", "subarray-server", "controller", "deployer", "web")
 """The processes of a running system, in start order."""
 
 

@@ -48,7 +48,7 @@ from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.io.preview import write_preview_png
 from sdpbatch.io.qa import write_qa
 from sdpbatch.io.skymodel_file import SkyModelFileError, read_sky_model
-from sdpbatch.parameters import CATALOGUE, NO_MODEL, ParameterError, Parameters
+from sdpbatch.parameters import CATALOGUE, FIELDS, NO_MODEL, ParameterError, Parameters
 from sdpbatch.science.assess import (
     brightest_sources,
     gain_phase_error,
@@ -61,6 +61,13 @@ from sdpbatch.science.assess import (
 LOG = logging.getLogger(__name__)
 WORKFLOW_LOG = logging.getLogger("batch_imaging")
 
+PREFIX = FIELDS["prefix"].default
+"""The products' names by default (the ``prefix`` parameter, WSClean's ``-name``)."""
+RESTORED = f"{PREFIX}_restored.fits"
+RESIDUAL = f"{PREFIX}_residual.fits"
+DECONVOLVED = f"{PREFIX}_deconvolved.fits"
+GAINS = f"{PREFIX}_gains.h5"
+PREVIEW = f"{PREFIX}_restored.png"
 QA = "qa.json"
 NBRIGHTEST = 10
 

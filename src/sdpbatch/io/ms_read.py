@@ -280,6 +280,17 @@ def _combine_stokes_i(
     return vis, w, flag[..., a] | flag[..., b]
 
 
+def _cells(main: tables.table, column: str, start: int, n: int, cells: slice | None) -> np.ndarray:
+    """(n, nchan, ncorr) cells of ``column`` from row ``start``: all channels (``cells`` None)
+    or the slice ``cells`` only (nothing else is read from disk)."""
+    if cells is None:
+        return main.getcol(column, startrow=start, nrow=n)
+    ncorr = main.getcell(column, start).shape[1]
+    return main.getcolslice(
+        column, [cells.start, 0], [cells.stop - 1, ncorr - 1], startrow=start, nrow=n
+    )
+
+
 def read_measurement_set(
     path: str | Path,
     *,
@@ -287,6 +298,7 @@ def read_measurement_set(
     data_desc_id: int | None = None,
     block_rows: int = BLOCK_ROWS,
     time_range: tuple[float, float] | None = None,
+    channels: tuple[int, int] | None = None,
 ) -> Visibilities:
     """Read the Stokes I cross-correlations of a MeasurementSet (see the module docstring).
 
@@ -298,6 +310,8 @@ def read_measurement_set(
     block_rows : rows read per block (bounds the memory of the correlation cube).
     time_range : (start, end) MJD s: read only the rows with ``start <= TIME < end`` (in table
         order; the rows need not be sorted by time, but only the blocks holding them are read).
+    channels : (start, stop): read only these channels of the spectral window (a slice of
+        the cells: nothing else is read from disk).
     """
     path = Path(path)
     info = read_measurement_set_metadata(path, column=column, data_desc_id=data_desc_id)
@@ -326,14 +340,20 @@ def read_measurement_set(
             raise MeasurementSetError(
                 path, f"ANTENNA1/ANTENNA2 refer to stations beyond the {info.nant} in ANTENNA"
             )
-        nchan = info.nchan
+        first_chan, stop_chan = (0, info.nchan) if channels is None else channels
+        if not 0 <= first_chan < stop_chan <= info.nchan:
+            raise MeasurementSetError(
+                path, f"channels {first_chan}..{stop_chan - 1} outside the {info.nchan} it has"
+            )
+        nchan = stop_chan - first_chan
+        cells = None if nchan == info.nchan else slice(first_chan, stop_chan)
         out = Visibilities(
             uvw=np.empty((nkeep, 3)),
             time=np.empty(nkeep),
             antenna1=ant1_all[keep].astype(np.int32),
             antenna2=ant2_all[keep].astype(np.int32),
-            frequency=info.frequency,
-            channel_width=info.channel_width,
+            frequency=info.frequency[first_chan:stop_chan],
+            channel_width=info.channel_width[first_chan:stop_chan],
             vis=np.empty((nkeep, nchan), np.complex128),
             weight=np.empty((nkeep, nchan), np.float32),
             flag=np.empty((nkeep, nchan), bool),
@@ -355,14 +375,14 @@ def read_measurement_set(
             m = int(sel.sum())
             if m == 0:
                 continue
-            data = main.getcol(column, startrow=start, nrow=n)[sel]
+            data = _cells(main, column, start, n, cells)[sel]
             if data.shape[1] != nchan:
                 raise MeasurementSetError(
-                    path, f"{column} has {data.shape[1]} channels, SPECTRAL_WINDOW {nchan}"
+                    path, f"{column} has {data.shape[1]} channels, SPECTRAL_WINDOW {info.nchan}"
                 )
-            flag = main.getcol("FLAG", startrow=start, nrow=n)[sel]
+            flag = _cells(main, "FLAG", start, n, cells)[sel]
             if spectrum:
-                weight = main.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=n)[sel]
+                weight = _cells(main, "WEIGHT_SPECTRUM", start, n, cells)[sel]
             else:
                 weight = np.broadcast_to(
                     main.getcol("WEIGHT", startrow=start, nrow=n)[sel][:, None, :], data.shape
