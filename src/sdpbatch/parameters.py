@@ -270,6 +270,17 @@ SCHEMA: tuple[Field, ...] = (
         "1 to 4",
     ),
     Field(
+        "channel_blocks",
+        "int",
+        4,
+        "channel blocks each major cycle grids and predicts separately (WSClean's "
+        "-channels-out): every visibility is gridded once, onto its block's image, and the "
+        "Taylor images are formed from the blocks; exact when each block is one channel, "
+        "each block costs one FFT per pass",
+        _range(1, 4096),
+        "1 to 4096",
+    ),
+    Field(
         "psf_support",
         "int",
         128,
@@ -403,6 +414,7 @@ class Parameters:
     fractional_threshold: float = 0.1
     scales: list[int] = field(default_factory=lambda: [0, 3, 10])
     nmoment: int = 2
+    channel_blocks: int = 4
     psf_support: int = 128
     selfcal: bool = True
     calibration_model: str = CATALOGUE
