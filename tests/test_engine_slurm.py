@@ -196,7 +196,7 @@ def test_cancelled_worker_job_is_replaced_and_products_stay_right(system: System
         pb_id = system.process(BATCH, _params())
         dask_id = f"proc-{pb_id}-dask"
         end = time.monotonic() + 240
-        while "Running ICAL pipeline" not in system.workflow_log(pb_id):
+        while "ICAL cycle 0:" not in system.workflow_log(pb_id):  # mid-ICAL, between cycles
             status = system.state(pb_id).get("status")
             assert time.monotonic() < end and status not in ("FAILED", "CANCELLED"), status
             time.sleep(0.2)
