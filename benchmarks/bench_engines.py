@@ -14,6 +14,10 @@ recorded: when the block's Dask deployment was ``RUNNING`` (scheduler up, jobs s
 way the tests do (root, Debian packages slurm-wlm and munge); ``existing`` uses the cluster
 ``sbatch`` reaches.  Prints one line per run and the medians; the SLURM overhead is the
 difference of the medians.  Runs are sequential; the machine may be shared, so repeat.
+
+Then, to see the engine's own share without the science around it, the Dask engine alone
+(``--engine-repeats`` times): from the deployer's ``start`` of a 2-worker engine to both workers
+connected to its scheduler, and its ``stop`` (jobs cancelled and gone from the queue).
 """
 
 from __future__ import annotations
@@ -114,12 +118,44 @@ def bench_engine(engine: str, repeats: int, out: Path, env: dict[str, str]) -> l
     return runs
 
 
+def bench_engine_alone(engine: str, repeats: int, out: Path) -> list[dict]:
+    """Start -> 2 workers connected, and stop, of the engine alone (deployer's side)."""
+    from distributed import Client
+
+    from sdpbatch.control import engines
+    from sdpbatch.control.configdb import Config
+    from sdpbatch.control.configdb.backend_memory import MemoryStore
+
+    runs = []
+    with Config("memory", store=MemoryStore()) as config:
+        engines.record_engine(config, engines.parse_engine(engine))
+        side = engines.Engines(config, out / f"alone-{engine}")
+        for run in range(repeats):
+            deploy_id = f"proc-alone{run}-dask"
+            start = time.perf_counter()
+            state = side.start(deploy_id, {"n_workers": 2}, log_path=out / f"{deploy_id}.log")
+            with Client(state["scheduler_address"], timeout="60s") as client:
+                client.wait_for_workers(2, timeout=120)
+            ready = time.perf_counter() - start
+            start = time.perf_counter()
+            side.stop(deploy_id, state)
+            stopped = time.perf_counter() - start
+            runs.append({"ready": ready, "stopped": stopped})
+            print(
+                f"{engine:<6} engine alone {run}: 2 workers connected after {ready:.2f} s, "
+                f"stopped in {stopped:.2f} s",
+                flush=True,
+            )
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engines", nargs="+", default=["local", "slurm"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="work directory (default: temp)")
     parser.add_argument("--slurm", choices=("scratch", "existing"), default="scratch")
+    parser.add_argument("--engine-repeats", type=int, default=5)
     args = parser.parse_args()
     out = (args.out or Path(tempfile.mkdtemp(prefix="bench-engines-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +172,8 @@ def main() -> int:
     try:
         for engine in args.engines:
             results[engine] = bench_engine(engine, args.repeats, out, env)
+        os.environ.update(env)  # the engine alone runs in this process
+        alone = {e: bench_engine_alone(e, args.engine_repeats, out) for e in args.engines}
     finally:
         if cluster is not None:
             cluster.stop()
@@ -146,7 +184,11 @@ def main() -> int:
     if {"local", "slurm"} <= set(medians):
         overhead = medians["slurm"] - medians["local"]
         print(f"SLURM overhead (difference of medians): {overhead:.1f} s")
-    (out / "bench-engines.json").write_text(json.dumps(results, indent=2))
+    for engine, runs in alone.items():
+        ready = statistics.median(r["ready"] for r in runs)
+        stopped = statistics.median(r["stopped"] for r in runs)
+        print(f"{engine:<6} engine alone, median: ready {ready:.2f} s, stopped {stopped:.2f} s")
+    (out / "bench-engines.json").write_text(json.dumps({"runs": results, "alone": alone}, indent=2))
     return 0
 
 

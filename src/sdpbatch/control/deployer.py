@@ -216,4 +216,4 @@ class Deployer:
                 txn.update_deployment_state(deploy_id, changed)
         if not kept:  # it went meanwhile: what the check started goes too
             self.engines.stop(deploy_id, changed)
-        LOG.info("Deployment %s: engine %s", deploy_id, changed.get("error") or "repaired")
+        LOG.info("Deployment %s: %s", deploy_id, changed.get("error") or "engine state updated")

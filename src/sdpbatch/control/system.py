@@ -4,8 +4,8 @@
 etcd (data in ``DATA/etcd``), the Tango database (SQLite file ``DATA/tango/tango_database.db``),
 the subarray device server (``mid_sdp/elt/subarray_1`` and ``_2``), the processing controller
 and the deployer (buffers under ``DATA``).  The execution engine chosen with ``engine``
-(``--engine``) is recorded in the configuration database once etcd runs, and checked to answer
-before anything else starts; without one, the engine recorded by the last ``up`` stays
+(``--engine``) is checked to answer once etcd runs, before the other components start, and
+recorded in the configuration database; without one, the engine recorded by the last ``up`` stays
 (``local`` at first).  Every process is recorded in ``DATA/system.json``
 (written atomically after each start) so ``down`` stops them by id, in reverse order.  All
 data stays in ``DATA``, so ``down`` then ``up`` continues where it stopped; the ports of the

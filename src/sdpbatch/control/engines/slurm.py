@@ -151,6 +151,7 @@ class SlurmEngine:
 
     def _submit(self, deploy_id: str, script: Path) -> str:
         logs = self.data_root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)  # SLURM fails a job whose output it cannot open
         return slurm.submit(script, output=logs / f"{deploy_id}-job-%j.log", cwd=script.parent)
 
     def check(self, deploy_id: str, state: dict) -> dict | None:
@@ -175,6 +176,13 @@ class SlurmEngine:
                     f"see {self.data_root / 'logs'}/{deploy_id}-job-*.log",
                 }
             new_id = self._submit(deploy_id, Path(state["job_script"]))
+            LOG.info(
+                "Deployment %s: worker job %s ended (%s), replaced by %s",
+                deploy_id,
+                job_id,
+                how,
+                new_id,
+            )
             jobs[jobs.index(job_id)] = new_id
             replaced.append({"job_id": job_id, "state": how, "by": new_id, "time": time.time()})
             left -= 1
