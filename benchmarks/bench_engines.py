@@ -134,12 +134,14 @@ def bench_engine_alone(engine: str, repeats: int, out: Path) -> list[dict]:
             deploy_id = f"proc-alone{run}-dask"
             start = time.perf_counter()
             state = side.start(deploy_id, {"n_workers": 2}, log_path=out / f"{deploy_id}.log")
-            with Client(state["scheduler_address"], timeout="60s") as client:
-                client.wait_for_workers(2, timeout=120)
-            ready = time.perf_counter() - start
-            start = time.perf_counter()
-            side.stop(deploy_id, state)
-            stopped = time.perf_counter() - start
+            try:
+                with Client(state["scheduler_address"], timeout="60s") as client:
+                    client.wait_for_workers(2, timeout=120)
+                ready = time.perf_counter() - start
+            finally:
+                start = time.perf_counter()
+                side.stop(deploy_id, state)
+                stopped = time.perf_counter() - start
             runs.append({"ready": ready, "stopped": stopped})
             print(
                 f"{engine:<6} engine alone {run}: 2 workers connected after {ready:.2f} s, "
