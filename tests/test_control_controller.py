@@ -224,7 +224,7 @@ def test_resource_model():
     capacity = machine_capacity(workers_per_core=2, memory_bytes=8 * 2**30)
     assert capacity.threads == 2 * capacity.cores
     seed = worker_request(4, memory_per_worker_gb=1)  # the seed's n_workers on 2 cores
-    assert seed == ResourceRequest(threads=4, memory_bytes=4 * 2**30)
+    assert seed == ResourceRequest(threads=4, memory_bytes=4 * 2**30, workers=4)
     assert never_fits(seed, Capacity(2, 4, 8 * 2**30)) is None
     assert "5 worker threads" in never_fits(worker_request(5), Capacity(2, 4, 8 * 2**30))
     assert "GiB" in never_fits(worker_request(2, memory_per_worker_gb=8), Capacity(2, 4, 2**30))

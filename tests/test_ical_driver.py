@@ -13,14 +13,15 @@ import pytest
 
 from sdpbatch.execution.cluster import dask_client
 from sdpbatch.execution.ical import IcalResult, IcalSettings, run_ical
-from sdpbatch.execution.ical.data import WindowSpec
 from sdpbatch.execution.ical.group import load_group, prepare_group
+from sdpbatch.execution.ical.plan import channel_blocks, work_items
 from sdpbatch.execution.ical.scratch import load_chunk, remove_scratch
 from sdpbatch.execution.ical.settings import ImagingSetup
 from sdpbatch.execution.ical.tasks import group_predict, group_residual, with_models
 from sdpbatch.execution.runner import OnDask
 from sdpbatch.execution.simulate import simulate
 from sdpbatch.io.ms_read import read_measurement_set_times
+from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.io.truth import read_truth
 from sdpbatch.parameters import Parameters
 from sdpbatch.science.assess import gain_phase_error, measure_source, sky_to_pixel
@@ -182,7 +183,7 @@ def test_cluster_equals_in_process(observation, selfcal, caplog, split):
     assert selfcal.differences(on_cluster, image_rtol=1e-6, gain_atol=1e-6) == []
     threads = 1 if split else min(2, os.cpu_count())
     groups = 2 if split else 1
-    expected = f"{groups} group(s) of windows on 2 worker(s), {threads} thread(s) each"
+    expected = f"3 work item(s) in {groups} group(s) on 2 worker(s), {threads} thread(s) each"
     assert expected in caplog.text
     assert "ICAL cycle 5" in caplog.text
 
@@ -264,8 +265,11 @@ def test_multichannel_measurement_sets_from_elsewhere(tmp_path):
         )
         paths.append(tmp_path / f"window{w}.ms")
         build_ms(paths[-1], spec)
-    params = Parameters(npixel=256, cellsize=0.0015, weighting="uniform", threads_per_worker=2)
+    params = Parameters(
+        npixel=256, cellsize=0.0015, weighting="uniform", threads_per_worker=2, channel_blocks=2
+    )
     r = run_ical(paths, params)
+    # two blocks of three channels: the two files
     assert r.model_cube.shape == (2, 256, 256) and np.allclose(r.frequencies, [0.95e8, 1.05e8])
     assert np.allclose(r.bandwidths, 3e5)
     solved = r.solutions["T"].gains[:, :, 0]
@@ -319,9 +323,14 @@ def _rows_per_integration(path) -> int:
     return int(counts.max())
 
 
-def _windows(paths) -> list[WindowSpec]:
-    nrow = [int(read_measurement_set_times(p).size) for p in paths]
-    return [WindowSpec(str(p), w, w, nrow[w], 1) for w, p in enumerate(paths)]
+def _items(paths, limit: int):
+    """Work items of all channels as one block, each of at most ``limit`` visibilities."""
+    infos = check_measurement_sets(paths)
+    return work_items(infos, channel_blocks(infos, 1), limit)
+
+
+MOMENTS = np.array([[1.0, 0.0]])
+"""Taylor moments of one block whose model is predicted (tests of the sparse, exact path)."""
 
 
 def _setup(run_id: str, nthreads: int = 1) -> ImagingSetup:
@@ -335,7 +344,6 @@ def _setup(run_id: str, nthreads: int = 1) -> ImagingSetup:
         robust=0.0,
         boundaries={"T": np.array([-np.inf, np.inf])},
         nthreads=nthreads,
-        psf_npixel=64,
         sparse_pixels=64,
         run_id=run_id,
     )
@@ -372,12 +380,12 @@ def test_a_streamed_pass_holds_one_chunk_at_a_time(observation, monkeypatch, tmp
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     limit = 3 * _rows_per_integration(paths[0])  # one integration of the three windows
     setup = _setup("chunks")
-    group = prepare_group(load_group(_windows(paths), "chunks", limit), setup, None)
-    assert group.summary.nchunks == len(group.chunks) == 3  # one integration each
+    group = prepare_group(load_group(_items(paths, limit), "chunks", limit), setup, None)
+    assert group.summary.spilled and len(group.chunks) == 3  # one integration each
     assert all(chunk.nvis <= limit for chunk in group.chunks)
     model = np.zeros((2, 256, 256))
     model[0, 100, 120] = 1.0
-    model_vis = group_predict(group, None, model, setup)
+    model_vis = group_predict(group, None, model, MOMENTS, setup)
     alive: list[weakref.ref] = []
     for b, m in with_models(group, model_vis):
         gc.collect()
@@ -385,13 +393,13 @@ def test_a_streamed_pass_holds_one_chunk_at_a_time(observation, monkeypatch, tmp
         alive = [weakref.ref(b.vis), weakref.ref(b.imaging_weight), weakref.ref(m)]
         del b, m
     # in memory, the same group is one chunk and gives the same residual image
-    whole = prepare_group(load_group(_windows(paths), "chunks", 10**9), setup, None)
+    whole = prepare_group(load_group(_items(paths, 10**9), "chunks", 10**9), setup, None)
     assert len(whole.chunks) == 1 and not list(tmp_path.glob("*/*.npy.tmp"))
     a = group_residual(group, model_vis, {}, setup)
-    b = group_residual(whole, group_predict(whole, None, model, setup), {}, setup)
+    b = group_residual(whole, group_predict(whole, None, model, MOMENTS, setup), {}, setup)
     # separate gridder calls per chunk agree with one call to the gridder's accuracy
-    assert a[1] == pytest.approx(b[1], rel=1e-12)
-    assert np.abs(a[0] - b[0]).max() < setup.epsilon * np.abs(b[0]).max()
+    assert a.weights[0] == pytest.approx(b.weights[0], rel=1e-12)
+    assert np.abs(a.images[0] - b.images[0]).max() < setup.epsilon * np.abs(b.images[0]).max()
     remove_scratch("chunks")
     assert list(tmp_path.iterdir()) == []
 
@@ -401,12 +409,13 @@ def test_a_lost_scratch_chunk_is_read_again(observation, monkeypatch, tmp_path):
     and model visibilities whose files are gone are predicted again from the model image."""
     _, paths, _ = observation
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    raw = load_group(_windows(paths), "lost", 2 * _rows_per_integration(paths[0]))
+    limit = 2 * _rows_per_integration(paths[0])
+    raw = load_group(_items(paths, limit), "lost", limit)
     assert len(raw.chunks) == 3  # 3 windows of one integration each
     chunk = raw.chunks[1]
-    kept = load_chunk(chunk, raw.windows)
+    kept = load_chunk(chunk)
     Path(chunk.rows[0]["vis"].path).unlink()
-    again = load_chunk(chunk, raw.windows)
+    again = load_chunk(chunk)
     assert len(kept) == len(again) == 1 and kept[0].vis.shape[1] == 3
     for name in ("uvw", "time", "antenna1", "vis", "weight", "flag", "channels", "frequency"):
         assert np.array_equal(getattr(kept[0], name), getattr(again[0], name)), name
@@ -414,15 +423,15 @@ def test_a_lost_scratch_chunk_is_read_again(observation, monkeypatch, tmp_path):
     ready = prepare_group(raw, setup, None)
     model = np.zeros((2, 256, 256))
     model[0, 100, 120], model[1, 140, 90] = 2.0, -0.5
-    first = group_predict(ready, None, model, setup)
-    second = group_predict(ready, first, model, setup)  # twice the model
+    first = group_predict(ready, None, model, MOMENTS, setup)
+    second = group_predict(ready, first, model, MOMENTS, setup)  # twice the model
     assert not any(Path(s.path).exists() for chunk in first.parts for s in chunk)  # replaced
     kept = [m for _, m in with_models(ready, second)]
     assert np.abs(kept[0]).max() > 1.0
     Path(second.parts[1][0].path).unlink()
     again = [m for _, m in with_models(ready, second)]
     Path(second.parts[2][0].path).unlink()
-    third = group_predict(ready, second, model, setup)
+    third = group_predict(ready, second, model, MOMENTS, setup)
     for k, a, b in zip(kept, again, with_models(ready, third), strict=True):
         assert np.allclose(a, k, rtol=0, atol=1e-9)
         assert np.allclose(b[1], 1.5 * k, rtol=0, atol=1e-9)

@@ -102,8 +102,10 @@ def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
     assert len(qa["cycles"]) >= 1 and "read" in qa["timings_s"] and "write" in qa["timings_s"]
     assert "truth" not in qa
     cube, cube_header = read_fits_image(out / "ska_pipeline_ical_restored_cube.fits")
-    assert cube.shape == (1, NPIX, NPIX)  # one plane per frequency window (MeasurementSet)
-    assert cube_header["CRVAL3"] == pytest.approx(100.5e6)
+    # one plane per channel block: the default 4 blocks of the 4 channels
+    assert cube.shape == (4, NPIX, NPIX)
+    assert cube_header["CRVAL3"] == pytest.approx(96e6)
+    assert cube_header["CDELT3"] == pytest.approx(3e6)
 
 
 def qa_of(out) -> dict:

@@ -218,6 +218,12 @@ SCHEMA: tuple[Field, ...] = (
           "1 to 10 integers from 0 to 1000", "deconvolution", "-multiscale-scales N,N,..."),
     Field("nmoment", "int", 2, "number of Taylor terms of the multi-frequency clean",
           _range(1, 4), "1 to 4", "deconvolution", "-fit-spectral-pol N"),
+    Field("channel_blocks", "int", 4,
+          "channel blocks each major cycle grids and predicts separately (WSClean's "
+          "-channels-out): every visibility is gridded once, onto its block's image, and the "
+          "Taylor images are formed from the blocks; exact when each block is one channel, "
+          "each block costs one FFT per pass",
+          _range(1, 4096), "1 to 4096", "deconvolution", "-channels-out N"),
     Field("psf_support", "int", 128, "half-width of the PSF patch used by minor cycles (px)",
           _range(8, 4096), "8 to 4096", "deconvolution"),
     # --- calibration -----------------------------------------------------------------------------
@@ -406,6 +412,7 @@ class Parameters:
     auto_threshold: float | None = _default("auto_threshold")
     scales: list[int] = _default("scales")
     nmoment: int = _default("nmoment")
+    channel_blocks: int = _default("channel_blocks")
     psf_support: int = _default("psf_support")
     selfcal: bool = _default("selfcal")
     calibration_model: str = _default("calibration_model")

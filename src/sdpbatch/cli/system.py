@@ -19,6 +19,7 @@ def add_system_commands(sub: argparse._SubParsersAction) -> None:
         "and the deployer in the background",
     )
     p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    _add_engine_options(p)
     p.set_defaults(handler=_cmd_up)
 
     p = sub.add_parser("down", help="stop everything 'sdpbatch up' started (data is kept)")
@@ -41,6 +42,59 @@ def add_system_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", type=Path, default=None, help=data_help)
     p.set_defaults(handler=_cmd_subarray)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    """--engine and the SLURM engine's settings (docs/deploy.md)."""
+    g = p.add_argument_group("execution engine (recorded; kept by the next 'up' unless given)")
+    g.add_argument(
+        "--engine",
+        default=None,
+        metavar="ENGINE",
+        help="where the blocks' Dask engines run: 'local' (processes on this machine, the "
+        "default), 'slurm' (workers as SLURM jobs) or 'scheduler=ADDRESS' (an existing Dask "
+        "cluster, e.g. scheduler=tcp://10.0.0.5:8786)",
+    )
+    g.add_argument("--slurm-partition", default=None, help="partition (default: the default one)")
+    g.add_argument("--slurm-account", default=None, help="account of the jobs (sbatch -A)")
+    g.add_argument(
+        "--slurm-walltime", default=None, help="time limit of a worker job (default: partition's)"
+    )
+    g.add_argument(
+        "--dask-host",
+        default=None,
+        help="slurm: address the blocks' Dask schedulers listen on, reachable from the compute "
+        "nodes (default 127.0.0.1: a single-node cluster)",
+    )
+
+
+def _engine_spec(args: argparse.Namespace):
+    """The engine asked for on the command line, or None to keep the recorded one."""
+    from sdpbatch.control.engines import EngineError, parse_engine
+
+    options = {
+        "partition": args.slurm_partition,
+        "account": args.slurm_account,
+        "walltime": args.slurm_walltime,
+        "dask_host": args.dask_host,
+    }
+    if args.engine is None and all(v is None for v in options.values()):
+        return None
+    try:
+        return parse_engine(args.engine or "local", **options)
+    except EngineError as err:
+        raise UsageError(str(err)) from None
+
+
+def _print_engine(state) -> None:
+    from sdpbatch.control.configdb import Config
+    from sdpbatch.control.engines import engine_status
+
+    with Config("etcd3", host=state.env["SDP_CONFIG_HOST"], port=state.ports["etcd_client"]) as c:
+        engine = engine_status(c)
+    capacity = engine.get("capacity")
+    size = f": {capacity['threads']} worker threads" if capacity else f" ({engine.get('error')})"
+    print(f"# engine:  {engine['description']}{size}")
 
 
 # action -> (Tango command, whether it takes a JSON argument)
@@ -66,11 +120,14 @@ _NOT_UP_REASONS = ("API_DeviceNotExported", "API_CantConnectToDevice")
 def _cmd_up(args: argparse.Namespace) -> int:
     from sdpbatch.control import system
 
+    engine = _engine_spec(args)
     try:
-        state = system.up(args.data_dir)
+        state = system.up(args.data_dir, engine=engine)
     except system.AlreadyUp as err:
         print(f"# {err}")
         state = system.SystemState.load(Path(args.data_dir or system.default_data_dir()).resolve())
+        if engine is not None:
+            print("# --engine is not applied to a running system: 'sdpbatch down' first")
         print("\n".join(system.export_lines(state)))
         return 0
     except system.SystemControlError as err:
@@ -79,6 +136,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"# sdpbatch is up; data root {state.data_dir}")
     for proc in status["processes"]:
         print(f"#   {proc['name']:<16} pid {proc['pid']:<8} log {proc['log']}")
+    _print_engine(state)
     print(f"# logs:    {status['logs']}")
     print(f"# buffers: {state.data_dir}/<buffer name>/ (listed by 'sdpbatch status')")
     print(f"# Tango database file: {status['tango_database']}")

@@ -3,13 +3,17 @@
 For every processing block:
 
 1. new block -> its workflow deployment ``proc-<pb_id>-workflow`` and state ``STARTING``
-   (``FAILED`` with a reason if the workflow is not registered or can never fit the machine);
+   (``FAILED`` with a reason if the workflow is not registered or can never fit the engine);
 2. a dependency ``FAILED`` or ``CANCELLED`` -> ``CANCELLED`` with the reason;
 3. ``WAITING``, every dependency ``FINISHED`` and its resources free -> hold the resources
    (``/resources/<pb_id>``) and set ``resources_available``;
 4. ``WAITING``/``RUNNING`` without an owner (its lease expired) -> ``FAILED`` "owner lost";
    ``STARTING`` whose workflow process exited without claiming -> ``FAILED``;
 5. ended -> remove its ``proc-<pb_id>-*`` deployments and give its resources back.
+
+The capacity is that of the engine recorded by ``sdpbatch up --engine`` (this machine's for
+``local``; a SLURM partition's; an existing Dask cluster's), asked again every few seconds;
+while a remote engine has never answered, new blocks wait.
 
 The workflows are given as a catalog (``"type:id:version"`` -> function of the block's
 parameters giving its :class:`ResourceRequest`), so this layer does not import them.
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from sdpbatch.control.configdb import Config, Watcher
+from sdpbatch.control.engines import EngineCapacity
 from sdpbatch.control.resources import (
     Capacity,
     ResourceRequest,
@@ -61,17 +66,20 @@ class Controller:
     ):
         self.config = config
         self.catalog = catalog
-        self.capacity = capacity or machine_capacity()
+        self.capacity: Capacity | None = capacity or machine_capacity()
+        self.engine_capacity = EngineCapacity(config, local=self.capacity)
         self.workflow_module = workflow_module
 
     def run(self, stop: threading.Event | None = None, *, timeout: float | None = 30.0) -> None:
         """Reconcile until ``stop`` is set; each pass starts when something it read changed."""
         stop = stop or threading.Event()
+        capacity = self.engine_capacity.get()
         LOG.info(
-            "Processing controller started: %d cores, %d worker threads, %.1f GiB",
-            self.capacity.cores,
-            self.capacity.threads,
-            self.capacity.memory_bytes / 2**30,
+            "Processing controller started: %s",
+            "the engine does not answer yet"
+            if capacity is None
+            else f"{capacity.where}, {capacity.threads} worker threads, "
+            f"{capacity.memory_bytes / 2**30:.1f} GiB",
         )
         for watcher in self.config.watcher(timeout=timeout):
             if stop.is_set():
@@ -82,6 +90,7 @@ class Controller:
     def reconcile(self, watcher: Watcher | None = None) -> None:
         """One pass over all blocks."""
         txns = watcher.txn if watcher is not None else self.config.txn
+        self.capacity = self.engine_capacity.get()  # None: the engine has not answered yet
         for txn in txns():
             pb_ids = txn.list_pbs()
             txn.list_keys("/resources/")  # wake when resources are given back
@@ -97,6 +106,8 @@ class Controller:
     # --- the steps ------------------------------------------------------------------------------
 
     def start_block(self, txns, pb_id: str) -> None:
+        if self.capacity is None:
+            return
         for txn in txns():
             pb = txn.get_pb(pb_id)
             if pb is None or txn.get_pb_state(pb_id) is not None:
@@ -119,7 +130,7 @@ class Controller:
                 reason = f"workflow {key} is not registered; known workflows: {known}"
             else:
                 reason = never_fits(self.catalog[key](pb.get("parameters", {})), self.capacity)
-                reason = reason and f"cannot run on this machine: it {reason}"
+                reason = reason and f"cannot run: it {reason}"
             if reason:
                 txn.create_pb_state(
                     pb_id, {"status": "FAILED", "reason": reason, "resources_available": False}
@@ -184,7 +195,7 @@ class Controller:
             released = False
             if pb is None or state is None or state["status"] != "WAITING":
                 return
-            if state.get("resources_available"):
+            if state.get("resources_available") or self.capacity is None:
                 return
             for dep in pb.get("dependencies", []):
                 dep_state = txn.get_pb_state(dep["pb_id"])

@@ -4,8 +4,9 @@ Types:
 
 - ``process``: ``{"module": "sdpbatch.workflows.run", "args": [pb_id]}`` runs
   ``python -m module args...`` (only modules of ``sdpbatch.workflows``);
-- ``dask``: ``{"n_workers", "threads_per_worker", "memory_limit"}`` starts a scheduler on
-  loopback and ``n_workers`` single-process workers, and records the scheduler address;
+- ``dask``: ``{"n_workers", "threads_per_worker", "memory_limit"}`` starts a Dask engine on
+  the engine chosen at ``sdpbatch up --engine`` (:mod:`sdpbatch.control.engines`: local
+  processes, SLURM jobs, an existing cluster) and records its scheduler address;
 - ``buffer``: ``{"pb_id"}`` creates the buffer directory and record (kept when the entry goes).
 
 What the deployer made of an entry is recorded in ``/deploy/<id>/state`` (status, process
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import threading
 import time
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sdpbatch.control import buffers
 from sdpbatch.control.configdb import Config, ConfigError
+from sdpbatch.control.engines import EngineError, Engines
 from sdpbatch.control.processes import (
     ProcessRecord,
     exit_code,
@@ -35,7 +36,6 @@ from sdpbatch.control.processes import (
 
 LOG = logging.getLogger(__name__)
 ALLOWED_MODULE_PREFIX = "sdpbatch.workflows."
-SCHEDULER_START_TIMEOUT = 60.0
 DATA_ROOT_ENV = "SDPBATCH_DATA_ROOT"
 LOG_PATH_ENV = "SDPBATCH_LOG_PATH"
 
@@ -51,6 +51,7 @@ class Deployer:
         self.config = config
         self.data_root = Path(data_root).resolve()
         self.poll_interval = poll_interval
+        self.engines = Engines(config, self.data_root)
         (self.data_root / "logs").mkdir(parents=True, exist_ok=True)
 
     def log_path(self, deploy_id: str) -> Path:
@@ -83,12 +84,16 @@ class Deployer:
                 self.stop(deploy_id, state)
             elif state is not None and state.get("status") == "RUNNING":
                 self.check_exited(deploy_id, state)
+                if state.get("type") == "dask":
+                    self.check_engine(deploy_id)
 
     def stop_all(self) -> None:
         """Stop every process this deployer runs (on shutdown); entries stay."""
         for txn in self.config.txn():
             states = {d: txn.get_deployment_state(d) for d in txn.list_deployment_states()}
-        for state in states.values():
+        for deploy_id, state in states.items():
+            if (state or {}).get("type") == "dask":
+                self.engines.stop(deploy_id, state)  # SLURM jobs too
             for raw in (state or {}).get("processes", []):
                 record = ProcessRecord.from_dict(raw)
                 stop_process(record.pid, started=record.started)
@@ -107,12 +112,12 @@ class Deployer:
             if kind == "process":
                 state = self._start_process(deploy_id, args)
             elif kind == "dask":
-                state = self._start_dask(deploy_id, args)
+                state = self.engines.start(deploy_id, args, log_path=self.log_path(deploy_id))
             elif kind == "buffer":
                 state = self._make_buffer(deploy_id, args)
             else:
                 raise DeploymentError(f"unknown deployment type {kind!r}")
-        except (DeploymentError, ConfigError, OSError, ValueError) as err:
+        except (DeploymentError, EngineError, ConfigError, OSError, ValueError) as err:
             LOG.error("Deployment %s failed: %s", deploy_id, err)
             state = {"status": "FAILED", "type": kind, "error": str(err)}
         state.setdefault("type", kind)
@@ -151,87 +156,6 @@ class Deployer:
             env.update(SDP_CONFIG_HOST=backend.host, SDP_CONFIG_PORT=str(backend.port))
         return env
 
-    def _start_dask(self, deploy_id: str, args: dict) -> dict:
-        n_workers = args.get("n_workers", 1)
-        threads = args.get("threads_per_worker", 1)
-        memory_limit = args.get("memory_limit", "auto")
-        if not (isinstance(n_workers, int) and 1 <= n_workers <= 256):
-            raise DeploymentError(f"dask deployment {deploy_id}: n_workers must be 1 to 256")
-        if not (isinstance(threads, int) and 1 <= threads <= 256):
-            raise DeploymentError(f"dask deployment {deploy_id}: threads_per_worker 1 to 256")
-        work_dir = self.data_root / "dask" / deploy_id
-        shutil.rmtree(work_dir, ignore_errors=True)
-        work_dir.mkdir(parents=True)
-        scheduler_file = work_dir / "scheduler.json"
-        log = self.log_path(deploy_id)
-        thread_env = {
-            key: str(threads)
-            for key in ("SDPBATCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-        }
-        records = [
-            start_process(
-                f"{deploy_id}-scheduler",
-                [
-                    sys.executable,
-                    "-m",
-                    "distributed.cli.dask_scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--dashboard-address",
-                    "127.0.0.1:0",
-                    "--scheduler-file",
-                    str(scheduler_file),
-                ],
-                log_path=log,
-                cwd=work_dir,
-            )
-        ]
-        try:
-            info = _wait_for_scheduler_file(scheduler_file, records[0])
-            for i in range(n_workers):
-                records.append(
-                    start_process(
-                        f"{deploy_id}-worker-{i}",
-                        [
-                            sys.executable,
-                            "-m",
-                            "distributed.cli.dask_worker",
-                            "--scheduler-file",
-                            str(scheduler_file),
-                            "--host",
-                            "127.0.0.1",
-                            "--nworkers",
-                            "1",
-                            "--nthreads",
-                            str(threads),
-                            "--memory-limit",
-                            str(memory_limit),
-                            "--no-dashboard",
-                            "--name",
-                            f"{deploy_id}-worker-{i}",
-                            "--local-directory",
-                            str(work_dir),
-                        ],
-                        log_path=log,
-                        env=thread_env,
-                        cwd=work_dir,
-                    )
-                )
-        except BaseException:
-            for record in records:
-                stop_process(record.pid, timeout=5)
-            raise
-        return {
-            "status": "RUNNING",
-            "scheduler_address": info["address"],
-            "dashboard": info.get("services", {}).get("dashboard"),
-            "n_workers": n_workers,
-            "processes": [r.to_dict() for r in records],
-            "log": str(log),
-        }
-
     def _make_buffer(self, deploy_id: str, args: dict) -> dict:
         record = buffers.make_buffer(
             self.config, self.data_root, deploy_id, pb_id=args.get("pb_id")
@@ -243,12 +167,12 @@ class Deployer:
     def stop(self, deploy_id: str, state: dict | None) -> None:
         """Stop the processes of a removed entry (buffers are kept) and drop its state."""
         state = state or {}
+        if state.get("type") == "dask":
+            self.engines.stop(deploy_id, state)  # its jobs, processes and work directory
         for raw in reversed(state.get("processes", [])):
             record = ProcessRecord.from_dict(raw)
             if stop_process(record.pid, started=record.started, timeout=10):
                 LOG.info("Stopped %s (pid %d)", record.name, record.pid)
-        if state.get("type") == "dask":
-            shutil.rmtree(self.data_root / "dask" / deploy_id, ignore_errors=True)
         for txn in self.config.txn():
             if txn.get_deployment(deploy_id) is None:
                 txn.delete_deployment_state(deploy_id)
@@ -271,16 +195,25 @@ class Deployer:
                 deploy_id, {**current, "status": status, "exit_codes": codes, "ended": time.time()}
             )
 
-
-def _wait_for_scheduler_file(path: Path, scheduler: ProcessRecord) -> dict:
-    end = time.monotonic() + SCHEDULER_START_TIMEOUT
-    while time.monotonic() < end:
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except json.JSONDecodeError:
-                pass  # being written
-        if not is_alive(scheduler.pid):
-            raise DeploymentError(f"Dask scheduler exited at start; see {scheduler.log_path}")
-        time.sleep(0.1)
-    raise DeploymentError(f"Dask scheduler did not start in {SCHEDULER_START_TIMEOUT} s")
+    def check_engine(self, deploy_id: str) -> None:
+        """Let the engine look after a running Dask engine (a lost SLURM job is replaced)."""
+        for txn in self.config.txn():
+            state = txn.get_deployment_state(deploy_id)
+        if state is None or state.get("status") != "RUNNING":
+            return
+        try:
+            changed = self.engines.check(deploy_id, state)
+        except EngineError as err:
+            LOG.warning("Deployment %s: cannot check its engine: %s", deploy_id, err)
+            return
+        if changed is None:
+            return
+        for txn in self.config.txn():
+            current = txn.get_deployment_state(deploy_id)
+            kept = current is not None and current.get("status") == "RUNNING"
+            kept = kept and txn.get_deployment(deploy_id) is not None
+            if kept:
+                txn.update_deployment_state(deploy_id, changed)
+        if not kept:  # it went meanwhile: what the check started goes too
+            self.engines.stop(deploy_id, changed)
+        LOG.info("Deployment %s: %s", deploy_id, changed.get("error") or "engine state updated")

@@ -1,4 +1,4 @@
-"""The resource model of this machine: worker thread slots and memory.
+"""The resource model: worker thread slots and memory of the engine blocks run on.
 
 A block asks for ``n_workers`` Dask workers of ``threads_per_worker`` threads and a memory
 budget per worker.  The machine offers ``cores x workers_per_core`` thread slots (default 2
@@ -7,6 +7,10 @@ mild oversubscription keeps the cores busy without thrashing) and a fraction of 
 A request that can never fit is refused with a reason; one that fits later waits.  What a
 running block holds is recorded in the database (``/resources/<pb_id>``) so it survives a
 controller restart and is given back when the block ends.
+
+Other engines (:mod:`sdpbatch.control.engines`) describe themselves with the same
+:class:`Capacity`: a SLURM partition (its CPUs and memory; one worker must fit on a node), an
+existing Dask cluster (the threads, memory and number of workers its scheduler reports).
 """
 
 from __future__ import annotations
@@ -41,26 +45,39 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class ResourceRequest:
-    """What a block needs while it runs: thread slots (workers x threads) and memory (bytes)."""
+    """What a block needs while it runs: thread slots (workers x threads), memory (bytes) and
+    the number of Dask workers they come in."""
 
     threads: int = 0
     memory_bytes: int = 0
+    workers: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> ResourceRequest:
-        return cls(int(raw.get("threads", 0)), int(raw.get("memory_bytes", 0)))
+        return cls(
+            int(raw.get("threads", 0)), int(raw.get("memory_bytes", 0)), int(raw.get("workers", 0))
+        )
 
 
 @dataclass(frozen=True)
 class Capacity:
-    """What the machine offers to blocks."""
+    """What an engine offers to blocks.
+
+    ``where`` names it in reasons ("this machine", "SLURM partition 'debug'"); ``note`` says
+    where the thread count comes from; ``workers`` caps the number of workers (an existing
+    cluster's); ``node`` is the largest single worker (threads, memory) a node can hold.
+    """
 
     cores: int
     threads: int
     memory_bytes: int
+    where: str = "this machine"
+    note: str = ""
+    workers: int | None = None
+    node: ResourceRequest | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,7 +94,12 @@ def machine_capacity(
         cores = os.cpu_count() or 1
     per_core = workers_per_core or _env_float(WORKERS_PER_CORE_ENV, DEFAULT_WORKERS_PER_CORE)
     memory = memory_bytes or int(psutil.virtual_memory().total * MEMORY_FRACTION)
-    return Capacity(cores=cores, threads=max(1, math.floor(cores * per_core)), memory_bytes=memory)
+    return Capacity(
+        cores=cores,
+        threads=max(1, math.floor(cores * per_core)),
+        memory_bytes=memory,
+        note=f"{cores} cores x {per_core:g} per core; set {WORKERS_PER_CORE_ENV} to allow more",
+    )
 
 
 def worker_request(
@@ -85,26 +107,42 @@ def worker_request(
 ) -> ResourceRequest:
     """The request of a Dask engine of ``n_workers`` workers (memory per worker default
     ``$SDPBATCH_WORKER_MEMORY_GB`` or 1 GiB)."""
-    gb = memory_per_worker_gb or _env_float(WORKER_MEMORY_ENV, DEFAULT_WORKER_MEMORY_GB)
     return ResourceRequest(
-        threads=n_workers * threads_per_worker, memory_bytes=int(n_workers * gb * GIB)
+        threads=n_workers * threads_per_worker,
+        memory_bytes=n_workers * worker_memory_bytes(memory_per_worker_gb),
+        workers=n_workers,
     )
 
 
+def worker_memory_bytes(memory_per_worker_gb: float | None = None) -> int:
+    """The memory budget of one worker (default ``$SDPBATCH_WORKER_MEMORY_GB`` or 1 GiB)."""
+    gb = memory_per_worker_gb or _env_float(WORKER_MEMORY_ENV, DEFAULT_WORKER_MEMORY_GB)
+    return int(gb * GIB)
+
+
 def never_fits(request: ResourceRequest, capacity: Capacity) -> str | None:
-    """Why ``request`` can never run on this machine, or None if it can."""
+    """Why ``request`` can never run on ``capacity``, or None if it can."""
+    where = capacity.where
     if request.threads > capacity.threads:
-        return (
-            f"asks for {request.threads} worker threads but this machine has "
-            f"{capacity.threads} ({capacity.cores} cores x "
-            f"{capacity.threads / capacity.cores:g} per core; set {WORKERS_PER_CORE_ENV} "
-            "to allow more)"
-        )
+        note = f" ({capacity.note})" if capacity.note else ""
+        return f"asks for {request.threads} worker threads but {where} has {capacity.threads}{note}"
     if request.memory_bytes > capacity.memory_bytes:
         return (
-            f"asks for {request.memory_bytes / GIB:.1f} GiB of worker memory but this machine "
+            f"asks for {request.memory_bytes / GIB:.1f} GiB of worker memory but {where} "
             f"offers {capacity.memory_bytes / GIB:.1f} GiB"
         )
+    if capacity.workers is not None and request.workers > capacity.workers:
+        return f"asks for {request.workers} workers but {where} has {capacity.workers}"
+    node = capacity.node
+    if node is not None and request.workers > 0:
+        threads = math.ceil(request.threads / request.workers)
+        memory = request.memory_bytes / request.workers
+        if threads > node.threads or memory > node.memory_bytes:
+            return (
+                f"asks for workers of {threads} threads and {memory / GIB:.1f} GiB but the "
+                f"largest node of {where} has {node.threads} CPUs and "
+                f"{node.memory_bytes / GIB:.1f} GiB"
+            )
     return None
 
 

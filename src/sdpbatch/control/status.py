@@ -1,5 +1,6 @@
 """A snapshot of the system for people (``sdpbatch status``) and scripts (``--json``):
-processing blocks with their states, deployments with their processes, buffers with paths."""
+the execution engine, processing blocks with their states, deployments with their processes
+(and SLURM jobs), buffers with paths."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 
 from sdpbatch.control.buffers import directory_size
 from sdpbatch.control.configdb import Config
+from sdpbatch.control.engines import engine_status
 from sdpbatch.control.processes import is_alive
 
 
 def system_status(config: Config) -> dict:
-    """``{"processing_blocks": [...], "deployments": [...], "buffers": [...], "resources": {}}``."""
+    """``{"engine": {}, "processing_blocks": [...], "deployments": [...], "buffers": [...],
+    "resources": {}}``."""
     for txn in config.txn():
         pbs = []
         for pb_id in txn.list_pbs():
@@ -42,6 +45,7 @@ def system_status(config: Config) -> dict:
                     "status": state.get("status", "PENDING") if dep else "REMOVING",
                     "scheduler_address": state.get("scheduler_address"),
                     "processes": state.get("processes", []),
+                    "jobs": state.get("jobs", []),
                 }
             )
         buffers = [txn.get_buffer(name) for name in txn.list_buffers()]
@@ -61,6 +65,7 @@ def system_status(config: Config) -> dict:
         b["size_bytes"] = directory_size(Path(b["path"]))
     return {
         "time": time.time(),
+        "engine": engine_status(config),
         "processing_blocks": pbs,
         "deployments": deployments,
         "buffers": buffers,
@@ -69,8 +74,9 @@ def system_status(config: Config) -> dict:
 
 
 def format_status(snapshot: dict) -> str:
-    """The snapshot as three small tables (like ``kubectl get pod,pvc``)."""
-    lines = ["PROCESSING BLOCKS", f"  {'ID':<30} {'WORKFLOW':<30} {'STATUS':<10} NOTE"]
+    """The engine, then three small tables (like ``kubectl get pod,pvc``)."""
+    lines = [*_engine_lines(snapshot.get("engine")), ""]
+    lines += ["PROCESSING BLOCKS", f"  {'ID':<30} {'WORKFLOW':<30} {'STATUS':<10} NOTE"]
     for pb in snapshot["processing_blocks"]:
         held = pb["resources_available"] and pb["status"] in ("WAITING", "RUNNING")
         note = pb["reason"] or ("resources held" if held else "")
@@ -78,6 +84,8 @@ def format_status(snapshot: dict) -> str:
     lines += ["", "DEPLOYMENTS", f"  {'ID':<44} {'TYPE':<8} {'STATUS':<9} PROCESSES"]
     for dep in snapshot["deployments"]:
         procs = ", ".join(f"{p['pid']}{'' if p['alive'] else ' (ended)'}" for p in dep["processes"])
+        if dep.get("jobs"):
+            procs += f" SLURM jobs {', '.join(dep['jobs'])}"
         extra = f" {dep['scheduler_address']}" if dep.get("scheduler_address") else ""
         lines.append(f"  {dep['id']:<44} {dep['type'] or '-':<8} {dep['status']:<9} {procs}{extra}")
     lines += ["", "BUFFERS", f"  {'NAME':<44} {'PB':<30} {'SIZE':>10}  PATH"]
@@ -85,3 +93,19 @@ def format_status(snapshot: dict) -> str:
         size = f"{b['size_bytes'] / 2**20:.1f} MiB"
         lines.append(f"  {b['name']:<44} {b.get('pb_id') or '-':<30} {size:>10}  {b['path']}")
     return "\n".join(lines)
+
+
+def _engine_lines(engine: dict | None) -> list[str]:
+    if not engine:
+        return ["ENGINE", "  local (Dask processes on this machine)"]
+    capacity = engine.get("capacity")
+    if capacity is None:
+        size = f"does not answer: {engine.get('error')}"
+    else:
+        size = (
+            f"{capacity['where']}: {capacity['threads']} worker threads, "
+            f"{capacity['memory_bytes'] / 2**30:.1f} GiB"
+        )
+        if capacity.get("workers") is not None:
+            size += f", {capacity['workers']} workers"
+    return ["ENGINE", f"  {engine['description']}", f"  {size}"]

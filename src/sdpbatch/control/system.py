@@ -4,7 +4,10 @@
 etcd (data in ``DATA/etcd``), the Tango database (SQLite file ``DATA/tango/tango_database.db``),
 the subarray device server (``mid_sdp/elt/subarray_1`` and ``_2``), the processing controller,
 the deployer (buffers under ``DATA``) and the read-only web page (``sdpbatch web``, its address
-exported as ``SDPBATCH_WEB_URL``).  Every process is recorded in ``DATA/system.json``
+exported as ``SDPBATCH_WEB_URL``).  The execution engine chosen with ``engine``
+(``--engine``) is checked to answer once etcd runs, before the other components start, and
+recorded in the configuration database; without one, the engine recorded by the last ``up`` stays
+(``local`` at first).  Every process is recorded in ``DATA/system.json``
 (written atomically after each start) so ``down`` stops them by id, in reverse order.  All
 data stays in ``DATA``, so ``down`` then ``up`` continues where it stopped; the ports of the
 last run are reused when free, so the printed environment stays the same.
@@ -27,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from sdpbatch.control.engines import EngineSpec
 from sdpbatch.control.etcd_server import free_port, start_etcd, wait_healthy
 from sdpbatch.control.processes import ProcessRecord, is_alive, start_process, stop_process
 from sdpbatch.io.atomic import atomic_path
@@ -232,6 +236,20 @@ def _start_etcd(state: SystemState, layout: Layout) -> ProcessRecord:
     return record
 
 
+def _choose_engine(state: SystemState, engine: EngineSpec | None) -> None:
+    """Record ``engine`` (None: keep the recorded one) and check that it answers."""
+    from sdpbatch.control import engines
+    from sdpbatch.control.configdb import Config
+
+    with Config("etcd3", host=HOST, port=state.ports["etcd_client"]) as config:
+        spec = engine or engines.load_engine_spec(config)
+        try:
+            engines.make_engine(spec, state.data_dir).capacity()
+        except engines.EngineError as err:
+            raise SystemControlError(f"engine {spec.describe()}: {err}") from None
+        engines.record_engine(config, spec)
+
+
 def _start_tango_database(state: SystemState, layout: Layout) -> ProcessRecord:
     import tango
 
@@ -350,7 +368,7 @@ def _start_web(state: SystemState, layout: Layout) -> ProcessRecord:
 # ----------------------------------------------------------------------------------------------
 
 
-def up(data_dir: Path | None = None) -> SystemState:
+def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> SystemState:
     """Start the whole system for ``data_dir`` in the background; return its state.
 
     Raises :class:`AlreadyUp` if it is running, :class:`SystemControlError` (after stopping what it
@@ -375,6 +393,7 @@ def up(data_dir: Path | None = None) -> SystemState:
     state.save()
     try:
         _start_etcd(state, layout)
+        _choose_engine(state, engine)
         _start_tango_database(state, layout)
         _register_devices(state)
         _start_subarray_server(state, layout)

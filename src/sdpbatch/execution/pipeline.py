@@ -392,7 +392,7 @@ def compare_with_truth(result: IcalResult, truth) -> dict[str, Any]:
         result.restored,
         ra=sky.ra,
         dec=sky.dec,
-        flux=sky.flux_at(np.asarray(result.frequencies)).mean(axis=1),
+        flux=sky.flux_at(np.asarray(result.channel_frequencies)).mean(axis=1),
         phase_centre=result.phase_centre,
         cellsize=result.cellsize,
         count=NBRIGHTEST,

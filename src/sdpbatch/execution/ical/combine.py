@@ -1,49 +1,82 @@
-"""Small tasks that combine the groups' results: sums, the minor cycle, the final images."""
+"""Small tasks that combine the groups' results: sums, Taylor images, clean, final images.
+
+The Taylor images of a channel block decomposition (as WSClean's joined channels): with block
+images ``D_b`` (unnormalised) and the blocks' Taylor moments ``m_bk = sum_c W_c t_c^k /
+sum_c W_c`` over their channels (``t_c = (nu_c - nu0) / nu0``, ``W_c`` the channel's imaging
+weight), ``R_k = sum_b m_bk D_b / sum_b W_b``; exact when every block is one channel, and for
+``k = 0`` always.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from sdpbatch.execution.ical.group import trim_memory, trimmed
+from sdpbatch.execution.ical.plan import ChannelBlock
 from sdpbatch.execution.ical.settings import CleanSettings
-from sdpbatch.execution.ical.tasks import WindowImages, ensure_ducc_threads
+from sdpbatch.execution.ical.tasks import BlockImages, ensure_ducc_threads
 from sdpbatch.science.beam import CleanBeam, fit_clean_beam, restore
 from sdpbatch.science.clean import CleanResult, msmfs_clean
-
-Normalised = tuple[np.ndarray, float]
-"""Images divided by their total weight, and that weight."""
-
-
-def sum_images(*parts: tuple[np.ndarray, float]) -> Normalised:
-    """Sum of unnormalised images of the groups, normalised by the total weight."""
-    total = sum(p[1] for p in parts)
-    if total <= 0:
-        raise ValueError("no unflagged visibilities with positive weight to image")
-    images = parts[0][0].copy()
-    for p in parts[1:]:
-        images += p[0]
-    return images / total, total
 
 
 def sum_arrays(*arrays: np.ndarray) -> np.ndarray:
     return sum(arrays[1:], arrays[0].copy())
 
 
+def block_moments(
+    channel_weights: np.ndarray, taylor: np.ndarray, blocks: Sequence[ChannelBlock], nterm: int
+) -> np.ndarray:
+    """Taylor moments (nblocks, nterm) of the channel blocks: the weighted mean of
+    ``t_c**k`` over each block's channels (unweighted where a block has no weight).
+
+    channel_weights, taylor : (nchan,) imaging weight and t_c of every channel of the run.
+    """
+    moments = np.zeros((len(blocks), nterm))
+    for b, block in enumerate(blocks):
+        c = np.asarray(block.channels)
+        w = channel_weights[c] if channel_weights[c].sum() > 0 else np.ones(c.size)
+        moments[b] = (w[:, None] * taylor[c, None] ** np.arange(nterm)).sum(axis=0) / w.sum()
+    return moments
+
+
+def taylor_images(images: BlockImages, moments: np.ndarray, nterm: int) -> np.ndarray:
+    """Normalised Taylor images (nterm, N, N): ``sum_b m_bk D_b / sum_b W_b``."""
+    total = sum(images.weights.values())
+    if total <= 0:
+        raise ValueError("no unflagged visibilities with positive weight to image")
+    first = next(iter(images.images.values()))
+    out = np.zeros((nterm, *first.shape))
+    for b, image in images.images.items():
+        for k in range(nterm):
+            out[k] += moments[b, k] * image
+    return out / total
+
+
 @trimmed
-def psf_beam(psf: Normalised, cellsize: float) -> CleanBeam:
+def psf_taylor(images: BlockImages, moments: np.ndarray, nmoment: int) -> np.ndarray:
+    """Taylor PSFs (2 nmoment - 1, N, N), ``psf[0]`` peak 1 at the centre."""
+    return taylor_images(images, moments, 2 * nmoment - 1)
+
+
+@trimmed
+def psf_beam(psf: np.ndarray, cellsize: float) -> CleanBeam:
     """The clean beam fitted to the PSF (raises if the cell size does not sample the beam)."""
-    return fit_clean_beam(psf[0][0], cellsize)
+    return fit_clean_beam(psf[0], cellsize)
 
 
-def clean_cycle(residual: Normalised, psf: Normalised, clean: CleanSettings) -> CleanResult:
-    """One minor cycle (multi-scale multi-frequency clean) on the summed residual."""
+def clean_cycle(
+    residual: BlockImages, psf: np.ndarray, moments: np.ndarray, clean: CleanSettings
+) -> CleanResult:
+    """One minor cycle (multi-scale multi-frequency clean) on the Taylor residual formed
+    from the summed block residuals."""
     ensure_ducc_threads(clean.nthreads)
+    nmoment = (psf.shape[0] + 1) // 2
     return msmfs_clean(
-        residual[0],
-        psf[0],
+        taylor_images(residual, moments, nmoment),
+        psf,
         scales=clean.scales,
         gain=clean.gain,
         niter=clean.niter,
@@ -87,7 +120,8 @@ def clean_stats(result: CleanResult) -> CleanStats:
 
 @dataclass
 class FinalImages:
-    """The final residuals, cubes and restored images (see :class:`IcalResult`)."""
+    """The final residuals, cubes and restored images (see :class:`IcalResult`); cubes have
+    one plane per channel block."""
 
     residual_taylor: np.ndarray
     residual_cube: np.ndarray
@@ -96,53 +130,34 @@ class FinalImages:
     restored_cube: np.ndarray
 
 
-def _window_sums(windows: Iterable[WindowImages], nwin: int, npixel: int):
-    """Unnormalised residual per window, its weight and Taylor factor, over the groups."""
-    cube, weights, taylor = np.zeros((nwin, npixel, npixel)), np.zeros(nwin), np.zeros(nwin)
-    for part in windows:
-        for w, (image, s, t) in part.items():
-            cube[w] += image
-            weights[w] += s
-            taylor[w] = t
-    return cube, weights, taylor
-
-
 def final_images(
     model: np.ndarray,
     beam: CleanBeam,
-    windows: Iterable[WindowImages],
+    residual: BlockImages,
+    moments: np.ndarray,
     *,
-    nwin: int,
     cellsize: float,
     nthreads: int,
 ) -> FinalImages:
-    """Final residual, cubes and restored images from the per-window residuals.
+    """Final Taylor residual, per-block cubes and restored images.
 
-    The Taylor residual follows from the windows' as ``sum_w t_w^k U_w / sum_w W_w``, exact
-    when every window has one channel.  Restoring is linear: the Taylor terms are restored
-    once, then combined per window.
+    A block's model is ``sum_k m_bk model_k``; restoring is linear, so the Taylor terms are
+    restored once, then combined per block.
     """
-    nmoment, npixel = model.shape[0], model.shape[1]
-    residual_cube, weights, taylor = _window_sums(windows, nwin, npixel)
-    residual_taylor = np.zeros((nmoment, npixel, npixel))
-    for w in range(nwin):
-        for k in range(nmoment):
-            residual_taylor[k] += taylor[w] ** k * residual_cube[w]
-        if weights[w] > 0:
-            residual_cube[w] /= weights[w]
-    residual_taylor /= weights.sum()
-    restored_taylor = [restore(model[k], beam, cellsize, nthreads=nthreads) for k in range(nmoment)]
-    model_cube = np.zeros((nwin, npixel, npixel))
-    restored_cube = residual_cube.copy()
-    for w in range(nwin):
-        for k in range(nmoment):
-            model_cube[w] += taylor[w] ** k * model[k]
-            restored_cube[w] += taylor[w] ** k * restored_taylor[k]
-    trim_memory()
-    return FinalImages(
+    nmoment, nblocks = model.shape[0], moments.shape[0]
+    residual_cube = np.zeros((nblocks, *model.shape[1:]))
+    for b, image in residual.images.items():
+        if residual.weights[b] > 0:
+            residual_cube[b] = image / residual.weights[b]
+    restored_taylor = np.stack([restore(m, beam, cellsize, nthreads=nthreads) for m in model])
+    factors = moments[:, :nmoment]
+    residual_taylor = taylor_images(residual, moments, nmoment)
+    final = FinalImages(
         residual_taylor=residual_taylor,
         residual_cube=residual_cube,
-        model_cube=model_cube,
+        model_cube=np.tensordot(factors, model, axes=1),
         restored=restored_taylor[0] + residual_taylor[0],
-        restored_cube=restored_cube,
+        restored_cube=np.tensordot(factors, restored_taylor, axes=1) + residual_cube,
     )
+    trim_memory()
+    return final

@@ -1,25 +1,27 @@
 """The steps of an ICAL run: read, the first cycle, the major cycles and their parts.
 
-Each step submits tasks to the run's runner (one per group, or one that combines them) and
-keeps the handles in the explicit state objects of :mod:`sdpbatch.execution.ical.state`.
+Each step submits tasks to the run's runner (one per group, then a tree that combines them on
+the cluster, then one task on worker 0) and keeps the handles in the explicit state objects
+of :mod:`sdpbatch.execution.ical.state`.  The client only gathers small things: summaries,
+clean statistics, the blocks' Taylor moments and the gains.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import numpy as np
 
 from sdpbatch.execution.ical.combine import (
     add_model,
+    block_moments,
     clean_cycle,
     clean_stats,
     increment_of,
     psf_beam,
+    psf_taylor,
     sum_arrays,
-    sum_images,
 )
 from sdpbatch.execution.ical.group import group_density, group_summary, load_group, prepare_group
 from sdpbatch.execution.ical.results import CycleRecord
@@ -31,8 +33,9 @@ from sdpbatch.execution.ical.tasks import (
     group_residual,
     group_sky_model_sums,
     group_solve_sums,
+    merge_block_images,
 )
-from sdpbatch.science.imaging import advise_image, fast_even_size
+from sdpbatch.science.imaging import advise_image
 from sdpbatch.science.skymodel import SkyModel, lmn
 from sdpbatch.science.solve import TERMS, anchor_phase_gradient, combine_sums, solve_gains
 
@@ -56,36 +59,32 @@ def _image_size(run: Run, summaries: list) -> tuple[int, float]:
 
 
 def read(run: Run) -> Imaging:
-    """Each group reads its MeasurementSets; image size, intervals and weights are settled."""
+    """Each group reads its work items; image size, intervals and weights are settled."""
     params, settings = run.params, run.settings
-    parts = [list(p) for p in np.array_split(np.array(run.windows, dtype=object), run.ngroups)]
-    raw = run.per_group(load_group, "read", parts, shared=(run.run_id, settings.chunk_visibilities))
+    limit = settings.chunk_visibilities
+    raw = run.per_group(load_group, "read", run.groups, shared=(run.run_id, limit))
     summaries = run.runner.gather(run.per_group(group_summary, "summary", raw))
-    if any(s.nchunks > 1 for s in summaries):
-        LOG.info(
-            "ICAL streams the data in time chunks of <= %d visibilities",
-            settings.chunk_visibilities,
-        )
+    if any(s.spilled for s in summaries):
+        LOG.info("ICAL spills work items of <= %d visibilities to worker scratch", limit)
     npixel, cellsize = _image_size(run, summaries)
     intervals = run.schedule.intervals(np.unique(np.concatenate([s.times for s in summaries])))
     setup = ImagingSetup(
         npixel=npixel,
         cellsize=cellsize,
         epsilon=params.epsilon,
-        nmoment=params.nmoment,
+        nmoment=min(params.nmoment, len(run.blocks)),
         reference_frequency=float(run.frequencies.mean()),
         weighting=params.weighting,
         robust=params.robust,
         boundaries={t: b for t, (b, _) in intervals.items()},
         nthreads=run.threads.group,
-        psf_npixel=min(npixel, fast_even_size(2 * params.psf_support + 8)),
         sparse_pixels=settings.sparse_pixels_per_term * params.nmoment,
         run_id=run.run_id,
     )
     density = None
     if params.weighting != "natural":
         partial = run.per_group(group_density, "density-part", raw, shared=(npixel, cellsize))
-        density = run.one(sum_arrays, "density", *partial)
+        density = run.tree(sum_arrays, "density", partial)
     groups = run.per_group(prepare_group, "prepare", raw, shared=(setup, density))
     run.runner.wait(groups)
     clean = CleanSettings.from_parameters(params, nthreads=run.threads.alone)
@@ -93,8 +92,29 @@ def read(run: Run) -> Imaging:
     return Imaging(groups, setup, clean, intervals)
 
 
-def residual_of(run: Run, imaging: Imaging, state: CycleState, name: str) -> Any:
-    """The summed Taylor residual images of the groups against the current model and gains."""
+def make_psf(run: Run, imaging: Imaging) -> CycleState:
+    """The PSF of every channel block (once per run), the blocks' Taylor moments and the
+    Taylor PSFs; the cycle state starts from it."""
+    setup = imaging.setup
+    nchan = run.frequencies.size
+    parts = run.per_group(group_psf, "psf-part", imaging.groups, shared=(setup, nchan))
+    blocks = run.tree(merge_block_images, "psf-sum", parts)
+    channel_weights = run.runner.gather(run.one(_channel_weights, "channel-weights", blocks))
+    taylor = (run.frequencies - setup.reference_frequency) / setup.reference_frequency
+    imaging.moments = block_moments(channel_weights, taylor, run.blocks, 2 * setup.nmoment - 1)
+    state = CycleState(psf=run.one(psf_taylor, "psf", blocks, imaging.moments, setup.nmoment))
+    run.runner.wait(state.psf)
+    run.clock.lap("grid")
+    return state
+
+
+def _channel_weights(blocks) -> np.ndarray:
+    return blocks.channel_weights
+
+
+def residual_of(run: Run, imaging: Imaging, state: CycleState, name: str):
+    """The summed block residual images of the groups against the current model and gains
+    (a handle, on worker 0)."""
     parts = run.per_group(
         group_residual,
         f"{name}-part",
@@ -102,7 +122,7 @@ def residual_of(run: Run, imaging: Imaging, state: CycleState, name: str) -> Any
         state.model_vis,
         shared=(state.gains, imaging.setup),
     )
-    residual = run.one(sum_images, name, *parts)
+    residual = run.tree(merge_block_images, f"{name}-sum", parts)
     run.runner.wait(residual)
     run.clock.lap("grid")
     return residual
@@ -110,7 +130,9 @@ def residual_of(run: Run, imaging: Imaging, state: CycleState, name: str) -> Any
 
 def _clean(run: Run, imaging: Imaging, state: CycleState, cycle: int, residual, solved, started):
     """Minor cycle on the summed residual; the model and its increment stay where they are."""
-    result = run.one(clean_cycle, f"clean-{cycle}", residual, state.psf, imaging.clean)
+    result = run.one(
+        clean_cycle, f"clean-{cycle}", residual, state.psf, imaging.moments, imaging.clean
+    )
     state.model = run.one(add_model, f"model-{cycle}", state.model, result)
     state.increment = run.one(increment_of, f"increment-{cycle}", result)
     stats = run.runner.gather(run.one(clean_stats, f"stats-{cycle}", result))
@@ -133,10 +155,7 @@ def _clean(run: Run, imaging: Imaging, state: CycleState, cycle: int, residual, 
 def first_cycle(run: Run, imaging: Imaging, sky_model: SkyModel | None) -> CycleState:
     """Cycle 0: PSF, calibration against ``sky_model`` if given, dirty image, clean."""
     started = time.perf_counter()
-    parts = run.per_group(group_psf, "psf-part", imaging.groups, shared=(imaging.setup,))
-    state = CycleState(psf=run.one(sum_images, "psf", *parts))
-    run.runner.wait(state.psf)
-    run.clock.lap("grid")
+    state = make_psf(run, imaging)
     solved = _solve_sky_model(run, imaging, state, sky_model) if sky_model is not None else []
     state.model_vis = [None] * run.ngroups
     residual = residual_of(run, imaging, state, "dirty")
@@ -168,34 +187,46 @@ def _solve_sky_model(run: Run, imaging: Imaging, state: CycleState, sky: SkyMode
     return terms
 
 
-def solve(run: Run, imaging: Imaging, state: CycleState, cycle: int, terms, sky=None) -> None:
-    """Solve each term in turn from the groups' summed solve sums (small, in the client).
+def _solve_term(run: Run, imaging: Imaging, state: CycleState, name: str, term: str, sky):
+    """The solution of one term: solve sums per group, combined on the cluster, solved on
+    worker 0; only the gains come back."""
+    if sky is None:
+        handles = run.per_group(
+            group_solve_sums,
+            f"sums-{name}",
+            imaging.groups,
+            state.model_vis,
+            shared=(state.gains, term),
+        )
+    else:
+        shared = (sky[0], sky[1], state.gains, term)
+        handles = run.per_group(
+            group_sky_model_sums, f"sky-sums-{name}", imaging.groups, shared=shared
+        )
+    sums = run.tree(_combine, f"sums-{name}-sum", handles)
+    initial = state.gains[term]
+    return run.runner.gather(run.one(_solve, f"solve-{name}", sums, term, initial))
 
-    Against the model visibilities of the clean model, or the components ``sky`` =
-    (SkyModel, lmn) if given; once a sky model fixed the phase gradient, self-calibration
-    keeps it.
-    """
+
+def _combine(*parts):
+    return combine_sums(list(parts))
+
+
+def _solve(sums, term: str, initial: np.ndarray) -> np.ndarray:
+    return solve_gains(sums, term=term, initial=initial)
+
+
+def solve(run: Run, imaging: Imaging, state: CycleState, cycle: int, terms, sky=None) -> None:
+    """Solve each term in turn against the model visibilities of the clean model, or the
+    components ``sky`` = (SkyModel, lmn) if given; once a sky model fixed the phase gradient,
+    self-calibration keeps it."""
     nant = run.infos[0].nant
     for term in terms:
         if term not in state.gains:
             nint = imaging.intervals[term][0].size - 1
             nfreq = run.frequencies.size if TERMS[term].per_channel else 1
             state.gains[term] = np.ones((nint, nant, nfreq), dtype=np.complex128)
-        if sky is None:
-            handles = run.per_group(
-                group_solve_sums,
-                f"sums-{term}-{cycle}",
-                imaging.groups,
-                state.model_vis,
-                shared=(state.gains, term),
-            )
-        else:
-            shared = (sky[0], sky[1], state.gains, term)
-            handles = run.per_group(
-                group_sky_model_sums, f"sky-sums-{term}", imaging.groups, shared=shared
-            )
-        sums = combine_sums(run.runner.gather(handles))
-        solved = solve_gains(sums, term=term, initial=state.gains[term])
+        solved = _solve_term(run, imaging, state, f"{term}-{cycle}", term, sky)
         if sky is not None:
             state.anchors[term] = solved
         elif state.anchors:
@@ -212,7 +243,7 @@ def predict(run: Run, imaging: Imaging, state: CycleState, name: str) -> None:
         name,
         imaging.groups,
         state.model_vis,
-        shared=(state.increment, imaging.setup),
+        shared=(state.increment, imaging.moments, imaging.setup),
     )
     run.runner.wait(state.model_vis)
     run.clock.lap("degrid")

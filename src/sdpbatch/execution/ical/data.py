@@ -1,9 +1,8 @@
-"""ICAL's visibility data: windows, blocks of rows, and how they are read and prepared.
+"""ICAL's visibility data: blocks of rows, and how they are read and prepared.
 
-A *window* is one MeasurementSet (one or more channels).  Windows that share their rows (the
-same times, baselines and UVW: the files of one observation) are joined into one *block* of
-(nrow, nchan) arrays, channels in ascending frequency, so that the gridder sees all their
-channels in one call.
+A work item's files (windows) that share their rows (the same times, baselines and UVW: the
+files of one observation) are joined into one *block* of (nrow, nchan) arrays, channels in
+ascending frequency, so that the gridder sees all their channels in one call.
 """
 
 from __future__ import annotations
@@ -13,32 +12,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from sdpbatch.execution.ical.plan import TIME_DECIMALS, WorkItem
 from sdpbatch.execution.ical.settings import ImagingSetup
 from sdpbatch.io.ms_read import read_measurement_set
 from sdpbatch.science.imaging import apply_density_weighting
 from sdpbatch.science.solve import interval_index
 from sdpbatch.science.visibility import Visibilities
 
-TIME_DECIMALS = 3
-"""Times are compared after rounding to a millisecond (different files of one observation)."""
-
 ROW_ARRAYS = ("uvw", "time", "antenna1", "antenna2", "vis", "weight", "flag")
 """The per-row arrays of a block (what a chunk stores)."""
-
-
-@dataclass(frozen=True)
-class WindowSpec:
-    """One frequency window: its MeasurementSet, window index, first global channel, size."""
-
-    path: str
-    window: int
-    first_channel: int
-    nrow: int
-    nchan: int
-
-    @property
-    def nvis(self) -> int:
-        return self.nrow * self.nchan
 
 
 @dataclass
@@ -123,17 +105,18 @@ def _ascending(b: Block) -> None:
         setattr(b, name, getattr(b, name)[order])
 
 
-def read_blocks(
-    windows: Sequence[WindowSpec], time_range: tuple[float, float] | None = None
-) -> list[Block]:
-    """Read the windows (or their rows in ``time_range``); windows sharing rows become a block."""
+def read_blocks(item: WorkItem) -> list[Block]:
+    """Read a work item: its channels of each file in its time range; files sharing their
+    rows (one observation's) are joined side by side into one block."""
     blocks: list[Block] = []
-    for spec in windows:
-        vis = read_measurement_set(spec.path, time_range=time_range)
+    for part in item.parts:
+        vis = read_measurement_set(
+            part.path, time_range=item.time_range, channels=(part.start, part.stop)
+        )
         if vis.nrow == 0:
             continue
-        channels = spec.first_channel + np.arange(vis.nchan)
-        window = np.full(vis.nchan, spec.window)
+        channels = part.first_channel + np.arange(part.start, part.stop)
+        window = np.full(vis.nchan, part.window)
         target = next((b for b in blocks if _same_rows(b, vis)), None)
         if target is None:
             blocks.append(_new_block(vis, channels, window))

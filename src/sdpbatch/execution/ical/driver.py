@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sdpbatch.execution.ical.cycles import first_cycle, major_cycle, read, settled
-from sdpbatch.execution.ical.data import WindowSpec
 from sdpbatch.execution.ical.finish import finish
+from sdpbatch.execution.ical.plan import assign, channel_blocks, work_items
 from sdpbatch.execution.ical.results import IcalResult
 from sdpbatch.execution.ical.scratch import remove_scratch
 from sdpbatch.execution.ical.settings import CalibrationSchedule, IcalSettings, resolve_threads
@@ -87,25 +87,26 @@ def run_ical(
 
 
 def _start(ms_paths, params, runner, settings, progress, infos) -> Run:
-    """The fixed part of a run: windows, groups on the runner's workers, threads."""
+    """The fixed part of a run: channel blocks, work items, their groups on the runner's
+    workers, threads."""
     infos = infos if infos is not None else check_measurement_sets(ms_paths)
     runner = runner if runner is not None else InProcess(params.threads_per_worker)
-    windows, channel = [], 0
-    for w, info in enumerate(infos):
-        windows.append(WindowSpec(str(info.path), w, channel, info.nrow, info.nchan))
-        channel += info.nchan
-    nvis = sum(w.nvis for w in windows)
-    ngroups = min(len(runner.slots), len(windows), -(-nvis // settings.group_visibilities))
-    ngroups = max(1, ngroups)
-    threads = resolve_threads(runner, ngroups)
-    if not isinstance(runner, InProcess):
-        LOG.info(
-            "ICAL on Dask: %d group(s) of windows on %d worker(s), %d thread(s) each",
-            ngroups,
-            len(runner.slots),
-            threads.group,
-        )
+    blocks = channel_blocks(infos, params.channel_blocks)
+    items = work_items(infos, blocks, settings.chunk_visibilities)
+    nvis = sum(item.nvis for item in items)
+    ngroups = min(len(runner.slots), len(items), -(-nvis // settings.group_visibilities))
+    groups = assign(items, max(1, ngroups))
+    threads = resolve_threads(runner, len(groups))
+    LOG.info(
+        "ICAL: %d channel block(s), %d work item(s) in %d group(s) on %d worker(s), "
+        "%d thread(s) each",
+        len(blocks),
+        len(items),
+        len(groups),
+        len(runner.slots),
+        threads.group,
+    )
     bar = progress or NoProgress()
     bar.begin("ICAL", params.nmajor + 2)
     schedule = CalibrationSchedule.from_parameters(params)
-    return Run(runner, params, settings, schedule, infos, windows, ngroups, threads, bar)
+    return Run(runner, params, settings, schedule, infos, blocks, groups, threads, bar)

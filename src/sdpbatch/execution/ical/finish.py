@@ -11,51 +11,28 @@ from sdpbatch.execution.ical.combine import FinalImages, final_images
 from sdpbatch.execution.ical.cycles import predict, residual_of
 from sdpbatch.execution.ical.results import FinalRecord, GainSolution, IcalResult
 from sdpbatch.execution.ical.state import CycleState, Imaging, Run
-from sdpbatch.execution.ical.tasks import group_window_residuals
-from sdpbatch.science.beam import restore
 from sdpbatch.science.solve import TERMS
 
 LOG = logging.getLogger("sdpbatch.execution.ical")
 
 
 def finish(run: Run, imaging: Imaging, state: CycleState) -> IcalResult:
-    """Final residual per window (and the Taylor residual from it), cubes, restore.
-
-    With several channels per window, the Taylor residual is gridded exactly (per-channel
-    factors) rather than combined from the windows'.
-    """
+    """The final residual of every channel block (one more pass), its Taylor residual, the
+    per-block cubes and the restored images."""
     started, runner = time.perf_counter(), run.runner
     predict(run, imaging, state, "predict-final")
-    windows = run.per_group(
-        group_window_residuals,
-        "window-residuals",
-        imaging.groups,
-        state.model_vis,
-        shared=(state.gains, imaging.setup),
-    )
-    runner.wait(windows)
-    run.clock.lap("grid")
-    exact = None
-    if any(i.nchan > 1 for i in run.infos):
-        exact = residual_of(run, imaging, state, "residual-final")
+    residual = residual_of(run, imaging, state, "residual-final")
     # the products are wanted here anyway: finish them in this process
-    model, psf, exact = runner.gather([state.model, state.psf, exact])
+    model, psf, residual = runner.gather([state.model, state.psf, residual])
     state.model_vis = imaging.groups = None  # release the data on the workers
-    threads = run.params.threads_per_worker
     final = final_images(
         model,
         state.beam,
-        (runner.gather(w) for w in windows),  # one group's window images at a time
-        nwin=len(run.windows),
+        residual,
+        imaging.moments,
         cellsize=imaging.setup.cellsize,
-        nthreads=threads,
+        nthreads=run.params.threads_per_worker,
     )
-    del windows
-    if exact is not None:
-        final.residual_taylor = exact[0]
-        final.restored = (
-            restore(model[0], state.beam, imaging.setup.cellsize, nthreads=threads) + exact[0][0]
-        )
     run.clock.lap("restore")
     residual = final.residual_taylor[0]
     record = FinalRecord(
@@ -67,7 +44,7 @@ def finish(run: Run, imaging: Imaging, state: CycleState) -> IcalResult:
     run.progress.step(record.message())
     run.clock.timings["total"] = time.perf_counter() - run.started
     run.progress.end()
-    return _result(run, imaging, state, model, psf[0][0], final, record)
+    return _result(run, imaging, state, model, psf[0], final, record)
 
 
 def _result(run, imaging, state, model, psf, final: FinalImages, record) -> IcalResult:
@@ -91,8 +68,9 @@ def _result(run, imaging, state, model, psf, final: FinalImages, record) -> Ical
         restored_cube=final.restored_cube,
         psf=psf,
         clean_beam=state.beam,
-        frequencies=np.array([float(i.frequency.mean()) for i in run.infos]),
-        bandwidths=np.array([float(i.channel_width.sum()) for i in run.infos]),
+        frequencies=np.array([b.frequency for b in run.blocks]),
+        bandwidths=np.array([b.bandwidth for b in run.blocks]),
+        channel_frequencies=frequencies,
         reference_frequency=reference,
         cellsize=float(imaging.setup.cellsize),
         npixel=int(imaging.setup.npixel),

@@ -1,9 +1,9 @@
-"""A group of windows: the data one worker holds, as chunks, one resident at a time.
+"""A group: the work items one worker holds, as chunks (one per item).
 
-A group is always a list of :class:`~sdpbatch.execution.ical.scratch.Chunk`: a group of at
-most ``chunk_visibilities`` is one chunk of all its rows kept in memory; a larger one is read
-in time chunks spilled to scratch.  Every pass iterates :meth:`Group.blocks` the same way.
-Model visibilities (:class:`ModelVis`) are stored alike, per chunk and block.
+A group's chunks are kept in memory when the group holds at most ``chunk_visibilities``,
+else spilled to scratch and read back one at a time by every pass.  Every pass iterates the
+chunks the same way either way; model visibilities (:class:`ModelVis`) are stored alike, per
+chunk and block.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import numpy as np
 
 from sdpbatch.execution.ical.data import (
     Block,
-    WindowSpec,
     distinct_times,
     imaging_weight,
     largest_uvw,
     prepare_block,
     read_blocks,
 )
+from sdpbatch.execution.ical.plan import WorkItem
 from sdpbatch.execution.ical.scratch import (
     Chunk,
     Stash,
@@ -33,7 +33,6 @@ from sdpbatch.execution.ical.scratch import (
     load_chunk,
     scratch_root,
     store_chunk,
-    time_chunks,
 )
 from sdpbatch.execution.ical.settings import ImagingSetup
 from sdpbatch.science.imaging import weight_density
@@ -64,18 +63,18 @@ def trimmed(fn: Callable) -> Callable:
 
 @dataclass(frozen=True)
 class GroupSummary:
-    """Small facts of a group: distinct times (MJD s), largest |u|, |v|, |w| (m), chunks."""
+    """Small facts of a group: distinct times (MJD s), largest |u|, |v|, |w| (m), whether its
+    chunks are spilled to scratch."""
 
     times: np.ndarray
     uvw_max: float
-    nchunks: int
+    spilled: bool
 
 
 @dataclass
 class Group:
-    """The data of one group of windows, and once prepared, how to image it."""
+    """The data of one group of work items, and once prepared, how to image it."""
 
-    windows: list[WindowSpec]
     chunks: list[Chunk]
     stash: Stash
     summary: GroupSummary
@@ -84,12 +83,17 @@ class Group:
 
     def blocks(self) -> Iterator[tuple[int, list[Block]]]:
         """(chunk index, its blocks), one chunk resident at a time; prepared once set up."""
-        for c, chunk in enumerate(self.chunks):
-            blocks = load_chunk(chunk, self.windows)
-            if self.setup is not None:
-                blocks = [self._prepared(b) for b in blocks]
+        for c in range(len(self.chunks)):
+            blocks = self.chunk_blocks(c)
             yield c, blocks
             del blocks
+
+    def chunk_blocks(self, c: int) -> list[Block]:
+        """The blocks of chunk ``c`` (prepared once the group is set up)."""
+        blocks = load_chunk(self.chunks[c])
+        if self.setup is None:
+            return blocks
+        return [self._prepared(b) for b in blocks]
 
     def _prepared(self, b: Block) -> Block:
         weight = b.imaging_weight
@@ -99,27 +103,24 @@ class Group:
 
 
 @trimmed
-def load_group(windows: Sequence[WindowSpec], run_id: str, chunk_visibilities: int) -> Group:
-    """Read the MeasurementSets of one group; windows sharing their rows become one block.
+def load_group(items: Sequence[WorkItem], run_id: str, chunk_visibilities: int) -> Group:
+    """Read the work items of one group (each item's files sharing rows become one block).
 
-    A group of at most ``chunk_visibilities`` (rows x channels) stays in memory as one chunk;
-    a larger one is read in time chunks of at most that size, each spilled once to scratch
-    files under ``run_id``'s directory.
+    A group of at most ``chunk_visibilities`` stays in memory; a larger one spills each item
+    once to scratch files under ``run_id``'s directory (an item itself holds at most that
+    many, see :func:`sdpbatch.execution.ical.plan.work_items`).
     """
-    if sum(w.nvis for w in windows) <= chunk_visibilities:
-        stash, ranges = Stash(), [None]
-    else:
-        stash = Stash(str(scratch_root(run_id)))
-        ranges = time_chunks(windows, chunk_visibilities)
+    spilled = sum(item.nvis for item in items) > chunk_visibilities
+    stash = Stash(str(scratch_root(run_id))) if spilled else Stash()
     chunks, times, uvw_max = [], [], 0.0
-    for time_range in ranges:
-        blocks = read_blocks(windows, time_range)
+    for item in items:
+        blocks = read_blocks(item)
         times.append(distinct_times(blocks))
         uvw_max = max(uvw_max, largest_uvw(blocks))
-        chunks.append(store_chunk(blocks, stash, time_range))
+        chunks.append(store_chunk(item, blocks, stash))
         del blocks
-    summary = GroupSummary(np.unique(np.concatenate(times)), uvw_max, len(chunks))
-    return Group(list(windows), chunks, stash, summary)
+    times = np.unique(np.concatenate(times)) if times else np.zeros(0)
+    return Group(chunks, stash, GroupSummary(times, uvw_max, spilled))
 
 
 def group_summary(group: Group) -> GroupSummary:
@@ -150,14 +151,16 @@ def prepare_group(group: Group, setup: ImagingSetup, density: np.ndarray | None)
 
 @dataclass
 class ModelVis:
-    """Model visibilities of a group, per chunk and block, and the model image they predict.
+    """Model visibilities of a group, per chunk and block, and the model they predict.
 
-    ``model`` (nmoment, N, N) Jy/pixel: stored visibilities that are gone (lost with a worker
-    while Dask recomputes) are predicted again from it.
+    ``model`` (nmoment, N, N) Jy/pixel and the channel blocks' Taylor ``moments`` (nblocks,
+    nterm): stored visibilities that are gone (lost with a worker while Dask recomputes) are
+    predicted again from them.
     """
 
     model: np.ndarray
     parts: list[list[Stored]]
+    moments: np.ndarray
 
     def discard(self) -> None:
         for stored in (s for chunk in self.parts for s in chunk):

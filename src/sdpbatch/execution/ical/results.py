@@ -72,19 +72,21 @@ class IcalResult:
     """Everything ICAL produces.
 
     Images are ``image[ix, iy]`` (l east along ix, m north along iy); models in Jy/pixel,
-    residual and restored images in Jy/beam.  Cubes have one plane per frequency window.
+    residual and restored images in Jy/beam.  Cubes have one plane per channel block
+    (``frequencies``: their mean frequencies, ``bandwidths``: their summed channel widths);
+    ``channel_frequencies`` lists every channel imaged.
     """
 
     model_taylor: np.ndarray  # (nmoment, N, N)
     residual_taylor: np.ndarray  # (nmoment, N, N)
     restored: np.ndarray  # (N, N), at the reference frequency
-    model_cube: np.ndarray  # (nwin, N, N)
-    residual_cube: np.ndarray  # (nwin, N, N)
-    restored_cube: np.ndarray  # (nwin, N, N)
+    model_cube: np.ndarray  # (nblock, N, N)
+    residual_cube: np.ndarray  # (nblock, N, N)
+    restored_cube: np.ndarray  # (nblock, N, N)
     psf: np.ndarray  # (N, N), peak 1
     clean_beam: CleanBeam
-    frequencies: np.ndarray  # (nwin,) Hz
-    bandwidths: np.ndarray  # (nwin,) Hz
+    frequencies: np.ndarray  # (nblock,) Hz
+    bandwidths: np.ndarray  # (nblock,) Hz
     reference_frequency: float
     cellsize: float
     npixel: int
@@ -92,6 +94,7 @@ class IcalResult:
     solutions: dict[str, GainSolution]
     antenna_names: list[str]
     antenna_positions: np.ndarray
+    channel_frequencies: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (nchan,) Hz
     cycles: list[CycleRecord] = field(default_factory=list)
     final: FinalRecord | None = None
     timings: dict[str, float] = field(default_factory=dict)

@@ -52,8 +52,7 @@ class ImagingSetup:
     npixel, cellsize (rad) : the image; epsilon : gridder accuracy; nmoment : Taylor terms
     about ``reference_frequency`` (Hz); weighting, robust : visibility weighting;
     boundaries : solution interval boundaries (MJD s) per gain term; nthreads : threads of a
-    group's gridder calls; psf_npixel : size of the spectral PSF terms (covers the minor
-    cycles' PSF patch); sparse_pixels : model increments with at most this many pixels are
+    group's gridder calls; sparse_pixels : model increments with at most this many pixels are
     predicted by direct sum; run_id : names this run's scratch directory.
     """
 
@@ -66,7 +65,6 @@ class ImagingSetup:
     robust: float
     boundaries: dict[str, np.ndarray]
     nthreads: int
-    psf_npixel: int
     sparse_pixels: int
     run_id: str
 

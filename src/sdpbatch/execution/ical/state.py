@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sdpbatch.execution.ical.data import WindowSpec
+from sdpbatch.execution.ical.plan import ChannelBlock, WorkItem
 from sdpbatch.execution.ical.results import CycleRecord
 from sdpbatch.execution.ical.settings import (
     CalibrationSchedule,
@@ -45,15 +45,18 @@ class StageClock:
 
 @dataclass
 class Run:
-    """What stays fixed through a run: where tasks go, the windows and groups, settings."""
+    """What stays fixed through a run: where tasks go, the blocks, items and groups, settings.
+
+    ``groups[g]``: the work items of group g, which runs on worker slot g.
+    """
 
     runner: Runner
     params: Parameters
     settings: IcalSettings
     schedule: CalibrationSchedule
     infos: list[MeasurementSetInfo]
-    windows: list[WindowSpec]
-    ngroups: int
+    blocks: list[ChannelBlock]
+    groups: list[list[WorkItem]]
     threads: Threads
     progress: Progress
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -62,7 +65,12 @@ class Run:
 
     @property
     def frequencies(self) -> np.ndarray:
+        """(nchan,) Hz: every channel of the run, window after window."""
         return np.concatenate([i.frequency for i in self.infos])
+
+    @property
+    def ngroups(self) -> int:
+        return len(self.groups)
 
     def per_group(self, fn, name: str, *per_group: list, shared: tuple = ()) -> list:
         """One task per group, pinned to the group's worker."""
@@ -76,15 +84,36 @@ class Run:
         """A task that combines the groups' results (on worker 0, like the clean)."""
         return self.runner.submit(fn, *args, key=f"ical-{name}", slot=0)
 
+    def tree(self, fn, name: str, handles: list) -> Any:
+        """``fn`` applied pairwise over the groups' results, level by level, on the cluster
+        (each pair where its left part is); the total ends on worker 0."""
+        slots = list(range(len(handles)))
+        level = 0
+        while len(handles) > 1:
+            pairs = range(0, len(handles), 2)
+            handles = [
+                self.runner.submit(
+                    fn, *handles[i : i + 2], key=f"ical-{name}-{level}-{i}", slot=slots[i]
+                )
+                if i + 1 < len(handles)
+                else handles[i]
+                for i in pairs
+            ]
+            slots = [slots[i] for i in pairs]
+            level += 1
+        return handles[0]
+
 
 @dataclass
 class Imaging:
-    """What reading the data settles: the groups (handles), the imaging and clean setup."""
+    """What reading the data settles: the groups' data (handles), the imaging and clean setup,
+    and once the PSF is made, the channel blocks' Taylor moments (nblocks, 2 nmoment - 1)."""
 
     groups: list
     setup: ImagingSetup
     clean: CleanSettings
     intervals: dict[str, tuple[np.ndarray, np.ndarray]]
+    moments: np.ndarray | None = None
 
 
 @dataclass

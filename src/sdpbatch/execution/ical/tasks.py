@@ -1,9 +1,10 @@
 """The passes over a group's visibilities: what runs on a worker (or in this process).
 
 Each function takes a :class:`~sdpbatch.execution.ical.group.Group` (and small things) and
-returns something small: unnormalised images with their weight sums, solve sums, or the
-group's new model visibilities.  Every group grids all its channels in one ducc0 call per
-Taylor term; independent gridder calls run side by side on the group's threads.
+returns something small: unnormalised images per channel block with their weight sums, solve
+sums, or the group's new model visibilities.  A pass grids (or degrids) every visibility once:
+one ducc0 call per work item, each item's channel block onto its own image; the items of a
+group held in memory run side by side on the group's threads.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import ducc0
@@ -18,6 +20,7 @@ import numpy as np
 
 from sdpbatch.execution.ical.data import Block
 from sdpbatch.execution.ical.group import Group, ModelVis, trimmed
+from sdpbatch.execution.ical.scratch import Stored
 from sdpbatch.execution.ical.settings import ImagingSetup
 from sdpbatch.science.imaging import grid_dirty, grid_psf, predict_sparse, predict_visibilities
 from sdpbatch.science.predict import predict_point_sources
@@ -62,142 +65,146 @@ def concurrently(jobs: list[Callable[[int], Any]], threads: int) -> list[Any]:
 # --- images --------------------------------------------------------------------------------------
 
 
-def _psf_job(b: Block, setup: ImagingSetup, k: int) -> Callable[[int], tuple[np.ndarray, float]]:
-    size = setup.npixel if k == 0 else setup.psf_npixel
-    return lambda nthreads: grid_psf(
-        b.uvw,
-        b.frequency,
-        b.imaging_weight,
-        npixel=size,
-        cellsize=setup.cellsize,
-        epsilon=setup.epsilon,
-        nthreads=nthreads,
-        channel_factors=None if k == 0 else b.taylor**k,
-        flag=b.mask(),
-    )
+@dataclass
+class BlockImages:
+    """Unnormalised images per channel block (N, N) and their weight sums; for the PSF pass
+    also the imaging weight summed per channel (nchan,) over the run's global channels."""
+
+    images: dict[int, np.ndarray]
+    weights: dict[int, float]
+    channel_weights: np.ndarray | None = None
+
+    def add(self, block: int, image: np.ndarray, weight: float) -> None:
+        if block in self.images:
+            self.images[block] += image
+            self.weights[block] += weight
+        else:
+            self.images[block] = image
+            self.weights[block] = weight
+
+
+def merge_block_images(*parts: BlockImages) -> BlockImages:
+    """The sum of the parts' images block by block (one step of the tree reduction)."""
+    out = BlockImages({}, {})
+    for part in parts:
+        for block, image in part.images.items():
+            out.add(block, image.copy() if block not in out.images else image, part.weights[block])
+        if part.channel_weights is not None:
+            if out.channel_weights is None:
+                out.channel_weights = part.channel_weights.copy()
+            else:
+                out.channel_weights += part.channel_weights
+    return out
+
+
+def _over_chunks(group: Group, job: Callable[[int, int], Any], threads: int) -> list[Any]:
+    """``job(chunk, nthreads)`` for every chunk: side by side with a thread each when the
+    chunks are in memory (ducc0 passes scale better so), else one after the other with all
+    threads (a spilled group holds one chunk at a time)."""
+    chunks = range(len(group.chunks))
+    if group.summary.spilled:
+        return [job(c, threads) for c in chunks]
+    return concurrently([lambda n, c=c: job(c, n) for c in chunks], threads)
 
 
 @trimmed
-def group_psf(group: Group, setup: ImagingSetup) -> tuple[np.ndarray, float]:
-    """Unnormalised Taylor PSFs (2 nmoment - 1, N, N) of a group, and its weight sum.
+def group_psf(group: Group, setup: ImagingSetup, nchan: int) -> BlockImages:
+    """Unnormalised PSF of every channel block the group holds, and the imaging weight of
+    each of the run's ``nchan`` channels (for the blocks' Taylor moments)."""
 
-    The spectral terms (k >= 1) only serve the minor cycles, which use the central
-    ``psf_npixel`` patch: they are gridded on that smaller image (the same pixel values, a
-    fraction of the cost) and are zero outside it.  ``psf_taylor[0]`` is the full PSF.
-    """
-    nterm, n = 2 * setup.nmoment - 1, setup.npixel
-    images = np.zeros((nterm, n, n))
-    wsum = 0.0
-    for _, blocks in group.blocks():
-        for b in blocks:
-            results = concurrently([_psf_job(b, setup, k) for k in range(nterm)], setup.nthreads)
-            for k, (image, _) in enumerate(results):
-                start = n // 2 - image.shape[0] // 2
-                images[k, start : start + image.shape[0], start : start + image.shape[0]] += image
-            wsum += results[0][1]
-    return images, wsum
+    def job(c: int, nthreads: int) -> list[tuple[int, np.ndarray, float, Block]]:
+        out = []
+        for b in group.chunk_blocks(c):
+            image, weight = grid_psf(
+                b.uvw,
+                b.frequency,
+                b.imaging_weight,
+                npixel=setup.npixel,
+                cellsize=setup.cellsize,
+                epsilon=setup.epsilon,
+                nthreads=nthreads,
+                flag=b.mask(),
+            )
+            out.append((group.chunks[c].item.block, image, weight, b))
+        return out
 
-
-def _dirty_job(b: Block, vis: np.ndarray, setup: ImagingSetup, channels: np.ndarray | None, k=0):
-    sel = slice(None) if channels is None else channels
-    mask = b.mask()
-    return lambda nthreads: grid_dirty(
-        b.uvw,
-        b.frequency[sel],
-        vis[:, sel],
-        b.imaging_weight[:, sel],
-        npixel=setup.npixel,
-        cellsize=setup.cellsize,
-        epsilon=setup.epsilon,
-        nthreads=nthreads,
-        channel_factors=None if k == 0 else b.taylor[sel] ** k,
-        flag=None if mask is None else mask[:, sel],
-    )
+    result = BlockImages({}, {}, np.zeros(nchan))
+    for block, image, weight, b in (
+        r for rs in _over_chunks(group, job, setup.nthreads) for r in rs
+    ):
+        result.add(block, image, weight)
+        np.add.at(result.channel_weights, b.channels, b.imaging_weight.sum(axis=0))
+    return result
 
 
 @trimmed
 def group_residual(
     group: Group, model_vis: ModelVis | None, gains: Gains, setup: ImagingSetup
-) -> tuple[np.ndarray, float]:
-    """Unnormalised Taylor residual images (nmoment, N, N) of a group, and its weight sum."""
-    images = np.zeros((setup.nmoment, setup.npixel, setup.npixel))
-    wsum = 0.0
-    for b, model in with_models(group, model_vis):
-        resid = residual_vis(b, model, gains)
-        del model
-        jobs = [_dirty_job(b, resid, setup, None, k) for k in range(setup.nmoment)]
-        results = concurrently(jobs, setup.nthreads)
-        for k, (image, _) in enumerate(results):
-            images[k] += image
-        wsum += results[0][1]
-        del resid, results, b  # before the next chunk is read
-    return images, wsum
+) -> BlockImages:
+    """Unnormalised residual image of every channel block the group holds: corrected data
+    minus model, every visibility gridded once."""
 
+    def job(c: int, nthreads: int) -> list[tuple[int, np.ndarray, float]]:
+        out = []
+        for b, model in _chunk_with_models(group, c, model_vis):
+            resid = residual_vis(b, model, gains)
+            del model
+            image, weight = grid_dirty(
+                b.uvw,
+                b.frequency,
+                resid,
+                b.imaging_weight,
+                npixel=setup.npixel,
+                cellsize=setup.cellsize,
+                epsilon=setup.epsilon,
+                nthreads=nthreads,
+                flag=b.mask(),
+            )
+            out.append((group.chunks[c].item.block, image, weight))
+            del resid, b  # before the next block is read
+        return out
 
-WindowImages = dict[int, tuple[np.ndarray, float, float]]
-"""Per window: (unnormalised residual (N, N), weight sum, Taylor factor of the window)."""
-
-
-@trimmed
-def group_window_residuals(
-    group: Group, model_vis: ModelVis | None, gains: Gains, setup: ImagingSetup
-) -> WindowImages:
-    """Per window: (unnormalised residual (N, N), weight sum, Taylor factor of the window).
-
-    The Taylor residual images follow from these as ``sum_w t_w^k U_w / sum_w W_w`` when every
-    window has one channel, which saves the separate Taylor passes.
-    """
-    out: WindowImages = {}
-    for b, model in with_models(group, model_vis):
-        resid = residual_vis(b, model, gains)
-        del model
-        windows = [int(w) for w in np.unique(b.windows)]
-        jobs = [_dirty_job(b, resid, setup, np.flatnonzero(b.windows == w)) for w in windows]
-        images = concurrently(jobs, setup.nthreads)
-        for w, (image, s) in zip(windows, images, strict=True):
-            t = float(b.taylor[b.windows == w].mean())
-            if w in out:
-                image, s = out[w][0] + image, out[w][1] + s
-            out[w] = (image, s, t)
-        del resid, images, b
-    return out
+    result = BlockImages({}, {})
+    for block, image, weight in (r for rs in _over_chunks(group, job, setup.nthreads) for r in rs):
+        result.add(block, image, weight)
+    return result
 
 
 # --- model visibilities --------------------------------------------------------------------------
 
 
 def _predict_block(
-    b: Block, previous: np.ndarray | None, increment: np.ndarray, setup: ImagingSetup
+    b: Block,
+    block: int,
+    previous: np.ndarray | None,
+    increment: np.ndarray,
+    moments: np.ndarray,
+    setup: ImagingSetup,
+    nthreads: int,
 ) -> np.ndarray:
-    """``previous`` (or zeros) + the visibilities of ``increment`` for one block."""
+    """``previous`` (or zeros) + the visibilities of the Taylor ``increment`` for one block.
+
+    A sparse increment (at most ``setup.sparse_pixels`` pixels) is predicted exactly per
+    channel by direct sum; otherwise the channel block's model image
+    ``sum_k moments[block, k] increment[k]`` is degridded once for all its channels.
+    """
     nonzero = int(np.count_nonzero(np.any(increment != 0, axis=0)))
-    terms = [k for k in range(increment.shape[0]) if increment[k].any()]
     vis = np.zeros(b.vis.shape, dtype=np.complex128) if previous is None else previous.copy()
     if 0 < nonzero <= setup.sparse_pixels:
         vis += predict_sparse(
-            increment,
-            b.uvw,
-            b.frequency,
-            b.taylor,
-            cellsize=setup.cellsize,
-            nthreads=setup.nthreads,
+            increment, b.uvw, b.frequency, b.taylor, cellsize=setup.cellsize, nthreads=nthreads
         )
     elif nonzero:
-
-        def job(k: int) -> Callable[[int], np.ndarray]:
-            return lambda nthreads: predict_visibilities(
-                increment[k],
-                b.uvw,
-                b.frequency,
-                cellsize=setup.cellsize,
-                epsilon=setup.epsilon,
-                nthreads=nthreads,
-                flag=b.mask(),
-            )
-
-        preds = concurrently([job(k) for k in terms], setup.nthreads)
-        for k, pred in zip(terms, preds, strict=True):
-            vis += pred if k == 0 else pred * (b.taylor**k)[None, :]
+        image = np.tensordot(moments[block, : increment.shape[0]], increment, axes=1)
+        vis += predict_visibilities(
+            image,
+            b.uvw,
+            b.frequency,
+            cellsize=setup.cellsize,
+            epsilon=setup.epsilon,
+            nthreads=nthreads,
+            flag=b.mask(),
+        )
     if nonzero and b.flag.any():
         vis[b.flag] = 0.0
     return vis
@@ -205,51 +212,71 @@ def _predict_block(
 
 @trimmed
 def group_predict(
-    group: Group, previous: ModelVis | None, increment: np.ndarray, setup: ImagingSetup
+    group: Group,
+    previous: ModelVis | None,
+    increment: np.ndarray,
+    moments: np.ndarray,
+    setup: ImagingSetup,
 ) -> ModelVis:
     """Model visibilities after a minor cycle: ``previous`` + those of ``increment``.
 
-    ``V_c = sum_k t_c^k degrid(increment[k])``: one gridder pass per Taylor term, or, when the
-    increment has at most ``setup.sparse_pixels`` nonzero pixels (late cycles), a direct
-    Fourier sum over them, which is exact and much cheaper.  Prediction is linear, so adding
-    the increment's visibilities to the previous ones equals predicting the whole model;
-    should a previous part be gone, the whole model is predicted for it.  The previous parts
-    are discarded once replaced.
+    ``increment`` (nmoment, N, N) Jy/pixel; ``moments`` (nblocks, nterm) the Taylor moments of
+    the channel blocks.  Prediction is linear, so adding the increment's visibilities to the
+    previous ones equals predicting the whole model; should a previous part be gone, the whole
+    model is predicted for it.  The previous parts are discarded once replaced.
     """
     model = increment.copy() if previous is None else previous.model + increment
-    parts = []
-    for c, blocks in group.blocks():
+
+    def job(c: int, nthreads: int) -> list[Stored]:
         row = []
-        for i, b in enumerate(blocks):
+        block = group.chunks[c].item.block
+        for i, b in enumerate(group.chunk_blocks(c)):
             old = None if previous is None else previous.parts[c][i].load()
             if previous is not None and old is None:
-                vis = _predict_block(b, None, model, setup)
+                vis = _predict_block(b, block, None, model, moments, setup, nthreads)
             else:
-                vis = _predict_block(b, old, increment, setup)
+                vis = _predict_block(b, block, old, increment, moments, setup, nthreads)
             row.append(group.stash.put(vis))
             del vis, old
-        parts.append(row)
+        return row
+
+    parts = _over_chunks(group, job, setup.nthreads)
     if previous is not None:
         previous.discard()
-    return ModelVis(model, parts)
+    return ModelVis(model, parts, moments)
+
+
+def _chunk_with_models(
+    group: Group, c: int, model_vis: ModelVis | None
+) -> Iterator[tuple[Block, np.ndarray | None]]:
+    """(block, its model visibilities or None) of chunk ``c``."""
+    block = group.chunks[c].item.block
+    for i, b in enumerate(group.chunk_blocks(c)):
+        if model_vis is None:
+            yield b, None
+            continue
+        model = model_vis.parts[c][i].load()
+        if model is None:
+            LOG.info("model visibilities are gone: predicting them again")
+            model = _predict_block(
+                b,
+                block,
+                None,
+                model_vis.model,
+                model_vis.moments,
+                group.setup,
+                group.setup.nthreads,
+            )
+        yield b, model
+        del model
 
 
 def with_models(
     group: Group, model_vis: ModelVis | None
 ) -> Iterator[tuple[Block, np.ndarray | None]]:
     """(block, its model visibilities or None) over a group's chunks, one chunk at a time."""
-    for c, blocks in group.blocks():
-        for i, b in enumerate(blocks):
-            if model_vis is None:
-                yield b, None
-                continue
-            model = model_vis.parts[c][i].load()
-            if model is None:
-                LOG.info("model visibilities are gone: predicting them again")
-                model = _predict_block(b, None, model_vis.model, group.setup)
-            yield b, model
-            del model
-        del blocks  # before the next chunk is read
+    for c in range(len(group.chunks)):
+        yield from _chunk_with_models(group, c, model_vis)
 
 
 # --- calibration ---------------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""How a run's visibilities are cut into work: channel blocks, work items, groups.
+
+- A *channel block* is a run of channels adjacent in frequency (over all MeasurementSets):
+  each major cycle grids every block once onto its own image (one FFT per block and gridder
+  call) and predicts each block from its own model image, as WSClean's joined channels do.
+- A *work item* is (channel block, time chunk): the channels of one block from every file
+  that holds some, in one time range; files of one observation share their rows and are read
+  side by side into one gridder call.  An item holds at most ``chunk_visibilities`` (a single
+  integration may exceed it).
+- A *group* is the items one worker holds (balanced by visibilities); one MeasurementSet with
+  many channels is thereby spread over every worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sdpbatch.io.ms_read import MeasurementSetInfo, read_measurement_set_times
+
+TIME_DECIMALS = 3
+"""Times are compared after rounding to a millisecond (different files of one observation)."""
+
+
+@dataclass(frozen=True)
+class ChannelBlock:
+    """Channels imaged together: global channel indices, mean frequency and bandwidth (Hz)."""
+
+    index: int
+    channels: tuple[int, ...]
+    frequency: float
+    bandwidth: float
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """The channels ``[start, stop)`` of one MeasurementSet (window) that belong to a block.
+
+    ``first_channel``: global index of the window's channel 0.
+    """
+
+    path: str
+    window: int
+    start: int
+    stop: int
+    first_channel: int
+    nrow: int
+
+    @property
+    def nvis(self) -> int:
+        return self.nrow * (self.stop - self.start)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One channel block in one time range (None: all times), from one or more files."""
+
+    block: int
+    parts: tuple[FilePart, ...]
+    time_range: tuple[float, float] | None
+    nvis: int
+
+
+def channel_blocks(infos: Sequence[MeasurementSetInfo], nblocks: int) -> list[ChannelBlock]:
+    """``nblocks`` runs of channels (at most one per channel), by ascending frequency, with
+    channel counts as equal as possible."""
+    frequency = np.concatenate([i.frequency for i in infos])
+    width = np.concatenate([i.channel_width for i in infos])
+    order = np.argsort(frequency, kind="stable")
+    runs = np.array_split(order, max(1, min(nblocks, frequency.size)))
+    return [
+        ChannelBlock(
+            index=b,
+            channels=tuple(int(c) for c in np.sort(run)),
+            frequency=float(frequency[run].mean()),
+            bandwidth=float(width[run].sum()),
+        )
+        for b, run in enumerate(runs)
+    ]
+
+
+def _file_parts(infos: Sequence[MeasurementSetInfo], block: ChannelBlock) -> list[FilePart]:
+    """The block's channels of each file, as one contiguous range per file."""
+    parts, first = [], 0
+    wanted = set(block.channels)
+    for w, info in enumerate(infos):
+        mine = [c for c in range(info.nchan) if first + c in wanted]
+        if mine:
+            if mine != list(range(mine[0], mine[-1] + 1)):
+                raise ValueError(
+                    f"channels of block {block.index} are not contiguous in {info.path}"
+                )
+            parts.append(FilePart(str(info.path), w, mine[0], mine[-1] + 1, first, info.nrow))
+        first += info.nchan
+    return parts
+
+
+def _per_time(parts: Sequence[FilePart]) -> dict[float, int]:
+    """Visibilities of the parts per distinct time (rounded to :data:`TIME_DECIMALS`)."""
+    per_time: dict[float, int] = {}
+    for part in parts:
+        times, counts = np.unique(
+            np.round(read_measurement_set_times(part.path), TIME_DECIMALS), return_counts=True
+        )
+        for t, n in zip(times.tolist(), counts.tolist(), strict=True):
+            per_time[t] = per_time.get(t, 0) + n * (part.stop - part.start)
+    return per_time
+
+
+def time_chunks(parts: Sequence[FilePart], limit: int) -> list[tuple[float, float] | None]:
+    """Time ranges [start, end) whose visibilities over ``parts`` stay within ``limit`` (a
+    single time may exceed it); [None] when all of them fit.  Boundaries lie halfway between
+    times, the outer ones are infinite."""
+    if sum(p.nvis for p in parts) <= limit:
+        return [None]
+    per_time = _per_time(parts)
+    times = sorted(per_time)
+    starts, size = [0], 0
+    for i, t in enumerate(times):
+        if size and size + per_time[t] > limit:
+            starts.append(i)
+            size = 0
+        size += per_time[t]
+    edges = [-np.inf] + [0.5 * (times[i - 1] + times[i]) for i in starts[1:]] + [np.inf]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def work_items(
+    infos: Sequence[MeasurementSetInfo], blocks: Sequence[ChannelBlock], chunk_visibilities: int
+) -> list[WorkItem]:
+    """Every (channel block, time chunk) of the run."""
+    items = []
+    for block in blocks:
+        parts = tuple(_file_parts(infos, block))
+        ranges = time_chunks(parts, chunk_visibilities)
+        total = sum(p.nvis for p in parts)
+        for time_range in ranges:
+            items.append(WorkItem(block.index, parts, time_range, -(-total // len(ranges))))
+    return items
+
+
+def assign(items: Sequence[WorkItem], ngroups: int) -> list[list[WorkItem]]:
+    """Items spread over ``ngroups`` groups, largest first onto the least loaded (balanced
+    visibilities); every group gets at least one item."""
+    groups: list[list[WorkItem]] = [[] for _ in range(ngroups)]
+    load = np.zeros(ngroups)
+    for item in sorted(items, key=lambda i: -i.nvis):
+        g = int(np.argmin(load))
+        groups[g].append(item)
+        load[g] += item.nvis
+    return [sorted(g, key=lambda i: (i.block, i.time_range or (-np.inf,))) for g in groups]
