@@ -72,7 +72,24 @@ SCHEMA: tuple[Field, ...] = (
     Field(
         "freq_max", "float", 1.1e8, "maximum frequency (Hz)", _range(1e6, 1e12), "1e6 to 1e12 Hz"
     ),
-    Field("nfreqwin", "int", 8, "number of frequency windows", _range(1, 4096), "1 to 4096"),
+    Field(
+        "nfreqwin",
+        "int",
+        8,
+        "number of frequency channels, evenly spaced from freq_min to freq_max (the seed's "
+        "frequency windows)",
+        _range(1, 4096),
+        "1 to 4096",
+    ),
+    Field(
+        "channels_per_window",
+        "int",
+        1,
+        "channels per simulated MeasurementSet: 1 writes one file per channel (the seed's "
+        "way), nfreqwin writes one file holding them all",
+        _range(1, 4096),
+        "1 to 4096, dividing nfreqwin",
+    ),
     Field(
         "ntimes",
         "int",
@@ -230,7 +247,31 @@ SCHEMA: tuple[Field, ...] = (
         "natural, uniform, briggs",
     ),
     Field("robust", "float", 0.0, "Briggs robustness", _range(-2.0, 2.0), "-2 to 2"),
-    Field("epsilon", "float", 1e-5, "gridder accuracy", _range(1e-12, 1e-2), "1e-12 to 1e-2"),
+    Field(
+        "epsilon",
+        "float",
+        1e-5,
+        "accuracy of the predicted model visibilities (degridding): it bounds the dynamic range",
+        _range(1e-12, 1e-2),
+        "1e-12 to 1e-2",
+    ),
+    Field(
+        "grid_epsilon",
+        "float",
+        1e-4,
+        "accuracy of the gridded images (PSF, residuals) relative to their own peak; their "
+        "errors are corrected by the next major cycle, so only the final residual keeps them",
+        _range(1e-12, 1e-2),
+        "1e-12 to 1e-2",
+    ),
+    Field(
+        "small_inversion",
+        "bool",
+        True,
+        "grid on the fewest pixels that sample the image, then interpolate (WSClean's small "
+        "inversion): faster for oversampled images, errors below 1e-3 of the image's peak at "
+        "its edges",
+    ),
     # --- deconvolution ---------------------------------------------------------------------------
     Field(
         "nmajor", "int", 5, "number of major (self-calibration) cycles", _range(0, 100), "0 to 100"
@@ -385,6 +426,7 @@ class Parameters:
     freq_min: float = 0.9e8
     freq_max: float = 1.1e8
     nfreqwin: int = 8
+    channels_per_window: int = 1
     ntimes: int = 5
     rmax: float = 750.0
     ra: float = 0.0
@@ -407,6 +449,8 @@ class Parameters:
     weighting: str = "natural"
     robust: float = 0.0
     epsilon: float = 1e-5
+    grid_epsilon: float = 1e-4
+    small_inversion: bool = True
     nmajor: int = 5
     niter: int = 1000
     clean_gain: float = 0.25
@@ -461,6 +505,12 @@ def parse_parameters(raw: Mapping[str, Any]) -> Parameters:
             "freq_min",
             f"{values['freq_min']} must be below freq_max ({values['freq_max']}) "
             "when nfreqwin > 1 (equal only for a single window)",
+        )
+    if values["nfreqwin"] % values["channels_per_window"]:
+        raise ParameterError(
+            "channels_per_window",
+            f"{values['channels_per_window']} does not divide nfreqwin ({values['nfreqwin']}); "
+            "allowed: a divisor of nfreqwin",
         )
     if values["buffer_vis"] == values["buffer_img"]:
         raise ParameterError("buffer_img", "must differ from buffer_vis")

@@ -78,7 +78,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     for path in [*products.ms_paths, *products.truth_paths]:
         print(path)
     print(
-        f"simulated {products.nfreqwin} windows x {products.ntimes} times x "
+        f"simulated {len(products.ms_paths)} windows, {products.nfreqwin} channels in all x "
+        f"{products.ntimes} times x "
         f"{products.nbaselines} baselines ({products.nstations} stations, "
         f"{products.nsources} sources): {products.nvis} visibilities in {products.seconds:.1f} s"
     )
