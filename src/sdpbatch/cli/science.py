@@ -131,6 +131,7 @@ def _cmd_ical(args: argparse.Namespace) -> int:
     params = load_parameters(args.params) if args.params else Parameters()
     if args.sky_model is not None:
         params = params.replace(calibration_model=str(args.sky_model.resolve()))
+    params = _fit_to_machine(params, args)
     missing = [str(p) for p in args.ms if not p.exists()]
     if missing:
         raise UsageError(f"no such MeasurementSet: {', '.join(missing)}")
@@ -152,6 +153,26 @@ def _cmd_ical(args: argparse.Namespace) -> int:
         )
     _print_ical_products(products)
     return 0
+
+
+def _fit_to_machine(params, args: argparse.Namespace):
+    """Without n_workers (and no scheduler), ``ical`` runs in this process on every core:
+    the seed's four single-thread workers would only split one machine's cores."""
+    import json
+    import logging
+    import os
+
+    given = set(json.loads(args.params.read_text())) if args.params else set()
+    if "n_workers" in given or args.scheduler or os.environ.get("SDPBATCH_SCHEDULER"):
+        return params
+    threads = params.threads_per_worker if "threads_per_worker" in given else os.cpu_count() or 1
+    logging.getLogger("sdpbatch").info(
+        "n_workers not given: ICAL runs in this process with %d thread(s) (%d core(s) here; "
+        "set n_workers for a Dask cluster)",
+        threads,
+        os.cpu_count() or 1,
+    )
+    return params.replace(n_workers=1, threads_per_worker=threads)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
