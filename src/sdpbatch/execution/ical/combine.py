@@ -19,7 +19,8 @@ from sdpbatch.execution.ical.plan import ChannelBlock
 from sdpbatch.execution.ical.settings import CleanSettings
 from sdpbatch.execution.ical.tasks import BlockImages, ensure_ducc_threads
 from sdpbatch.science.beam import CleanBeam, fit_clean_beam, restore
-from sdpbatch.science.clean import CleanResult, msmfs_clean
+from sdpbatch.science.clean import CleanResult
+from sdpbatch.science.clean_window import msmfs_clean_region
 from sdpbatch.science.imaging import fourier_upsample
 
 
@@ -76,7 +77,7 @@ def clean_cycle(
     from the summed block residuals."""
     ensure_ducc_threads(clean.nthreads)
     nmoment = (psf.shape[0] + 1) // 2
-    return msmfs_clean(
+    return msmfs_clean_region(
         taylor_images(residual, moments, nmoment, psf.shape[1]),
         psf,
         scales=clean.scales,
