@@ -1,25 +1,28 @@
-"""Wall time and peak memory of ICAL per stage, beside WSClean 3.1 on the same data.
+"""`sdpbatch ical` beside WSClean's clean of the same observation without errors, in one run.
 
 Usage::
 
-    python benchmarks/bench_ical.py --out /tmp/bench-ical [--cases seed large] [--workers 1]
-        [--threads 2] [--deep] [--no-wsclean]
+    python3 benchmarks/bench_ical.py --out /tmp/bench-ical [--cases seed large-1ms large-16ms]
+        [--modes inprocess workers1 workers2] [--repeat 1] [--no-wsclean]
 
-For each case the data are simulated once (``sdpbatch.execution.simulate``, the seed's example
-or the large case of the simulation issue: rmax 2000 m, 60 times, 16 windows), then ICAL runs
-in a fresh subprocess through :func:`sdpbatch.execution.pipeline.ical_pipeline` with the
-seed's settings (``--deep``: also with niter 10000).  Stage times (read, grid, degrid, clean,
-solve) come from ``IcalResult.timings`` (summed over the major cycles), ``write`` from the
-pipeline.  Memory: psutil samples (every 20 ms) of the resident set of the run's processes
-(the pipeline process and any Dask workers) summed, reported per stage (the largest sample
-while that stage ran, over all its intervals: read, grid, solve, clean, degrid, restore,
-write), over the whole ICAL, and for a separate read of all MeasurementSets.
+For each case the observation is simulated twice, once with the seed's 1 rad station phase
+errors (what ICAL calibrates and images) and once without (the "uncorrupted twin" WSClean only
+images); both are kept in ``--out`` between runs.  Cases:
 
-WSClean (if installed) images the same MeasurementSets with deep settings: ``-niter 10000
--multiscale -multiscale-scales 0,3,10 -channels-out <nwin> -join-channels -fit-spectral-pol 2``,
-the same size and scale, natural weighting, ``-mgain 0.9 -threshold 0.1`` (the analogue of our
-fractional threshold 0.1 and absolute threshold 0.1 Jy), 2 threads.  WSClean does not
-self-calibrate: it only grids and cleans, so it is the yardstick for the imaging work.
+- ``seed``: the seed's example (242 stations, 5 times, 8 files of one channel);
+- ``large-1ms``: all 296 stations (rmax 2000 m), 60 times, 16 channels in ONE MeasurementSet;
+- ``large-16ms``: the same observation as 16 MeasurementSets of one channel.
+
+Modes: ``inprocess`` (n_workers 1, 2 threads: what ``sdpbatch ical`` chooses on 2 cores),
+``workersN`` (a LocalCluster of N single-thread workers).  Each run is a separate
+``sdpbatch ical`` process with the seed's imaging settings; its wall time, the peak resident
+memory of every process of its tree (the client and each Dask worker, sampled every 20 ms)
+and the stage breakdown from ``qa.json`` are printed.
+
+WSClean (when ``wsclean`` is on the PATH; Debian's 3.1: ``apt-get install wsclean``) cleans
+the twin with the same image size and scale, natural weighting, ``-channels-out`` = the
+number of channels ``-join-channels -fit-spectral-pol 2``, multi-scale 0,3,10, ``-niter 10000
+-mgain 0.9 -threshold 0.1 -gain 0.25``, 2 threads.  The ratio printed is ours / WSClean's.
 """
 
 from __future__ import annotations
@@ -33,238 +36,176 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 CASES = {
     "seed": {},
-    "large": {"rmax": 2000.0, "ntimes": 60, "nfreqwin": 16},
+    "large-1ms": {"rmax": 2000.0, "ntimes": 60, "nfreqwin": 16, "channels_per_window": 16},
+    "large-16ms": {"rmax": 2000.0, "ntimes": 60, "nfreqwin": 16, "channels_per_window": 1},
+}
+MODES = {
+    "inprocess": {"n_workers": 1, "threads_per_worker": 2},
+    "workers1": {"n_workers": 1, "threads_per_worker": 1, "one_worker_cluster": True},
+    "workers2": {"n_workers": 2, "threads_per_worker": 1},
 }
 GIB = 1024**3
 
 
 class MemorySampler(threading.Thread):
-    """Timeline of the summed RSS of a process and its descendants."""
+    """Peak resident memory of each process of a tree (by pid), sampled every 20 ms."""
 
-    def __init__(self, pid: int | None = None, interval: float = 0.02):
+    def __init__(self, pid: int, interval: float = 0.02):
         super().__init__(daemon=True)
-        import psutil
-
-        self._root = psutil.Process(pid)
-        self._interval = interval
-        self._done = threading.Event()
-        self.samples: list[tuple[float, int]] = []
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.done = threading.Event()
+        self.peaks: dict[int, tuple[str, int]] = {}
 
     def run(self) -> None:
-        import psutil
-
-        while not self._done.is_set():
-            total = 0
+        while not self.done.is_set():
             try:
-                procs = [self._root, *self._root.children(recursive=True)]
+                procs = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
                 break
             for proc in procs:
                 try:
-                    total += proc.memory_info().rss
+                    rss = proc.memory_info().rss
+                    name = " ".join(proc.cmdline()[1:3])[:40] or proc.name()
                 except psutil.Error:
                     continue
-            self.samples.append((time.perf_counter(), total))
-            self._done.wait(self._interval)
+                if rss > self.peaks.get(proc.pid, ("", 0))[1]:
+                    self.peaks[proc.pid] = (name, rss)
+            self.done.wait(self.interval)
 
-    def stop(self) -> None:
-        self._done.set()
+    def stop(self) -> dict[int, tuple[str, int]]:
+        self.done.set()
         self.join()
-
-    def peak(self, start: float = -1e300, end: float = 1e300) -> int:
-        values = [rss for t, rss in self.samples if start <= t <= end]
-        return max(values) if values else 0
+        return self.peaks
 
 
-def _params(case: str, workers: int, threads: int, deep: bool) -> dict:
-    params = {**CASES[case], "n_workers": workers, "threads_per_worker": threads}
-    if deep:
-        params["niter"] = 10000
-    return params
-
-
-def simulate_case(case: str, vis_dir: Path) -> list[Path]:
-    """Simulate the case once (kept between runs of the benchmark)."""
-    from sdpbatch.io.truth import CATALOGUE_FILE
-
-    if (vis_dir / "simulation.json").is_file() and (vis_dir / CATALOGUE_FILE).is_file():
-        return sorted(vis_dir.glob("*.ms"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    from sdpbatch.execution.simulate import simulate
-    from sdpbatch.parameters import parse_parameters
-
-    params = parse_parameters({**CASES[case], "n_workers": 1})
-    start = time.perf_counter()
-    products = simulate(params, vis_dir)
-    print(
-        f"  simulated {case}: {products.nvis} visibilities in {time.perf_counter() - start:.1f} s"
-    )
-    return products.ms_paths
-
-
-def child(args: argparse.Namespace) -> None:
-    """One measured ICAL run (in its own process): prints a JSON line."""
-    from sdpbatch.execution.cluster import dask_client
-    from sdpbatch.execution.pipeline import ical_pipeline
-    from sdpbatch.execution.runner import OnDask
-    from sdpbatch.io.ms_read import read_measurement_set
-    from sdpbatch.parameters import parse_parameters
-
-    params = parse_parameters(json.loads(args.params))
-    ms_paths = [Path(p) for p in args.ms]
-    sampler = MemorySampler()
-    sampler.start()
-    t0 = time.perf_counter()
-    for path in ms_paths:  # the read stage alone, for its memory
-        read_measurement_set(path)
-    t1 = time.perf_counter()
-    if params.n_workers == 1:
-        products = ical_pipeline(ms_paths, Path(args.img), params, truth_dir=Path(args.truth))
-        cluster_start = 0.0
-    else:
-        tc = time.perf_counter()
-        with dask_client(params.n_workers, threads_per_worker=params.threads_per_worker) as cl:
-            cluster_start = time.perf_counter() - tc
-            t1 = time.perf_counter()
-            products = ical_pipeline(
-                ms_paths, Path(args.img), params, runner=OnDask(cl), truth_dir=Path(args.truth)
-            )
-    t2 = time.perf_counter()
-    sampler.stop()
-    timings = products.qa["timings_s"]
-    write_start = t2 - timings["write"]
-    truth = products.qa.get("truth", {})
-    print(
-        json.dumps(
-            {
-                "timings": timings,
-                "wall": t2 - t1,
-                "cluster_start": cluster_start,
-                "read_alone": t1 - t0 if params.n_workers == 1 else None,
-                "peak_read": sampler.peak(t0, t1),
-                "peak_ical": sampler.peak(t1, write_start),
-                "peak_write": sampler.peak(write_start, t2),
-                "peak_per_stage": {
-                    stage: max(
-                        sampler.peak(a, b)
-                        for name, a, b in products.stage_intervals
-                        if name == stage
-                    )
-                    for stage in dict.fromkeys(name for name, _, _ in products.stage_intervals)
-                },
-                "dynamic_range": products.qa["restored"]["dynamic_range"],
-                "phase_error": truth.get("gain_phase_rms_error_rad"),
-                "max_flux_error": truth.get("max_flux_error"),
-                "max_offset": truth.get("max_offset_pixels"),
-                "cycles": len(products.qa["cycles"]),
-            }
-        )
-    )
-
-
-def run_ical(
-    case: str, workers: int, threads: int, deep: bool, ms_paths: list[Path], out: Path
-) -> dict:
-    img = out / case / ("img-deep" if deep else "img")
-    cmd = [sys.executable, __file__, "--child", "--params",
-           json.dumps(_params(case, workers, threads, deep)), "--img", str(img),
-           "--truth", str(ms_paths[0].parent), "--ms", *map(str, ms_paths)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"ICAL run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def run_wsclean(case: str, ms_paths: list[Path], out: Path, nwin: int) -> dict | None:
-    exe = shutil.which("wsclean")
-    if exe is None:
-        return None
-    from sdpbatch.parameters import Parameters
-
-    p = Parameters()
-    work = out / case / "wsclean"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    cmd = [exe, "-quiet", "-j", "2", "-size", str(p.npixel), str(p.npixel),
-           "-scale", f"{p.cellsize * 180 / 3.141592653589793}deg",
-           "-weight", "natural", "-niter", "10000", "-gain", str(p.clean_gain),
-           "-mgain", "0.9", "-threshold", str(p.threshold),
-           "-multiscale", "-multiscale-scales", "0,3,10",
-           "-channels-out", str(nwin), "-join-channels", "-fit-spectral-pol", "2",
-           "-name", str(work / "ws"), *map(str, ms_paths)]  # fmt: skip
+def measured(cmd: list[str], env: dict | None = None) -> dict:
+    """Run a command; its wall time, exit code, output tail and peak memory per process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = MemorySampler(proc.pid)
     sampler.start()
     output, _ = proc.communicate()
     wall = time.perf_counter() - start
-    sampler.stop()
-    if proc.returncode != 0:
-        print(output[-2000:])
+    peaks = sampler.stop()
+    big = sorted((rss for _, rss in peaks.values()), reverse=True)
+    return {"wall": wall, "code": proc.returncode, "output": output[-3000:], "peaks": big}
+
+
+def simulate(case: str, out: Path) -> tuple[list[Path], list[Path]]:
+    """(corrupted, twin) MeasurementSets of a case, simulated once."""
+    dirs = {}
+    for kind, phase_error in (("vis", 1.0), ("twin", 0.0)):
+        target = out / case / kind
+        if not (target / "simulation.json").is_file():
+            params = {**CASES[case], "n_workers": 1, "phase_error": phase_error}
+            (out / case).mkdir(parents=True, exist_ok=True)
+            spec = out / case / f"{kind}.json"
+            spec.write_text(json.dumps(params))
+            done = measured(["sdpbatch", "simulate", str(spec), "--out", str(target),
+                             "--no-progress"])  # fmt: skip
+            if done["code"]:
+                raise RuntimeError(f"simulation of {case} failed:\n{done['output']}")
+            print(f"  simulated {case} {kind} in {done['wall']:.1f} s", flush=True)
+        dirs[kind] = sorted(target.glob("*.ms"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    return dirs["vis"], dirs["twin"]
+
+
+def run_ical(case: str, mode: str, paths: list[Path], out: Path) -> dict:
+    settings = dict(MODES[mode])
+    cluster_of_one = settings.pop("one_worker_cluster", False)
+    params = out / case / f"params-{mode}.json"
+    params.write_text(json.dumps({**CASES[case], **settings}))
+    img = out / case / f"img-{mode}"
+    cmd = ["sdpbatch", "ical", *map(str, paths), "--out", str(img), "--params", str(params),
+           "--no-progress"]  # fmt: skip
+    if cluster_of_one:  # n_workers 1 alone runs in-process: a real one-worker cluster instead
+        cmd = [sys.executable, __file__, "--one-worker", *cmd[1:]]
+    done = measured(cmd)
+    if done["code"]:
+        raise RuntimeError(f"ICAL {case} {mode} failed:\n{done['output']}")
+    qa = json.loads((img / "qa.json").read_text())
+    return {**done, "qa": qa}
+
+
+def run_wsclean(case: str, twin: list[Path], out: Path) -> dict | None:
+    exe = shutil.which("wsclean")
+    if exe is None:
         return None
-    iterations = [line for line in output.splitlines() if "iterations" in line.lower()]
-    return {"wall": wall, "peak": sampler.peak(), "last": iterations[-1] if iterations else ""}
+    from sdpbatch.parameters import Parameters
+
+    p = Parameters()
+    nchan = CASES[case].get("nfreqwin", p.nfreqwin)
+    work = out / case / "wsclean"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cmd = [exe, "-quiet", "-j", "2", "-size", str(p.npixel), str(p.npixel),
+           "-scale", f"{p.cellsize * 180 / 3.141592653589793}deg", "-weight", "natural",
+           "-niter", "10000", "-gain", str(p.clean_gain), "-mgain", "0.9",
+           "-threshold", str(p.threshold), "-multiscale", "-multiscale-scales", "0,3,10",
+           "-channels-out", str(nchan), "-join-channels", "-fit-spectral-pol", "2",
+           "-name", str(work / "ws"), *map(str, twin)]  # fmt: skip
+    done = measured(cmd)
+    return None if done["code"] else done
+
+
+def report(case: str, mode: str, ours: dict, wsclean: dict | None) -> str:
+    qa, t = ours["qa"], ours["qa"]["timings_s"]
+    stages = " ".join(f"{k} {t.get(k, 0.0):.1f}" for k in
+                      ("read", "grid", "degrid", "clean", "solve", "restore", "write"))  # fmt: skip
+    truth = qa.get("truth", {})
+    line = (
+        f"  {mode:<9} ICAL {ours['wall']:6.1f} s | {stages} s | peak per process "
+        + ", ".join(f"{b / GIB:.2f}" for b in ours["peaks"][:4])
+        + f" GiB | DR {qa['restored']['dynamic_range']:.0f}, phase err "
+        f"{truth.get('gain_phase_rms_error_rad', float('nan')):.4f} rad, flux err "
+        f"{100 * truth.get('max_flux_error', float('nan')):.2f} %, offset "
+        f"{truth.get('max_offset_pixels', float('nan')):.3f} px"
+    )
+    if wsclean is not None:
+        line += f" | WSClean {wsclean['wall']:.1f} s, ratio {ours['wall'] / wsclean['wall']:.2f}"
+    return line
+
+
+def one_worker(argv: list[str]) -> None:
+    """``sdpbatch ical`` on a LocalCluster of 1 single-thread worker (the scaling baseline)."""
+    from distributed import Client, LocalCluster
+
+    from sdpbatch.cli import main
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster):  # fmt: skip
+        sys.exit(main([*argv, "--scheduler", cluster.scheduler_address]))
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--one-worker":
+        one_worker(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-ical"))
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--workers", type=int, default=1, help="1: in-process, no Dask")
-    parser.add_argument("--threads", type=int, default=2, help="threads per worker (ducc0)")
-    parser.add_argument("--deep", action="store_true", help="also run ICAL with niter 10000")
+    parser.add_argument("--modes", nargs="+", default=["inprocess"], choices=list(MODES))
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each (the fastest kept)")
     parser.add_argument("--no-wsclean", action="store_true")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--params", help=argparse.SUPPRESS)
-    parser.add_argument("--img", help=argparse.SUPPRESS)
-    parser.add_argument("--truth", help=argparse.SUPPRESS)
-    parser.add_argument("--ms", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args)
-        return
-    from sdpbatch.offline import configure_astropy_offline
-
-    configure_astropy_offline()
-    rows = []
     for case in args.cases:
-        print(f"case {case}:")
-        ms_paths = simulate_case(case, args.out / case / "vis")
-        nwin = len(ms_paths)
-        runs = [("ICAL seed settings", False)] + ([("ICAL niter 10000", True)] if args.deep else [])
-        for label, deep in runs:
-            r = run_ical(case, args.workers, args.threads, deep, ms_paths, args.out)
-            t = r["timings"]
-            rows.append((case, label, r))
-            print(
-                f"  {label}: wall {r['wall']:.1f} s (cluster start {r['cluster_start']:.1f} s) | "
-                + " ".join(
-                    f"{k} {t.get(k, 0.0):.2f}"
-                    for k in ("read", "grid", "degrid", "clean", "solve", "write")
-                )  # fmt: skip
-                + " s | peak "
-                + " ".join(
-                    f"{k} {v / GIB:.2f}" for k, v in r["peak_per_stage"].items()
-                )  # fmt: skip
-                + f" GiB (read alone {r['peak_read'] / GIB:.2f}, all ICAL "
-                f"{r['peak_ical'] / GIB:.2f}) | "
-                f"DR {r['dynamic_range']:.0f}, phase err {r['phase_error'] or float('nan'):.4f} "
-                f"rad, flux err {100 * (r['max_flux_error'] or float('nan')):.2f} %, "
-                f"offset {r['max_offset'] or float('nan'):.3f} px, {r['cycles']} cycles",
-                flush=True,
-            )
+        print(f"case {case}:", flush=True)
+        vis, twin = simulate(case, args.out)
+        ws = None
         if not args.no_wsclean:
-            ws = run_wsclean(case, ms_paths, args.out, nwin)
-            if ws is None:
-                print("  WSClean: not available or failed")
-            else:
-                print(
-                    f"  WSClean 3.1 deep: wall {ws['wall']:.1f} s, peak {ws['peak'] / GIB:.2f} "
-                    f"GiB ({ws['last'].strip()})",
-                    flush=True,
-                )
-    print(json.dumps([{"case": c, "run": label, **r} for c, label, r in rows], indent=1))
+            runs = [run_wsclean(case, twin, args.out) for _ in range(args.repeat)]
+            runs = [r for r in runs if r is not None]
+            ws = min(runs, key=lambda r: r["wall"]) if runs else None
+            print("  WSClean: " + (f"{ws['wall']:.1f} s, peak {ws['peaks'][0] / GIB:.2f} GiB"
+                                  if ws else "not installed or failed"), flush=True)  # fmt: skip
+        for mode in args.modes:
+            runs = [run_ical(case, mode, vis, args.out) for _ in range(args.repeat)]
+            print(report(case, mode, min(runs, key=lambda r: r["wall"]), ws), flush=True)
 
 
 if __name__ == "__main__":

@@ -116,9 +116,11 @@ def run_all(work: Path, one_block_per_channel: bool = False) -> dict[str, dict[s
     from sdpbatch.execution.ical import run_ical
 
     def run(params, paths, sky=None):
-        if one_block_per_channel:
+        if one_block_per_channel:  # and every image computed to the accuracy of the reference
             nchan = sum(len(read_measurement_set_metadata(p).frequency) for p in paths)
-            params = params.replace(channel_blocks=nchan)
+            params = params.replace(
+                channel_blocks=nchan, grid_epsilon=params.epsilon, small_inversion=False
+            )
         return figures(run_ical(paths, params, sky_model=sky))
 
     from sdpbatch.io.ms_read import read_measurement_set_metadata

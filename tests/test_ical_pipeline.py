@@ -278,3 +278,26 @@ def test_failure_while_writing_keeps_earlier_products(tmp_path, monkeypatch):
         pipeline.ical_pipeline([tmp_path / "good.ms"], out, params)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ms", "img", "params.json"]
+
+
+def test_ical_without_n_workers_uses_this_process_and_every_core(tmp_path, caplog, monkeypatch):
+    """`sdpbatch ical` with no n_workers starts no Dask cluster: it runs in this process on
+    the cores there are, and says so."""
+    import logging
+    import os
+
+    import sdpbatch.execution.cluster as cluster
+
+    started = []
+    monkeypatch.setattr(cluster, "dask_client", lambda *a, **k: started.append(a))
+    _foreign_ms(tmp_path / "foreign.ms", gains=None)
+    params = json.loads(_params(tmp_path).read_text())
+    del params["n_workers"]
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    with caplog.at_level(logging.INFO, logger="sdpbatch"):
+        code = main(["ical", str(tmp_path / "foreign.ms"), "--out", str(tmp_path / "img"),
+                     "--params", str(tmp_path / "params.json"), "--no-progress"])  # fmt: skip
+    assert code == 0 and started == []
+    cores = os.cpu_count()
+    assert f"ICAL runs in this process with {cores} thread(s) ({cores} core(s) here" in caplog.text
+    assert qa_of(tmp_path / "img")["parameters"]["threads_per_worker"] == cores

@@ -41,7 +41,7 @@ def test_simulate_writes_products(tmp_path, capsys):
     ]
     assert names == sorted(expected)
     assert all(any(line.endswith(n) for line in printed) for n in expected)
-    assert "3 windows x 3 times" in printed[-1]
+    assert "3 windows, 3 channels in all x 3 times" in printed[-1]
     summary = json.loads((out / "simulation.json").read_text())
     gains = read_gain_table(out / "truth_gains.h5")
     assert gains.gains.shape == (3, summary["nstations"], 3)

@@ -129,8 +129,14 @@ SCHEMA: tuple[Field, ...] = (
           "1e6 to 1e12 Hz", "observation"),
     Field("freq_max", "float", 1.1e8, "maximum frequency (Hz)", _range(1e6, 1e12),
           "1e6 to 1e12 Hz", "observation"),
-    Field("nfreqwin", "int", 8, "number of frequency windows", _range(1, 4096), "1 to 4096",
-          "observation"),
+    Field("nfreqwin", "int", 8,
+          "number of frequency channels, evenly spaced from freq_min to freq_max (the seed's "
+          "frequency windows)",
+          _range(1, 4096), "1 to 4096", "observation"),
+    Field("channels_per_window", "int", 1,
+          "channels per simulated MeasurementSet: 1 writes one file per channel (the seed's "
+          "way), nfreqwin writes one file holding them all",
+          _range(1, 4096), "1 to 4096, dividing nfreqwin", "observation"),
     Field("ntimes", "int", 5, "number of time samples over hour angles -30..+30 deg",
           _range(1, 100000), "1 to 100000", "observation"),
     Field("rmax", "float", 750.0, "maximum distance of stations from the array centre (m)",
@@ -187,8 +193,17 @@ SCHEMA: tuple[Field, ...] = (
           "-weight natural|uniform|briggs R"),
     Field("robust", "float", 0.0, "Briggs robustness (the R of -weight briggs R)",
           _range(-2.0, 2.0), "-2 to 2", "imaging"),
-    Field("epsilon", "float", 1e-5, "gridder accuracy", _range(1e-12, 1e-2), "1e-12 to 1e-2",
-          "imaging", "-wgridder-accuracy E"),
+    Field("epsilon", "float", 1e-5,
+          "accuracy of the predicted model visibilities (degridding): it bounds the dynamic "
+          "range", _range(1e-12, 1e-2), "1e-12 to 1e-2", "imaging", "-wgridder-accuracy E"),
+    Field("grid_epsilon", "float", 1e-4,
+          "accuracy of the gridded images (PSF, residuals) relative to their own peak; their "
+          "errors are corrected by the next major cycle, so only the final residual keeps them",
+          _range(1e-12, 1e-2), "1e-12 to 1e-2", "imaging"),
+    Field("small_inversion", "bool", True,
+          "grid on the fewest pixels that sample the image, then interpolate (WSClean's small "
+          "inversion): faster for oversampled images, errors below 1e-3 of the image's peak at "
+          "its edges", section="imaging"),
     Field("prefix", "str", "ska_pipeline_ical",
           "file name prefix of the ICAL products (<prefix>_restored.fits, ...)",
           is_file_prefix, "letters, digits, '_', '.', '-'; 1 to 96, no path", "imaging",
@@ -356,6 +371,13 @@ def _cross_checks(v: dict[str, Any], label: Callable[[str], str]) -> list[tuple[
             f"{v['freq_min']} must be below freq_max ({v['freq_max']}) when nfreqwin > 1 "
             "(equal only for a single window)",
         ))  # fmt: skip
+    if {"nfreqwin", "channels_per_window"} <= v.keys() and v["nfreqwin"] % v["channels_per_window"]:
+        problems.append((
+            "channels_per_window",
+            label("channels_per_window"),
+            f"{v['channels_per_window']} does not divide nfreqwin ({v['nfreqwin']}); "
+            "allowed: a divisor of nfreqwin",
+        ))  # fmt: skip
     if {"buffer_vis", "buffer_img"} <= v.keys() and v["buffer_vis"] == v["buffer_img"]:
         problems.append(("buffer_img", label("buffer_img"), "must differ from buffer_vis"))
     return problems
@@ -381,6 +403,7 @@ class Parameters:
     freq_min: float = _default("freq_min")
     freq_max: float = _default("freq_max")
     nfreqwin: int = _default("nfreqwin")
+    channels_per_window: int = _default("channels_per_window")
     ntimes: int = _default("ntimes")
     rmax: float = _default("rmax")
     ra: float = _default("ra")
@@ -403,6 +426,8 @@ class Parameters:
     weighting: str = _default("weighting")
     robust: float = _default("robust")
     epsilon: float = _default("epsilon")
+    grid_epsilon: float = _default("grid_epsilon")
+    small_inversion: bool = _default("small_inversion")
     prefix: str = _default("prefix")
     nmajor: int = _default("nmajor")
     niter: int = _default("niter")

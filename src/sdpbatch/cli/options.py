@@ -170,6 +170,11 @@ def _given(args: argparse.Namespace) -> dict[str, tuple[Field, list, str]]:
     return given
 
 
+def flag_fields(args: argparse.Namespace) -> list[str]:
+    """The parameters set by flags in ``args``."""
+    return list(_given(args))
+
+
 @contextlib.contextmanager
 def named_as_typed(args: argparse.Namespace):
     """A :class:`ParameterError` raised inside (e.g. a layout or sky model file found unreadable

@@ -7,7 +7,13 @@ import os
 from pathlib import Path
 
 from sdpbatch.cli.common import UsageError, progress_display
-from sdpbatch.cli.options import add_parameter_options, named_as_typed, parameters_from
+from sdpbatch.cli.options import (
+    add_parameter_options,
+    flag_fields,
+    named_as_typed,
+    parameters_from,
+)
+from sdpbatch.parameters import read_parameter_file
 
 
 def add_science_commands(sub: argparse._SubParsersAction) -> None:
@@ -120,7 +126,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     for path in [*products.ms_paths, *products.truth_paths]:
         print(path)
     print(
-        f"simulated {products.nfreqwin} windows x {products.ntimes} times x "
+        f"simulated {len(products.ms_paths)} windows, {products.nfreqwin} channels in all x "
+        f"{products.ntimes} times x "
         f"{products.nbaselines} baselines ({products.nstations} stations, "
         f"{products.nsources} sources): {products.nvis} visibilities in {products.seconds:.1f} s"
     )
@@ -168,7 +175,7 @@ def _cmd_ical(args: argparse.Namespace) -> int:
     from sdpbatch.execution.pipeline import calibration_model, ical_pipeline, truth_present
     from sdpbatch.io.ms_set import check_measurement_sets
 
-    params = parameters_from(args, args.params)
+    params = _fit_to_machine(parameters_from(args, args.params), args)
     _check_out(args.out)
     missing = [str(p) for p in args.ms if not p.exists()]
     if missing:
@@ -192,6 +199,25 @@ def _cmd_ical(args: argparse.Namespace) -> int:
         )
     _print_ical_products(products)
     return 0
+
+
+def _fit_to_machine(params, args: argparse.Namespace):
+    """Without n_workers (and no scheduler), ``ical`` runs in this process on every core:
+    the seed's four single-thread workers would only split one machine's cores."""
+    import logging
+
+    given = set(read_parameter_file(args.params)) if args.params else set()
+    given |= set(flag_fields(args))  # --n-workers, -j
+    if "n_workers" in given or args.scheduler or os.environ.get("SDPBATCH_SCHEDULER"):
+        return params
+    threads = params.threads_per_worker if "threads_per_worker" in given else os.cpu_count() or 1
+    logging.getLogger("sdpbatch").info(
+        "n_workers not given: ICAL runs in this process with %d thread(s) (%d core(s) here; "
+        "set n_workers for a Dask cluster)",
+        threads,
+        os.cpu_count() or 1,
+    )
+    return params.replace(n_workers=1, threads_per_worker=threads)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -141,8 +141,12 @@ class OnDask:
         """The Dask threads of slot 0's host, at most the cores of that host."""
         host = self.slots[0].host
         threads = sum(s.nthreads for s in self.slots if s.host == host)
-        cores = self.client.run(os.cpu_count, workers=[self.slots[0].address])
-        return max(1, min(threads, next(iter(cores.values())) or threads))
+        try:  # a worker lost meanwhile must not fail the run: then its threads are the guess
+            cores = self.client.run(os.cpu_count, workers=[self.slots[0].address])
+            return max(1, min(threads, next(iter(cores.values())) or threads))
+        except Exception as exc:  # noqa: BLE001
+            LOG.warning("could not ask worker %s for its cores: %s", self.slots[0].address, exc)
+            return max(1, threads)
 
 
 def workers_on_host(slots: Iterable[WorkerSlot], host: str) -> int:

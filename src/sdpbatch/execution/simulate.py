@@ -195,57 +195,74 @@ def _catalogue(params: Parameters, intrinsic: SkyModel) -> SkyModel:
     )
 
 
-def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) -> Path:
-    """Predict, corrupt and write the MeasurementSet of one frequency window; return its path.
-
-    Works through blocks of whole time samples (``ROWS_PER_BLOCK`` rows) to bound memory.
-    """
-    params = setup.params
-    freq = setup.frequencies[window : window + 1]
-    width = setup.channel_widths[window : window + 1]
-    nbl, ntimes = setup.nbaselines, setup.times.size
-    directions = lmn(setup.sky.ra, setup.sky.dec, setup.phase_centre)
-    flux = setup.sky.flux_at(freq)  # (nsrc, 1)
-    sigma = radiometer_sigma(params.tsys, width, setup.interval) if params.add_noise else None
-    noise_rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(1, window)))
-    weight_value = 1.0 / float(sigma[0]) ** 2 if sigma is not None else 1.0
+def _window_layout(setup: SimulationSetup, channels: slice) -> MeasurementSetLayout:
     half = 0.5 * setup.interval
-    layout = MeasurementSetLayout(
-        frequency=freq,
-        channel_width=width,
+    return MeasurementSetLayout(
+        frequency=setup.frequencies[channels],
+        channel_width=setup.channel_widths[channels],
         phase_centre=setup.phase_centre,
         antenna_positions=setup.itrf,
         antenna_names=setup.antenna_names,
         antenna_diameter=STATION_DIAMETER,
         time_range=(float(setup.times[0] - half), float(setup.times[-1] + half)),
     )
+
+
+def _noise(setup: SimulationSetup, channels: slice):
+    """(sigma per channel or None, a random stream per channel, the weight of a sample).
+
+    Each channel has its own stream, so a channel's noise is the same whichever file it is
+    written to (``channels_per_window``)."""
+    params = setup.params
+    if not params.add_noise:
+        return None, [], np.ones(setup.frequencies[channels].size)
+    sigma = radiometer_sigma(params.tsys, setup.channel_widths[channels], setup.interval)
+    streams = [
+        np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(1, c)))
+        for c in range(channels.start, channels.stop)
+    ]
+    return sigma, streams, 1.0 / np.asarray(sigma, dtype=np.float64) ** 2
+
+
+def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) -> Path:
+    """Predict, corrupt and write the MeasurementSet of one window (``channels_per_window``
+    channels); return its path.
+
+    Works through blocks of whole time samples (``ROWS_PER_BLOCK`` rows) to bound memory.
+    """
+    per = setup.params.channels_per_window
+    channels = slice(window * per, (window + 1) * per)
+    freq, width = setup.frequencies[channels], setup.channel_widths[channels]
+    nbl, ntimes = setup.nbaselines, setup.times.size
+    directions = lmn(setup.sky.ra, setup.sky.dec, setup.phase_centre)
+    flux = setup.sky.flux_at(freq)  # (nsrc, nchan)
+    sigma, streams, weights = _noise(setup, channels)
     path = Path(out_dir) / ms_name(window)
     step = max(1, ROWS_PER_BLOCK // nbl)
-    with create_measurement_set(path, layout) as writer:
+    with create_measurement_set(path, _window_layout(setup, channels)) as writer:
         for t0 in range(0, ntimes, step):
             t1 = min(ntimes, t0 + step)
             nrow = (t1 - t0) * nbl
             time_index = np.repeat(np.arange(t0, t1), nbl)
             a1 = np.tile(setup.antenna1, t1 - t0)
             a2 = np.tile(setup.antenna2, t1 - t0)
-            uvw = baseline_uvw(setup.ant_uvw[t0:t1], setup.antenna1, setup.antenna2)
             vis = predict_point_sources_by_station(
                 setup.ant_uvw, time_index, a1, a2, freq, directions, flux
             )
             vis = corrupt(vis, setup.gains, a1, a2, time_index)
-            if sigma is not None:
-                vis = add_noise(vis, sigma, noise_rng)
+            for c, stream in enumerate(streams):
+                vis[:, c : c + 1] = add_noise(vis[:, c : c + 1], sigma[c], stream)
             writer.write(
                 Visibilities(
-                    uvw=uvw,
+                    uvw=baseline_uvw(setup.ant_uvw[t0:t1], setup.antenna1, setup.antenna2),
                     time=setup.times[time_index],
                     antenna1=a1,
                     antenna2=a2,
                     frequency=freq,
                     channel_width=width,
                     vis=vis,
-                    weight=np.full((nrow, 1), weight_value, dtype=np.float32),
-                    flag=np.zeros((nrow, 1), dtype=bool),
+                    weight=np.broadcast_to(weights.astype(np.float32), (nrow, freq.size)).copy(),
+                    flag=np.zeros((nrow, freq.size), dtype=bool),
                     phase_centre=setup.phase_centre,
                     antenna_positions=setup.itrf,
                     antenna_names=setup.antenna_names,
@@ -311,10 +328,12 @@ def simulate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partials(out_dir)
-    windows = range(params.nfreqwin)
+    windows = range(params.nfreqwin // params.channels_per_window)
     LOG.info(
-        "Simulating %d windows x %d times x %d baselines (%d stations, %d sources)",
+        "Simulating %d windows of %d channel(s) x %d times x %d baselines (%d stations, "
+        "%d sources)",
         len(windows),
+        params.channels_per_window,
         params.ntimes,
         setup.nbaselines,
         len(setup.antenna_names),

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from astropy.coordinates import angular_separation
 
 from sdpbatch.io.ms_read import (
     MeasurementSetError,
@@ -25,8 +24,14 @@ SAME_DIRECTION = 1e-7
 
 def separation(a: tuple[float, float], b: tuple[float, float]) -> float:
     """Angle (rad) between two (ra, dec) directions in radians; exact near zero and across
-    RA = 0 (Vincenty's formula)."""
-    return float(angular_separation(a[0], a[1], b[0], b[1]))
+    RA = 0 (Vincenty's formula, as astropy's ``angular_separation``)."""
+    (ra1, dec1), (ra2, dec2) = a, b
+    dra = ra2 - ra1
+    sin_dra, cos_dra = np.sin(dra), np.cos(dra)
+    sin1, cos1, sin2, cos2 = np.sin(dec1), np.cos(dec1), np.sin(dec2), np.cos(dec2)
+    num1 = cos2 * sin_dra
+    num2 = cos1 * sin2 - sin1 * cos2 * cos_dra
+    return float(np.arctan2(np.hypot(num1, num2), sin1 * sin2 + cos1 * cos2 * cos_dra))
 
 
 def _describe(direction: tuple[float, float]) -> str:

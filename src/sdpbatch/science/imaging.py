@@ -214,6 +214,61 @@ def predict_sparse(
     )
 
 
+# --- small inversion ----------------------------------------------------------------------------
+
+SMALL_INVERSION_MARGIN = 1.2
+"""Sampling margin of the small grid over the highest spatial frequency of the image."""
+
+
+def small_inversion_size(npixel: int, cellsize: float, uvw_max: float, frequency_max: float) -> int:
+    """Pixels of the smallest grid over the same field that still samples the dirty image.
+
+    A dirty image holds no spatial frequency above that of the longest baseline plus the
+    local frequency the w-term adds at the field's edge; gridding it on fewer, larger pixels
+    and interpolating back (:func:`fourier_upsample`) cuts the FFT work of every gridder call,
+    as WSClean's "small inversion".  ``uvw_max``: the largest |u|, |v| or |w| (m);
+    ``frequency_max``: Hz.  Returns ``npixel`` when the image is not oversampled.
+    """
+    field = npixel * cellsize
+    edge = min(0.99, np.sqrt(2.0) * field / 2)  # direction cosine of the field's corner
+    wavelengths = uvw_max * frequency_max / SPEED_OF_LIGHT
+    highest = wavelengths * (1.0 + edge / np.sqrt(1.0 - edge * edge))
+    size = fast_even_size(math.ceil(2.0 * highest * field * SMALL_INVERSION_MARGIN))
+    return min(size, int(npixel))
+
+
+def fourier_upsample(image: np.ndarray, npixel: int) -> np.ndarray:
+    """Band-limited interpolation of an (n, n) image onto (npixel, npixel) pixels over the same
+    field, pixel (n/2, n/2) and (npixel/2, npixel/2) both at the field's centre (n, npixel
+    even).  Zero-pads its spectrum (the Nyquist row and column split evenly): exact for an
+    image whose spatial frequencies the n pixels sample; real in, real out.
+    """
+    n = image.shape[0]
+    if n == npixel:
+        return image
+    spectrum = np.fft.fft2(np.fft.ifftshift(np.asarray(image, dtype=np.float64)))
+    for axis in (0, 1):
+        spectrum = _pad_spectrum(spectrum, npixel, axis)
+    out = np.fft.ifft2(spectrum).real * (npixel / n) ** 2
+    return np.fft.fftshift(out)
+
+
+def _pad_spectrum(spectrum: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """The spectrum zero-padded to ``size`` along ``axis`` (FFT order, Nyquist split)."""
+    n = spectrum.shape[axis]
+    half = n // 2
+    shape = list(spectrum.shape)
+    shape[axis] = size
+    out = np.zeros(shape, dtype=spectrum.dtype)
+    src = np.moveaxis(spectrum, axis, 0)
+    dst = np.moveaxis(out, axis, 0)
+    dst[:half] = src[:half]
+    dst[size - half + 1 :] = src[half + 1 :]
+    dst[half] = 0.5 * src[half]
+    dst[size - half] = 0.5 * src[half]
+    return out
+
+
 # --- weighting ----------------------------------------------------------------------------------
 
 

@@ -19,7 +19,9 @@ from sdpbatch.execution.ical.plan import ChannelBlock
 from sdpbatch.execution.ical.settings import CleanSettings
 from sdpbatch.execution.ical.tasks import BlockImages, ensure_ducc_threads
 from sdpbatch.science.beam import CleanBeam, fit_clean_beam, restore
-from sdpbatch.science.clean import CleanResult, msmfs_clean
+from sdpbatch.science.clean import CleanResult
+from sdpbatch.science.clean_window import msmfs_clean_region
+from sdpbatch.science.imaging import fourier_upsample
 
 
 def sum_arrays(*arrays: np.ndarray) -> np.ndarray:
@@ -42,8 +44,9 @@ def block_moments(
     return moments
 
 
-def taylor_images(images: BlockImages, moments: np.ndarray, nterm: int) -> np.ndarray:
-    """Normalised Taylor images (nterm, N, N): ``sum_b m_bk D_b / sum_b W_b``."""
+def taylor_images(images: BlockImages, moments: np.ndarray, nterm: int, npixel: int) -> np.ndarray:
+    """Normalised Taylor images (nterm, npixel, npixel): ``sum_b m_bk D_b / sum_b W_b``,
+    interpolated from the gridding pixels (small inversion) when they are fewer."""
     total = sum(images.weights.values())
     if total <= 0:
         raise ValueError("no unflagged visibilities with positive weight to image")
@@ -52,13 +55,13 @@ def taylor_images(images: BlockImages, moments: np.ndarray, nterm: int) -> np.nd
     for b, image in images.images.items():
         for k in range(nterm):
             out[k] += moments[b, k] * image
-    return out / total
+    return np.stack([fourier_upsample(term / total, npixel) for term in out])
 
 
 @trimmed
-def psf_taylor(images: BlockImages, moments: np.ndarray, nmoment: int) -> np.ndarray:
+def psf_taylor(images: BlockImages, moments: np.ndarray, nmoment: int, npixel: int) -> np.ndarray:
     """Taylor PSFs (2 nmoment - 1, N, N), ``psf[0]`` peak 1 at the centre."""
-    return taylor_images(images, moments, 2 * nmoment - 1)
+    return taylor_images(images, moments, 2 * nmoment - 1, npixel)
 
 
 @trimmed
@@ -74,8 +77,8 @@ def clean_cycle(
     from the summed block residuals."""
     ensure_ducc_threads(clean.nthreads)
     nmoment = (psf.shape[0] + 1) // 2
-    return msmfs_clean(
-        taylor_images(residual, moments, nmoment),
+    return msmfs_clean_region(
+        taylor_images(residual, moments, nmoment, psf.shape[1]),
         psf,
         scales=clean.scales,
         gain=clean.gain,
@@ -144,14 +147,14 @@ def final_images(
     A block's model is ``sum_k m_bk model_k``; restoring is linear, so the Taylor terms are
     restored once, then combined per block.
     """
-    nmoment, nblocks = model.shape[0], moments.shape[0]
-    residual_cube = np.zeros((nblocks, *model.shape[1:]))
+    nmoment, nblocks, npixel = model.shape[0], moments.shape[0], model.shape[1]
+    residual_cube = np.zeros((nblocks, npixel, npixel))
     for b, image in residual.images.items():
         if residual.weights[b] > 0:
-            residual_cube[b] = image / residual.weights[b]
+            residual_cube[b] = fourier_upsample(image / residual.weights[b], npixel)
     restored_taylor = np.stack([restore(m, beam, cellsize, nthreads=nthreads) for m in model])
     factors = moments[:, :nmoment]
-    residual_taylor = taylor_images(residual, moments, nmoment)
+    residual_taylor = taylor_images(residual, moments, nmoment, npixel)
     final = FinalImages(
         residual_taylor=residual_taylor,
         residual_cube=residual_cube,

@@ -35,7 +35,7 @@ from sdpbatch.execution.ical.tasks import (
     group_solve_sums,
     merge_block_images,
 )
-from sdpbatch.science.imaging import advise_image
+from sdpbatch.science.imaging import advise_image, small_inversion_size
 from sdpbatch.science.skymodel import SkyModel, lmn
 from sdpbatch.science.solve import TERMS, anchor_phase_gradient, combine_sums, solve_gains
 
@@ -67,11 +67,18 @@ def read(run: Run) -> Imaging:
     if any(s.spilled for s in summaries):
         LOG.info("ICAL spills work items of <= %d visibilities to worker scratch", limit)
     npixel, cellsize = _image_size(run, summaries)
+    LOG.info("ICAL image %d pixels of %.4g rad", npixel, cellsize)
     intervals = run.schedule.intervals(np.unique(np.concatenate([s.times for s in summaries])))
+    grid_npixel = npixel
+    if params.small_inversion:
+        uvw_max = max(s.uvw_max for s in summaries)
+        grid_npixel = small_inversion_size(npixel, cellsize, uvw_max, run.frequencies.max())
     setup = ImagingSetup(
         npixel=npixel,
         cellsize=cellsize,
         epsilon=params.epsilon,
+        grid_npixel=grid_npixel,
+        grid_epsilon=params.grid_epsilon,
         nmoment=min(params.nmoment, len(run.blocks)),
         reference_frequency=float(run.frequencies.mean()),
         weighting=params.weighting,
@@ -102,7 +109,8 @@ def make_psf(run: Run, imaging: Imaging) -> CycleState:
     channel_weights = run.runner.gather(run.one(_channel_weights, "channel-weights", blocks))
     taylor = (run.frequencies - setup.reference_frequency) / setup.reference_frequency
     imaging.moments = block_moments(channel_weights, taylor, run.blocks, 2 * setup.nmoment - 1)
-    state = CycleState(psf=run.one(psf_taylor, "psf", blocks, imaging.moments, setup.nmoment))
+    psf = run.one(psf_taylor, "psf", blocks, imaging.moments, setup.nmoment, setup.npixel)
+    state = CycleState(psf=psf)
     run.runner.wait(state.psf)
     run.clock.lap("grid")
     return state

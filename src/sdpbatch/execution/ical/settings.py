@@ -32,7 +32,7 @@ class IcalSettings:
         its host rather than split.
     sparse_pixels_per_term : a model increment with up to this many pixels per Taylor term is
         predicted by direct sum (~10 ms per pixel per million visibilities, against ~0.6 s per
-        gridder pass).
+        gridder pass); 0: always by the degridder.
     """
 
     chunk_visibilities: int = 4_000_000
@@ -40,17 +40,21 @@ class IcalSettings:
     sparse_pixels_per_term: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("chunk_visibilities", "group_visibilities", "sparse_pixels_per_term"):
+        for name in ("chunk_visibilities", "group_visibilities"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"IcalSettings.{name} must be at least 1")
+        if int(self.sparse_pixels_per_term) < 0:
+            raise ValueError("IcalSettings.sparse_pixels_per_term must be at least 0")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ImagingSetup:
     """The small, shared description of the imaging of one run (sent to every task).
 
-    npixel, cellsize (rad) : the image; epsilon : gridder accuracy; nmoment : Taylor terms
-    about ``reference_frequency`` (Hz); weighting, robust : visibility weighting;
+    npixel, cellsize (rad) : the image; epsilon : accuracy of predicted visibilities;
+    grid_npixel, grid_epsilon : pixels over the same field and accuracy of the gridded images
+    (fewer pixels with small inversion: they are interpolated to ``npixel``); nmoment : Taylor
+    terms about ``reference_frequency`` (Hz); weighting, robust : visibility weighting;
     boundaries : solution interval boundaries (MJD s) per gain term; nthreads : threads of a
     group's gridder calls; sparse_pixels : model increments with at most this many pixels are
     predicted by direct sum; run_id : names this run's scratch directory.
@@ -59,6 +63,8 @@ class ImagingSetup:
     npixel: int
     cellsize: float
     epsilon: float
+    grid_npixel: int
+    grid_epsilon: float
     nmoment: int
     reference_frequency: float
     weighting: str
@@ -67,6 +73,11 @@ class ImagingSetup:
     nthreads: int
     sparse_pixels: int
     run_id: str
+
+    @property
+    def grid_cellsize(self) -> float:
+        """Pixel size (rad) of the gridded images."""
+        return self.cellsize * self.npixel / self.grid_npixel
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -67,8 +67,9 @@ def concurrently(jobs: list[Callable[[int], Any]], threads: int) -> list[Any]:
 
 @dataclass
 class BlockImages:
-    """Unnormalised images per channel block (N, N) and their weight sums; for the PSF pass
-    also the imaging weight summed per channel (nchan,) over the run's global channels."""
+    """Unnormalised images per channel block (n, n) on the gridding pixels (``grid_npixel``)
+    and their weight sums; for the PSF pass also the imaging weight summed per channel
+    (nchan,) over the run's global channels."""
 
     images: dict[int, np.ndarray]
     weights: dict[int, float]
@@ -119,9 +120,9 @@ def group_psf(group: Group, setup: ImagingSetup, nchan: int) -> BlockImages:
                 b.uvw,
                 b.frequency,
                 b.imaging_weight,
-                npixel=setup.npixel,
-                cellsize=setup.cellsize,
-                epsilon=setup.epsilon,
+                npixel=setup.grid_npixel,
+                cellsize=setup.grid_cellsize,
+                epsilon=setup.grid_epsilon,
                 nthreads=nthreads,
                 flag=b.mask(),
             )
@@ -154,9 +155,9 @@ def group_residual(
                 b.frequency,
                 resid,
                 b.imaging_weight,
-                npixel=setup.npixel,
-                cellsize=setup.cellsize,
-                epsilon=setup.epsilon,
+                npixel=setup.grid_npixel,
+                cellsize=setup.grid_cellsize,
+                epsilon=setup.grid_epsilon,
                 nthreads=nthreads,
                 flag=b.mask(),
             )
