@@ -9,10 +9,13 @@ from pathlib import Path
 from sdpbatch.control.buffers import directory_size
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.processes import is_alive
+from sdpbatch.control.vocabulary import ACTIVE_OWNED, NEW
 
 
 def system_status(config: Config) -> dict:
-    """``{"processing_blocks": [...], "deployments": [...], "buffers": [...], "resources": {}}``."""
+    """``{"processing_blocks": [...], "deployments": [...], "buffers": [...], "resources": {},
+    "components": {name: {pid, hostname, started, ...}}}`` (components: the controllers and
+    deployers connected now, however they were started)."""
     for txn in config.txn():
         pbs = []
         for pb_id in txn.list_pbs():
@@ -24,7 +27,7 @@ def system_status(config: Config) -> dict:
                     "id": pb_id,
                     "sbi_id": pb.get("sbi_id"),
                     "workflow": f"{wf.get('type')}:{wf.get('id')}:{wf.get('version')}",
-                    "status": state.get("status", "NEW"),
+                    "status": state.get("status", NEW),
                     "resources_available": bool(state.get("resources_available")),
                     "reason": state.get("reason"),
                     "owner": txn.get_pb_owner(pb_id),
@@ -46,6 +49,7 @@ def system_status(config: Config) -> dict:
             )
         buffers = [txn.get_buffer(name) for name in txn.list_buffers()]
         allocations = txn.list_allocations()
+        components = txn.list_components()
     for dep in deployments:
         dep["processes"] = [
             {
@@ -65,6 +69,7 @@ def system_status(config: Config) -> dict:
         "deployments": deployments,
         "buffers": buffers,
         "resources": allocations,
+        "components": components,
     }
 
 
@@ -72,7 +77,7 @@ def format_status(snapshot: dict) -> str:
     """The snapshot as three small tables (like ``kubectl get pod,pvc``)."""
     lines = ["PROCESSING BLOCKS", f"  {'ID':<30} {'WORKFLOW':<30} {'STATUS':<10} NOTE"]
     for pb in snapshot["processing_blocks"]:
-        held = pb["resources_available"] and pb["status"] in ("WAITING", "RUNNING")
+        held = pb["resources_available"] and pb["status"] in ACTIVE_OWNED
         note = pb["reason"] or ("resources held" if held else "")
         lines.append(f"  {pb['id']:<30} {pb['workflow']:<30} {pb['status']:<10} {note}")
     lines += ["", "DEPLOYMENTS", f"  {'ID':<44} {'TYPE':<8} {'STATUS':<9} PROCESSES"]
@@ -80,6 +85,10 @@ def format_status(snapshot: dict) -> str:
         procs = ", ".join(f"{p['pid']}{'' if p['alive'] else ' (ended)'}" for p in dep["processes"])
         extra = f" {dep['scheduler_address']}" if dep.get("scheduler_address") else ""
         lines.append(f"  {dep['id']:<44} {dep['type'] or '-':<8} {dep['status']:<9} {procs}{extra}")
+    lines += ["", "CONNECTED COMPONENTS", f"  {'NAME':<18} {'PID':>8}  HOST"]
+    for name, info in sorted(snapshot.get("components", {}).items()):
+        info = info or {}
+        lines.append(f"  {name:<18} {info.get('pid', '-'):>8}  {info.get('hostname', '-')}")
     lines += ["", "BUFFERS", f"  {'NAME':<44} {'PB':<30} {'SIZE':>10}  PATH"]
     for b in snapshot["buffers"]:
         size = f"{b['size_bytes'] / 2**20:.1f} MiB"

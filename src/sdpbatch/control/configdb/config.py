@@ -43,23 +43,36 @@ from sdpbatch.control.configdb.ids import (
     check_sbi_id,
     check_subarray_id,
 )
+from sdpbatch.control.vocabulary import (
+    BUFFER,
+    COMPONENT,
+    DEPLOY,
+    PB,
+    RESOURCES,
+    SB,
+    SUBARRAY,
+    DeploymentType,
+    allocation_key,
+    buffer_key,
+    component_key,
+    deployment_key,
+    deployment_state_key,
+    pb_key,
+    pb_owner_key,
+    pb_state_key,
+    sbi_key,
+    subarray_key,
+)
 
 LOG = logging.getLogger(__name__)
 
 BACKEND_ENV, HOST_ENV, PORT_ENV = "SDP_CONFIG_BACKEND", "SDP_CONFIG_HOST", "SDP_CONFIG_PORT"
 LEASE_TTL_ENV = "SDP_CONFIG_LEASE_TTL"
+FOREVER = None
+"""``patience`` of the long-running components: retry until the database is back."""
 BACKENDS = ("etcd3", "memory")
-DEPLOYMENT_TYPES = ("process", "dask", "buffer")
+DEPLOYMENT_TYPES = tuple(DeploymentType)
 DEFAULT_MAX_RETRIES = 200
-
-SB, PB, DEPLOY, SUBARRAY, BUFFER, RESOURCES = (
-    "/sb/",
-    "/pb/",
-    "/deploy/",
-    "/subarray/",
-    "/buffer/",
-    "/resources/",
-)
 
 
 def _dumps(value: Any) -> str:
@@ -77,6 +90,9 @@ class Config:
     lease_ttl : seconds the owner keys of this client outlive a stopped keep-alive; default
         ``$SDP_CONFIG_LEASE_TTL``, else 10.
     store : memory backend only: the :class:`MemoryStore` to share (default: process-wide).
+    patience : seconds each database call keeps retrying, with bounded back-off, while the
+        server is unreachable (:data:`FOREVER`: until it is back, as the controller, deployer
+        and workflows do); default 0: a command fails at once with a clear message.
     """
 
     def __init__(
@@ -87,6 +103,7 @@ class Config:
         port: int | None = None,
         lease_ttl: float | None = None,
         store: Any = None,
+        patience: float | None = 0.0,
     ):
         name = backend or os.environ.get(BACKEND_ENV) or "etcd3"
         if name not in BACKENDS:
@@ -109,7 +126,7 @@ class Config:
                 port = int(raw_port)
             except ValueError as err:
                 raise ConfigError(f"{PORT_ENV} must be a port number, got {raw_port!r}") from err
-            self.backend = EtcdBackend(host, port)
+            self.backend = EtcdBackend(host, port, patience=patience)
         self.owner_info = {
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
@@ -118,6 +135,7 @@ class Config:
         self._lease_id: int | None = None
         self._lease_lock = threading.Lock()
         self._lease_lost = False
+        self.lease_generation = 0  # how many leases this client was granted
         self._stop_keepalive = threading.Event()
         self._keepalive_thread: threading.Thread | None = None
 
@@ -146,29 +164,52 @@ class Config:
 
     @property
     def lease_id(self) -> int:
-        """This client's lease (granted on first use, kept alive by a thread)."""
+        """This client's lease (granted on first use, kept alive by a thread).
+
+        If the lease expired (the process was cut off from the database for longer than its
+        time to live), a new one is granted: the keys of the old lease are gone, and whoever
+        owned something with it must check and take it again (see :attr:`lease_generation`).
+        """
         with self._lease_lock:
             if self._lease_lost:
-                raise ConfigError("the lease of this client expired: its ownerships are lost")
+                LOG.warning("lease %x expired: granting a new one", self._lease_id)
+                self._lease_id, self._lease_lost = None, False
             if self._lease_id is None:
                 self._lease_id = self.backend.lease_grant(self.lease_ttl)
+                self.lease_generation += 1
                 self._keepalive_thread = threading.Thread(
-                    target=self._keepalive, name="configdb-keepalive", daemon=True
+                    target=self._keepalive,
+                    args=(self._lease_id,),
+                    name="configdb-keepalive",
+                    daemon=True,
                 )
                 self._keepalive_thread.start()
             return self._lease_id
 
-    def _keepalive(self) -> None:
+    @property
+    def lease_lost(self) -> bool:
+        """True once the current lease expired (until :attr:`lease_id` grants a new one)."""
+        return self._lease_lost
+
+    def _keepalive(self, lease_id: int) -> None:
         interval = max(0.2, self.lease_ttl / 4)
+        failing_since = None
         while not self._stop_keepalive.wait(interval):
             try:
-                alive = self.backend.lease_keepalive(self._lease_id)
+                alive = self.backend.lease_keepalive(lease_id)
             except Exception as err:  # noqa: BLE001 - keep trying while the server is away
-                LOG.warning("lease keep-alive failed: %s", err)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    LOG.warning("lease keep-alive failed (retrying): %s", err)
                 continue
+            if failing_since is not None:
+                LOG.warning("lease keep-alive works again")
+                failing_since = None
             if not alive:
-                LOG.error("lease %x expired: ownerships lost", self._lease_id)
-                self._lease_lost = True
+                LOG.error("lease %x expired: the keys it held are gone", lease_id)
+                with self._lease_lock:
+                    if self._lease_id == lease_id:
+                        self._lease_lost = True
                 return
 
     def stop_keepalive(self) -> None:
@@ -330,13 +371,13 @@ class Transaction:
     # --- scheduling block instances -------------------------------------------------------------
 
     def create_sbi(self, sbi_id: str, sbi: dict) -> None:
-        self.create(SB + check_sbi_id(sbi_id), sbi)
+        self.create(sbi_key(check_sbi_id(sbi_id)), sbi)
 
     def get_sbi(self, sbi_id: str) -> dict | None:
-        return self.get(SB + check_sbi_id(sbi_id))
+        return self.get(sbi_key(check_sbi_id(sbi_id)))
 
     def update_sbi(self, sbi_id: str, sbi: dict) -> None:
-        self.update(SB + check_sbi_id(sbi_id), sbi)
+        self.update(sbi_key(check_sbi_id(sbi_id)), sbi)
 
     def list_sbis(self) -> list[str]:
         return [k[len(SB) :] for k in self.list_keys(SB)]
@@ -346,10 +387,10 @@ class Transaction:
     def create_pb(self, pb: dict) -> None:
         """Create a processing block (fixed once created); validates its structure."""
         pb = _normalise_pb(pb)
-        self.create(PB + pb["id"], pb)
+        self.create(pb_key(pb["id"]), pb)
 
     def get_pb(self, pb_id: str) -> dict | None:
-        return self.get(PB + check_pb_id(pb_id))
+        return self.get(pb_key(check_pb_id(pb_id)))
 
     def list_pbs(self) -> list[str]:
         return [k[len(PB) :] for k in self.list_keys(PB)]
@@ -357,27 +398,27 @@ class Transaction:
     def delete_pb(self, pb_id: str) -> None:
         """Delete a block with its state and owner (for cleaning up)."""
         check_pb_id(pb_id)
-        self.delete(PB + pb_id)
-        for key in (f"{PB}{pb_id}/state", f"{PB}{pb_id}/owner"):
+        self.delete(pb_key(pb_id))
+        for key in (pb_state_key(pb_id), pb_owner_key(pb_id)):
             self.delete(key, must_exist=False)
 
     def get_pb_state(self, pb_id: str) -> dict | None:
-        return self.get(f"{PB}{check_pb_id(pb_id)}/state")
+        return self.get(pb_state_key(check_pb_id(pb_id)))
 
     def create_pb_state(self, pb_id: str, state: dict) -> None:
-        self.create(f"{PB}{check_pb_id(pb_id)}/state", _check_state(state))
+        self.create(pb_state_key(check_pb_id(pb_id)), _check_state(state))
 
     def update_pb_state(self, pb_id: str, state: dict) -> None:
-        self.update(f"{PB}{check_pb_id(pb_id)}/state", _check_state(state))
+        self.update(pb_state_key(check_pb_id(pb_id)), _check_state(state))
 
     def get_pb_owner(self, pb_id: str) -> dict | None:
-        return self.get(f"{PB}{check_pb_id(pb_id)}/owner")
+        return self.get(pb_owner_key(check_pb_id(pb_id)))
 
     def take_pb_ownership(self, pb_id: str) -> None:
         """Claim the block: create its owner key on this client's lease (collision if taken)."""
-        key = f"{PB}{check_pb_id(pb_id)}/owner"
-        if self.get(PB + pb_id) is None:
-            raise ConfigVanished(PB + pb_id, f"processing block {pb_id} does not exist")
+        key = pb_owner_key(check_pb_id(pb_id))
+        if self.get(pb_key(pb_id)) is None:
+            raise ConfigVanished(pb_key(pb_id), f"processing block {pb_id} does not exist")
         try:
             self.create(key, self.config.owner_info, lease=True)
         except ConfigCollision as err:
@@ -390,7 +431,7 @@ class Transaction:
         """A free id ``pb-<generator>-<YYYYMMDD>-<NNNNN>`` (checked in this transaction)."""
         check_id("generator", generator)
         stem = f"pb-{generator}-{datetime.now(UTC):%Y%m%d}-"
-        taken = [k[len(PB) + len(stem) :] for k in self.list_keys(PB + stem)]
+        taken = [k[len(PB) + len(stem) :] for k in self.list_keys(pb_key(stem))]
         numbers = [int(n) for n in taken if n.isdigit()]
         return f"{stem}{max(numbers, default=0) + 1:05d}"
 
@@ -408,29 +449,29 @@ class Transaction:
             )
         if not isinstance(dep.get("args", {}), dict):
             raise ConfigError(f"deployment {dep['id']}: args must be a JSON object")
-        self.create(DEPLOY + dep["id"], {"args": {}, **dep})
+        self.create(deployment_key(dep["id"]), {"args": {}, **dep})
 
     def get_deployment(self, deploy_id: str) -> dict | None:
-        return self.get(DEPLOY + check_deployment_id(deploy_id))
+        return self.get(deployment_key(check_deployment_id(deploy_id)))
 
     def list_deployments(self) -> list[str]:
         return [k[len(DEPLOY) :] for k in self.list_keys(DEPLOY)]
 
     def delete_deployment(self, deploy_id: str) -> None:
-        self.delete(DEPLOY + check_deployment_id(deploy_id))
+        self.delete(deployment_key(check_deployment_id(deploy_id)))
 
     def get_deployment_state(self, deploy_id: str) -> dict | None:
         """What the deployer made of a deployment (status, pids, addresses)."""
-        return self.get(f"{DEPLOY}{check_deployment_id(deploy_id)}/state")
+        return self.get(deployment_state_key(check_deployment_id(deploy_id)))
 
     def create_deployment_state(self, deploy_id: str, state: dict) -> None:
-        self.create(f"{DEPLOY}{check_deployment_id(deploy_id)}/state", state)
+        self.create(deployment_state_key(check_deployment_id(deploy_id)), state)
 
     def update_deployment_state(self, deploy_id: str, state: dict) -> None:
-        self.update(f"{DEPLOY}{check_deployment_id(deploy_id)}/state", state)
+        self.update(deployment_state_key(check_deployment_id(deploy_id)), state)
 
     def delete_deployment_state(self, deploy_id: str) -> None:
-        self.delete(f"{DEPLOY}{check_deployment_id(deploy_id)}/state", must_exist=False)
+        self.delete(deployment_state_key(check_deployment_id(deploy_id)), must_exist=False)
 
     def list_deployment_states(self) -> list[str]:
         keys = self.list_keys(DEPLOY, recurse=True)
@@ -439,13 +480,13 @@ class Transaction:
     # --- subarrays ------------------------------------------------------------------------------
 
     def get_subarray(self, subarray_id: str) -> dict | None:
-        return self.get(SUBARRAY + check_subarray_id(subarray_id))
+        return self.get(subarray_key(check_subarray_id(subarray_id)))
 
     def create_subarray(self, subarray_id: str, subarray: dict) -> None:
-        self.create(SUBARRAY + check_subarray_id(subarray_id), subarray)
+        self.create(subarray_key(check_subarray_id(subarray_id)), subarray)
 
     def update_subarray(self, subarray_id: str, subarray: dict) -> None:
-        self.update(SUBARRAY + check_subarray_id(subarray_id), subarray)
+        self.update(subarray_key(check_subarray_id(subarray_id)), subarray)
 
     def list_subarrays(self) -> list[str]:
         return [k[len(SUBARRAY) :] for k in self.list_keys(SUBARRAY)]
@@ -453,32 +494,48 @@ class Transaction:
     # --- buffers and resources ----------------------------------------------------------------
 
     def get_buffer(self, name: str) -> dict | None:
-        return self.get(BUFFER + check_deployment_id(name))
+        return self.get(buffer_key(check_deployment_id(name)))
 
     def create_buffer(self, name: str, record: dict) -> None:
-        self.create(BUFFER + check_deployment_id(name), record)
+        self.create(buffer_key(check_deployment_id(name)), record)
 
     def update_buffer(self, name: str, record: dict) -> None:
-        self.update(BUFFER + check_deployment_id(name), record)
+        self.update(buffer_key(check_deployment_id(name)), record)
 
     def delete_buffer(self, name: str) -> None:
-        self.delete(BUFFER + check_deployment_id(name))
+        self.delete(buffer_key(check_deployment_id(name)))
 
     def list_buffers(self) -> list[str]:
         return [k[len(BUFFER) :] for k in self.list_keys(BUFFER)]
 
     def get_allocation(self, pb_id: str) -> dict | None:
         """Resources held by a block (``/resources/<pb_id>``)."""
-        return self.get(RESOURCES + check_pb_id(pb_id))
+        return self.get(allocation_key(check_pb_id(pb_id)))
 
     def create_allocation(self, pb_id: str, allocation: dict) -> None:
-        self.create(RESOURCES + check_pb_id(pb_id), allocation)
+        self.create(allocation_key(check_pb_id(pb_id)), allocation)
 
     def delete_allocation(self, pb_id: str) -> None:
-        self.delete(RESOURCES + check_pb_id(pb_id), must_exist=False)
+        self.delete(allocation_key(check_pb_id(pb_id)), must_exist=False)
 
     def list_allocations(self) -> dict[str, dict]:
         return {k[len(RESOURCES) :]: self.get(k) for k in self.list_keys(RESOURCES)}
+
+    # --- components (controller, deployer) --------------------------------------------------
+
+    def get_component(self, name: str) -> dict | None:
+        """What a running component registered (``/component/<name>``), or None."""
+        return self.get(component_key(check_id("component", name)))
+
+    def register_component(self, name: str, info: dict) -> None:
+        """Write ``/component/<name>`` on this client's lease: it vanishes when the
+        component stops keeping its lease alive (it died, or lost the database for good)."""
+        key = component_key(check_id("component", name))
+        self._get_raw(key)  # recorded read: a concurrent registration conflicts
+        self._writes[key] = Put(_dumps(info), self.config.lease_id)
+
+    def list_components(self) -> dict[str, dict]:
+        return {k[len(COMPONENT) :]: self.get(k) for k in self.list_keys(COMPONENT)}
 
 
 def _check_state(state: dict) -> dict:
