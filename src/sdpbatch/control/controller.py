@@ -25,6 +25,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+import psutil
+
 from sdpbatch.control.configdb import Config, Watcher
 from sdpbatch.control.resources import (
     Capacity,
@@ -64,7 +66,7 @@ def component_info(name: str) -> dict:
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
         "command": sys.argv,
-        "started": time.time(),
+        "started": psutil.Process().create_time(),  # with the pid: this very process
     }
 
 

@@ -3,10 +3,16 @@
 ``up`` starts, each in the background as its own process (logs under ``DATA/logs/``):
 etcd (data in ``DATA/etcd``), the Tango database (SQLite file ``DATA/tango/tango_database.db``),
 the subarray device server (``mid_sdp/elt/subarray_1`` and ``_2``), the processing controller
-and the deployer (buffers under ``DATA``).  Every process is recorded in ``DATA/system.json``
-(written atomically after each start) so ``down`` stops them by id, in reverse order.  All
-data stays in ``DATA``, so ``down`` then ``up`` continues where it stopped; the ports of the
-last run are reused when free, so the printed environment stays the same.
+and the deployer (buffers under ``DATA``), then a supervisor (:mod:`.supervisor`) that restarts
+any of them that exits, with back-off, as Kubernetes restarts a pod.  Every process is
+recorded in ``DATA/system.json`` (written atomically after each start or restart, with the
+restart counts) so ``status`` and ``down`` know the current pids; ``down`` stops the
+supervisor, marks the blocks still going FAILED "stopped by sdpbatch down", then stops the
+processes by id, in reverse order.  All data stays in ``DATA``, so ``down`` then ``up``
+continues where it stopped; the ports of the last run are reused when free, so the printed
+environment stays the same.  A component that fails to start is reported with the cause it
+gave in its log (:mod:`.logcause`), and ``up`` first checks the data root has the space etcd
+needs.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from typing import Any
 import psutil
 
 from sdpbatch.control.etcd_server import free_port, start_etcd, wait_healthy
+from sdpbatch.control.logcause import failure_cause
 from sdpbatch.control.processes import ProcessRecord, is_alive, start_process, stop_process
 from sdpbatch.io.atomic import atomic_path
+from sdpbatch.io.space import check_space
 
 LOG = logging.getLogger(__name__)
 
@@ -41,6 +49,8 @@ SUBARRAY_DEVICES = ("mid_sdp/elt/subarray_1", "mid_sdp/elt/subarray_2")
 SUBARRAY_SERVER = "SDPSubarray/1"
 SUBARRAY_CLASS = "SDPSubarray"
 START_TIMEOUT = 60.0  # s, for each component to come up
+ETCD_SPACE = 70 * 10**6  # bytes: etcd preallocates a 64 MB write-ahead log segment
+DOWN_REASON = "stopped by sdpbatch down"
 
 
 class SystemControlError(RuntimeError):
@@ -66,6 +76,17 @@ class SystemState:
     running: bool = False
     started: float = 0.0
     run_id: str = ""  # marks every process of this run (env SDPBATCH_SYSTEM_ID), see down()
+    restarts: dict[str, int] = field(default_factory=dict)  # by the supervisor, per component
+    exits: dict[str, str] = field(default_factory=dict)  # the last exit cause per component
+    supervisor: ProcessRecord | None = None
+
+    def record(self, record: ProcessRecord) -> None:
+        """Add a started process, replacing the earlier process of the same name."""
+        names = [p.name for p in self.processes]
+        if record.name in names:
+            self.processes[names.index(record.name)] = record
+        else:
+            self.processes.append(record)
 
     @property
     def env(self) -> dict[str, str]:
@@ -94,6 +115,9 @@ class SystemState:
             "ports": self.ports,
             "env": self.env,
             "processes": [p.to_dict() for p in self.processes],
+            "restarts": self.restarts,
+            "exits": self.exits,
+            "supervisor": self.supervisor.to_dict() if self.supervisor else None,
         }
 
     @classmethod
@@ -110,6 +134,11 @@ class SystemState:
                 running=bool(raw.get("running")),
                 started=float(raw.get("started", 0.0)),
                 run_id=str(raw.get("run_id", "")),
+                restarts={k: int(v) for k, v in raw.get("restarts", {}).items()},
+                exits={k: str(v) for k, v in raw.get("exits", {}).items()},
+                supervisor=(
+                    ProcessRecord.from_dict(raw["supervisor"]) if raw.get("supervisor") else None
+                ),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise SystemControlError(f"{path} is not a valid system state file: {err}") from err
@@ -177,6 +206,17 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text)
 
 
+def _died(what: str, record: ProcessRecord) -> SystemControlError:
+    """A component exited while starting: the cause from its log in one line if it gave
+    one, else the tail of the log."""
+    cause = failure_cause(record.log_path)
+    if cause:
+        return SystemControlError(f"{what} exited during start-up: {cause} (log {record.log_path})")
+    return SystemControlError(
+        f"{what} exited during start-up; log {record.log_path}:\n{_log_tail(record.log_path)}"
+    )
+
+
 def _wait_for(
     what: str, record: ProcessRecord, ready: Callable[[], bool], timeout: float = START_TIMEOUT
 ) -> None:
@@ -185,10 +225,7 @@ def _wait_for(
     last = ""
     while time.monotonic() < end:
         if not _alive(record):
-            raise SystemControlError(
-                f"{what} exited during start-up; log {record.log_path}:\n"
-                f"{_log_tail(record.log_path)}"
-            )
+            raise _died(what, record)
         try:
             if ready():
                 return
@@ -217,7 +254,7 @@ def _start_etcd(state: SystemState, layout: Layout) -> ProcessRecord:
         peer_port=state.ports["etcd_peer"],
         log_path=layout.logs / "etcd.log",
     )
-    state.processes.append(record)
+    state.record(record)
     state.save()
     _wait_for(
         "etcd",
@@ -249,7 +286,7 @@ def _start_tango_database(state: SystemState, layout: Layout) -> ProcessRecord:
         env={**state.child_env, "PYTANGO_DATABASE_NAME": str(db_file)},
         cwd=layout.tango,
     )
-    state.processes.append(record)
+    state.record(record)
     state.save()
 
     def ours() -> bool:
@@ -288,7 +325,7 @@ def _start_subarray_server(state: SystemState, layout: Layout) -> ProcessRecord:
         env=state.child_env,
         cwd=layout.data_dir,
     )
-    state.processes.append(record)
+    state.record(record)
     state.save()
 
     def ready() -> bool:
@@ -311,17 +348,45 @@ def _start_cli_component(
         env=state.child_env,
         cwd=layout.data_dir,
     )
-    state.processes.append(record)
+    state.record(record)
     state.save()
     end = time.monotonic() + 1.5
     while time.monotonic() < end:
         if not _alive(record):
-            raise SystemControlError(
-                f"{name} exited during start-up; log {record.log_path}:\n"
-                f"{_log_tail(record.log_path)}"
-            )
+            raise _died(name, record)
         time.sleep(0.1)
     return record
+
+
+def _start_controller(state: SystemState, layout: Layout) -> ProcessRecord:
+    return _start_cli_component(state, layout, "controller", ["controller"])
+
+
+def _start_deployer(state: SystemState, layout: Layout) -> ProcessRecord:
+    return _start_cli_component(
+        state, layout, "deployer", ["deployer", "--data-dir", str(state.data_dir)]
+    )
+
+
+STARTERS: dict[str, Callable[[SystemState, Layout], ProcessRecord]] = {
+    "etcd": _start_etcd,
+    "tango-database": _start_tango_database,
+    "subarray-server": _start_subarray_server,
+    "controller": _start_controller,
+    "deployer": _start_deployer,
+}
+"""How each component is started (by ``up``) and restarted (by the supervisor)."""
+
+
+def _start_supervisor(state: SystemState, layout: Layout) -> None:
+    state.supervisor = start_process(
+        "supervisor",
+        [sys.executable, "-m", "sdpbatch.control.supervisor", str(state.data_dir)],
+        log_path=layout.logs / "supervisor.log",
+        env=state.child_env,
+        cwd=layout.data_dir,
+    )
+    state.save()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,7 +398,7 @@ def up(data_dir: Path | None = None) -> SystemState:
     """Start the whole system for ``data_dir`` in the background; return its state.
 
     Raises :class:`AlreadyUp` if it is running, :class:`SystemControlError` (after stopping what it
-    had started) if a component does not come up.
+    had started) if a component does not come up or the data root lacks the space etcd needs.
     """
     data_dir = Path(data_dir or default_data_dir()).resolve()
     previous = SystemState.load(data_dir)
@@ -344,6 +409,11 @@ def up(data_dir: Path | None = None) -> SystemState:
         )
     layout = Layout(data_dir)
     layout.logs.mkdir(parents=True, exist_ok=True)
+    if not (layout.etcd / "member").is_dir():  # a new etcd preallocates its log
+        try:
+            check_space([(layout.etcd, ETCD_SPACE)])
+        except OSError as err:
+            raise SystemControlError(f"etcd cannot start: {err}") from None
     state = SystemState(
         data_dir=data_dir,
         ports=_choose_ports(previous.ports if previous else {}),
@@ -353,12 +423,11 @@ def up(data_dir: Path | None = None) -> SystemState:
     )
     state.save()
     try:
-        _start_etcd(state, layout)
-        _start_tango_database(state, layout)
-        _register_devices(state)
-        _start_subarray_server(state, layout)
-        _start_cli_component(state, layout, "controller", ["controller"])
-        _start_cli_component(state, layout, "deployer", ["deployer", "--data-dir", str(data_dir)])
+        for name, start in STARTERS.items():
+            start(state, layout)
+            if name == "tango-database":
+                _register_devices(state)
+        _start_supervisor(state, layout)
     except BaseException:
         _stop_all(state)
         raise
@@ -366,16 +435,59 @@ def up(data_dir: Path | None = None) -> SystemState:
 
 
 def down(data_dir: Path | None = None, *, timeout: float = 20.0) -> list[str]:
-    """Stop every recorded process of ``data_dir``'s system, newest first; return what stopped.
+    """Stop every process of ``data_dir``'s system, newest first; return what stopped.
 
-    The deployer stops the workflow and Dask processes it started when it gets SIGTERM, so it
-    is stopped first (before the database it needs to find them).
+    The supervisor goes first (it would restart the others); then the blocks still going
+    are marked FAILED "stopped by sdpbatch down" while the database is up, and components
+    registered in the database but started by hand are stopped.  The deployer stops the
+    workflow and Dask processes it started when it gets SIGTERM, so it is stopped before the
+    database it needs to find them.
     """
     data_dir = Path(data_dir or default_data_dir()).resolve()
     state = SystemState.load(data_dir)
     if state is None:
         return []
-    return _stop_all(state, timeout=timeout)
+    stopped = []
+    if state.supervisor is not None and stop_process(
+        state.supervisor.pid, started=state.supervisor.started, timeout=timeout
+    ):
+        stopped.append("supervisor")
+    state = SystemState.load(data_dir) or state  # as the supervisor last wrote it
+    stopped += _stop_by_hand_components(state, timeout=timeout)
+    return stopped + _stop_all(state, timeout=timeout)
+
+
+def _stop_by_hand_components(state: SystemState, *, timeout: float) -> list[str]:
+    """End the blocks still going with the reason, and stop the controllers and deployers
+    registered in the database that ``up`` did not start (restarted by hand)."""
+    from sdpbatch.control.configdb import Config, ConfigError
+    from sdpbatch.control.vocabulary import ENDED, BlockStatus
+
+    if not state.ports or not any(p.name == "etcd" and _alive(p) for p in state.processes):
+        return []
+    ours = {p.pid for p in state.processes}
+    try:
+        with Config("etcd3", host=HOST, port=state.ports["etcd_client"], patience=2.0) as config:
+            for txn in config.txn():
+                for pb_id in txn.list_pbs():
+                    pb_state = txn.get_pb_state(pb_id)
+                    if pb_state is not None and pb_state.get("status") not in ENDED:
+                        txn.update_pb_state(
+                            pb_id,
+                            {**pb_state, "status": BlockStatus.FAILED, "reason": DOWN_REASON},
+                        )
+                components = txn.list_components()
+    except ConfigError as err:
+        LOG.warning("cannot end the blocks still going: %s", err)
+        return []
+    stopped = []
+    for name, info in components.items():
+        pid = int((info or {}).get("pid", 0))
+        if not pid or pid in ours or info.get("hostname") != socket.gethostname():
+            continue
+        if stop_process(pid, started=info.get("started"), timeout=timeout):
+            stopped.append(f"{name} pid {pid} (started by hand)")
+    return stopped
 
 
 def _stop_all(state: SystemState, *, timeout: float = 20.0) -> list[str]:
@@ -391,6 +503,7 @@ def _stop_all(state: SystemState, *, timeout: float = 20.0) -> list[str]:
     left = [p for p in state.processes if _alive(p)]
     state.processes = left
     state.running = bool(left)
+    state.supervisor = None
     state.save()
     if left:
         raise SystemControlError(f"could not stop: {_summary(state)}")
@@ -438,9 +551,17 @@ def services_status(data_dir: Path | None = None) -> dict[str, Any]:
     if state is None:
         return {"data_dir": str(data_dir), "state": "never started", "processes": []}
     processes = [
-        {"name": p.name, "pid": p.pid, "alive": _alive(p), "log": str(p.log_path)}
+        {
+            "name": p.name,
+            "pid": p.pid,
+            "alive": _alive(p),
+            "log": str(p.log_path),
+            "restarts": state.restarts.get(p.name, 0),
+            "last_exit": state.exits.get(p.name),
+        }
         for p in state.processes
     ]
+    supervisor = state.supervisor
     alive = sum(p["alive"] for p in processes)
     if not processes or alive == 0:
         status = "down"
@@ -456,10 +577,13 @@ def services_status(data_dir: Path | None = None) -> dict[str, Any]:
         "env": state.env,
         "logs": str(layout.logs),
         "tango_database": str(layout.tango_db_file),
+        "supervisor": None
+        if supervisor is None
+        else {"pid": supervisor.pid, "alive": _alive(supervisor)},
     }
 
 
-COMPONENTS = ("etcd", "tango-database", "subarray-server", "controller", "deployer")
+COMPONENTS = tuple(STARTERS)
 """The processes of a running system, in start order."""
 
 
@@ -473,7 +597,14 @@ def format_services(services: dict[str, Any]) -> str:
     lines = [f"SERVICES ({services['state']}, data in {services['data_dir']})"]
     for p in services.get("processes", []):
         alive = "running" if p["alive"] else "stopped"
-        lines.append(f"  {p['name']:<18} {p['pid']:>8}  {alive:<8} {p['log']}")
+        restarts = f"{p.get('restarts', 0)} restarts"
+        lines.append(f"  {p['name']:<18} {p['pid']:>8}  {alive:<8} {restarts:<11} {p['log']}")
+        if p.get("last_exit") and p.get("restarts"):
+            lines.append(f"  {'':<18} last exit: {p['last_exit']}")
+    supervisor = services.get("supervisor")
+    if supervisor:
+        alive = "running" if supervisor["alive"] else "stopped"
+        lines.append(f"  {'supervisor':<18} {supervisor['pid']:>8}  {alive:<8}")
     if services["state"] == "never started":
         lines.append("  (start them with: sdpbatch up)")
     return "\n".join(lines)
