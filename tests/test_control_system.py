@@ -229,7 +229,20 @@ def test_cli_refuses_bad_input_clearly(plane, tmp_path):
 
 def test_dependency_on_a_cancelled_block_is_cancelled(plane, tmp_path):
     config, _ = plane
-    first = _process(tmp_path, "batch:test_dask:0.1.0", {"n_workers": 64})  # can never fit
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"n_workers": 64}))
+    refused = _cli("process", "batch:test_dask:0.1.0", str(path), check=False)
+    assert refused.returncode == 2, refused.stderr  # refused at the door...
+    assert "64 worker threads" in refused.stderr and "Traceback" not in refused.stderr
+    first = "pb-written-directly-00001"  # ...and by the controller when written straight in
+    for txn in config.txn():
+        txn.create_pb(
+            {
+                "id": first,
+                "workflow": {"type": "batch", "id": "test_dask", "version": "0.1.0"},
+                "parameters": {"n_workers": 64},
+            }
+        )
     second = _process(tmp_path, "batch:test_dask:0.1.0", {"n_workers": 1}, "--dependency", first)
     third = _process(tmp_path, "batch:test_dask:0.1.0", {"n_workers": 1}, "--dependency", second)
     state = _wait_until(config, first, ("FAILED",), 30)

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from sdpbatch.cli.common import UsageError, progress_display
+from sdpbatch.cli.common import UsageError, guarded_output, progress_display
 
 
 def add_science_commands(sub: argparse._SubParsersAction) -> None:
@@ -69,20 +69,25 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from sdpbatch.execution.cluster import dask_client
     from sdpbatch.execution.simulate import prepare_simulation, simulate
+    from sdpbatch.io.space import simulation_bytes
     from sdpbatch.parameters import load_parameters
 
     params = load_parameters(args.params)
-    prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
+    setup = prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
     progress = progress_display(args.no_progress)
-    if params.n_workers == 1 and not args.scheduler:
-        products = simulate(params, args.out, progress=progress)  # in-process: no cluster start
-    else:
-        with dask_client(
-            params.n_workers,
-            threads_per_worker=params.threads_per_worker,
-            scheduler=args.scheduler,
-        ) as client:
-            products = simulate(params, args.out, client=client, progress=progress)
+    needed = simulation_bytes(
+        nfreqwin=params.nfreqwin, ntimes=params.ntimes, nbaselines=setup.nbaselines
+    )
+    with guarded_output([(args.out, needed)]):
+        if params.n_workers == 1 and not args.scheduler:
+            products = simulate(params, args.out, progress=progress)  # in-process
+        else:
+            with dask_client(
+                params.n_workers,
+                threads_per_worker=params.threads_per_worker,
+                scheduler=args.scheduler,
+            ) as client:
+                products = simulate(params, args.out, client=client, progress=progress)
     for path in [*products.ms_paths, *products.truth_paths]:
         print(path)
     print(
@@ -156,7 +161,11 @@ def _cmd_ical(args: argparse.Namespace) -> int:
     folders = {p.resolve().parent for p in args.ms}
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
     calibration_model(params, truth_dir)  # before starting any worker
-    with _science_client(params, args.scheduler) as client:
+    from sdpbatch.io.space import image_products_bytes
+
+    nwin = len(args.ms)
+    needed = image_products_bytes(npixel=params.npixel or 1024, nfreqwin=nwin)
+    with guarded_output([(args.out, needed)]), _science_client(params, args.scheduler) as client:
         products = ical_pipeline(
             args.ms,
             args.out,
@@ -173,12 +182,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sdpbatch.execution.pipeline import batch_imaging_pipeline
     from sdpbatch.execution.simulate import prepare_simulation
     from sdpbatch.parameters import load_parameters
+    from sdpbatch.workflows.space import run_space
 
     params = load_parameters(args.params)
     prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
     vis_dir = args.data_dir / params.buffer_vis
     img_dir = args.data_dir / params.buffer_img
-    with _science_client(params, args.scheduler) as client:
+    needs = run_space(params, vis_dir, img_dir)
+    with guarded_output(needs), _science_client(params, args.scheduler) as client:
         products = batch_imaging_pipeline(
             params, vis_dir, img_dir, client=client, progress=progress_display(args.no_progress)
         )
