@@ -172,5 +172,9 @@ def admit_block(
     request = resource_request(spec, parameters)
     reason = never_fits(request, capacity or machine_capacity())
     if reason:
-        raise BlockRefused("n_workers", f"cannot run on this machine: it {reason}")
+        raise BlockRefused(
+            "n_workers",
+            f"parameter 'n_workers' x 'threads_per_worker': cannot run on this machine: it "
+            f"{reason}",
+        )
     return Admission(spec=spec, parameters=checked, request=request)
