@@ -334,7 +334,7 @@ def test_health_follows_the_database_and_the_components(tmp_path, monkeypatch):
             assert "no controller and no deployer" in d.status()
             for txn in component.txn():
                 for name in ("controller", "deployer"):
-                    txn.register_component(name, {"name": name, "pid": 1})
+                    txn.register_component(f"{name}-1", {"name": name, "pid": 1})
             _wait_health(d, HealthState.OK, 10)
             server.kill()
             failed = _wait_health(d, HealthState.FAILED, 10)

@@ -60,8 +60,10 @@ def workflow_key(workflow: dict) -> str:
 
 
 def component_info(name: str) -> dict:
-    """What a running component registers under ``/component/<name>``."""
+    """What a running component registers under ``/component/<name>-<pid>`` (each instance
+    its own key: two controllers never fight over one)."""
     return {
+        "id": f"{name}-{os.getpid()}",
         "name": name,
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
@@ -106,8 +108,8 @@ class Controller:
         """One pass over all blocks."""
         txns = watcher.txn if watcher is not None else self.config.txn
         for txn in txns():
-            if txn.get_component("controller") != self.info:  # first pass, or lease renewed
-                txn.register_component("controller", self.info)
+            if txn.get_component(self.info["id"]) != self.info:  # first pass, or new lease
+                txn.register_component(self.info["id"], self.info)
             pb_ids = txn.list_pbs()
             txn.list_keys(RESOURCES)  # wake when resources are given back
             txn.list_keys(DEPLOY, recurse=True)  # and when a workflow process exits

@@ -97,8 +97,8 @@ class Deployer:
         exited processes."""
         txns = watcher.txn if watcher is not None else self.config.txn
         for txn in txns():
-            if txn.get_component("deployer") != self.info:  # first pass, or lease renewed
-                txn.register_component("deployer", self.info)
+            if txn.get_component(self.info["id"]) != self.info:  # first pass, or new lease
+                txn.register_component(self.info["id"], self.info)
             deployments = {d: txn.get_deployment(d) for d in txn.list_deployments()}
             states = {d: txn.get_deployment_state(d) for d in txn.list_deployment_states()}
             blocks = {pb_of_deployment(d) for d in states} - {None}

@@ -86,8 +86,9 @@ def format_status(snapshot: dict) -> str:
         extra = f" {dep['scheduler_address']}" if dep.get("scheduler_address") else ""
         lines.append(f"  {dep['id']:<44} {dep['type'] or '-':<8} {dep['status']:<9} {procs}{extra}")
     lines += ["", "CONNECTED COMPONENTS", f"  {'NAME':<18} {'PID':>8}  HOST"]
-    for name, info in sorted(snapshot.get("components", {}).items()):
+    for key, info in sorted(snapshot.get("components", {}).items()):
         info = info or {}
+        name = info.get("name", key)
         lines.append(f"  {name:<18} {info.get('pid', '-'):>8}  {info.get('hostname', '-')}")
     lines += ["", "BUFFERS", f"  {'NAME':<44} {'PB':<30} {'SIZE':>10}  PATH"]
     for b in snapshot["buffers"]:

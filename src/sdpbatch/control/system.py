@@ -481,7 +481,8 @@ def _stop_by_hand_components(state: SystemState, *, timeout: float) -> list[str]
         LOG.warning("cannot end the blocks still going: %s", err)
         return []
     stopped = []
-    for name, info in components.items():
+    for info in components.values():
+        name = (info or {}).get("name", "component")
         pid = int((info or {}).get("pid", 0))
         if not pid or pid in ours or info.get("hostname") != socket.gethostname():
             continue

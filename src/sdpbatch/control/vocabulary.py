@@ -15,7 +15,7 @@ Keys (values are JSON, written with sorted keys)::
     /subarray/<NN>               {state, sbi_id, last_command, obs_state_target}
     /buffer/<name>               {name, pb_id, path, data_root, state, size_bytes, created}
     /resources/<pb_id>           resources a released block holds {threads, memory_bytes}
-    /component/<name>            a running controller or deployer, on its lease
+    /component/<name>-<pid>      a running controller or deployer, on its lease
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ and has written nothing.  The device keeps no state the database does not also h
 
 ``healthState`` is watched by a thread every :data:`HEALTH_PERIOD` s: FAILED while the
 configuration database cannot be reached, DEGRADED while it can but no processing controller
-or no deployer is connected to it (``/component/controller``, ``/component/deployer``, kept
+or no deployer is connected to it (``/component/<name>-<pid>`` keys, kept
 by their leases), OK otherwise; the device's status says which.
 """
 
@@ -126,7 +126,8 @@ class SDPSubarray(Device):
         else:
             if not self._restored:
                 self._try_restore()
-            missing = [c for c in NEEDED_COMPONENTS if c not in components]
+            running = {(info or {}).get("name") for info in components.values()}
+            missing = [c for c in NEEDED_COMPONENTS if c not in running]
             if missing:
                 health = HealthState.DEGRADED
                 text = f"no {' and no '.join(missing)} connected to the configuration database"
