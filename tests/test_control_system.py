@@ -223,8 +223,27 @@ def test_cli_refuses_bad_input_clearly(plane, tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
     result = _cli("buffers", "delete", "../../etc", check=False)
     assert result.returncode == 2 and "invalid buffer name" in result.stderr
+    for field in ("sky_model", "layout", "calibration_model"):
+        params.write_text(json.dumps({field: "/etc/passwd"}))
+        result = _cli("process", "batch:batch_imaging:0.1.0", str(params), check=False)
+        assert result.returncode == 2 and f"parameter '{field}'" in result.stderr, result.stderr
     for txn in config.txn():
         assert txn.list_pbs() == []  # nothing was created
+
+
+def test_config_ls_at_the_root_and_recursively(plane, tmp_path):
+    config, _ = plane
+    for txn in config.txn():
+        txn.create_sbi("sbi-ls-1", {"id": "sbi-ls-1", "status": "ACTIVE"})
+    for txn in config.txn():
+        if len(txn.list_components()) < 2:  # the controller and deployer are starting
+            txn.loop(wait=True, timeout=30)
+    top = _cli("config", "ls").stdout.splitlines()
+    assert "/sb/  (1 key)" in top
+    assert any(line.startswith("/component/  (") for line in top)  # controller, deployer
+    assert _cli("config", "ls", "/sb/").stdout.splitlines() == ["/sb/sbi-ls-1"]
+    everything = _cli("config", "ls", "-R", "/").stdout.splitlines()
+    assert '/sb/sbi-ls-1 = {"id": "sbi-ls-1", "status": "ACTIVE"}' in everything
 
 
 def test_dependency_on_a_cancelled_block_is_cancelled(plane, tmp_path):
