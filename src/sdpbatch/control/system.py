@@ -35,6 +35,7 @@ import psutil
 from sdpbatch.control.etcd_server import free_port, start_etcd, wait_healthy
 from sdpbatch.control.logcause import failure_cause
 from sdpbatch.control.processes import ProcessRecord, is_alive, start_process, stop_process
+from sdpbatch.control.shutdown import end_blocks_and_stop_strays
 from sdpbatch.io.atomic import atomic_path
 from sdpbatch.io.space import check_space
 
@@ -50,7 +51,6 @@ SUBARRAY_SERVER = "SDPSubarray/1"
 SUBARRAY_CLASS = "SDPSubarray"
 START_TIMEOUT = 60.0  # s, for each component to come up
 ETCD_SPACE = 70 * 10**6  # bytes: etcd preallocates a 64 MB write-ahead log segment
-DOWN_REASON = "stopped by sdpbatch down"
 
 
 class SystemControlError(RuntimeError):
@@ -453,42 +453,14 @@ def down(data_dir: Path | None = None, *, timeout: float = 20.0) -> list[str]:
     ):
         stopped.append("supervisor")
     state = SystemState.load(data_dir) or state  # as the supervisor last wrote it
-    stopped += _stop_by_hand_components(state, timeout=timeout)
+    if state.ports and any(p.name == "etcd" and _alive(p) for p in state.processes):
+        stopped += end_blocks_and_stop_strays(
+            host=HOST,
+            port=state.ports["etcd_client"],
+            ours={p.pid for p in state.processes},
+            timeout=timeout,
+        )
     return stopped + _stop_all(state, timeout=timeout)
-
-
-def _stop_by_hand_components(state: SystemState, *, timeout: float) -> list[str]:
-    """End the blocks still going with the reason, and stop the controllers and deployers
-    registered in the database that ``up`` did not start (restarted by hand)."""
-    from sdpbatch.control.configdb import Config, ConfigError
-    from sdpbatch.control.vocabulary import ENDED, BlockStatus
-
-    if not state.ports or not any(p.name == "etcd" and _alive(p) for p in state.processes):
-        return []
-    ours = {p.pid for p in state.processes}
-    try:
-        with Config("etcd3", host=HOST, port=state.ports["etcd_client"], patience=2.0) as config:
-            for txn in config.txn():
-                for pb_id in txn.list_pbs():
-                    pb_state = txn.get_pb_state(pb_id)
-                    if pb_state is not None and pb_state.get("status") not in ENDED:
-                        txn.update_pb_state(
-                            pb_id,
-                            {**pb_state, "status": BlockStatus.FAILED, "reason": DOWN_REASON},
-                        )
-                components = txn.list_components()
-    except ConfigError as err:
-        LOG.warning("cannot end the blocks still going: %s", err)
-        return []
-    stopped = []
-    for info in components.values():
-        name = (info or {}).get("name", "component")
-        pid = int((info or {}).get("pid", 0))
-        if not pid or pid in ours or info.get("hostname") != socket.gethostname():
-            continue
-        if stop_process(pid, started=info.get("started"), timeout=timeout):
-            stopped.append(f"{name} pid {pid} (started by hand)")
-    return stopped
 
 
 def _stop_all(state: SystemState, *, timeout: float = 20.0) -> list[str]:
