@@ -202,7 +202,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from sdpbatch.control.configdb import Config
+    from sdpbatch.control.configdb import FOREVER, Config, ConfigError
     from sdpbatch.control.status import format_status, system_status
     from sdpbatch.control.system import SystemState, format_services, services_status
     from sdpbatch.control.vocabulary import TOP_LEVEL
@@ -226,11 +226,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
         only = {"services": services}
         print(json.dumps(only, indent=2) if args.json else format_services(services))
         return 0
-    with control_errors(), Config() as config:
-        if not args.watch:
-            snapshot = snapshot_of(config)
-            print(json.dumps(snapshot, indent=2) if args.json else text_of(snapshot))
-            return 0
+    if not args.watch:
+        with Config() as config:
+            try:
+                snapshot = snapshot_of(config)
+            except ConfigError as err:  # e.g. etcd is away: still show the services
+                only = {"services": services, "error": str(err)}
+                print(json.dumps(only, indent=2) if args.json else format_services(services))
+                raise UsageError(str(err)) from None
+        print(json.dumps(snapshot, indent=2) if args.json else text_of(snapshot))
+        return 0
+    with control_errors(), Config(patience=FOREVER) as config:
         for watcher in config.watcher(timeout=5.0):
             for txn in watcher.txn():  # what to watch: everything the status shows
                 for prefix in TOP_LEVEL:
