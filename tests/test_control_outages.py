@@ -193,6 +193,15 @@ def test_restarted_deployer_stops_what_belongs_to_ended_blocks(etcd_clean, tmp_p
             if state.get("status") != "RUNNING":
                 txn.loop(wait=True, timeout=60)
         pids = [p["pid"] for p in state["processes"]]
+        from distributed import Client
+
+        from sdpbatch.execution.worker_environment import worker_process_environment
+
+        with Client(state["scheduler_address"], timeout="30s") as client:  # workers run as a
+            names = list(worker_process_environment(1))  # LocalCluster's: one environment
+            client.wait_for_workers(1, timeout=60)
+            seen = client.run(lambda: {k: os.environ.get(k) for k in names})
+        assert list(seen.values()) == [worker_process_environment(1)]
         orphan = start_process(
             "orphan",
             [sys.executable, "-c", "import time; time.sleep(300)"],
