@@ -306,5 +306,6 @@ def test_workflow_stops_its_work_when_the_block_is_ended_under_it(db):
     settle = time.monotonic() - t0
     thread.join(timeout=5)
     assert seen == ["running"] and settle < 5  # stopped within a few keeper periods
+    print(f"\nblock ended under its workflow: work stopped {settle:.1f} s after the start")
     state = _state(config, "pb-s")
     assert state["status"] == "FAILED" and state["reason"] == "told so"  # reason kept
