@@ -19,7 +19,7 @@ import pytest
 from etcd_fixture import *  # noqa: F403  (fixtures etcd_server, etcd_clean)
 from etcd_fixture import PrivateEtcd
 from sdpbatch.control.configdb import Config
-from sdpbatch.control.deployer import DEPLOYMENT_ENV
+from sdpbatch.control.deployer import DEPLOYMENT_ENV, ROOT_ENV
 from sdpbatch.control.processes import is_alive, start_process, stop_process
 
 SMALL_RUN = {
@@ -174,54 +174,89 @@ def test_etcd_outage_without_a_run_then_new_blocks_start(plane, tmp_path):
     assert all(is_alive(p.pid) for p in procs.values())
 
 
+def _engine_running(config: Config, deploy_id: str) -> dict:
+    for txn in config.txn():
+        state = txn.get_deployment_state(deploy_id) or {}
+        if state.get("status") != "RUNNING":
+            txn.loop(wait=True, timeout=60)
+    return state
+
+
+def _stop_all(pids) -> None:
+    for pid in pids:
+        stop_process(pid, timeout=10)
+
+
 def test_restarted_deployer_stops_what_belongs_to_ended_blocks(etcd_clean, tmp_path):
     """A deployer killed outright, its block ended meanwhile (controller away), an unrecorded
-    process of a dead predecessor: the next deployer leaves nothing of them running."""
+    process of a dead predecessor: the next deployer leaves nothing of them running.  The
+    engine's workers have the one worker environment, as a LocalCluster's."""
+    from distributed import Client
+
+    from sdpbatch.execution.worker_environment import worker_process_environment
+
     host, port = etcd_clean
     env = {"SDP_CONFIG_HOST": host, "SDP_CONFIG_PORT": str(port), "SDP_CONFIG_BACKEND": "etcd3"}
     data = tmp_path / "data"
     command = [sys.executable, "-m", "sdpbatch.cli", "deployer", "--data-dir", str(data)]
     first = start_process("deployer-1", command, log_path=tmp_path / "d1.log", env=env)
-    with Config("etcd3", host=host, port=port) as config:
-        for txn in config.txn():
-            txn.create_pb({"id": "pb-e", "workflow": {"type": "batch", "id": "test_dask",
-                           "version": "0.1.0"}, "parameters": {}})  # fmt: skip
-            txn.create_pb_state("pb-e", {"status": "RUNNING"})
-            txn.create_deployment({"id": "proc-pb-e-dask", "type": "dask", "args": {}})
-        for txn in config.txn():
-            state = txn.get_deployment_state("proc-pb-e-dask") or {}
-            if state.get("status") != "RUNNING":
-                txn.loop(wait=True, timeout=60)
-        pids = [p["pid"] for p in state["processes"]]
-        from distributed import Client
-
-        from sdpbatch.execution.worker_environment import worker_process_environment
-
-        with Client(state["scheduler_address"], timeout="30s") as client:  # workers run as a
-            names = list(worker_process_environment(1))  # LocalCluster's: one environment
-            client.wait_for_workers(1, timeout=60)
-            seen = client.run(lambda: {k: os.environ.get(k) for k in names})
-        assert list(seen.values()) == [worker_process_environment(1)]
-        orphan = start_process(
-            "orphan",
-            [sys.executable, "-c", "import time; time.sleep(300)"],
-            log_path=tmp_path / "orphan.log",
-            env={
-                DEPLOYMENT_ENV: "proc-pb-gone-dask",
-                "SDPBATCH_DEPLOYER_ROOT": str(data.resolve()),
-            },
-        )
-        os.kill(first.pid, signal.SIGKILL)  # no clean-up of its own
-        for txn in config.txn():
-            txn.update_pb_state("pb-e", {"status": "FAILED", "reason": "test"})
-        assert all(is_alive(pid) for pid in pids) and is_alive(orphan.pid)
-        t0 = time.monotonic()
-        second = start_process("deployer-2", command, log_path=tmp_path / "d2.log", env=env)
-        try:
+    started = [first.pid]
+    try:
+        with Config("etcd3", host=host, port=port) as config:
+            for txn in config.txn():
+                txn.create_pb({"id": "pb-e", "workflow": {"type": "batch", "id": "test_dask",
+                               "version": "0.1.0"}, "parameters": {}})  # fmt: skip
+                txn.create_pb_state("pb-e", {"status": "RUNNING"})
+                txn.create_deployment({"id": "proc-pb-e-dask", "type": "dask", "args": {}})
+            state = _engine_running(config, "proc-pb-e-dask")
+            pids = [p["pid"] for p in state["processes"]]
+            started += pids
+            with Client(state["scheduler_address"], timeout="30s") as client:
+                names = list(worker_process_environment(1))
+                client.wait_for_workers(1, timeout=60)
+                seen = client.run(lambda: {k: os.environ.get(k) for k in names})
+            assert list(seen.values()) == [worker_process_environment(1)]
+            orphan = start_process(
+                "orphan",
+                [sys.executable, "-c", "import time; time.sleep(300)"],
+                log_path=tmp_path / "orphan.log",
+                env={DEPLOYMENT_ENV: "proc-pb-gone-dask", ROOT_ENV: str(data.resolve())},
+            )
+            started.append(orphan.pid)
+            os.kill(first.pid, signal.SIGKILL)  # no clean-up of its own
+            for txn in config.txn():
+                txn.update_pb_state("pb-e", {"status": "FAILED", "reason": "test"})
+            assert all(is_alive(pid) for pid in pids) and is_alive(orphan.pid)
+            t0 = time.monotonic()
+            second = start_process("deployer-2", command, log_path=tmp_path / "d2.log", env=env)
+            started.insert(0, second.pid)
             wait_until("the orphan to go", lambda: not is_alive(orphan.pid), 30)
             wait_until("the ended block's engine to go", lambda: not any(map(is_alive, pids)), 40)
             print(f"\nrestarted deployer: ended block's engine gone after "
                   f"{time.monotonic() - t0:.1f} s")  # fmt: skip
-        finally:
-            stop_process(second.pid)
-            stop_process(orphan.pid)
+    finally:
+        _stop_all(started)
+
+
+def test_deployer_stops_its_processes_with_the_database_gone(etcd, tmp_path):
+    """SIGTERM to a deployer whose etcd has died: it still stops what it started."""
+    env = {**etcd.env}
+    data = tmp_path / "data"
+    command = [sys.executable, "-m", "sdpbatch.cli", "deployer", "--data-dir", str(data)]
+    deployer = start_process("deployer", command, log_path=tmp_path / "d.log", env=env)
+    started = [deployer.pid]
+    try:
+        with Config("etcd3", port=etcd.port) as config:
+            for txn in config.txn():
+                txn.create_deployment({"id": "proc-pb-f-dask", "type": "dask", "args": {}})
+            state = _engine_running(config, "proc-pb-f-dask")
+        pids = [p["pid"] for p in state["processes"]]
+        started += pids
+        etcd.kill()
+        t0 = time.monotonic()
+        os.kill(deployer.pid, signal.SIGTERM)
+        wait_until("the deployer and its engine to stop", lambda: not any(map(is_alive, started)),
+                   30)  # fmt: skip
+        print(f"\ndeployer stopped its engine without etcd in {time.monotonic() - t0:.1f} s")
+    finally:
+        _stop_all(started)

@@ -10,11 +10,13 @@ Types:
 
 What the deployer made of an entry is recorded in ``/deploy/<id>/state`` (status, process
 records with pids, addresses), so a restarted deployer stops what its predecessor started.
-Every process it starts carries its deployment id in ``$SDPBATCH_DEPLOYMENT``: on start-up the
-deployer also stops processes of deployments that are not recorded as running (a predecessor
-that died between starting a process and recording it).  The processes of a block that has
-ended are stopped (after :data:`ENDED_GRACE` s for it to clean up itself) even while its
-entries are still there, so no process of an ended block outlives it.  Dask workers get the
+Every process it starts carries its deployment id in ``$SDPBATCH_DEPLOYMENT`` (and the data
+root in ``$SDPBATCH_DEPLOYER_ROOT``): on start-up the deployer stops processes of deployments
+that are not recorded as running (a predecessor that died between starting a process and
+recording it), and on shutdown it finds what to stop by these marks, without the database.
+The processes of a block that has ended are stopped (after :data:`ENDED_GRACE` s for it to
+clean up itself) even while its entries are still there, so no process of an ended block
+outlives it.  Dask workers get the
 one worker environment (:mod:`sdpbatch.execution.worker_environment`), as a LocalCluster's.
 Logs go to ``DATA_ROOT/logs/<deploy_id>.log``.
 """
@@ -46,6 +48,7 @@ from sdpbatch.control.vocabulary import (
     DeploymentStatus,
     DeploymentType,
     pb_of_deployment,
+    workflow_deployment_id,
 )
 from sdpbatch.execution.worker_environment import worker_process_environment
 
@@ -54,7 +57,8 @@ ALLOWED_MODULE_PREFIX = "sdpbatch.workflows."
 SCHEDULER_START_TIMEOUT = 60.0
 DATA_ROOT_ENV = "SDPBATCH_DATA_ROOT"
 LOG_PATH_ENV = "SDPBATCH_LOG_PATH"
-DEPLOYMENT_ENV = "SDPBATCH_DEPLOYMENT"
+DEPLOYMENT_ENV = "SDPBATCH_DEPLOYMENT"  # on every process the deployer starts: its deployment
+ROOT_ENV = "SDPBATCH_DEPLOYER_ROOT"  # and the data root of the deployer that started it
 ENDED_GRACE = 10.0  # s a process of an ended block may take to end by itself
 
 
@@ -122,6 +126,21 @@ class Deployer:
         since = self._ended_since.setdefault(pb_id, time.monotonic())
         return time.monotonic() - since >= ENDED_GRACE
 
+    def _marked_processes(self) -> list[tuple[psutil.Process, str]]:
+        """Live processes started by a deployer of this data root, with their deployment."""
+        found = []
+        for proc in psutil.process_iter(["pid", "status"]):
+            try:
+                if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
+                env = proc.environ()
+                marker = env.get(DEPLOYMENT_ENV)
+                if marker is not None and env.get(ROOT_ENV) == str(self.data_root):
+                    found.append((proc, marker))
+            except psutil.Error:
+                continue
+        return found
+
     def stop_unrecorded(self) -> list[int]:
         """Stop processes marked with a deployment id whose recorded state does not list
         them (started by a deployer that died before recording them); their pids."""
@@ -134,14 +153,8 @@ class Deployer:
             for p in state.get("processes", [])
         }
         stopped = []
-        for proc in psutil.process_iter(["pid", "status"]):
-            try:
-                marker = proc.environ().get(DEPLOYMENT_ENV)
-                if marker is None or proc.pid in recorded or proc.pid == os.getpid():
-                    continue
-                if proc.environ().get("SDPBATCH_DEPLOYER_ROOT") != str(self.data_root):
-                    continue  # another system's deployer started it
-            except psutil.Error:
+        for proc, marker in self._marked_processes():
+            if proc.pid in recorded:
                 continue
             LOG.warning("Stopping unrecorded process %d of deployment %s", proc.pid, marker)
             stop_process(proc.pid, timeout=10)
@@ -149,17 +162,19 @@ class Deployer:
         return stopped
 
     def stop_all(self) -> None:
-        """Stop every process this deployer runs (on shutdown): workflow processes first, so
-        a workflow sees its own stop rather than its engine vanishing; entries stay."""
-        for txn in self.config.txn():
-            states = {d: txn.get_deployment_state(d) for d in txn.list_deployment_states()}
-        order = sorted(
-            states.items(), key=lambda item: (item[1] or {}).get("type") != DeploymentType.PROCESS
+        """Stop every process deployed from this data root (on shutdown), found by their
+        marks, so it works with the database away too: workflow processes first, so a
+        workflow sees its own stop rather than its engine vanishing; entries stay."""
+        marked = self._marked_processes()
+        marked.sort(
+            key=lambda item: item[1] != workflow_deployment_id(pb_of_deployment(item[1]) or "")
         )
-        for _, state in order:
-            for raw in reversed((state or {}).get("processes", [])):
-                record = ProcessRecord.from_dict(raw)
-                stop_process(record.pid, started=record.started)
+        for proc, _ in marked:
+            try:
+                started = proc.create_time()
+            except psutil.Error:
+                continue
+            stop_process(proc.pid, started=started)
 
     def stop_processes(self, deploy_id: str, state: dict, *, why: str) -> None:
         """Stop the live processes of a deployment that is still recorded (the next pass
@@ -228,7 +243,7 @@ class Deployer:
         }
 
     def _marker(self, deploy_id: str) -> dict[str, str]:
-        return {DEPLOYMENT_ENV: deploy_id, "SDPBATCH_DEPLOYER_ROOT": str(self.data_root)}
+        return {DEPLOYMENT_ENV: deploy_id, ROOT_ENV: str(self.data_root)}
 
     def _config_env(self) -> dict[str, str]:
         backend = self.config.backend
