@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdpbatch.cli.common import UsageError, progress_display
+from sdpbatch.cli.common import UsageError, guarded_output, progress_display
 
 
 def add_science_commands(sub: argparse._SubParsersAction) -> None:
@@ -67,11 +67,15 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from sdpbatch.execution.simulate import prepare_simulation, simulate
+    from sdpbatch.io.space import simulation_bytes
     from sdpbatch.parameters import load_parameters
 
     params = load_parameters(args.params)
-    prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
-    with _runner(params, args.scheduler) as runner:
+    setup = prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
+    needed = simulation_bytes(
+        nfreqwin=params.nfreqwin, ntimes=params.ntimes, nbaselines=setup.nbaselines
+    )
+    with guarded_output([(args.out, needed)]), _runner(params, args.scheduler) as runner:
         products = simulate(
             params, args.out, runner=runner, progress=progress_display(args.no_progress)
         )
@@ -141,7 +145,11 @@ def _cmd_ical(args: argparse.Namespace) -> int:
     folders = {p.resolve().parent for p in args.ms}
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
     calibration_model(params, truth_dir)  # before starting any worker
-    with _runner(params, args.scheduler) as runner:
+    from sdpbatch.io.space import image_products_bytes
+
+    planes = min(params.channel_blocks, sum(i.nchan for i in infos))
+    needed = image_products_bytes(npixel=params.npixel or 1024, nfreqwin=planes)
+    with guarded_output([(args.out, needed)]), _runner(params, args.scheduler) as runner:
         products = ical_pipeline(
             args.ms,
             args.out,
@@ -179,12 +187,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sdpbatch.execution.pipeline import batch_imaging_pipeline
     from sdpbatch.execution.simulate import prepare_simulation
     from sdpbatch.parameters import load_parameters
+    from sdpbatch.workflows.space import run_space
 
     params = load_parameters(args.params)
     prepare_simulation(params)  # validate layout, rmax, sky model before starting workers
     vis_dir = args.data_dir / params.buffer_vis
     img_dir = args.data_dir / params.buffer_img
-    with _runner(params, args.scheduler) as runner:
+    needs = run_space(params, vis_dir, img_dir)
+    with guarded_output(needs), _runner(params, args.scheduler) as runner:
         products = batch_imaging_pipeline(
             params, vis_dir, img_dir, runner=runner, progress=progress_display(args.no_progress)
         )
