@@ -8,14 +8,55 @@ should use its own key names or clean up (``etcd_clean`` gives an emptied server
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from sdpbatch.control.etcd_server import free_port, start_etcd, wait_healthy
-from sdpbatch.control.processes import stop_process
+from sdpbatch.control.processes import is_alive, stop_process
 
 __all__ = ["etcd_clean", "etcd_server"]
+LEASE_TTL = 2.0  # s, for the components of tests that kill things
+
+
+class PrivateEtcd:
+    """An etcd of one test, which the test may kill and start again on the same data."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port, self.peer = free_port(), free_port()
+        self.record = None
+
+    def start(self) -> None:
+        self.record = start_etcd(
+            self.root / "etcd",
+            client_port=self.port,
+            peer_port=self.peer,
+            log_path=self.root / "etcd.log",
+            unsafe_no_fsync=True,
+        )
+        wait_healthy("127.0.0.1", self.port, timeout=30)
+
+    def kill(self) -> None:
+        os.kill(self.record.pid, signal.SIGKILL)
+        while is_alive(self.record.pid):
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.record is not None:
+            stop_process(self.record.pid, timeout=10)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "SDP_CONFIG_BACKEND": "etcd3",
+            "SDP_CONFIG_HOST": "127.0.0.1",
+            "SDP_CONFIG_PORT": str(self.port),
+            "SDP_CONFIG_LEASE_TTL": str(LEASE_TTL),
+        }
 
 
 @pytest.fixture(scope="session")

@@ -303,3 +303,45 @@ def test_two_processes_claim_one_block_exactly_one_wins(etcd_clean):
         for p in procs:
             p.join(timeout=30)
         assert outcomes == ["lost", "won"]
+
+
+def test_calls_wait_for_an_absent_etcd_with_bounded_back_off(tmp_path):
+    """patience 0 fails at once; a bounded patience fails after it; FOREVER carries on when
+    the server comes (the pause between tries never exceeds MAX_BACKOFF)."""
+    from etcd_fixture import PrivateEtcd
+    from sdpbatch.control.configdb import FOREVER, BackendUnavailable
+    from sdpbatch.control.configdb.backend_etcd import MAX_BACKOFF
+
+    server = PrivateEtcd(tmp_path)  # not started yet
+    t0 = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="not reachable"):
+        with Config("etcd3", port=server.port) as config:
+            for txn in config.txn():
+                txn.get("/x")
+    assert time.monotonic() - t0 < 1.0
+    t0 = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        with Config("etcd3", port=server.port, patience=1.5) as config:
+            for txn in config.txn():
+                txn.get("/x")
+    assert 1.4 < time.monotonic() - t0 < 1.5 + MAX_BACKOFF
+    got = []
+
+    def patient() -> None:
+        with Config("etcd3", port=server.port, patience=FOREVER) as config:
+            for txn in config.txn():
+                txn.create("/x", 1)
+            for txn in config.txn():
+                got.append(txn.get("/x"))
+
+    thread = threading.Thread(target=patient)
+    thread.start()
+    time.sleep(3.0)
+    assert thread.is_alive() and got == []
+    server.start()
+    started = time.monotonic()
+    thread.join(timeout=30)
+    try:
+        assert got == [1] and time.monotonic() - started < MAX_BACKOFF + 2
+    finally:
+        server.stop()

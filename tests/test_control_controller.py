@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -244,3 +245,67 @@ def test_buffer_paths_stay_in_the_root(tmp_path):
     (tmp_path / "escape").symlink_to("/tmp")
     with pytest.raises(BufferError, match="outside the data root"):
         buffer_path(tmp_path, "escape")
+
+
+def _science_until(stop_after: float, seen: list):
+    """A workflow whose science runs (in Python, interruptible) for ``stop_after`` s."""
+
+    def workflow(block):
+        block.update_state(status="RUNNING")
+        seen.append("running")
+        end = time.monotonic() + stop_after
+        while time.monotonic() < end:
+            time.sleep(0.05)
+        seen.append("done")
+
+    return workflow
+
+
+def test_workflow_takes_its_block_again_after_its_lease_expired(db):
+    """The process was cut off longer than its lease: nobody else took the block, so the
+    keeper takes it again (new lease) and the work goes on to FINISHED."""
+    config, workflow_config = db(), db()
+    _create(config, "pb-l")
+    seen: list = []
+    revoked = []
+
+    def expire_lease():
+        for txn in config.txn():
+            if (txn.get_pb_state("pb-l") or {}).get("status") != "RUNNING":
+                txn.loop(wait=True, timeout=5)
+        lease = workflow_config.lease_id
+        config.backend.lease_revoke(lease)  # as etcd does when a lease's TTL runs out
+        revoked.append(lease)
+
+    thread = threading.Thread(target=expire_lease)
+    thread.start()
+    assert run_workflow("pb-l", _science_until(3.0, seen), config=workflow_config) == 0
+    thread.join(timeout=5)
+    assert seen == ["running", "done"]
+    assert _state(config, "pb-l")["status"] == "FINISHED"
+    assert workflow_config.lease_generation == 2 and workflow_config.lease_id != revoked[0]
+
+
+def test_workflow_stops_its_work_when_the_block_is_ended_under_it(db):
+    config, workflow_config = db(), db()
+    _create(config, "pb-s")
+    seen: list = []
+
+    def fail_it():
+        for txn in config.txn():
+            if (txn.get_pb_state("pb-s") or {}).get("status") != "RUNNING":
+                txn.loop(wait=True, timeout=5)
+        for txn in config.txn():
+            state = txn.get_pb_state("pb-s")
+            txn.update_pb_state("pb-s", {**state, "status": "FAILED", "reason": "told so"})
+
+    thread = threading.Thread(target=fail_it)
+    thread.start()
+    t0 = time.monotonic()
+    assert run_workflow("pb-s", _science_until(30.0, seen), config=workflow_config) == 0
+    settle = time.monotonic() - t0
+    thread.join(timeout=5)
+    assert seen == ["running"] and settle < 5  # stopped within a few keeper periods
+    print(f"\nblock ended under its workflow: work stopped {settle:.1f} s after the start")
+    state = _state(config, "pb-s")
+    assert state["status"] == "FAILED" and state["reason"] == "told so"  # reason kept

@@ -223,13 +223,45 @@ def test_cli_refuses_bad_input_clearly(plane, tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
     result = _cli("buffers", "delete", "../../etc", check=False)
     assert result.returncode == 2 and "invalid buffer name" in result.stderr
+    for field in ("sky_model", "layout", "calibration_model"):
+        params.write_text(json.dumps({field: "/etc/passwd"}))
+        result = _cli("process", "batch:batch_imaging:0.1.0", str(params), check=False)
+        assert result.returncode == 2 and f"parameter '{field}'" in result.stderr, result.stderr
     for txn in config.txn():
         assert txn.list_pbs() == []  # nothing was created
 
 
+def test_config_ls_at_the_root_and_recursively(plane, tmp_path):
+    config, _ = plane
+    for txn in config.txn():
+        txn.create_sbi("sbi-ls-1", {"id": "sbi-ls-1", "status": "ACTIVE"})
+    for txn in config.txn():
+        if len(txn.list_components()) < 2:  # the controller and deployer are starting
+            txn.loop(wait=True, timeout=30)
+    top = _cli("config", "ls").stdout.splitlines()
+    assert "/sb/  (1 key)" in top
+    assert any(line.startswith("/component/  (") for line in top)  # controller, deployer
+    assert _cli("config", "ls", "/sb/").stdout.splitlines() == ["/sb/sbi-ls-1"]
+    everything = _cli("config", "ls", "-R", "/").stdout.splitlines()
+    assert '/sb/sbi-ls-1 = {"id": "sbi-ls-1", "status": "ACTIVE"}' in everything
+
+
 def test_dependency_on_a_cancelled_block_is_cancelled(plane, tmp_path):
     config, _ = plane
-    first = _process(tmp_path, "batch:test_dask:0.1.0", {"n_workers": 64})  # can never fit
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"n_workers": 64}))
+    refused = _cli("process", "batch:test_dask:0.1.0", str(path), check=False)
+    assert refused.returncode == 2, refused.stderr  # refused at the door...
+    assert "64 worker threads" in refused.stderr and "Traceback" not in refused.stderr
+    first = "pb-written-directly-00001"  # ...and by the controller when written straight in
+    for txn in config.txn():
+        txn.create_pb(
+            {
+                "id": first,
+                "workflow": {"type": "batch", "id": "test_dask", "version": "0.1.0"},
+                "parameters": {"n_workers": 64},
+            }
+        )
     second = _process(tmp_path, "batch:test_dask:0.1.0", {"n_workers": 1}, "--dependency", first)
     third = _process(tmp_path, "batch:test_dask:0.1.0", {"n_workers": 1}, "--dependency", second)
     state = _wait_until(config, first, ("FAILED",), 30)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,3 +277,77 @@ def test_device_restart_restores_its_state_from_the_database(devices, db):
     d.End()
     d.ReleaseResources()
     assert snapshot(db)["/sb/sbi-mvp01-20200523-00000"]["status"] == "FINISHED"
+
+
+@pytest.mark.parametrize("field", ["sky_model", "layout", "calibration_model"])
+def test_untrusted_paths_are_refused_at_assign_resources(devices, db, field, tmp_path, monkeypatch):
+    monkeypatch.setenv("SDPBATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SDPBATCH_ALLOWED_DIRS", raising=False)
+    d = devices[NAMES[0]]
+    before = snapshot(db)
+    for value in ("/etc/passwd", "/etc/shadow", "../../../../../etc/passwd"):
+        config = seed()
+        config["processing_blocks"][1]["parameters"][field] = value
+        error = refused(d.AssignResources, json.dumps(config))
+        assert error.reason == "VALIDATION_ERROR"
+        assert f"parameter '{field}'" in error.desc and "outside" in error.desc
+        assert snapshot(db) == before and d.obsState == ObsState.EMPTY
+    config = seed()  # the same field naming a file in the data root is accepted
+    config["processing_blocks"][1]["parameters"][field] = "models/file.txt"
+    d.AssignResources(json.dumps(config))
+    assert d.obsState == ObsState.IDLE
+
+
+def test_oversized_engine_is_refused_at_the_door(devices, db):
+    d = devices[NAMES[0]]
+    before = snapshot(db)
+    config = seed()
+    config["processing_blocks"][1]["parameters"]["n_workers"] = 200
+    error = refused(d.AssignResources, json.dumps(config))
+    assert error.reason == "VALIDATION_ERROR"
+    assert "parameter 'n_workers'" in error.desc and "200 worker threads" in error.desc
+    assert snapshot(db) == before and d.obsState == ObsState.EMPTY
+
+
+def _wait_health(device, health, timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if device.healthState == health:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise AssertionError(f"healthState {device.healthState!r}, not {health!r}, after {timeout} s")
+
+
+def test_health_follows_the_database_and_the_components(tmp_path, monkeypatch):
+    from sdpbatch.control.subarray.state_machine import HealthState
+
+    server = etcd_fixture.PrivateEtcd(tmp_path)
+    server.start()
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+    info = [{"class": SDPSubarray, "devices": [{"name": NAMES[0]}]}]
+    component = Config("etcd3", port=server.port, lease_ttl=2.0)
+    try:
+        with MultiDeviceTestContext(info, process=False, timeout=30) as context:
+            d = context.get_device(NAMES[0])
+            _wait_health(d, HealthState.DEGRADED, 10)  # no controller, no deployer yet
+            assert "no controller and no deployer" in d.status()
+            for txn in component.txn():
+                for name in ("controller", "deployer"):
+                    txn.register_component(f"{name}-1", {"name": name, "pid": 1})
+            _wait_health(d, HealthState.OK, 10)
+            server.kill()
+            failed = _wait_health(d, HealthState.FAILED, 10)
+            assert "configuration database unreachable" in d.status()
+            server.start()
+            back = _wait_health(d, HealthState.OK, 20)  # the components' lease survived
+            d.AssignResources(SEED)  # and commands work again
+            component.close()  # the components go away (their lease is revoked)
+            gone = _wait_health(d, HealthState.DEGRADED, 10)
+            print(
+                f"\nsubarray health: FAILED {failed:.1f} s after etcd died, OK {back:.1f} s "
+                f"after it was back, DEGRADED {gone:.1f} s after the components left"
+            )
+    finally:
+        component.close()
+        server.stop()

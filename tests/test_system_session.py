@@ -244,3 +244,84 @@ def test_tango_database_on_a_taken_port_is_detected(tmp_path):
         assert system._alive(record)  # someone else's database is left alone
     finally:
         stop_process(record.pid, started=record.started)
+
+
+def _system_json(data_dir: Path) -> dict:
+    return json.loads((data_dir / "system.json").read_text())
+
+
+def _pid_of(data_dir: Path, name: str) -> int:
+    return next(p["pid"] for p in _system_json(data_dir)["processes"] if p["name"] == name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_up_supervises_its_components_and_down_says_why(system):
+    """Components killed outright are restarted (counted in status); etcd killed: the
+    subarray reports FAILED, then OK; a controller started by hand is known and stopped by
+    down; the block down interrupts says 'stopped by sdpbatch down'."""
+    import signal
+
+    from sdpbatch.control.configdb import Config
+    from sdpbatch.control.subarray.state_machine import HealthState
+
+    data_dir, env = system
+    sbi = {**SBI, "processing_blocks": [SBI["processing_blocks"][0]]}  # the real-time block
+    d = tango.DeviceProxy(f"tango://{env['TANGO_HOST']}/mid_sdp/elt/subarray_1")
+    wait_until("health OK", lambda: d.healthState == HealthState.OK, 30)
+    d.AssignResources(json.dumps(sbi))
+
+    def status(pb_id: str) -> dict:
+        with Config(patience=10) as config:
+            for txn in config.txn():
+                return txn.get_pb_state(pb_id) or {}
+
+    wait_until("the block RUNNING", lambda: status(RT_PB).get("status") == "RUNNING", 60)
+    settle = {}
+    for name in ("controller", "etcd"):
+        old = _pid_of(data_dir, name)
+        os.kill(old, signal.SIGKILL)
+        t0 = time.monotonic()
+        if name == "etcd":
+            wait_until("health FAILED", lambda: d.healthState == HealthState.FAILED, 20)
+        wait_until(
+            f"{name} restarted",
+            lambda n=name, o=old: _pid_of(data_dir, n) != o and _alive(_pid_of(data_dir, n)),
+            60,
+        )
+        wait_until("health OK", lambda: d.healthState == HealthState.OK, 60)
+        settle[name] = time.monotonic() - t0
+        assert _system_json(data_dir)["restarts"][name] == 1
+    print(
+        "\nsupervisor: controller back (health OK) "
+        f"{settle['controller']:.1f} s after SIGKILL, etcd {settle['etcd']:.1f} s"
+    )
+    assert status(RT_PB)["status"] == "RUNNING"  # its workflow rode out the outage
+    text = sdpbatch("status", "--data-dir", str(data_dir), env=env)
+    assert "1 restarts" in text and f"{_pid_of(data_dir, 'controller')}" in text
+
+    by_hand = subprocess.Popen(
+        [sys.executable, "-m", "sdpbatch.cli", "controller"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_until(
+        "the hand-started controller in status",
+        lambda: str(by_hand.pid) in sdpbatch("status", "--data-dir", str(data_dir), env=env),
+        30,
+    )
+    printed = sdpbatch("down", "--data-dir", str(data_dir), env=env)
+    assert f"controller pid {by_hand.pid} (started by hand)" in printed
+    assert by_hand.wait(timeout=10) is not None
+    left = ours(data_dir)
+    assert not left, [" ".join(p.cmdline()) for p in left]
+    sdpbatch("up", "--data-dir", str(data_dir), env=env)  # the database keeps the reason
+    reason = status(RT_PB)
+    assert reason["status"] == "FAILED" and reason["reason"] == "stopped by sdpbatch down"

@@ -28,6 +28,21 @@ def control_errors():
         raise UsageError(str(err)) from None
 
 
+@contextlib.contextmanager
+def guarded_output(needs: list[tuple[Path, int]]):
+    """Around a command that writes products: first check each directory's disk can take
+    about the bytes given for it; on any failure remove what was half written; a full disk is
+    one line (``no space left on device under DIR: needed about N MB``), exit status 2."""
+    from sdpbatch.io.space import DiskFull, check_space, writing_into
+
+    try:
+        check_space(needs)
+        with writing_into([d for d, _ in needs], needed=sum(n for _, n in needs)):
+            yield
+    except DiskFull as err:
+        raise UsageError(str(err)) from None
+
+
 def resolve_data_dir(value: Path | None) -> Path:
     from sdpbatch.control.system import default_data_dir
 

@@ -50,10 +50,17 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=_cmd_deployer)
 
-    p = sub.add_parser("process", help="create a processing block (no subarray needed)")
+    p = sub.add_parser(
+        "process",
+        help="create a processing block (no subarray needed)",
+        description="Create a processing block, checked as AssignResources checks one: file "
+        "parameters (sky_model, layout, calibration_model) must lie under the data root "
+        "(relative paths are taken from it) or a directory of $SDPBATCH_ALLOWED_DIRS.",
+    )
     p.add_argument("workflow", help="TYPE:ID:VERSION, e.g. batch:batch_imaging:0.1.0")
     p.add_argument("params", type=Path, nargs="?", help="parameter JSON file (default: {})")
     p.add_argument("--dependency", action="append", default=[], help="PB id it depends on")
+    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
     p.set_defaults(handler=_cmd_process)
 
     p = sub.add_parser("status", help="services, processing blocks, deployments and buffers")
@@ -76,9 +83,14 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_buffers)
 
     p = sub.add_parser("config", help="read the configuration database")
-    p.add_argument("action", choices=("get", "ls", "watch"))
-    p.add_argument("key", nargs="?", default="/", help="key (get) or prefix (ls, watch)")
-    p.add_argument("-R", "--recursive", action="store_true", help="ls: all keys below")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("get", help="the value of one key")
+    q.add_argument("key")
+    q = actions.add_parser("ls", help="keys and key prefixes under a prefix (default /)")
+    q.add_argument("key", nargs="?", default="/", help="prefix (default /)")
+    q.add_argument("-R", "--recursive", action="store_true", help="every key below, with its value")
+    q = actions.add_parser("watch", help="print every change under a prefix (default /)")
+    q.add_argument("key", nargs="?", default="/", help="prefix (default /)")
     p.set_defaults(handler=_cmd_config)
 
 
@@ -110,24 +122,24 @@ def _cmd_etcd(args: argparse.Namespace) -> int:
 
 
 def _cmd_controller(args: argparse.Namespace) -> int:
-    from sdpbatch.control.configdb import Config
+    from sdpbatch.control.configdb import FOREVER, Config
     from sdpbatch.control.controller import Controller
     from sdpbatch.control.resources import machine_capacity
     from sdpbatch.workflows.registry import catalog
 
     terminate_on_sigterm()
-    with control_errors(), Config() as config:
+    with control_errors(), Config(patience=FOREVER) as config:
         capacity = machine_capacity(workers_per_core=args.workers_per_core)
         Controller(config, catalog(), capacity=capacity).run()
     return 0
 
 
 def _cmd_deployer(args: argparse.Namespace) -> int:
-    from sdpbatch.control.configdb import Config
+    from sdpbatch.control.configdb import FOREVER, Config
     from sdpbatch.control.deployer import Deployer
 
     terminate_on_sigterm()
-    with control_errors(), Config() as config:
+    with control_errors(), Config(patience=FOREVER) as config:
         deployer = Deployer(config, resolve_data_dir(args.data_dir))
         try:
             deployer.run()
@@ -137,42 +149,48 @@ def _cmd_deployer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_process(args: argparse.Namespace) -> int:
+def _read_params(path: Path | None) -> dict:
     import json
 
-    from sdpbatch.control.buffers import check_buffer_name
+    if path is None:
+        return {}
+    try:
+        params = json.loads(path.read_text())
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(params, dict):
+        raise UsageError(f"{path} must hold a JSON object of parameters")
+    return params
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from sdpbatch.control.admission import BlockRefused, admit_block
     from sdpbatch.control.configdb import Config
-    from sdpbatch.workflows.batch_imaging import block_parameters
-    from sdpbatch.workflows.registry import WORKFLOWS
+    from sdpbatch.control.workflow_catalogue import known_workflow_keys
 
     parts = args.workflow.split(":")
-    if len(parts) != 3 or args.workflow not in WORKFLOWS:
+    if len(parts) != 3 or args.workflow not in known_workflow_keys():
         raise UsageError(
-            f"unknown workflow {args.workflow!r}; registered: {', '.join(sorted(WORKFLOWS))}"
+            f"unknown workflow {args.workflow!r}; registered: "
+            f"{', '.join(sorted(known_workflow_keys()))}"
         )
-    params: dict = {}
-    if args.params is not None:
-        try:
-            params = json.loads(args.params.read_text())
-        except OSError as err:
-            raise UsageError(f"cannot read {args.params}: {err.strerror}") from None
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{args.params} is not valid JSON: {err}") from None
-        if not isinstance(params, dict):
-            raise UsageError(f"{args.params} must hold a JSON object of parameters")
+    workflow = dict(zip(("type", "id", "version"), parts, strict=True))
+    params = _read_params(args.params)
+    data_root = resolve_data_dir(args.data_dir)
     with control_errors(), Config() as config:
         for txn in config.txn():
             pb_id = txn.new_pb_id("sdpbatch")
-            if args.workflow == "batch:batch_imaging:0.1.0":
-                checked = block_parameters(pb_id, params)  # refuse bad parameters up front
-                check_buffer_name(checked.buffer_vis)
-                check_buffer_name(checked.buffer_img)
-            wtype, wid, version = parts
+            try:  # refuse bad blocks up front, as AssignResources does
+                admit_block(pb_id, workflow, params, data_root=data_root)
+            except BlockRefused as err:
+                raise UsageError(str(err)) from None
             txn.create_pb(
                 {
                     "id": pb_id,
                     "sbi_id": None,
-                    "workflow": {"type": wtype, "id": wid, "version": version},
+                    "workflow": workflow,
                     "parameters": params,
                     "dependencies": [{"pb_id": d, "type": ["none"]} for d in args.dependency],
                 }
@@ -184,9 +202,10 @@ def _cmd_process(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from sdpbatch.control.configdb import Config
+    from sdpbatch.control.configdb import FOREVER, Config, ConfigError
     from sdpbatch.control.status import format_status, system_status
     from sdpbatch.control.system import SystemState, format_services, services_status
+    from sdpbatch.control.vocabulary import TOP_LEVEL
 
     data_dir = resolve_data_dir(args.data_dir)
     services = services_status(data_dir)
@@ -207,14 +226,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
         only = {"services": services}
         print(json.dumps(only, indent=2) if args.json else format_services(services))
         return 0
-    with control_errors(), Config() as config:
-        if not args.watch:
-            snapshot = snapshot_of(config)
-            print(json.dumps(snapshot, indent=2) if args.json else text_of(snapshot))
-            return 0
+    if not args.watch:
+        with Config() as config:
+            try:
+                snapshot = snapshot_of(config)
+            except ConfigError as err:  # e.g. etcd is away: still show the services
+                only = {"services": services, "error": str(err)}
+                print(json.dumps(only, indent=2) if args.json else format_services(services))
+                raise UsageError(str(err)) from None
+        print(json.dumps(snapshot, indent=2) if args.json else text_of(snapshot))
+        return 0
+    with control_errors(), Config(patience=FOREVER) as config:
         for watcher in config.watcher(timeout=5.0):
             for txn in watcher.txn():  # what to watch: everything the status shows
-                for prefix in ("/pb/", "/deploy/", "/buffer/", "/resources/"):
+                for prefix in TOP_LEVEL:
                     txn.list_keys(prefix, recurse=True)
             snapshot = snapshot_of(config)
             if args.json:
@@ -228,13 +253,16 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     import time
 
     from sdpbatch.control.configdb import Config
+    from sdpbatch.control.vocabulary import ENDED, workflow_deployment_id
 
     with control_errors(), Config() as config:
         for txn in config.txn():
             if txn.get_pb(args.pb_id) is None:
                 raise UsageError(f"no processing block {args.pb_id}")
             state = txn.get_pb_state(args.pb_id) or {}
-        default = resolve_data_dir(args.data_dir) / "logs" / f"proc-{args.pb_id}-workflow.log"
+        default = (
+            resolve_data_dir(args.data_dir) / "logs" / f"{workflow_deployment_id(args.pb_id)}.log"
+        )
         path = Path(state.get("log") or default)
         position = 0
         while True:
@@ -251,7 +279,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
                 return 0
             for txn in config.txn():
                 state = txn.get_pb_state(args.pb_id) or {}
-            if state.get("status") in ("FINISHED", "FAILED", "CANCELLED"):
+            if state.get("status") in ENDED:
                 if path.is_file() and path.stat().st_size == position:
                     return 0
             time.sleep(0.5)
@@ -296,9 +324,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
                 raise UsageError(f"no key {args.key}")
             print(json.dumps(value, indent=2, sort_keys=True))
         elif args.action == "ls":
-            for txn in config.txn():
-                keys = txn.list_keys(args.key, recurse=args.recursive)
-            print("\n".join(keys))
+            print("\n".join(_config_listing(config, args.key, recursive=args.recursive)))
         else:
             previous: dict = {}
             for watcher in config.watcher():
@@ -310,3 +336,26 @@ def _cmd_config(args: argparse.Namespace) -> int:
                         print(f"{key} = {value}", flush=True)
                 previous = current
     return 0
+
+
+def _config_listing(config, prefix: str, *, recursive: bool) -> list[str]:
+    """``ls``: the keys directly under ``prefix`` and, marked with a trailing '/', the
+    prefixes below it with how many keys each holds; ``-R``: every key with its value."""
+    import json
+
+    for txn in config.txn():
+        keys = txn.list_keys(prefix, recurse=True)
+        values = {k: txn.get(k) for k in keys} if recursive else {}
+    if recursive:
+        return [f"{k} = {json.dumps(values[k], sort_keys=True)}" for k in keys]
+    direct, below = [], {}
+    for key in keys:
+        head, *rest = key[len(prefix) :].split("/", 1)
+        if not rest:
+            direct.append(key)
+        else:
+            below[f"{prefix}{head}/"] = below.get(f"{prefix}{head}/", 0) + 1
+    lines = direct + [f"{child}  ({n} key{'s' if n != 1 else ''})" for child, n in below.items()]
+    if not lines:
+        return [f"(no keys under {prefix})"]
+    return sorted(lines)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sdpbatch.cli.common import UsageError, progress_display
+from sdpbatch.cli.common import UsageError, guarded_output, progress_display
 from sdpbatch.cli.options import (
     add_parameter_options,
     flag_fields,
@@ -116,12 +116,16 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from sdpbatch.execution.simulate import prepare_simulation, simulate
+    from sdpbatch.io.space import simulation_bytes
 
     params = parameters_from(args, args.params)
     _check_out(args.out)
     with named_as_typed(args):  # layout, rmax, sky model checked before starting workers
-        prepare_simulation(params)
-    with _runner(params, args.scheduler) as runner:
+        setup = prepare_simulation(params)
+    needed = simulation_bytes(
+        nfreqwin=params.nfreqwin, ntimes=params.ntimes, nbaselines=setup.nbaselines
+    )
+    with guarded_output([(args.out, needed)]), _runner(params, args.scheduler) as runner:
         products = simulate(params, args.out, runner=runner, progress=progress_display(args))
     for path in [*products.ms_paths, *products.truth_paths]:
         print(path)
@@ -187,7 +191,11 @@ def _cmd_ical(args: argparse.Namespace) -> int:
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
     with named_as_typed(args):  # a --sky-model file that cannot be read
         calibration_model(params, truth_dir)  # before starting any worker
-    with _runner(params, args.scheduler) as runner:
+    from sdpbatch.io.space import image_products_bytes
+
+    planes = min(params.channel_blocks, sum(i.nchan for i in infos))
+    needed = image_products_bytes(npixel=params.npixel or 1024, nfreqwin=planes)
+    with guarded_output([(args.out, needed)]), _runner(params, args.scheduler) as runner:
         products = ical_pipeline(
             args.ms,
             args.out,
@@ -223,6 +231,7 @@ def _fit_to_machine(params, args: argparse.Namespace):
 def _cmd_run(args: argparse.Namespace) -> int:
     from sdpbatch.execution.pipeline import batch_imaging_pipeline, calibration_model
     from sdpbatch.execution.simulate import prepare_simulation
+    from sdpbatch.workflows.space import run_space
 
     params = parameters_from(args, args.params)
     _check_out(args.out)
@@ -232,7 +241,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with named_as_typed(args):  # layout, rmax, sky models checked before starting workers
         prepare_simulation(params)
         calibration_model(params, None)
-    with _runner(params, args.scheduler) as runner:
+    needs = run_space(params, vis_dir, img_dir)
+    with guarded_output(needs), _runner(params, args.scheduler) as runner:
         products = batch_imaging_pipeline(
             params, vis_dir, img_dir, runner=runner, progress=progress_display(args)
         )

@@ -136,6 +136,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"# sdpbatch is up; data root {state.data_dir}")
     for proc in status["processes"]:
         print(f"#   {proc['name']:<16} pid {proc['pid']:<8} log {proc['log']}")
+    if status.get("supervisor"):
+        print(
+            f"#   {'supervisor':<16} pid {status['supervisor']['pid']:<8} restarts a component "
+            "that exits (counts in 'sdpbatch status')"
+        )
     _print_engine(state)
     print(f"# logs:    {status['logs']}")
     print(f"# buffers: {state.data_dir}/<buffer name>/ (listed by 'sdpbatch status')")

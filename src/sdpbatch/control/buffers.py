@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sdpbatch.control.configdb import Config, ConfigError, ConfigVanished
 from sdpbatch.control.configdb.ids import DEPLOYMENT_ID
+from sdpbatch.control.vocabulary import ENDED, buffer_key
 
-ENDED = ("FINISHED", "FAILED", "CANCELLED")
 RESERVED = frozenset({"logs", "dask", "etcd", "tango", "run", "tmp", "state"})
 """Directories of the data root used by the system itself, never buffer names."""
 
@@ -104,7 +104,7 @@ def delete_buffer(config: Config, name: str, *, force: bool = False) -> dict:
     for txn in config.txn():
         record = txn.get_buffer(name)
         if record is None:
-            raise ConfigVanished(f"/buffer/{name}", f"no buffer named {name}")
+            raise ConfigVanished(buffer_key(name), f"no buffer named {name}")
         state = txn.get_pb_state(record["pb_id"]) if record.get("pb_id") else None
         if state is not None and state.get("status") not in ENDED and not force:
             raise BufferError(

@@ -22,9 +22,14 @@ parameters giving its :class:`ResourceRequest`), so this layer does not import t
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+
+import psutil
 
 from sdpbatch.control.configdb import Config, Watcher
 from sdpbatch.control.engines import EngineCapacity
@@ -35,11 +40,21 @@ from sdpbatch.control.resources import (
     machine_capacity,
     never_fits,
 )
+from sdpbatch.control.vocabulary import (
+    ACTIVE_OWNED,
+    DEPLOY,
+    DEPLOYMENT_ENDED,
+    ENDED,
+    RESOURCES,
+    UNSUCCESSFUL,
+    BlockStatus,
+    DeploymentType,
+    block_deployment_prefix,
+    workflow_deployment_id,
+)
 
 LOG = logging.getLogger(__name__)
 
-ENDED = ("FINISHED", "FAILED", "CANCELLED")
-ACTIVE_OWNED = ("WAITING", "RUNNING")
 WORKFLOW_MODULE = "sdpbatch.workflows.run"
 
 Catalog = Mapping[str, Callable[[dict], ResourceRequest]]
@@ -49,8 +64,17 @@ def workflow_key(workflow: dict) -> str:
     return f"{workflow.get('type')}:{workflow.get('id')}:{workflow.get('version')}"
 
 
-def workflow_deployment_id(pb_id: str) -> str:
-    return f"proc-{pb_id}-workflow"
+def component_info(name: str) -> dict:
+    """What a running component registers under ``/component/<name>-<pid>`` (each instance
+    its own key: two controllers never fight over one)."""
+    return {
+        "id": f"{name}-{os.getpid()}",
+        "name": name,
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "command": sys.argv,
+        "started": psutil.Process().create_time(),  # with the pid: this very process
+    }
 
 
 class Controller:
@@ -69,6 +93,7 @@ class Controller:
         self.capacity: Capacity | None = capacity or machine_capacity()
         self.engine_capacity = EngineCapacity(config, local=self.capacity)
         self.workflow_module = workflow_module
+        self.info = component_info("controller")
 
     def run(self, stop: threading.Event | None = None, *, timeout: float | None = 30.0) -> None:
         """Reconcile until ``stop`` is set; each pass starts when something it read changed."""
@@ -92,9 +117,11 @@ class Controller:
         txns = watcher.txn if watcher is not None else self.config.txn
         self.capacity = self.engine_capacity.get()  # None: the engine has not answered yet
         for txn in txns():
+            if txn.get_component(self.info["id"]) != self.info:  # first pass, or new lease
+                txn.register_component(self.info["id"], self.info)
             pb_ids = txn.list_pbs()
-            txn.list_keys("/resources/")  # wake when resources are given back
-            txn.list_keys("/deploy/", recurse=True)  # and when a workflow process exits
+            txn.list_keys(RESOURCES)  # wake when resources are given back
+            txn.list_keys(DEPLOY, recurse=True)  # and when a workflow process exits
         for pb_id in pb_ids:
             self.start_block(txns, pb_id)
             self.cancel_if_dependency_ended(txns, pb_id)
@@ -116,11 +143,15 @@ class Controller:
             reason = None
             for dep in pb.get("dependencies", []):
                 dep_state = txn.get_pb_state(dep["pb_id"])
-                if dep_state is not None and dep_state["status"] in ("FAILED", "CANCELLED"):
+                if dep_state is not None and dep_state["status"] in UNSUCCESSFUL:
                     reason = f"dependency {dep['pb_id']} is {dep_state['status']}"
                     txn.create_pb_state(
                         pb_id,
-                        {"status": "CANCELLED", "reason": reason, "resources_available": False},
+                        {
+                            "status": BlockStatus.CANCELLED,
+                            "reason": reason,
+                            "resources_available": False,
+                        },
                     )
                     break
             if reason:
@@ -133,17 +164,20 @@ class Controller:
                 reason = reason and f"cannot run: it {reason}"
             if reason:
                 txn.create_pb_state(
-                    pb_id, {"status": "FAILED", "reason": reason, "resources_available": False}
+                    pb_id,
+                    {"status": BlockStatus.FAILED, "reason": reason, "resources_available": False},
                 )
                 continue
             txn.create_deployment(
                 {
                     "id": workflow_deployment_id(pb_id),
-                    "type": "process",
+                    "type": DeploymentType.PROCESS,
                     "args": {"module": self.workflow_module, "args": [pb_id]},
                 }
             )
-            txn.create_pb_state(pb_id, {"status": "STARTING", "resources_available": False})
+            txn.create_pb_state(
+                pb_id, {"status": BlockStatus.STARTING, "resources_available": False}
+            )
         if reason:
             LOG.warning("Processing block %s not started: %s", pb_id, reason)
         else:
@@ -158,9 +192,11 @@ class Controller:
                 return
             for dep in pb.get("dependencies", []):
                 dep_state = txn.get_pb_state(dep["pb_id"])
-                if dep_state is not None and dep_state["status"] in ("FAILED", "CANCELLED"):
+                if dep_state is not None and dep_state["status"] in UNSUCCESSFUL:
                     reason = f"dependency {dep['pb_id']} is {dep_state['status']}"
-                    txn.update_pb_state(pb_id, {**state, "status": "CANCELLED", "reason": reason})
+                    txn.update_pb_state(
+                        pb_id, {**state, "status": BlockStatus.CANCELLED, "reason": reason}
+                    )
                     break
         if reason:
             LOG.info("Processing block %s CANCELLED: %s", pb_id, reason)
@@ -178,13 +214,18 @@ class Controller:
                     f"owner lost: the workflow process stopped while the block was "
                     f"{state['status']} (its lease expired)"
                 )
-            elif state["status"] == "STARTING" and owner is None:
+            elif state["status"] == BlockStatus.STARTING and owner is None:
                 dep_state = txn.get_deployment_state(workflow_deployment_id(pb_id)) or {}
-                if dep_state.get("status") in ("EXITED", "FAILED"):
+                if dep_state.get("status") in DEPLOYMENT_ENDED:
                     detail = dep_state.get("error") or f"exit codes {dep_state.get('exit_codes')}"
-                    reason = f"workflow process ended before claiming the block ({detail})"
+                    log = dep_state.get("log")
+                    reason = f"workflow process ended before claiming the block ({detail})" + (
+                        f"; see {log}" if log else ""
+                    )
             if reason:
-                txn.update_pb_state(pb_id, {**state, "status": "FAILED", "reason": reason})
+                txn.update_pb_state(
+                    pb_id, {**state, "status": BlockStatus.FAILED, "reason": reason}
+                )
         if reason:
             LOG.warning("Processing block %s FAILED: %s", pb_id, reason)
 
@@ -193,13 +234,13 @@ class Controller:
         for txn in txns():
             pb, state = txn.get_pb(pb_id), txn.get_pb_state(pb_id)
             released = False
-            if pb is None or state is None or state["status"] != "WAITING":
+            if pb is None or state is None or state["status"] != BlockStatus.WAITING:
                 return
             if state.get("resources_available") or self.capacity is None:
                 return
             for dep in pb.get("dependencies", []):
                 dep_state = txn.get_pb_state(dep["pb_id"])
-                if dep_state is None or dep_state["status"] != "FINISHED":
+                if dep_state is None or dep_state["status"] != BlockStatus.FINISHED:
                     return
             request_fn = self.catalog.get(workflow_key(pb["workflow"]))
             request = request_fn(pb.get("parameters", {})) if request_fn else ResourceRequest()
@@ -225,7 +266,7 @@ class Controller:
             if state is None or state["status"] not in ENDED:
                 return
             for deploy_id in txn.list_deployments():
-                if deploy_id.startswith(f"proc-{pb_id}-"):
+                if deploy_id.startswith(block_deployment_prefix(pb_id)):
                     txn.delete_deployment(deploy_id)
                     removed.append(deploy_id)
             txn.delete_allocation(pb_id)

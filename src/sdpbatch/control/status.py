@@ -11,11 +11,13 @@ from sdpbatch.control.buffers import directory_size
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.engines import engine_status
 from sdpbatch.control.processes import is_alive
+from sdpbatch.control.vocabulary import ACTIVE_OWNED, NEW
 
 
 def system_status(config: Config) -> dict:
     """``{"engine": {}, "processing_blocks": [...], "deployments": [...], "buffers": [...],
-    "resources": {}}``."""
+    "resources": {}, "components": {name: {pid, hostname, started, ...}}}`` (components: the
+    controllers and deployers connected now, however they were started)."""
     for txn in config.txn():
         pbs = []
         for pb_id in txn.list_pbs():
@@ -27,7 +29,7 @@ def system_status(config: Config) -> dict:
                     "id": pb_id,
                     "sbi_id": pb.get("sbi_id"),
                     "workflow": f"{wf.get('type')}:{wf.get('id')}:{wf.get('version')}",
-                    "status": state.get("status", "NEW"),
+                    "status": state.get("status", NEW),
                     "resources_available": bool(state.get("resources_available")),
                     "reason": state.get("reason"),
                     "owner": txn.get_pb_owner(pb_id),
@@ -50,6 +52,7 @@ def system_status(config: Config) -> dict:
             )
         buffers = [txn.get_buffer(name) for name in txn.list_buffers()]
         allocations = txn.list_allocations()
+        components = txn.list_components()
     for dep in deployments:
         dep["processes"] = [
             {
@@ -70,6 +73,7 @@ def system_status(config: Config) -> dict:
         "deployments": deployments,
         "buffers": buffers,
         "resources": allocations,
+        "components": components,
     }
 
 
@@ -78,7 +82,7 @@ def format_status(snapshot: dict) -> str:
     lines = [*_engine_lines(snapshot.get("engine")), ""]
     lines += ["PROCESSING BLOCKS", f"  {'ID':<30} {'WORKFLOW':<30} {'STATUS':<10} NOTE"]
     for pb in snapshot["processing_blocks"]:
-        held = pb["resources_available"] and pb["status"] in ("WAITING", "RUNNING")
+        held = pb["resources_available"] and pb["status"] in ACTIVE_OWNED
         note = pb["reason"] or ("resources held" if held else "")
         lines.append(f"  {pb['id']:<30} {pb['workflow']:<30} {pb['status']:<10} {note}")
     lines += ["", "DEPLOYMENTS", f"  {'ID':<44} {'TYPE':<8} {'STATUS':<9} PROCESSES"]
@@ -88,6 +92,11 @@ def format_status(snapshot: dict) -> str:
             procs += f" SLURM jobs {', '.join(dep['jobs'])}"
         extra = f" {dep['scheduler_address']}" if dep.get("scheduler_address") else ""
         lines.append(f"  {dep['id']:<44} {dep['type'] or '-':<8} {dep['status']:<9} {procs}{extra}")
+    lines += ["", "CONNECTED COMPONENTS", f"  {'NAME':<18} {'PID':>8}  HOST"]
+    for key, info in sorted(snapshot.get("components", {}).items()):
+        info = info or {}
+        name = info.get("name", key)
+        lines.append(f"  {name:<18} {info.get('pid', '-'):>8}  {info.get('hostname', '-')}")
     lines += ["", "BUFFERS", f"  {'NAME':<44} {'PB':<30} {'SIZE':>10}  PATH"]
     for b in snapshot["buffers"]:
         size = f"{b['size_bytes'] / 2**20:.1f} MiB"

@@ -4,13 +4,18 @@
 etcd (data in ``DATA/etcd``), the Tango database (SQLite file ``DATA/tango/tango_database.db``),
 the subarray device server (``mid_sdp/elt/subarray_1`` and ``_2``), the processing controller,
 the deployer (buffers under ``DATA``) and the read-only web page (``sdpbatch web``, its address
-exported as ``SDPBATCH_WEB_URL``).  The execution engine chosen with ``engine``
-(``--engine``) is checked to answer once etcd runs, before the other components start, and
-recorded in the configuration database; without one, the engine recorded by the last ``up`` stays
-(``local`` at first).  Every process is recorded in ``DATA/system.json``
-(written atomically after each start) so ``down`` stops them by id, in reverse order.  All
-data stays in ``DATA``, so ``down`` then ``up`` continues where it stopped; the ports of the
-last run are reused when free, so the printed environment stays the same.
+exported as ``SDPBATCH_WEB_URL``), then a supervisor (:mod:`.supervisor`) that restarts any of
+them that exits, with back-off, as Kubernetes restarts a pod.  The execution engine chosen with
+``engine`` (``--engine``) is checked to answer once etcd runs, before the other components
+start, and recorded in the configuration database; without one, the engine recorded by the last
+``up`` stays (``local`` at first).  Every process is recorded in ``DATA/system.json`` (written
+atomically after each start or restart, with the restart counts) so ``status`` and ``down`` know
+the current pids; ``down`` stops the supervisor, marks the blocks still going FAILED "stopped by
+sdpbatch down", then stops the processes by id, in reverse order.  All data stays in ``DATA``,
+so ``down`` then ``up`` continues where it stopped; the ports of the last run are reused when
+free, so the printed environment stays the same.  A component that fails to start is reported
+with the cause it gave in its log (:mod:`.logcause`), and ``up`` first checks the data root has
+the space etcd needs.
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ import psutil
 
 from sdpbatch.control.engines import EngineSpec
 from sdpbatch.control.etcd_server import free_port, start_etcd, wait_healthy
+from sdpbatch.control.logcause import failure_cause
 from sdpbatch.control.processes import ProcessRecord, is_alive, start_process, stop_process
+from sdpbatch.control.shutdown import end_blocks_and_stop_strays
 from sdpbatch.io.atomic import atomic_path
+from sdpbatch.io.space import check_space
 
 LOG = logging.getLogger(__name__)
 
@@ -47,6 +55,7 @@ SUBARRAY_DEVICES = ("mid_sdp/elt/subarray_1", "mid_sdp/elt/subarray_2")
 SUBARRAY_SERVER = "SDPSubarray/1"
 SUBARRAY_CLASS = "SDPSubarray"
 START_TIMEOUT = 60.0  # s, for each component to come up
+ETCD_SPACE = 70 * 10**6  # bytes: etcd preallocates a 64 MB write-ahead log segment
 
 
 class SystemControlError(RuntimeError):
@@ -72,6 +81,17 @@ class SystemState:
     running: bool = False
     started: float = 0.0
     run_id: str = ""  # marks every process of this run (env SDPBATCH_SYSTEM_ID), see down()
+    restarts: dict[str, int] = field(default_factory=dict)  # by the supervisor, per component
+    exits: dict[str, str] = field(default_factory=dict)  # the last exit cause per component
+    supervisor: ProcessRecord | None = None
+
+    def record(self, record: ProcessRecord) -> None:
+        """Add a started process, replacing the earlier process of the same name."""
+        names = [p.name for p in self.processes]
+        if record.name in names:
+            self.processes[names.index(record.name)] = record
+        else:
+            self.processes.append(record)
 
     @property
     def env(self) -> dict[str, str]:
@@ -103,6 +123,9 @@ class SystemState:
             "ports": self.ports,
             "env": self.env,
             "processes": [p.to_dict() for p in self.processes],
+            "restarts": self.restarts,
+            "exits": self.exits,
+            "supervisor": self.supervisor.to_dict() if self.supervisor else None,
         }
 
     @classmethod
@@ -119,6 +142,11 @@ class SystemState:
                 running=bool(raw.get("running")),
                 started=float(raw.get("started", 0.0)),
                 run_id=str(raw.get("run_id", "")),
+                restarts={k: int(v) for k, v in raw.get("restarts", {}).items()},
+                exits={k: str(v) for k, v in raw.get("exits", {}).items()},
+                supervisor=(
+                    ProcessRecord.from_dict(raw["supervisor"]) if raw.get("supervisor") else None
+                ),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise SystemControlError(f"{path} is not a valid system state file: {err}") from err
@@ -186,6 +214,17 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text)
 
 
+def _died(what: str, record: ProcessRecord) -> SystemControlError:
+    """A component exited while starting: the cause from its log in one line if it gave
+    one, else the tail of the log."""
+    cause = failure_cause(record.log_path)
+    if cause:
+        return SystemControlError(f"{what} exited during start-up: {cause} (log {record.log_path})")
+    return SystemControlError(
+        f"{what} exited during start-up; log {record.log_path}:\n{_log_tail(record.log_path)}"
+    )
+
+
 def _wait_for(
     what: str, record: ProcessRecord, ready: Callable[[], bool], timeout: float = START_TIMEOUT
 ) -> None:
@@ -194,10 +233,7 @@ def _wait_for(
     last = ""
     while time.monotonic() < end:
         if not _alive(record):
-            raise SystemControlError(
-                f"{what} exited during start-up; log {record.log_path}:\n"
-                f"{_log_tail(record.log_path)}"
-            )
+            raise _died(what, record)
         try:
             if ready():
                 return
@@ -226,7 +262,7 @@ def _start_etcd(state: SystemState, layout: Layout) -> ProcessRecord:
         peer_port=state.ports["etcd_peer"],
         log_path=layout.logs / "etcd.log",
     )
-    state.processes.append(record)
+    state.record(record)
     state.save()
     _wait_for(
         "etcd",
@@ -272,7 +308,7 @@ def _start_tango_database(state: SystemState, layout: Layout) -> ProcessRecord:
         env={**state.child_env, "PYTANGO_DATABASE_NAME": str(db_file)},
         cwd=layout.tango,
     )
-    state.processes.append(record)
+    state.record(record)
     state.save()
 
     def ours() -> bool:
@@ -311,7 +347,7 @@ def _start_subarray_server(state: SystemState, layout: Layout) -> ProcessRecord:
         env=state.child_env,
         cwd=layout.data_dir,
     )
-    state.processes.append(record)
+    state.record(record)
     state.save()
 
     def ready() -> bool:
@@ -334,15 +370,12 @@ def _start_cli_component(
         env=state.child_env,
         cwd=layout.data_dir,
     )
-    state.processes.append(record)
+    state.record(record)
     state.save()
     end = time.monotonic() + 1.5
     while time.monotonic() < end:
         if not _alive(record):
-            raise SystemControlError(
-                f"{name} exited during start-up; log {record.log_path}:\n"
-                f"{_log_tail(record.log_path)}"
-            )
+            raise _died(name, record)
         time.sleep(0.1)
     return record
 
@@ -363,6 +396,38 @@ def _start_web(state: SystemState, layout: Layout) -> ProcessRecord:
     return record
 
 
+def _start_controller(state: SystemState, layout: Layout) -> ProcessRecord:
+    return _start_cli_component(state, layout, "controller", ["controller"])
+
+
+def _start_deployer(state: SystemState, layout: Layout) -> ProcessRecord:
+    return _start_cli_component(
+        state, layout, "deployer", ["deployer", "--data-dir", str(state.data_dir)]
+    )
+
+
+STARTERS: dict[str, Callable[[SystemState, Layout], ProcessRecord]] = {
+    "etcd": _start_etcd,
+    "tango-database": _start_tango_database,
+    "subarray-server": _start_subarray_server,
+    "controller": _start_controller,
+    "deployer": _start_deployer,
+    "web": _start_web,
+}
+"""How each component is started (by ``up``) and restarted (by the supervisor)."""
+
+
+def _start_supervisor(state: SystemState, layout: Layout) -> None:
+    state.supervisor = start_process(
+        "supervisor",
+        [sys.executable, "-m", "sdpbatch.control.supervisor", str(state.data_dir)],
+        log_path=layout.logs / "supervisor.log",
+        env=state.child_env,
+        cwd=layout.data_dir,
+    )
+    state.save()
+
+
 # ----------------------------------------------------------------------------------------------
 # up, down, status
 # ----------------------------------------------------------------------------------------------
@@ -372,7 +437,7 @@ def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> Sys
     """Start the whole system for ``data_dir`` in the background; return its state.
 
     Raises :class:`AlreadyUp` if it is running, :class:`SystemControlError` (after stopping what it
-    had started) if a component does not come up.
+    had started) if a component does not come up or the data root lacks the space etcd needs.
     """
     data_dir = Path(data_dir or default_data_dir()).resolve()
     previous = SystemState.load(data_dir)
@@ -383,6 +448,11 @@ def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> Sys
         )
     layout = Layout(data_dir)
     layout.logs.mkdir(parents=True, exist_ok=True)
+    if not (layout.etcd / "member").is_dir():  # a new etcd preallocates its log
+        try:
+            check_space([(layout.etcd, ETCD_SPACE)])
+        except OSError as err:
+            raise SystemControlError(f"etcd cannot start: {err}") from None
     state = SystemState(
         data_dir=data_dir,
         ports=_choose_ports(previous.ports if previous else {}),
@@ -392,14 +462,13 @@ def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> Sys
     )
     state.save()
     try:
-        _start_etcd(state, layout)
-        _choose_engine(state, engine)
-        _start_tango_database(state, layout)
-        _register_devices(state)
-        _start_subarray_server(state, layout)
-        _start_cli_component(state, layout, "controller", ["controller"])
-        _start_cli_component(state, layout, "deployer", ["deployer", "--data-dir", str(data_dir)])
-        _start_web(state, layout)
+        for name, start in STARTERS.items():
+            start(state, layout)
+            if name == "etcd":
+                _choose_engine(state, engine)
+            elif name == "tango-database":
+                _register_devices(state)
+        _start_supervisor(state, layout)
     except BaseException:
         _stop_all(state)
         raise
@@ -407,16 +476,32 @@ def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> Sys
 
 
 def down(data_dir: Path | None = None, *, timeout: float = 20.0) -> list[str]:
-    """Stop every recorded process of ``data_dir``'s system, newest first; return what stopped.
+    """Stop every process of ``data_dir``'s system, newest first; return what stopped.
 
-    The deployer stops the workflow and Dask processes it started when it gets SIGTERM, so it
-    is stopped first (before the database it needs to find them).
+    The supervisor goes first (it would restart the others); then the blocks still going
+    are marked FAILED "stopped by sdpbatch down" while the database is up, and components
+    registered in the database but started by hand are stopped.  The deployer stops the
+    workflow and Dask processes it started when it gets SIGTERM, so it is stopped before the
+    database it needs to find them.
     """
     data_dir = Path(data_dir or default_data_dir()).resolve()
     state = SystemState.load(data_dir)
     if state is None:
         return []
-    return _stop_all(state, timeout=timeout)
+    stopped = []
+    if state.supervisor is not None and stop_process(
+        state.supervisor.pid, started=state.supervisor.started, timeout=timeout
+    ):
+        stopped.append("supervisor")
+    state = SystemState.load(data_dir) or state  # as the supervisor last wrote it
+    if state.ports and any(p.name == "etcd" and _alive(p) for p in state.processes):
+        stopped += end_blocks_and_stop_strays(
+            host=HOST,
+            port=state.ports["etcd_client"],
+            ours={p.pid for p in state.processes},
+            timeout=timeout,
+        )
+    return stopped + _stop_all(state, timeout=timeout)
 
 
 def _stop_all(state: SystemState, *, timeout: float = 20.0) -> list[str]:
@@ -432,6 +517,7 @@ def _stop_all(state: SystemState, *, timeout: float = 20.0) -> list[str]:
     left = [p for p in state.processes if _alive(p)]
     state.processes = left
     state.running = bool(left)
+    state.supervisor = None
     state.save()
     if left:
         raise SystemControlError(f"could not stop: {_summary(state)}")
@@ -479,9 +565,17 @@ def services_status(data_dir: Path | None = None) -> dict[str, Any]:
     if state is None:
         return {"data_dir": str(data_dir), "state": "never started", "processes": []}
     processes = [
-        {"name": p.name, "pid": p.pid, "alive": _alive(p), "log": str(p.log_path)}
+        {
+            "name": p.name,
+            "pid": p.pid,
+            "alive": _alive(p),
+            "log": str(p.log_path),
+            "restarts": state.restarts.get(p.name, 0),
+            "last_exit": state.exits.get(p.name),
+        }
         for p in state.processes
     ]
+    supervisor = state.supervisor
     alive = sum(p["alive"] for p in processes)
     if not processes or alive == 0:
         status = "down"
@@ -497,10 +591,13 @@ def services_status(data_dir: Path | None = None) -> dict[str, Any]:
         "env": state.env,
         "logs": str(layout.logs),
         "tango_database": str(layout.tango_db_file),
+        "supervisor": None
+        if supervisor is None
+        else {"pid": supervisor.pid, "alive": _alive(supervisor)},
     }
 
 
-COMPONENTS = ("etcd", "tango-database", "subarray-server", "controller", "deployer", "web")
+COMPONENTS = tuple(STARTERS)
 """The processes of a running system, in start order."""
 
 
@@ -514,7 +611,14 @@ def format_services(services: dict[str, Any]) -> str:
     lines = [f"SERVICES ({services['state']}, data in {services['data_dir']})"]
     for p in services.get("processes", []):
         alive = "running" if p["alive"] else "stopped"
-        lines.append(f"  {p['name']:<18} {p['pid']:>8}  {alive:<8} {p['log']}")
+        restarts = f"{p.get('restarts', 0)} restarts"
+        lines.append(f"  {p['name']:<18} {p['pid']:>8}  {alive:<8} {restarts:<11} {p['log']}")
+        if p.get("last_exit") and p.get("restarts"):
+            lines.append(f"  {'':<18} last exit: {p['last_exit']}")
+    supervisor = services.get("supervisor")
+    if supervisor:
+        alive = "running" if supervisor["alive"] else "stopped"
+        lines.append(f"  {'supervisor':<18} {supervisor['pid']:>8}  {alive:<8}")
     if services["state"] == "never started":
         lines.append("  (start them with: sdpbatch up)")
     return "\n".join(lines)

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sdpbatch.control.resources import ResourceRequest, worker_request
+from sdpbatch.parameters import FIELDS
+
 
 @dataclass(frozen=True)
 class WorkflowSpec:
     """A known workflow: ``kind`` is "realtime" or "batch"; ``batch_parameters`` says its
-    parameters are the batch imaging :class:`~sdpbatch.parameters.Parameters`."""
+    parameters are the batch imaging :class:`~sdpbatch.parameters.Parameters`;
+    ``dask_engine`` that it deploys a Dask engine of ``n_workers`` x ``threads_per_worker``."""
 
     type: str
     id: str
     version: str
     description: str
     batch_parameters: bool = False
+    dask_engine: bool = False
 
     @property
     def key(self) -> str:
@@ -33,6 +38,7 @@ KNOWN_WORKFLOWS: tuple[WorkflowSpec, ...] = (
         "0.1.0",
         "simulate SKA1-Low visibilities with phase errors, then ICAL, on a Dask engine",
         batch_parameters=True,
+        dask_engine=True,
     ),
     WorkflowSpec(
         "realtime",
@@ -45,6 +51,7 @@ KNOWN_WORKFLOWS: tuple[WorkflowSpec, ...] = (
         "test_dask",
         "0.1.0",
         "tiny job exercising the workflow runtime and a Dask engine (tests)",
+        dask_engine=True,
     ),
 )
 
@@ -63,3 +70,23 @@ def find_workflow(type_: str, id_: str, version: str) -> WorkflowSpec | None:
     """The catalogue entry for a workflow, or None if it is not known."""
     key = workflow_key(type_, id_, version)
     return next((w for w in KNOWN_WORKFLOWS if w.key == key), None)
+
+
+def engine_size(parameters: dict) -> tuple[int, int]:
+    """(n_workers, threads_per_worker) of a block's Dask engine; the schema's defaults where
+    a value is absent or not a positive integer (bad values are refused by validation)."""
+
+    def positive(name: str) -> int:
+        value = parameters.get(name, FIELDS[name].default)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        return value if ok else FIELDS[name].default
+
+    return positive("n_workers"), positive("threads_per_worker")
+
+
+def resource_request(spec: WorkflowSpec, parameters: dict) -> ResourceRequest:
+    """What a block of workflow ``spec`` asks of the machine while it runs."""
+    if not spec.dask_engine:
+        return ResourceRequest()
+    n_workers, threads = engine_size(parameters)
+    return worker_request(n_workers, threads)

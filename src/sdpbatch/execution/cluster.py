@@ -2,8 +2,9 @@
 
 By default a ``LocalCluster`` of ``n_workers`` worker processes on loopback is started for the
 run and closed after it; with a scheduler address (argument, or ``$SDPBATCH_SCHEDULER``) an
-existing cluster of any size is used and left running.  ducc0 and BLAS inside each worker use
-``threads_per_worker`` threads so that the cores are not oversubscribed.
+existing cluster of any size is used and left running.  The workers get the one worker
+environment (:mod:`sdpbatch.execution.worker_environment`): ``threads_per_worker`` threads for
+ducc0 and BLAS, and the malloc settings.
 """
 
 from __future__ import annotations
@@ -17,38 +18,17 @@ import dask
 from distributed import Client, LocalCluster
 
 from sdpbatch.execution.runner import InProcess, OnDask, Runner
+from sdpbatch.execution.worker_environment import (
+    THREADS_ENV,
+    nanny_config,
+    set_worker_threads,
+    thread_environment,
+    worker_threads,
+)
 
 LOG = logging.getLogger(__name__)
 SCHEDULER_ENV = "SDPBATCH_SCHEDULER"
-THREADS_ENV = "SDPBATCH_THREADS"
-WORKER_ENVIRONMENT = {
-    # Dask's default (trim freed memory back to the OS above 64 KiB) makes the FFT-heavy clean
-    # ~50% slower inside workers: numpy's large temporaries are then mapped and unmapped anew.
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 2**26,
-    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 2**26,
-}
-
-
-def worker_threads() -> int:
-    """Threads that numerical code in this process may use (ducc0 ``nthreads``)."""
-    try:
-        return max(1, int(os.environ.get(THREADS_ENV, "1")))
-    except ValueError:
-        return 1
-
-
-def _thread_env(threads: int) -> dict[str, str]:
-    value = str(threads)
-    return {
-        THREADS_ENV: value,
-        "OMP_NUM_THREADS": value,
-        "OPENBLAS_NUM_THREADS": value,
-        "MKL_NUM_THREADS": value,
-    }
-
-
-def _set_threads_on_worker(threads: int) -> None:
-    os.environ.update(_thread_env(threads))
+__all__ = ["SCHEDULER_ENV", "THREADS_ENV", "dask_client", "worker_threads"]
 
 
 @contextlib.contextmanager
@@ -75,7 +55,7 @@ def dask_client(
     if scheduler:
         client = Client(scheduler, timeout="30s")
         try:
-            client.run(_set_threads_on_worker, threads_per_worker)
+            client.run(set_worker_threads, threads_per_worker)
             LOG.info(
                 "Connected to Dask scheduler %s (dashboard %s), %d workers",
                 scheduler,
@@ -86,11 +66,11 @@ def dask_client(
         finally:
             client.close()
         return
-    previous = {k: os.environ.get(k) for k in _thread_env(threads_per_worker)}
-    os.environ.update(_thread_env(threads_per_worker))  # inherited by the worker processes
+    previous = {k: os.environ.get(k) for k in thread_environment(threads_per_worker)}
+    os.environ.update(thread_environment(threads_per_worker))  # inherited by the workers
     try:
         with (
-            dask.config.set(WORKER_ENVIRONMENT),
+            dask.config.set(nanny_config()),
             LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=threads_per_worker,

@@ -3,13 +3,13 @@ resource request (the catalogue is the one list of known workflows)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sdpbatch.control.resources import ResourceRequest, worker_request
-from sdpbatch.control.workflow_catalogue import KNOWN_WORKFLOWS
-from sdpbatch.parameters import FIELDS
+from sdpbatch.control.resources import ResourceRequest
+from sdpbatch.control.workflow_catalogue import KNOWN_WORKFLOWS, resource_request
 
 
 @dataclass(frozen=True)
@@ -31,34 +31,21 @@ class WorkflowSpec:
         return getattr(importlib.import_module(module), name)
 
 
-def _int_param(params: dict, name: str, default: int) -> int:
-    value = params.get(name, default)
-    return (
-        value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
-    )
-
-
-def dask_request(params: dict) -> ResourceRequest:
-    """Workers x threads of the block's Dask engine (schema defaults when absent/invalid)."""
-    return worker_request(
-        _int_param(params, "n_workers", FIELDS["n_workers"].default),
-        _int_param(params, "threads_per_worker", FIELDS["threads_per_worker"].default),
-    )
-
-
-def no_request(params: dict) -> ResourceRequest:
-    return ResourceRequest()
-
-
-_CODE: dict[str, tuple[str, Callable[[dict], ResourceRequest]]] = {
-    "batch:batch_imaging:0.1.0": ("sdpbatch.workflows.batch_imaging:batch_imaging", dask_request),
-    "realtime:test_realtime:0.2.0": ("sdpbatch.workflows.test_realtime:test_realtime", no_request),
-    "batch:test_dask:0.1.0": ("sdpbatch.workflows.test_dask:test_dask", dask_request),
+_CODE: dict[str, str] = {
+    "batch:batch_imaging:0.1.0": "sdpbatch.workflows.batch_imaging:batch_imaging",
+    "realtime:test_realtime:0.2.0": "sdpbatch.workflows.test_realtime:test_realtime",
+    "batch:test_dask:0.1.0": "sdpbatch.workflows.test_dask:test_dask",
 }
-"""Where each workflow of the control layer's catalogue lives, and what it asks of the machine."""
+"""Where each workflow of the control layer's catalogue lives."""
 
 WORKFLOWS: dict[str, WorkflowSpec] = {
-    known.key: WorkflowSpec(known.type, known.id, known.version, *_CODE[known.key])
+    known.key: WorkflowSpec(
+        known.type,
+        known.id,
+        known.version,
+        _CODE[known.key],
+        functools.partial(resource_request, known),
+    )
     for known in KNOWN_WORKFLOWS
 }
 

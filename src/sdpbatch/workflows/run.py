@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from sdpbatch.control.configdb import Config, ConfigError
+from sdpbatch.control.configdb import FOREVER, Config, ConfigError
 from sdpbatch.offline import configure_astropy_offline
 from sdpbatch.workflows.registry import WORKFLOWS, lookup
 from sdpbatch.workflows.runtime import run_workflow
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     configure_astropy_offline()
     try:
-        with Config() as config:
+        with Config(patience=FOREVER) as config:
             for txn in config.txn():
                 pb = txn.get_pb(args.pb_id)
             if pb is None:

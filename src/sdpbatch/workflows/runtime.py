@@ -2,26 +2,43 @@
 
 :func:`run_workflow` claims the block (owner key on this process's lease), runs the workflow
 function with a :class:`ProcessingBlock` handle and ends the block ``FINISHED``; on any error
-(including SIGTERM) it sets ``FAILED`` with the message and removes the Dask engine it
-deployed, so no crash leaves a block ``RUNNING`` or a Dask cluster behind.  Buffers are kept:
-they hold the products.
+(including SIGTERM) it sets ``FAILED`` with a reason a person understands
+(:func:`describe_failure`) and removes the Dask engine it deployed, so no crash leaves a block
+``RUNNING`` or a Dask cluster behind.  Buffers are kept: they hold the products.
+
+While the science runs, a keeper thread (:class:`OwnershipKeeper`) checks the block: if this
+process's lease expired (it was cut off from the database too long) and nobody else took the
+block, it takes it again; if the block ended or another process owns it, it stops the work.
+All database calls wait for the database to come back (bounded back-off), so an etcd outage
+only pauses the bookkeeping.
 """
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from sdpbatch.control.buffers import check_buffer_name
-from sdpbatch.control.configdb import Config, ConfigError
+from sdpbatch.control.configdb import FOREVER, Config, ConfigError
 from sdpbatch.control.deployer import LOG_PATH_ENV
+from sdpbatch.control.vocabulary import (
+    DEPLOYMENT_ENDED,
+    ENDED,
+    BlockStatus,
+    DeploymentStatus,
+    DeploymentType,
+    block_deployment_prefix,
+    dask_deployment_id,
+)
+from sdpbatch.workflows.reasons import describe_failure
 
-ENDED = ("FINISHED", "FAILED", "CANCELLED")
 DEPLOY_TIMEOUT = 120.0  # s to wait for the deployer to realise a deployment
 
 
@@ -41,7 +58,7 @@ class ProcessingBlock:
         self.pb_id = pb_id
         self.log = log
         self.pb: dict = {}
-        self.dask_id = f"proc-{pb_id}-dask"
+        self.dask_id = dask_deployment_id(pb_id)
         self._deployed: list[str] = []
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -75,7 +92,7 @@ class ProcessingBlock:
 
     def wait_for_resources(self) -> None:
         """``WAITING`` until the controller releases the block, then ``RUNNING``."""
-        self.update_state(status="WAITING")
+        self.update_state(status=BlockStatus.WAITING)
         self.log.info("Waiting for resources to be available")
         for txn in self.config.txn():
             state = txn.get_pb_state(self.pb_id) or {}
@@ -84,15 +101,15 @@ class ProcessingBlock:
             if not state.get("resources_available"):
                 txn.loop(wait=True)
         self.log.info("Resources are available")
-        self.update_state(status="RUNNING")
+        self.update_state(status=BlockStatus.RUNNING)
 
-    def finish(self, status: str = "FINISHED", **extra) -> None:
+    def finish(self, status: str = BlockStatus.FINISHED, **extra) -> None:
         self.update_state(status=status, **extra)
 
     def fail(self, message: str) -> None:
         """``FAILED`` with ``message``, unless the block already ended."""
         try:
-            self.update_state(status="FAILED", reason=message)
+            self.update_state(status=BlockStatus.FAILED, reason=message)
         except BlockEnded:
             pass
 
@@ -111,10 +128,10 @@ class ProcessingBlock:
             pb_state = txn.get_pb_state(self.pb_id) or {}
             if pb_state.get("status") in ENDED:
                 raise BlockEnded(f"processing block {self.pb_id} is {pb_state['status']}")
-            if state.get("status") in ("FAILED", "EXITED"):
+            if state.get("status") in DEPLOYMENT_ENDED:
                 detail = state.get("error") or f"exit codes {state.get('exit_codes')}"
                 raise WorkflowError(f"deployment {deploy_id} failed: {detail}")
-            if state.get("status") != "RUNNING":
+            if state.get("status") != DeploymentStatus.RUNNING:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     raise WorkflowError(
@@ -139,7 +156,7 @@ class ProcessingBlock:
                     )
                 if txn.get_deployment(name) is None:
                     txn.create_deployment(
-                        {"id": name, "type": "buffer", "args": {"pb_id": self.pb_id}}
+                        {"id": name, "type": DeploymentType.BUFFER, "args": {"pb_id": self.pb_id}}
                     )
         return {name: Path(self._wait_deployed(name)["path"]) for name in names}
 
@@ -148,7 +165,7 @@ class ProcessingBlock:
         self._deploy(
             {
                 "id": self.dask_id,
-                "type": "dask",
+                "type": DeploymentType.DASK,
                 "args": {"n_workers": n_workers, "threads_per_worker": threads_per_worker},
             }
         )
@@ -169,12 +186,69 @@ class ProcessingBlock:
     def remove_engines(self) -> None:
         """Remove every process deployment this block made (never its buffers)."""
         for deploy_id in list(self._deployed):
-            if deploy_id.startswith(f"proc-{self.pb_id}-"):
+            if deploy_id.startswith(block_deployment_prefix(self.pb_id)):
                 self.remove_deployment(deploy_id)
 
 
-def _raise_on_sigterm(signum, frame) -> None:
-    raise SystemExit(f"stopped by signal {signum}")
+class OwnershipKeeper:
+    """A thread that keeps the block ours while the science runs (see the module doc).
+
+    When the block ended (FAILED by the controller or 'sdpbatch down', CANCELLED) or another
+    process owns it, it records the reason and interrupts the main thread, whose SIGTERM
+    handler then raises :class:`BlockEnded`: the work stops and the engines are removed.
+    """
+
+    def __init__(self, block: ProcessingBlock):
+        self.block = block
+        self.reason: str | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="ownership-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+
+    def _run(self) -> None:
+        interval = max(0.5, self.block.config.lease_ttl / 2)
+        while not self._stop.wait(interval):
+            try:
+                verdict = self.check()
+            except ConfigError as err:
+                self.block.log.warning("Cannot check the block's ownership: %s", err)
+                continue
+            if verdict is None:
+                continue
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self.reason = verdict
+                _thread.interrupt_main(signal.SIGTERM)
+            return
+
+    def check(self) -> str | None:
+        """One look: None while the block is ours (taken again if the lease had expired),
+        else why the work must stop."""
+        block, retaken = self.block, False
+        for txn in block.config.txn():
+            state = txn.get_pb_state(block.pb_id) or {}
+            owner = txn.get_pb_owner(block.pb_id)
+            verdict, retaken = None, False
+            if state.get("status") in ENDED:
+                verdict = f"processing block {block.pb_id} is {state['status']}"
+                if state.get("reason"):
+                    verdict += f" ({state['reason']})"
+            elif owner is None:
+                txn.take_pb_ownership(block.pb_id)
+                retaken = True
+            elif owner != block.config.owner_info:
+                verdict = f"processing block {block.pb_id} is now owned by pid {owner.get('pid')}"
+        if retaken:
+            block.log.warning("Lease had expired: took processing block %s again", block.pb_id)
+        return verdict
 
 
 def run_workflow(
@@ -187,11 +261,18 @@ def run_workflow(
     """Claim block ``pb_id``, run ``function(block)``, end the block; exit status 0/1."""
     log = logging.getLogger(logger_name)
     own_config = config is None
-    config = config or Config()
+    config = config or Config(patience=FOREVER)
     block = ProcessingBlock(config, pb_id, log=log)
+    keeper = OwnershipKeeper(block)
+
+    def on_sigterm(signum, frame) -> None:
+        if keeper.reason is not None:
+            raise BlockEnded(keeper.reason)
+        raise SystemExit(f"stopped by signal {signum}")
+
     previous = None
     if sys.platform != "win32" and _in_main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         try:
             block.claim()
@@ -199,14 +280,19 @@ def run_workflow(
             log.error("Cannot claim processing block %s: %s", pb_id, err)
             return 1
         try:
-            function(block)
+            if previous is not None:
+                keeper.start()  # it stops the work through the SIGTERM handler
+            try:
+                function(block)
+            finally:
+                keeper.stop()
             block.finish()
             return 0
         except BlockEnded as err:
             log.info("Stopping: %s", err)
             return 0
         except BaseException as err:  # noqa: BLE001 - every failure must end the block
-            message = f"{type(err).__name__}: {err}"
+            message = describe_failure(err)
             log.error("Processing block %s failed: %s", pb_id, message, exc_info=True)
             block.fail(message)
             return 1
@@ -223,6 +309,4 @@ def run_workflow(
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 
-from sdpbatch.workflows.registry import _int_param
+from sdpbatch.control.vocabulary import default_buffer_name
+from sdpbatch.control.workflow_catalogue import engine_size
 from sdpbatch.workflows.runtime import ProcessingBlock
 
 LOG = logging.getLogger("test_dask")
@@ -24,9 +25,8 @@ def test_dask(block: ProcessingBlock) -> None:
     from distributed import Client
 
     params = block.pb.get("parameters", {})
-    n_workers = _int_param(params, "n_workers", 1)
-    threads = _int_param(params, "threads_per_worker", 1)
-    buffer = params.get("buffer", f"buff-{block.pb_id}-out")
+    n_workers, threads = engine_size({"n_workers": 1, **params})
+    buffer = params.get("buffer", default_buffer_name(block.pb_id, "out"))
     block.wait_for_resources()
     LOG.info("Creating buffer reservations")
     out_dir = block.create_buffers([buffer])[buffer]

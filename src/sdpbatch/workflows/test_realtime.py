@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from sdpbatch.control.vocabulary import ENDED, SBI_ENDED
 from sdpbatch.workflows.runtime import BlockEnded, ProcessingBlock, WorkflowError
 
 LOG = logging.getLogger("test_realtime")
-SBI_ENDED = ("FINISHED", "CANCELLED")
 
 
 def test_realtime(block: ProcessingBlock) -> None:
@@ -23,7 +23,7 @@ def test_realtime(block: ProcessingBlock) -> None:
     for txn in block.config.txn():
         sbi = txn.get_sbi(sbi_id)
         state = txn.get_pb_state(block.pb_id) or {}
-        if state.get("status") in ("FINISHED", "FAILED", "CANCELLED"):
+        if state.get("status") in ENDED:
             raise BlockEnded(f"processing block {block.pb_id} is {state['status']}")
         if sbi is None:
             raise WorkflowError(f"scheduling block instance {sbi_id} does not exist")

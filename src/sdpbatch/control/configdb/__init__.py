@@ -9,12 +9,13 @@ from sdpbatch.control.configdb.backend import (
     TransactionConflict,
 )
 from sdpbatch.control.configdb.backend_memory import MemoryStore
-from sdpbatch.control.configdb.config import Config, Transaction, Watcher
+from sdpbatch.control.configdb.config import FOREVER, Config, Transaction, Watcher
 from sdpbatch.control.configdb.ids import InvalidId
 
 __all__ = [
     "BackendUnavailable",
     "Config",
+    "FOREVER",
     "ConfigCollision",
     "ConfigError",
     "ConfigVanished",

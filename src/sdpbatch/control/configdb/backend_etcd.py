@@ -8,8 +8,10 @@ transaction, so a change between commit and watch is never missed.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 from collections.abc import Iterable, Mapping
 
 import grpc
@@ -19,7 +21,10 @@ from pyetcd import utils as etcd_utils
 
 from sdpbatch.control.configdb.backend import BackendUnavailable, KeyValue, Put
 
+LOG = logging.getLogger(__name__)
 _RPC_TIMEOUT = 10.0
+FIRST_BACKOFF = 0.1  # s, doubled after each failed try
+MAX_BACKOFF = 2.0  # s: the longest pause between two tries while the server is away
 
 
 def _kv(raw) -> KeyValue:
@@ -27,12 +32,21 @@ def _kv(raw) -> KeyValue:
 
 
 class EtcdBackend:
-    """A connection to one etcd server."""
+    """A connection to one etcd server.
 
-    def __init__(self, host: str, port: int):
+    ``patience``: seconds a call keeps retrying (pausing 0.1 s, doubling up to
+    :data:`MAX_BACKOFF`) while the server is unreachable before it raises
+    :class:`BackendUnavailable`; None retries until the server is back, 0 never retries.
+    """
+
+    def __init__(self, host: str, port: int, *, patience: float | None = 0.0):
         self.host, self.port = host, port
+        self.patience = patience
         self.client = pyetcd.client(host=host, port=port, timeout=_RPC_TIMEOUT)
+        for endpoint in self.client.endpoints.values():
+            endpoint.time_retry = 0.0  # pyetcd shuns a node for 300 s after one failure
         self.t = self.client.transactions
+        self._outage_since: float | None = None
 
     def _unavailable(self, err: Exception) -> BackendUnavailable:
         return BackendUnavailable(
@@ -40,7 +54,36 @@ class EtcdBackend:
             "'sdpbatch etcd --data-dir DIR' or set SDP_CONFIG_HOST/SDP_CONFIG_PORT"
         )
 
-    def _call(self, fn, *args, **kwargs):
+    def _call(self, fn, *args, retry: bool = True, **kwargs):
+        """``fn(*args, **kwargs)``, retried with bounded back-off while etcd is unreachable."""
+        start = time.monotonic()
+        pause = FIRST_BACKOFF
+        while True:
+            try:
+                result = self._call_once(fn, *args, **kwargs)
+            except BackendUnavailable as err:
+                waited = time.monotonic() - start
+                if not retry or (self.patience is not None and waited >= self.patience):
+                    raise
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    LOG.warning("%s; retrying every %.0f s at most", err, MAX_BACKOFF)
+                if self.patience is not None:
+                    pause = min(pause, max(0.01, self.patience - waited))
+                time.sleep(pause)
+                pause = min(2 * pause, MAX_BACKOFF)
+                continue
+            if self._outage_since is not None:
+                LOG.warning(
+                    "etcd at %s:%d is reachable again after %.1f s",
+                    self.host,
+                    self.port,
+                    time.monotonic() - self._outage_since,
+                )
+                self._outage_since = None
+            return result
+
+    def _call_once(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except grpc.RpcError as err:
@@ -50,8 +93,13 @@ class EtcdBackend:
         except (
             etcd_exceptions.ConnectionFailedError,
             etcd_exceptions.ConnectionTimeoutError,
+            etcd_exceptions.NoServerAvailableError,
         ) as err:
             raise self._unavailable(err) from err
+        except ValueError as err:
+            if "failed node" in str(err):
+                raise self._unavailable(err) from err
+            raise
 
     def get(self, key: str) -> tuple[KeyValue | None, int]:
         response = self._call(self.client.get_response, key)
@@ -151,12 +199,12 @@ class EtcdBackend:
         return self._call(self.client.lease, max(1, math.ceil(ttl))).id
 
     def lease_keepalive(self, lease_id: int) -> bool:
-        responses = self._call(lambda: list(self.client.refresh_lease(lease_id)))
+        responses = self._call(lambda: list(self.client.refresh_lease(lease_id)), retry=False)
         return bool(responses) and responses[0].TTL > 0
 
     def lease_revoke(self, lease_id: int) -> None:
         try:
-            self._call(self.client.revoke_lease, lease_id)
+            self._call(self.client.revoke_lease, lease_id, retry=False)
         except grpc.RpcError:
             pass  # already expired
 

@@ -15,6 +15,7 @@ SBI_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9\-]{1,96}$")
 SUBARRAY_ID = re.compile(r"^[0-9]{2}$")
 GENERATOR = re.compile(r"^[A-Za-z0-9]{1,32}$")
+COMPONENT = re.compile(r"^[a-z][a-z0-9\-]{0,31}$")
 
 _RULES = {
     "processing block": (PB_ID, "letters, digits and '-', 1 to 64 characters"),
@@ -22,6 +23,7 @@ _RULES = {
     "deployment": (DEPLOYMENT_ID, "letters, digits and '-', 1 to 96 characters"),
     "subarray": (SUBARRAY_ID, "two digits, e.g. '01'"),
     "generator": (GENERATOR, "letters and digits, 1 to 32 characters"),
+    "component": (COMPONENT, "lower-case letters, digits and '-', 1 to 32 characters"),
 }
 
 

@@ -198,8 +198,12 @@ class Engines:
             self._engines[spec] = make_engine(spec, self.data_root)
         return self._engines[spec]
 
-    def start(self, deploy_id: str, args: dict, *, log_path: Path) -> dict:
-        request = DaskRequest.from_args(deploy_id, args)
+    def start(
+        self, deploy_id: str, args: dict, *, log_path: Path, marks: dict[str, str] | None = None
+    ) -> dict:
+        """Start the deployment on the recorded engine; ``marks``: environment that marks
+        the processes this machine starts for it (the deployer finds them by it)."""
+        request = DaskRequest.from_args(deploy_id, args, marks)
         spec = load_engine_spec(self.config)
         state = self._engine(spec).start(deploy_id, request, log_path=log_path)
         return {**state, "engine": spec.to_dict()}

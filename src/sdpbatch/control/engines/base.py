@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sdpbatch.control.resources import Capacity
+from sdpbatch.execution.worker_environment import worker_process_environment
 
 MAX_WORKERS = 256
 MAX_THREADS = 256
@@ -31,9 +32,12 @@ class DaskRequest:
     n_workers: int
     threads_per_worker: int
     memory_limit: str  # of each Dask worker: "auto" or a size Dask understands ("2GiB")
+    marks: tuple[tuple[str, str], ...] = ()  # environment that marks this machine's processes
 
     @classmethod
-    def from_args(cls, deploy_id: str, args: dict) -> DaskRequest:
+    def from_args(
+        cls, deploy_id: str, args: dict, marks: dict[str, str] | None = None
+    ) -> DaskRequest:
         """The request of an entry's ``args``; :class:`EngineError` naming the bad field."""
         n_workers = args.get("n_workers", 1)
         threads = args.get("threads_per_worker", 1)
@@ -46,13 +50,17 @@ class DaskRequest:
             )
         if not isinstance(memory_limit, str | int) or isinstance(memory_limit, bool):
             raise EngineError(f"dask deployment {deploy_id}: memory_limit must be a size")
-        return cls(n_workers, threads, str(memory_limit))
+        return cls(n_workers, threads, str(memory_limit), tuple(sorted((marks or {}).items())))
 
     @property
-    def thread_env(self) -> dict[str, str]:
-        """The environment that sizes the numerical libraries' thread pools of a worker."""
-        value = str(self.threads_per_worker)
-        return {k: value for k in ("SDPBATCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    def worker_env(self) -> dict[str, str]:
+        """The one worker environment (thread pools, malloc settings) of a worker process."""
+        return worker_process_environment(self.threads_per_worker)
+
+    @property
+    def mark_env(self) -> dict[str, str]:
+        """The marks of the processes this machine starts for the deployment."""
+        return dict(self.marks)
 
 
 def _count(value: object, largest: int) -> bool:

@@ -32,7 +32,7 @@ def fresh_work_dir(data_root: Path, deploy_id: str) -> Path:
 
 
 def start_scheduler(
-    deploy_id: str, directory: Path, *, host: str, log_path: Path
+    deploy_id: str, directory: Path, *, host: str, log_path: Path, env: dict | None = None
 ) -> tuple[ProcessRecord, dict]:
     """Start ``dask scheduler`` listening on ``host`` (any free port); its record and the
     contents of its scheduler file (``address``, ``services``)."""
@@ -53,6 +53,7 @@ def start_scheduler(
             str(scheduler_file),
         ],
         log_path=log_path,
+        env=env,
         cwd=directory,
     )
     try:

@@ -20,6 +20,7 @@ from sdpbatch.control.engines.dask_processes import (
 )
 from sdpbatch.control.processes import ProcessRecord, start_process, stop_process
 from sdpbatch.control.resources import Capacity, machine_capacity
+from sdpbatch.control.vocabulary import DeploymentStatus
 
 HOST = "127.0.0.1"
 
@@ -38,7 +39,9 @@ class LocalEngine:
 
     def start(self, deploy_id: str, request: DaskRequest, *, log_path: Path) -> dict:
         directory = fresh_work_dir(self.data_root, deploy_id)
-        scheduler, info = start_scheduler(deploy_id, directory, host=HOST, log_path=log_path)
+        scheduler, info = start_scheduler(
+            deploy_id, directory, host=HOST, log_path=log_path, env=request.mark_env
+        )
         records = [scheduler]
         try:
             for i in range(request.n_workers):
@@ -55,7 +58,7 @@ class LocalEngine:
                 stop_process(record.pid, timeout=5)
             raise
         return {
-            "status": "RUNNING",
+            "status": DeploymentStatus.RUNNING,
             "scheduler_address": info["address"],
             "dashboard": info.get("services", {}).get("dashboard"),
             "n_workers": request.n_workers,
@@ -97,6 +100,6 @@ def _start_worker(
             str(directory),
         ],
         log_path=log_path,
-        env=request.thread_env,
+        env={**request.worker_env, **request.mark_env},
         cwd=directory,
     )

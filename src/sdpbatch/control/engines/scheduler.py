@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sdpbatch.control.engines.base import DaskRequest, EngineError
 from sdpbatch.control.resources import Capacity
+from sdpbatch.control.vocabulary import DeploymentStatus
 
 CONNECT_TIMEOUT = 5.0  # s
 
@@ -84,7 +85,7 @@ class SchedulerEngine:
     def start(self, deploy_id: str, request: DaskRequest, *, log_path: Path) -> dict:
         identity = scheduler_identity(self.address)
         return {
-            "status": "RUNNING",
+            "status": DeploymentStatus.RUNNING,
             "scheduler_address": self.address,
             "dashboard": identity.get("services", {}).get("dashboard"),
             "n_workers": len(identity.get("workers", {})),

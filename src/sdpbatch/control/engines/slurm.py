@@ -35,6 +35,7 @@ from sdpbatch.control.engines.dask_processes import (
 )
 from sdpbatch.control.processes import stop_process
 from sdpbatch.control.resources import Capacity, ResourceRequest, worker_memory_bytes
+from sdpbatch.control.vocabulary import DeploymentStatus
 
 LOG = logging.getLogger(__name__)
 DEATH_TIMEOUT = 60  # s a worker waits for a lost scheduler before it exits (and its job ends)
@@ -91,7 +92,9 @@ class SlurmEngine:
 
     def start(self, deploy_id: str, request: DaskRequest, *, log_path: Path) -> dict:
         directory = fresh_work_dir(self.data_root, deploy_id)
-        scheduler, info = start_scheduler(deploy_id, directory, host=self.host, log_path=log_path)
+        scheduler, info = start_scheduler(
+            deploy_id, directory, host=self.host, log_path=log_path, env=request.mark_env
+        )
         script = directory / JOB_SCRIPT
         jobs: list[str] = []
         try:
@@ -103,7 +106,7 @@ class SlurmEngine:
             stop_process(scheduler.pid, timeout=5)
             raise
         return {
-            "status": "RUNNING",
+            "status": DeploymentStatus.RUNNING,
             "scheduler_address": info["address"],
             "dashboard": info.get("services", {}).get("dashboard"),
             "n_workers": request.n_workers,
@@ -137,7 +140,7 @@ class SlurmEngine:
             walltime=self.walltime or "",
             job_directives_skip=[] if self.walltime else ["#SBATCH -t"],
             job_extra_directives=[],
-            job_script_prologue=[f"export {k}={v}" for k, v in request.thread_env.items()],
+            job_script_prologue=[f"export {k}={v}" for k, v in request.worker_env.items()],
             python=shlex.quote(sys.executable),
             local_directory=shlex.quote(str(directory)),
             death_timeout=DEATH_TIMEOUT,
@@ -171,7 +174,7 @@ class SlurmEngine:
             if left <= 0:
                 return {
                     **state,
-                    "status": "FAILED",
+                    "status": DeploymentStatus.FAILED,
                     "error": f"worker job {job_id} ended ({how}) and no replacements are left; "
                     f"see {self.data_root / 'logs'}/{deploy_id}-job-*.log",
                 }

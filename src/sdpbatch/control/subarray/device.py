@@ -4,7 +4,12 @@ Every command does the same three steps: check the obsState machine (and its arg
 write the intent to the config DB in one transaction, then update obsState and push a change
 event.  A refused command raises a Tango ``DevFailed`` whose description says what is wrong,
 and has written nothing.  The device keeps no state the database does not also hold: on
-(re)start it reads ``/subarray/NN`` back.
+(re)start it reads ``/subarray/NN`` back (and keeps trying while the database is away).
+
+``healthState`` is watched by a thread every :data:`HEALTH_PERIOD` s: FAILED while the
+configuration database cannot be reached, DEGRADED while it can but no processing controller
+or no deployer is connected to it (``/component/<name>-<pid>`` keys, kept
+by their leases), OK otherwise; the device's status says which.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +25,7 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command
 
-from sdpbatch.control.configdb import Config
+from sdpbatch.control.configdb import Config, ConfigError
 from sdpbatch.control.subarray import intent
 from sdpbatch.control.subarray.intent import SubarrayRecord
 from sdpbatch.control.subarray.schema import (
@@ -40,6 +46,9 @@ from sdpbatch.control.subarray.state_machine import (
 
 LOG = logging.getLogger(__name__)
 STABLE = {ObsState.EMPTY, ObsState.IDLE, ObsState.READY, ObsState.SCANNING, ObsState.ABORTED}
+HEALTH_PERIOD = 1.0  # s between two looks at the database and the components
+COMMAND_PATIENCE = 1.0  # s a command waits for an unreachable database (Tango clients: 3 s)
+NEEDED_COMPONENTS = ("controller", "deployer")
 SUBARRAY_NAME = re.compile(r"subarray_(\d{1,2})$")
 
 
@@ -76,23 +85,66 @@ class SDPSubarray(Device):
         self._power = Power.ON
         self._admin_mode = AdminMode.ONLINE
         self._health = HealthState.OK
+        self._health_text = ""
         self._sbi_id: str | None = None
         self._scan_type = ""
         self._scan_id = 0
         self.set_change_event("obsState", True, False)
+        self._config = Config(patience=COMMAND_PATIENCE)
+        self._restored = False
+        self._try_restore()
+        self._stop_health = threading.Event()
+        self._health_thread = threading.Thread(
+            target=self._watch_health, name="subarray-health", daemon=True
+        )
+        self._health_thread.start()
+
+    def _try_restore(self) -> None:
+        """Read the subarray back from the database; FAULT with the reason while it fails."""
         try:
-            self._config = Config()
             self._restore()
         except Exception as err:  # the device must still come up to say what is wrong
-            LOG.exception("cannot read the configuration database")
+            LOG.warning("cannot read the configuration database: %s", err)
             self._health = HealthState.FAILED
-            self._config = None
             self.set_state(DevState.FAULT)
             self.set_status(f"Cannot use the configuration database: {err}")
             return
+        self._restored = True
         self._show_power()
 
+    def _watch_health(self) -> None:
+        while not self._stop_health.wait(HEALTH_PERIOD):
+            self.check_health()
+
+    def check_health(self) -> HealthState:
+        """One look: FAILED (database unreachable), DEGRADED (a component missing) or OK."""
+        try:
+            for txn in self._config.txn():
+                components = txn.list_components()
+        except (ConfigError, OSError) as err:
+            health, text = HealthState.FAILED, f"configuration database unreachable: {err}"
+        else:
+            if not self._restored:
+                self._try_restore()
+            running = {(info or {}).get("name") for info in components.values()}
+            missing = [c for c in NEEDED_COMPONENTS if c not in running]
+            if missing:
+                health = HealthState.DEGRADED
+                text = f"no {' and no '.join(missing)} connected to the configuration database"
+            else:
+                health, text = HealthState.OK, ""
+        if health != self._health:
+            LOG.warning("healthState %s -> %s %s", self._health.name, health.name, text)
+            self._health, self._health_text = health, text
+            if self._restored:
+                self._show_power()
+        return health
+
     def delete_device(self) -> None:
+        stop = getattr(self, "_stop_health", None)
+        if stop is not None:
+            stop.set()
+            self._health_thread.join(timeout=2 * HEALTH_PERIOD)
         config = getattr(self, "_config", None)
         if config is not None:
             config.close()
@@ -127,7 +179,7 @@ class SDPSubarray(Device):
         return self._health
 
     def read_receiveAddresses(self) -> str:
-        if self._sbi_id is None or self._config is None:
+        if self._sbi_id is None or not self._restored:
             return "{}"
         for txn in self._config.txn():
             sbi = txn.get_sbi(self._sbi_id)
@@ -238,7 +290,7 @@ class SDPSubarray(Device):
     # ------------------------------------------------------------------ the three steps
     def _check(self, name: str) -> Plan:
         """Step 1: is the command allowed now?  Throws DevFailed with the reason if not."""
-        if self._config is None:
+        if not self._restored:
             self._throw("CONFIG_DB_ERROR", f"Command {name} refused: {self.get_status()}", name)
         try:
             return plan_command(name, self._obs_state, self._power)
@@ -307,12 +359,13 @@ class SDPSubarray(Device):
         self.push_change_event("obsState", state)
 
     def _show_power(self) -> None:
+        note = f"; {self._health_text}" if self._health_text else ""
         if self._power is Power.ON:
             self.set_state(DevState.ON)
-            self.set_status(f"Subarray {self._subarray_id} is ON")
+            self.set_status(f"Subarray {self._subarray_id} is ON{note}")
         else:
             self.set_state(DevState.OFF)
-            self.set_status(f"Subarray {self._subarray_id} is OFF")
+            self.set_status(f"Subarray {self._subarray_id} is OFF{note}")
 
     def _throw(self, reason: str, description: str, name: str) -> None:
         LOG.info("%s refused: %s", name, description)

@@ -2,9 +2,11 @@
 
 The JSON Schemas live in ``sdpbatch/schemas/`` (``sbi.json`` for AssignResources,
 ``configure.json``, ``scan.json``).  After the schema, :func:`validate_sbi` checks duplicate
-processing block ids, dependencies (known, acyclic), workflows against the control layer's
-:mod:`~sdpbatch.control.workflow_catalogue`, and the batch parameters against the one parameter
-model.  Every failure is a :class:`ConfigurationError` whose text says what is wrong and where.
+processing block ids, dependencies (known, acyclic), and every block with the one block check
+(:func:`~sdpbatch.control.admission.admit_block`: known workflow, parameters, file parameters
+confined to the data root and the allowed directories, resources against this machine's
+resource model).  Every failure is a :class:`ConfigurationError` whose text says what is wrong
+and where.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from __future__ import annotations
 import functools
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import referencing
 from jsonschema.exceptions import best_match
 
-from sdpbatch.control.workflow_catalogue import find_workflow, known_workflow_keys
-from sdpbatch.parameters import ParameterError, parse_parameters
+from sdpbatch.control.admission import BlockRefused, admit_block
+from sdpbatch.control.resources import Capacity
 
 SCHEMA_FILES = ("sbi.json", "configure.json", "scan.json")
 
@@ -75,13 +78,17 @@ def check_schema(document: Any, schema_name: str) -> None:
     )
 
 
-def validate_sbi(text: str) -> dict[str, Any]:
+def validate_sbi(
+    text: str, *, data_root: Path | None = None, capacity: Capacity | None = None
+) -> dict[str, Any]:
     """Parse and check an AssignResources argument; return the configuration dict.
 
     Checks, in order: JSON syntax, the ``sbi.json`` schema, unique processing block ids,
-    dependencies (on a block of this SBI, not on itself, no cycle), known workflows, and the
-    parameters of batch imaging blocks.  Dependencies on blocks outside the SBI are returned
-    by :func:`external_dependencies` for the caller to check against the database.
+    each block (:func:`~sdpbatch.control.admission.admit_block` with ``data_root``, default
+    ``$SDPBATCH_DATA_DIR`` else ./sdp-data, and ``capacity``, default this machine's) and the
+    dependencies (on a block of this SBI, not on itself, no cycle).  Dependencies on blocks
+    outside the SBI are returned by :func:`external_dependencies` for the caller to check
+    against the database.
     """
     config = _parse_json(text, "Configuration")
     check_schema(config, "sbi.json")
@@ -106,29 +113,33 @@ def validate_sbi(text: str) -> dict[str, Any]:
             f"Configuration validation failed: duplicate scan type id {duplicates[0]}",
         )
 
+    if data_root is None:
+        from sdpbatch.control.system import default_data_dir
+
+        data_root = default_data_dir()
     for pb in blocks:
-        _check_workflow(pb)
+        _check_block(pb, data_root=Path(data_root).resolve(), capacity=capacity)
     _check_dependency_graph(blocks)
     return config
 
 
-def _check_workflow(pb: dict[str, Any]) -> None:
-    wf = pb["workflow"]
-    spec = find_workflow(wf["type"], wf["id"], wf["version"])
-    if spec is None:
-        raise ConfigurationError(
-            "UNKNOWN_WORKFLOW",
-            f"Unknown workflow {wf['type']}:{wf['id']}:{wf['version']} in processing block "
-            f"{pb['id']}; known workflows: {', '.join(known_workflow_keys())}",
+def _check_block(pb: dict[str, Any], *, data_root: Path, capacity: Capacity | None) -> None:
+    try:
+        admit_block(
+            pb["id"], pb["workflow"], pb["parameters"], data_root=data_root, capacity=capacity
         )
-    if spec.batch_parameters:
-        try:
-            parse_parameters(pb["parameters"])
-        except ParameterError as err:
+    except BlockRefused as err:
+        if err.field == "workflow":
+            wf = pb["workflow"]
             raise ConfigurationError(
-                "VALIDATION_ERROR",
-                f"Configuration validation failed: processing block {pb['id']}: {err}",
-            ) from err
+                "UNKNOWN_WORKFLOW",
+                f"Unknown workflow {wf['type']}:{wf['id']}:{wf['version']} in processing "
+                f"block {pb['id']}; {str(err).split('; ', 1)[-1]}",
+            ) from None
+        raise ConfigurationError(
+            "VALIDATION_ERROR",
+            f"Configuration validation failed: processing block {pb['id']}: {err}",
+        ) from None
 
 
 def _check_dependency_graph(blocks: list[dict[str, Any]]) -> None:
