@@ -183,8 +183,9 @@ class Deployer:
     def _stop_engine_jobs(self) -> None:
         """Stop what the engines run for the recorded Dask deployments (SLURM jobs)."""
         try:
-            for txn in self.config.txn():
-                states = {d: txn.get_deployment_state(d) for d in txn.list_deployment_states()}
+            with self.config.patience(3.0):
+                for txn in self.config.txn():
+                    states = {d: txn.get_deployment_state(d) for d in txn.list_deployment_states()}
         except ConfigError as err:
             LOG.warning("Engines' jobs not stopped, the database is away: %s", err)
             return

@@ -16,6 +16,7 @@ skips the commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -102,6 +103,19 @@ class Config:
         self.lease_generation = 0  # how many leases this client was granted
         self._stop_keepalive = threading.Event()
         self._keepalive_thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def patience(self, seconds: float | None) -> Iterator[None]:
+        """Calls in this block retry for ``seconds`` at most while the server is unreachable
+        (e.g. one last read at shutdown that must not wait for an outage to end)."""
+        if not hasattr(self.backend, "patience"):  # the memory backend is always there
+            yield
+            return
+        previous, self.backend.patience = self.backend.patience, seconds
+        try:
+            yield
+        finally:
+            self.backend.patience = previous
 
     # --- lifetime -----------------------------------------------------------------------------
 
