@@ -103,12 +103,6 @@ def test_write_model_and_corrected_data(simulated, tmp_path, capsys):
         assert np.linalg.norm(xx) < 0.1 * np.linalg.norm(model[cross][..., 0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auto_threshold is validated and offered as -auto-threshold; ICAL's minor cycle "
-    "applies it once the lead adds it to the clean settings (execution/ical is being "
-    "restructured); this test passes then, and the marker goes",
-)
 def test_auto_threshold_stops_the_clean_at_a_multiple_of_the_rms(simulated, tmp_path):
     runs = {}
     for label, extra in (("deep", []), ("auto", ["-auto-threshold", "50"])):

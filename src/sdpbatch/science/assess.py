@@ -13,6 +13,14 @@ from sdpbatch.science.constants import C
 MAD_TO_SIGMA = 1.4826
 
 
+def robust_rms(image: np.ndarray) -> float:
+    """``1.4826 * median(|x - median(x)|)`` over the finite pixels: the noise, robust to the
+    sources in the image."""
+    finite = np.asarray(image, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(MAD_TO_SIGMA * np.median(np.abs(finite - np.median(finite))))
+
+
 def image_statistics(image: np.ndarray, *, noise_image: np.ndarray | None = None) -> dict:
     """Peak, robust rms and dynamic range of an image (Jy/beam).
 
@@ -21,9 +29,7 @@ def image_statistics(image: np.ndarray, *, noise_image: np.ndarray | None = None
     standard deviation and the minimum.
     """
     image = np.asarray(image, dtype=np.float64)
-    noise = image if noise_image is None else np.asarray(noise_image, dtype=np.float64)
-    finite = noise[np.isfinite(noise)]
-    rms = float(MAD_TO_SIGMA * np.median(np.abs(finite - np.median(finite))))
+    rms = robust_rms(image if noise_image is None else noise_image)
     peak = float(np.nanmax(image))
     return {
         "peak": peak,

@@ -18,6 +18,7 @@ from sdpbatch.execution.ical.group import trim_memory, trimmed
 from sdpbatch.execution.ical.plan import ChannelBlock
 from sdpbatch.execution.ical.settings import CleanSettings
 from sdpbatch.execution.ical.tasks import BlockImages, ensure_ducc_threads
+from sdpbatch.science.assess import robust_rms
 from sdpbatch.science.beam import CleanBeam, fit_clean_beam, restore
 from sdpbatch.science.clean import CleanResult
 from sdpbatch.science.clean_window import msmfs_clean_region
@@ -74,16 +75,21 @@ def clean_cycle(
     residual: BlockImages, psf: np.ndarray, moments: np.ndarray, clean: CleanSettings
 ) -> CleanResult:
     """One minor cycle (multi-scale multi-frequency clean) on the Taylor residual formed
-    from the summed block residuals."""
+    from the summed block residuals; it stops at the highest of the absolute, fractional and
+    automatic (a multiple of the residual's robust rms) thresholds."""
     ensure_ducc_threads(clean.nthreads)
     nmoment = (psf.shape[0] + 1) // 2
+    taylor = taylor_images(residual, moments, nmoment, psf.shape[1])
+    threshold = clean.threshold
+    if clean.auto_threshold is not None:
+        threshold = max(threshold, clean.auto_threshold * robust_rms(taylor[0]))
     return msmfs_clean_region(
-        taylor_images(residual, moments, nmoment, psf.shape[1]),
+        taylor,
         psf,
         scales=clean.scales,
         gain=clean.gain,
         niter=clean.niter,
-        threshold=clean.threshold,
+        threshold=threshold,
         fractional_threshold=clean.fractional_threshold,
         psf_support=clean.psf_support,
         nthreads=clean.nthreads,

@@ -89,6 +89,7 @@ class CleanSettings:
     niter: int
     threshold: float
     fractional_threshold: float
+    auto_threshold: float | None  # in units of the residual's robust rms
     psf_support: int
     nthreads: int
 
@@ -100,6 +101,7 @@ class CleanSettings:
             niter=params.niter,
             threshold=params.threshold,
             fractional_threshold=params.fractional_threshold,
+            auto_threshold=params.auto_threshold,
             psf_support=params.psf_support,
             nthreads=nthreads,
         )
