@@ -70,7 +70,8 @@ def test_reads_a_wsclean_style_file(tmp_path):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("g,GAUSSIAN,00:00:00,-30.00.00,1,[],true,1e8,1,1,0", "GAUSSIAN"),
+        ("s,SHAPELET,00:00:00,-30.00.00,1,[],true,1e8,1,1,0", "SHAPELET"),
+        ("g,GAUSSIAN,00:00:00,-30.00.00,1,[],true,1e8,-1,1,0", "MajorAxis"),
         ("p,POINT,00:00:00,-95.00.00,1,[],true,1e8,,,", "declination"),
         ("p,POINT,00:61:00,-30.00.00,1,[],true,1e8,,,", "minutes"),
         ("p,POINT,00:00:00,-30.00.00,abc,[],true,1e8,,,", "line 3"),

@@ -49,6 +49,7 @@ from sdpbatch.science.skymodel import (
     beam_radius,
     catalogue_view,
     expected_source_count,
+    gaussian_taper_matrix,
     gleam_like_sources,
     lmn,
 )
@@ -204,6 +205,7 @@ def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) ->
     width = setup.channel_widths[window : window + 1]
     nbl, ntimes = setup.nbaselines, setup.times.size
     directions = lmn(setup.sky.ra, setup.sky.dec, setup.phase_centre)
+    shape = gaussian_taper_matrix(setup.sky, setup.phase_centre)
     flux = setup.sky.flux_at(freq)  # (nsrc, 1)
     sigma = radiometer_sigma(params.tsys, width, setup.interval) if params.add_noise else None
     noise_rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(1, window)))
@@ -229,7 +231,7 @@ def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) ->
             a2 = np.tile(setup.antenna2, t1 - t0)
             uvw = baseline_uvw(setup.ant_uvw[t0:t1], setup.antenna1, setup.antenna2)
             vis = predict_point_sources_by_station(
-                setup.ant_uvw, time_index, a1, a2, freq, directions, flux
+                setup.ant_uvw, time_index, a1, a2, freq, directions, flux, shape=shape
             )
             vis = corrupt(vis, setup.gains, a1, a2, time_index)
             if sigma is not None:

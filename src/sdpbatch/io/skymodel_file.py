@@ -6,11 +6,16 @@ Example::
     Format = Name, Type, Ra, Dec, I, SpectralIndex, LogarithmicSI, \
         ReferenceFrequency='100000000', MajorAxis, MinorAxis, Orientation   (one line)
     src0,POINT,00:01:02.345678,-30.12.34.56789,12.5,[-0.7,0.01],true,100000000,,,
+    src1,GAUSSIAN,00:01:10.0,-30.10.00.0,3.0,[-0.8],true,100000000,120.0,45.0,30.0
 
 RA is ``hh:mm:ss.s``, Dec ``dd.mm.ss.s`` (or ``dd:mm:ss.s``); angles with a ``deg``/``rad``
 suffix are also read.  Spectra: ``S(nu) = I * (nu/nu0) ** (c0 + c1 x + ...)``,
-``x = log10(nu/nu0)`` (``LogarithmicSI=true``, the default).  Only POINT components are
-supported; a linear (``LogarithmicSI=false``) spectrum with terms is refused.
+``x = log10(nu/nu0)`` (``LogarithmicSI=true``, the default).  POINT and GAUSSIAN components are
+supported; for a GAUSSIAN, MajorAxis and MinorAxis are full widths at half maximum in arcsec and
+Orientation the position angle of the major axis in degrees, north through east (WSClean and
+DP3; a MajorAxis smaller than the MinorAxis is read as the same ellipse with the axes swapped).
+Other columns of DP3's format (Patch, Q, U, V, ...) are ignored; a linear
+(``LogarithmicSI=false``) spectrum with terms is refused.
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ def read_sky_model(path: str | Path) -> SkyModel:
         raise SkyModelFileError(f"sky model file {path}: cannot read it ({err})") from err
     columns: list[str] | None = None
     defaults: dict[str, str] = {}
-    ra, dec, flux, ref, si, names = [], [], [], [], [], []
+    ra, dec, flux, ref, si, names, shapes = [], [], [], [], [], [], []
     for lineno, line in enumerate(lines, start=1):
         where = f"sky model file {path}, line {lineno}"
         match = _FORMAT_LINE.match(line) or _MAKESOURCEDB_FORMAT.match(line)
@@ -121,11 +126,12 @@ def read_sky_model(path: str | Path) -> SkyModel:
         if not row["type"] and not row["name"]:
             continue  # a patch definition line
         kind = row["type"].upper()
-        if kind != "POINT":
+        if kind not in ("POINT", "GAUSSIAN"):
             raise SkyModelFileError(
-                f"{where}: component type '{row['type']}' is not supported (only POINT)"
+                f"{where}: component type '{row['type']}' is not supported (POINT, GAUSSIAN)"
             )
         try:
+            shapes.append(_gaussian_shape(row) if kind == "GAUSSIAN" else (0.0, 0.0, 0.0))
             src_ra = _angle(row["ra"], hours=True)
             src_dec = _angle(row["dec"], hours=False)
             i_flux = float(row["i"])
@@ -157,6 +163,7 @@ def read_sky_model(path: str | Path) -> SkyModel:
     si_arr = np.zeros((len(si), nterms))
     for k, t in enumerate(si):
         si_arr[k, : len(t)] = t
+    major, minor, angle = np.array(shapes, dtype=np.float64).reshape(-1, 3).T
     return SkyModel(
         ra=np.array(ra),
         dec=np.array(dec),
@@ -164,7 +171,28 @@ def read_sky_model(path: str | Path) -> SkyModel:
         ref_freq=np.array(ref),
         spectral_index=si_arr,
         names=names,
+        major=major,
+        minor=minor,
+        position_angle=angle,
     )
+
+
+def _gaussian_shape(row: dict[str, str]) -> tuple[float, float, float]:
+    """(major, minor, position angle) radians of a GAUSSIAN row (axes arcsec, angle deg)."""
+    values = []
+    for column in ("MajorAxis", "MinorAxis", "Orientation"):
+        text = row.get(column.lower(), "").strip()
+        if not text:
+            raise ValueError(f"a GAUSSIAN needs MajorAxis, MinorAxis and Orientation ({column})")
+        value = float(text)
+        if not math.isfinite(value) or (column != "Orientation" and value <= 0):
+            raise ValueError(f"{column} must be a positive number of arcsec, got '{text}'")
+        values.append(value)
+    major, minor, angle = values
+    if major < minor:  # the same ellipse
+        major, minor, angle = minor, major, angle + 90.0
+    arcsec = math.radians(1.0 / 3600.0)
+    return major * arcsec, minor * arcsec, math.radians(angle)
 
 
 def format_ra(ra: float) -> str:
@@ -191,11 +219,19 @@ def write_sky_model(path: str | Path, sky: SkyModel, *, header: Sequence[str] = 
     ref_default = float(sky.ref_freq[0]) if len(sky) else 1e8
     lines = [f"# {h}" for h in header]
     lines.append(FORMAT.format(ref=ref_default))
+    arcsec = math.radians(1.0 / 3600.0)
     for k in range(len(sky)):
         terms = ",".join(f"{c:.12g}" for c in sky.spectral_index[k])
+        kind, shape = "POINT", ",,"
+        if sky.is_gaussian[k]:
+            kind = "GAUSSIAN"
+            shape = (
+                f"{sky.major[k] / arcsec:.12g},{sky.minor[k] / arcsec:.12g},"
+                f"{math.degrees(sky.position_angle[k]):.12g}"
+            )
         lines.append(
-            f"{sky.names[k]},POINT,{format_ra(sky.ra[k])},{format_dec(sky.dec[k])},"
-            f"{sky.flux[k]:.12g},[{terms}],true,{sky.ref_freq[k]:.12g},,,"
+            f"{sky.names[k]},{kind},{format_ra(sky.ra[k])},{format_dec(sky.dec[k])},"
+            f"{sky.flux[k]:.12g},[{terms}],true,{sky.ref_freq[k]:.12g},{shape}"
         )
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
