@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 OUTLIER_FLOOR = 0.1
-"""Smallest robust spread of ``log |g|`` used by the outlier test: with ``sigma`` 5, amplitudes
-within a factor exp(0.5) = 1.65 of the median are never outliers, however alike the others."""
+"""Smallest robust spread of ``log |g|`` used by the outlier test: with ``sigma`` 8, amplitudes
+within a factor exp(0.8) = 2.2 of the median are never outliers, however alike the others."""
 
 DIVERGED_CHANGE = 1e-3
 """A cell whose last iteration still changed its gains by more than this (relative) did not

@@ -177,8 +177,11 @@ class GainSolution:
 MIN_SNR = 3.0
 """Default minimum signal-to-noise of a solution (CASA gaincal's ``minsnr``)."""
 
-OUTLIER_SIGMA = 5.0
-"""Default outlier threshold, in robust standard deviations of ``log |g|``."""
+OUTLIER_SIGMA = 8.0
+"""Default outlier threshold, in robust standard deviations of ``log |g|``: with 30 %
+amplitude scatter a station is an outlier beyond a factor ~11 from the median (the robust
+spread of 30 stations is itself uncertain by ~25 %, so a genuine 3-sigma station must not be
+caught); with alike stations, beyond a factor exp(8 x 0.1) = 2.2 (:data:`OUTLIER_FLOOR`)."""
 
 
 def solve_term(
@@ -317,7 +320,8 @@ def _solve_cells(dense: dict[str, np.ndarray], initial: np.ndarray, checks: _Che
     """
     phase_only, outlier_sigma = checks.phase_only, checks.outlier_sigma
     most, all_converged = 0, True
-    for attempt in range(2):
+    dropped = np.zeros(initial.shape, dtype=bool)
+    for _ in range(2):
         g, iterations, change = stefcal(
             dense["a"],
             dense["b"],
@@ -329,9 +333,9 @@ def _solve_cells(dense: dict[str, np.ndarray], initial: np.ndarray, checks: _Che
         )
         has_data = dense["b"].sum(axis=2) > 0
         snr = solution_snr(**dense, gains=g, phase_only=phase_only)
-        converged = change < checks.tolerance
         most = max(most, int(iterations.max(initial=0)))
-        all_converged = all_converged and bool(np.all(converged | ~has_data.any(axis=1)))
+        converged = (change < checks.tolerance) | ~has_data.any(axis=1)
+        all_converged = all_converged and bool(np.all(converged))
         reasons = np.zeros(g.shape, dtype=np.int8)
         diverged = ~(change <= DIVERGED_CHANGE)[:, None] | ~np.isfinite(g)
         for name, bad in (
@@ -340,16 +344,17 @@ def _solve_cells(dense: dict[str, np.ndarray], initial: np.ndarray, checks: _Che
             ("no_data", ~has_data),
         ):  # the last set wins: an entry keeps its first reason in REASONS
             reasons[bad] = 1 + REASONS.index(name)
-        outliers = np.zeros(g.shape, dtype=bool)
-        if outlier_sigma < np.inf and not phase_only:
-            outliers = amplitude_outliers(g, reasons > 0, axis=1, sigma=outlier_sigma)
-            reasons[outliers] = 1 + REASONS.index("outlier")
-        if attempt or not outliers.any():
+        reasons[dropped] = 1 + REASONS.index("outlier")
+        if outlier_sigma == np.inf or phase_only:
             break
-        drop = outliers[:, :, None] | outliers[:, None, :]  # solve again without them
+        outliers = amplitude_outliers(g, reasons > 0, axis=1, sigma=outlier_sigma)
+        reasons[outliers] = 1 + REASONS.index("outlier")
+        if dropped.any() or not outliers.any():
+            break
+        dropped = outliers  # solve again without them
+        drop = outliers[:, :, None] | outliers[:, None, :]
         dense = {name: np.where(drop, 0, m) for name, m in dense.items()}
     g = np.where(np.isfinite(g), g, 1.0)
-    reasons[outliers] = 1 + REASONS.index("outlier")
     return g, snr, reasons, most, all_converged
 
 
