@@ -258,6 +258,10 @@ def _write_subtables(path: Path, spec: RawLikeSpec, enu: np.ndarray, freqs: np.n
             PHASE_DIR=direction, DELAY_DIR=direction, REFERENCE_DIR=direction,
             NAME=np.array(["RAWLIKE"]),
         ),
+        "OBSERVATION": dict(
+            TELESCOPE_NAME=np.array(["SKA1-Low"]), OBSERVER=np.array(["raw_like_ms"]),
+            TIME_RANGE=np.array([[spec.mjd - 5.0, spec.mjd + 5.0]]),
+        ),
         "ANTENNA": dict(
             POSITION=enu_to_itrf(enu), DISH_DIAMETER=np.full(nant, 38.0),
             NAME=np.array([f"S{k:03d}" for k in range(nant)]), STATION=np.array(["SKA"] * nant),

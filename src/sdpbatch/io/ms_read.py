@@ -46,19 +46,28 @@ __all__ = [
     "read_measurement_set_metadata",
     "read_measurement_set_times",
     "read_measurement_set_windows",
+    "window_rows",
 ]
 
 BLOCK_ROWS = 65536
 
 
-def _selection(path: Path, info: MeasurementSetInfo, time_range) -> np.ndarray:
-    """Boolean mask of the main table's cross-correlation rows of the window."""
-    with open_table(path) as main:
+def window_rows(
+    path: str | Path,
+    info: MeasurementSetInfo,
+    *,
+    time_range: tuple[float, float] | None = None,
+    autocorrelations: bool = False,
+) -> np.ndarray:
+    """Boolean mask (main table rows) of the window's rows: its cross-correlations, or all its
+    rows with ``autocorrelations``; only those with ``start <= TIME < end`` if ``time_range``."""
+    with open_table(Path(path)) as main:
         names = main.colnames()
         keep = np.isin(main.getcol("DATA_DESC_ID"), info.data_desc_ids)
         if "FIELD_ID" in names:
             keep &= main.getcol("FIELD_ID") == info.field_id
-        keep &= main.getcol("ANTENNA1") != main.getcol("ANTENNA2")
+        if not autocorrelations:
+            keep &= main.getcol("ANTENNA1") != main.getcol("ANTENNA2")
         if time_range is not None:
             times = main.getcol("TIME")
             keep &= (times >= time_range[0]) & (times < time_range[1])
@@ -74,7 +83,7 @@ def read_measurement_set_times(
     """
     path = Path(path)
     info = read_measurement_set_metadata(path, field=field, spw=spw)
-    keep = _selection(path, info, None)
+    keep = window_rows(path, info)
     with open_table(path) as main:
         return main.getcol("TIME")[keep]
 
@@ -130,7 +139,7 @@ def read_measurement_set(
     info = read_measurement_set_metadata(path, data_column=data_column, field=field, spw=spw)
     with open_table(path, "POLARIZATION") as tab:
         _, pair = stokes_i_plan(path, list(tab.getcell("CORR_TYPE", info.polarization_id)))
-    keep = _selection(path, info, time_range)
+    keep = window_rows(path, info, time_range=time_range)
     nkeep = int(keep.sum())
     if nkeep == 0 and time_range is None:
         raise MeasurementSetError(path, "no cross-correlation rows")
