@@ -261,10 +261,9 @@ def write_corrected_data(
                 antenna2=a2,
                 channel=np.asarray(term.channel),
             )
-        usable = np.isfinite(product) & (product != 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inverse = np.where(usable, 1.0 / np.where(usable, product, 1.0), 0.0)
-        return (data * inverse[:, :, None]).astype(np.complex64)
+        inverse = np.zeros(product.shape, np.complex64)
+        np.divide(1.0, product, out=inverse, where=np.isfinite(product) & (product != 0))
+        return data * inverse[:, :, None]
 
     _replace_column(path, "CORRECTED_DATA", rows, fill, data_column, block_rows)
     return path

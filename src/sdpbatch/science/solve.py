@@ -434,9 +434,9 @@ def baseline_gains(
     channel : (nchan,) solution channel index of each data channel (all 0 for a
     frequency-independent term).
     """
-    gp = gains[interval[:, None], np.asarray(antenna1)[:, None], channel[None, :]]
-    gq = gains[interval[:, None], np.asarray(antenna2)[:, None], channel[None, :]]
-    return gp * np.conj(gq)
+    gp = gains[interval, np.asarray(antenna1)]  # (nrow, nfreq)
+    gq = gains[interval, np.asarray(antenna2)]
+    return (gp * np.conj(gq))[:, np.asarray(channel)]
 
 
 def baseline_flags(
@@ -452,9 +452,9 @@ def baseline_flags(
     flags : (nint, nant, nfreq) of a :class:`GainSolution`; the other arguments as for
     :func:`baseline_gains`.
     """
-    fp = flags[interval[:, None], np.asarray(antenna1)[:, None], channel[None, :]]
-    fq = flags[interval[:, None], np.asarray(antenna2)[:, None], channel[None, :]]
-    return fp | fq
+    fp = flags[interval, np.asarray(antenna1)]  # (nrow, nfreq)
+    fq = flags[interval, np.asarray(antenna2)]
+    return (fp | fq)[:, np.asarray(channel)]
 
 
 def correct(vis: np.ndarray, baseline_gain: np.ndarray) -> np.ndarray:
