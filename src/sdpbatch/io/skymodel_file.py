@@ -98,7 +98,10 @@ def _angle(text: str, *, hours: bool) -> float:
 
 
 def read_sky_model(path: str | Path) -> SkyModel:
-    """Read point sources from a WSClean/DP3 sky model file."""
+    """Read point and Gaussian components from a WSClean/DP3 sky model file.
+
+    Raises :class:`SkyModelFileError` naming the file and every bad line at once.
+    """
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
@@ -106,74 +109,79 @@ def read_sky_model(path: str | Path) -> SkyModel:
         raise SkyModelFileError(f"sky model file {path}: cannot read it ({err})") from err
     columns: list[str] | None = None
     defaults: dict[str, str] = {}
-    ra, dec, flux, ref, si, names, shapes = [], [], [], [], [], [], []
+    components, errors = [], []
     for lineno, line in enumerate(lines, start=1):
-        where = f"sky model file {path}, line {lineno}"
+        where = f"line {lineno}"
         match = _FORMAT_LINE.match(line) or _MAKESOURCEDB_FORMAT.match(line)
         if match:
             columns, defaults = _parse_format(match.group(1))
             missing = {"name", "type", "ra", "dec", "i"} - set(columns)
             if missing:
-                raise SkyModelFileError(f"{where}: format lacks columns {sorted(missing)}")
+                errors.append(f"{where}: format lacks columns {sorted(missing)}")
             continue
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if columns is None:
-            raise SkyModelFileError(f"{where}: data before the 'Format = ...' line")
+            errors.append(f"{where}: data before the 'Format = ...' line")
+            break
         fields = _split(line)
         row = {k: (fields[i] if i < len(fields) else "") for i, k in enumerate(columns)}
         row = {k: (v if v != "" else defaults.get(k, "")) for k, v in row.items()}
         if not row["type"] and not row["name"]:
             continue  # a patch definition line
-        kind = row["type"].upper()
-        if kind not in ("POINT", "GAUSSIAN"):
-            raise SkyModelFileError(
-                f"{where}: component type '{row['type']}' is not supported (POINT, GAUSSIAN)"
-            )
         try:
-            shapes.append(_gaussian_shape(row) if kind == "GAUSSIAN" else (0.0, 0.0, 0.0))
-            src_ra = _angle(row["ra"], hours=True)
-            src_dec = _angle(row["dec"], hours=False)
-            i_flux = float(row["i"])
-            ref_freq = float(row.get("referencefrequency") or "nan")
-            terms_text = row.get("spectralindex", "").strip().strip("[]")
-            terms = [float(x) for x in terms_text.split(",") if x.strip()]
+            components.append(_component(row, default_name=f"src{len(components)}"))
         except ValueError as err:
-            raise SkyModelFileError(f"{where}: {err}") from None
-        if not -math.pi / 2 <= src_dec <= math.pi / 2:
-            raise SkyModelFileError(f"{where}: declination '{row['dec']}' outside -90..90 deg")
-        logarithmic = row.get("logarithmicsi", "true").strip().lower() or "true"
-        if logarithmic not in ("true", "false"):
-            raise SkyModelFileError(f"{where}: LogarithmicSI must be true or false")
-        if logarithmic == "false" and terms:
-            raise SkyModelFileError(
-                f"{where}: linear spectra (LogarithmicSI=false) are not supported"
-            )
-        if terms and not (math.isfinite(ref_freq) and ref_freq > 0):
-            raise SkyModelFileError(f"{where}: spectral terms need a ReferenceFrequency > 0")
-        ra.append(src_ra % (2 * math.pi))
-        dec.append(src_dec)
-        flux.append(i_flux)
-        ref.append(ref_freq if math.isfinite(ref_freq) else 1e8)
-        si.append(terms)
-        names.append(row["name"] or f"src{len(names)}")
-    if columns is None:
-        raise SkyModelFileError(f"sky model file {path}: no 'Format = ...' line")
-    nterms = max([len(t) for t in si] + [1])
-    si_arr = np.zeros((len(si), nterms))
-    for k, t in enumerate(si):
-        si_arr[k, : len(t)] = t
-    major, minor, angle = np.array(shapes, dtype=np.float64).reshape(-1, 3).T
+            errors.append(f"{where}: {err}")
+    if columns is None and not errors:
+        errors.append("no 'Format = ...' line")
+    if errors:
+        raise SkyModelFileError(f"sky model file {path}, " + "; ".join(errors))
+    return _sky_model(components)
+
+
+def _component(row: dict[str, str], default_name: str) -> tuple:
+    """(name, ra, dec, flux, ref_freq, terms, shape) of one row; ValueError says what is bad."""
+    kind = row["type"].upper()
+    if kind not in ("POINT", "GAUSSIAN"):
+        raise ValueError(f"component type '{row['type']}' is not supported (POINT, GAUSSIAN)")
+    shape = _gaussian_shape(row) if kind == "GAUSSIAN" else (0.0, 0.0, 0.0)
+    src_ra = _angle(row["ra"], hours=True)
+    src_dec = _angle(row["dec"], hours=False)
+    i_flux = float(row["i"])
+    ref_freq = float(row.get("referencefrequency") or "nan")
+    terms_text = row.get("spectralindex", "").strip().strip("[]")
+    terms = [float(x) for x in terms_text.split(",") if x.strip()]
+    if not -math.pi / 2 <= src_dec <= math.pi / 2:
+        raise ValueError(f"declination '{row['dec']}' outside -90..90 deg")
+    logarithmic = row.get("logarithmicsi", "true").strip().lower() or "true"
+    if logarithmic not in ("true", "false"):
+        raise ValueError("LogarithmicSI must be true or false")
+    if logarithmic == "false" and terms:
+        raise ValueError("linear spectra (LogarithmicSI=false) are not supported")
+    if terms and not (math.isfinite(ref_freq) and ref_freq > 0):
+        raise ValueError("spectral terms need a ReferenceFrequency > 0")
+    ref = ref_freq if math.isfinite(ref_freq) else 1e8
+    name = row["name"] or default_name
+    return name, src_ra % (2 * math.pi), src_dec, i_flux, ref, terms, shape
+
+
+def _sky_model(components: list[tuple]) -> SkyModel:
+    nterms = max([len(c[5]) for c in components] + [1])
+    si = np.zeros((len(components), nterms))
+    for k, c in enumerate(components):
+        si[k, : len(c[5])] = c[5]
+    shapes = np.array([c[6] for c in components], dtype=np.float64).reshape(-1, 3)
     return SkyModel(
-        ra=np.array(ra),
-        dec=np.array(dec),
-        flux=np.array(flux),
-        ref_freq=np.array(ref),
-        spectral_index=si_arr,
-        names=names,
-        major=major,
-        minor=minor,
-        position_angle=angle,
+        ra=np.array([c[1] for c in components]),
+        dec=np.array([c[2] for c in components]),
+        flux=np.array([c[3] for c in components]),
+        ref_freq=np.array([c[4] for c in components]),
+        spectral_index=si,
+        names=[c[0] for c in components],
+        major=shapes[:, 0],
+        minor=shapes[:, 1],
+        position_angle=shapes[:, 2],
     )
 
 
