@@ -65,7 +65,7 @@ class RawLikeSpec:
     phase_centre: tuple[float, float] = (math.radians(15.0), math.radians(-30.0))
     amplitude_scatter: float = 0.3  # log-normal, per station
     ripple: float = 0.1  # relative bandpass ripple (per station) on a common 5 % shape
-    sigma: float = 0.3  # Jy per real/imaginary part of a correlation at unit relative weight
+    sigma: float = 0.1  # Jy per real/imaginary part of a correlation at unit relative weight
     flagged_stations: tuple[int, ...] = (0, 13)
     flagged_channels: tuple[int, ...] = (4, 11)
     correlation_flag_fraction: float = 0.03  # per correlation (XX only, YY only)
