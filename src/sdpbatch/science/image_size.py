@@ -129,9 +129,19 @@ def check_image_fits(
     return need
 
 
-def largest_fitting_npixel(max_bytes: float, **sizes: int | bool) -> int:
-    """The largest fast even image size whose :func:`image_memory_bytes` is <= ``max_bytes``
-    (32 at least); ``sizes`` are the other arguments of :func:`image_memory_bytes`."""
+def largest_fitting_npixel(
+    max_bytes: float,
+    *,
+    nmoment: int,
+    nscales: int,
+    nwindows: int,
+    double_precision: bool = True,
+) -> int:
+    """The largest fast even image size whose :func:`image_memory_bytes` (same arguments) is
+    <= ``max_bytes`` (32 at least)."""
+    sizes = dict(
+        nmoment=nmoment, nscales=nscales, nwindows=nwindows, double_precision=double_precision
+    )
     per_pixel = image_memory_bytes(1024, **sizes) / 1024**2
     n = int(math.sqrt(max(max_bytes, 0.0) / per_pixel))
     n -= n % 2
