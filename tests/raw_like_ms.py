@@ -111,6 +111,34 @@ class RawLikeTruth:
             out.append((ra % (2 * math.pi), dec))
         return out
 
+    def write_component_list(self, path: Path) -> Path:
+        """The true sky as a WSClean/DP3 component list (axes arcsec, orientation deg)."""
+        lines = [
+            "Format = Name, Type, Ra, Dec, I, SpectralIndex, LogarithmicSI, "
+            f"ReferenceFrequency='{REF_FREQ:.0f}', MajorAxis, MinorAxis, Orientation"
+        ]
+        for k, (c, (ra, dec)) in enumerate(zip(self.sky, self.component_radec(), strict=True)):
+            kind, shape = "POINT", ",,"
+            if c.major > 0:
+                kind = "GAUSSIAN"
+                shape = f"{c.major / ARCSEC:.9f},{c.minor / ARCSEC:.9f},"
+                shape += f"{math.degrees(c.position_angle):.9f}"
+            lines.append(
+                f"c{k},{kind},{_sexagesimal(math.degrees(ra) / 15, ':')},"
+                f"{_sexagesimal(math.degrees(dec), '.')},{c.flux},[{c.spectral_index}],true,"
+                f"{REF_FREQ:.0f},{shape}"
+            )
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def _sexagesimal(value: float, separator: str) -> str:
+    sign = "-" if value < 0 else "+"
+    total = abs(value) * 3600
+    whole, minutes = divmod(total, 3600)
+    minutes, seconds = divmod(minutes, 60)
+    return f"{sign}{int(whole):02d}{separator}{int(minutes):02d}{separator}{seconds:09.6f}"
+
 
 def true_visibilities(uvw: np.ndarray, freqs: np.ndarray, sky) -> np.ndarray:
     """Stokes I (nrow, nchan) of the components, written out from the conventions above."""

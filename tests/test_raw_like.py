@@ -8,6 +8,7 @@ import pytest
 
 from raw_like_ms import REF_FREQ, SKY
 from sdpbatch.io.ms_read import read_measurement_set, read_measurement_set_metadata
+from sdpbatch.io.skymodel_file import read_sky_model
 from sdpbatch.science.predict import predict_point_sources
 from sdpbatch.science.skymodel import SkyModel, gaussian_taper_matrix, lmn
 from sdpbatch.science.solve import baseline_gains, compress, solve_term
@@ -77,6 +78,14 @@ def test_predicted_model_matches_the_independent_formula(observed):
     # the flux, a few % of the noise of one sample
     np.testing.assert_allclose(model, truth.stokes_i_true, rtol=0, atol=3e-3)
     assert np.abs(model - truth.stokes_i_true).max() < 0.05 * truth.sigma_i.min()
+
+
+def test_component_list_is_the_truth(observed, tmp_path):
+    vis, truth, _ = observed
+    sky = read_sky_model(truth.write_component_list(tmp_path / "sky.txt"))
+    expected = _sky_model(truth)
+    for name in ("ra", "dec", "flux", "major", "minor", "position_angle", "spectral_index"):
+        np.testing.assert_allclose(getattr(sky, name), getattr(expected, name), atol=1e-9)
 
 
 def _solve(vis, model, term, *, initial=None, normalise=True):
