@@ -116,9 +116,14 @@ def _expected(truth_gains, solution):
 
 
 def _error_scale(solution) -> np.ndarray:
-    """The predicted standard error |g| / SNR of each solution (inf without data)."""
-    snr = solution.snr[0]
-    return np.divide(np.abs(solution.gains[0]), snr, out=np.full(snr.shape, np.inf), where=snr > 0)
+    """The predicted standard error of each solution against the referenced truth (inf
+    without data): its own ``|g| / SNR`` and the reference station's phase error (half of
+    its complex variance) carried to every station by the referencing."""
+    snr, amp = solution.snr[0], np.abs(solution.gains[0])
+    own = np.divide(amp, snr, out=np.full(snr.shape, np.inf), where=snr > 0)
+    ref = solution.stats.reference
+    ref_phase = own[ref] / amp[ref]  # (nchan,) rad
+    return np.sqrt(own**2 + 0.5 * (amp * ref_phase) ** 2)
 
 
 def test_bandpass_solution_recovers_the_injected_gains(observed):
