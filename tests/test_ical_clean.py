@@ -7,7 +7,7 @@ import pytest
 from ducc0.wgridder.experimental import vis2dirty
 from scipy.signal import fftconvolve
 
-from sdpbatch.science.clean import msmfs_clean, scale_kernel
+from sdpbatch.science.clean import far_sidelobe, msmfs_clean, scale_kernel
 
 NPIXEL = 256
 SUPPORT = 100
@@ -52,7 +52,14 @@ def channel_psfs(npixel: int, frequencies: np.ndarray, seed: int = 1) -> np.ndar
 
 @pytest.fixture(scope="module")
 def psfs() -> np.ndarray:
-    return channel_psfs(NPIXEL, FREQUENCIES)
+    """Channel PSFs zero outside ±SUPPORT: the dirty images below are made with that patch,
+    so the clean's PSF is exactly the one that made them (no far sidelobe to stop at)."""
+    full = channel_psfs(NPIXEL, FREQUENCIES)
+    centre = NPIXEL // 2
+    window = slice(centre - SUPPORT, centre + SUPPORT + 1)
+    patch = np.zeros_like(full)
+    patch[:, window, window] = full[:, window, window]
+    return patch
 
 
 def truncated(psfs: np.ndarray, support: int) -> np.ndarray:
@@ -107,6 +114,30 @@ def test_point_sources_fluxes_positions_and_spectral_index(psfs):
     # positions: the flux sits on the true pixels, next to nothing elsewhere
     assert np.abs(model[0][~truth]).sum() < 0.01 * model[0][truth].sum()
     assert np.abs(result.residual_taylor[0]).max() <= 0.002
+
+
+def test_a_minor_cycle_stops_at_the_psf_sidelobes_it_does_not_subtract():
+    """With the whole PSF given but only a ±SUPPORT patch used, the cycle stops at the
+    largest |PSF| outside the patch times the peak (cleaning deeper would subtract the wrong
+    sidelobes): the level is that, not the asked threshold."""
+    full = channel_psfs(NPIXEL, FREQUENCIES)
+    dirty = dirty_channels(point_skies(), full)
+    psf_taylor = taylor(full, 3)
+    sidelobe = far_sidelobe(psf_taylor[0], SUPPORT)
+    assert 0.005 < sidelobe < 0.5  # the test means something
+    result = msmfs_clean(
+        taylor(dirty, 2),
+        psf_taylor,
+        scales=[0],
+        gain=0.2,
+        niter=5000,
+        threshold=0.002,
+        fractional_threshold=0.0,
+        psf_support=SUPPORT,
+    )
+    level = sidelobe * result.peak_start
+    assert result.stop_reason == "threshold"
+    assert level > 0.002 and result.peak_end == pytest.approx(level, rel=0.35)
 
 
 def test_residual_is_dirty_minus_model_convolved_with_psf(psfs):

@@ -373,6 +373,7 @@ def build_qa(
         "residual": image_statistics(residual0),
         "cycles": [c.to_dict() for c in result.cycles],
         "final": result.final.to_dict() if result.final else None,
+        "selfcal_undone": list(result.undone),
         "timings_s": timings,
     }
     if truth is not None:

@@ -156,6 +156,4 @@ def write_back(
 
 
 def _write_back_task(info, first_channel, model, terms, data_column) -> list[str]:
-    return write_back_window(
-        info, first_channel, model=model, terms=terms, data_column=data_column
-    )
+    return write_back_window(info, first_channel, model=model, terms=terms, data_column=data_column)

@@ -24,9 +24,13 @@ How a minor cycle runs (the layout WSClean uses for multi-scale clean, with MSMF
 Steps 2-4 run in single precision, as WSClean's images do: twice the FFT speed, rounding about
 1e-7 of the peak, far below the dynamic ranges reached (~5e4); the Hessians are float64.
 
-Stopping: the level is ``max(threshold, fractional_threshold * peak_start)`` where
-``peak_start = max |residual_taylor[0]|``; only pixels whose scale-smoothed term-0 residual
-exceeds the level are eligible, so with scale 0 the cycle ends when the residual peak is below it.
+Stopping: the level is ``max(threshold, fractional_threshold * peak_start, far_sidelobe *
+peak_start)`` where ``peak_start = max |residual_taylor[0]|`` and ``far_sidelobe`` is the
+largest |PSF| outside the patch used (CASA's cycle threshold with the truncated PSF's own
+error: cleaning below it subtracts sidelobes the patch does not hold, and a deep minor cycle
+on a snapshot with high far sidelobes diverges); only pixels whose scale-smoothed term-0
+residual exceeds the level are eligible, so with scale 0 the cycle ends when the residual peak
+is below it.
 """
 
 from __future__ import annotations
@@ -130,17 +134,22 @@ def msmfs_clean(
     niter : maximum number of components.
     threshold : absolute stopping level, Jy/beam.
     fractional_threshold : stopping level relative to the peak at the start.
-    psf_support : half-width in pixels of the PSF patch used (clipped to N // 2 - 1).
+    psf_support : half-width in pixels of the PSF patch used (clipped to N // 2 - 1; the whole
+        PSF when its sidelobes outside the patch are high, see :func:`patch_support`).
     nthreads : threads of the FFTs.
     """
     residual_taylor, psf_taylor = _check_inputs(
         residual_taylor, psf_taylor, scales, gain, niter, threshold, fractional_threshold
     )
     nmoment, npixel, _ = residual_taylor.shape
-    support = max(1, min(int(psf_support), npixel // 2 - 1))
+    support = patch_support(psf_taylor[0], psf_support)
     residual = residual_taylor.copy()
     peak_start = float(np.abs(residual[0]).max())
-    level = max(threshold, fractional_threshold * peak_start)
+    level = max(
+        threshold,
+        fractional_threshold * peak_start,
+        far_sidelobe(psf_taylor[0], support) * peak_start,
+    )
 
     operator = _CleanOperator(psf_taylor, scales, support, npixel, nmoment, nthreads)
     residual_hat = np.stack([operator.fft(image) for image in residual])
@@ -157,6 +166,32 @@ def msmfs_clean(
         peak_end=float(np.abs(residual[0]).max()),
         stop_reason=stop_reason,
     )
+
+
+FAR_SIDELOBE_LIMIT = 0.02
+"""A PSF patch whose outside holds sidelobes above this fraction of the peak is too small: the
+minor cycles then use the whole PSF (a snapshot's sidelobes stay high far out, and subtracting
+components with a cut PSF makes deep minor cycles diverge)."""
+
+
+def patch_support(psf: np.ndarray, psf_support: int) -> int:
+    """The half-width of the PSF patch the minor cycles use: ``psf_support`` (clipped to the
+    image), or the whole PSF when the sidelobes outside that patch exceed
+    :data:`FAR_SIDELOBE_LIMIT`.  ``psf`` (N, N), peak 1 at the centre."""
+    largest = psf.shape[0] // 2 - 1
+    support = max(1, min(int(psf_support), largest))
+    return largest if far_sidelobe(psf, support) > FAR_SIDELOBE_LIMIT else support
+
+
+def far_sidelobe(psf: np.ndarray, support: int) -> float:
+    """The largest |psf| outside the central ``(2 support + 1)^2`` patch (0 if none): the
+    relative error of subtracting a component with the patch only.  ``psf`` (N, N), peak 1 at
+    (N // 2, N // 2)."""
+    centre = psf.shape[0] // 2
+    inner = slice(max(0, centre - support), centre + support + 1)
+    outside = np.abs(np.asarray(psf, dtype=np.float64))
+    outside[inner, inner] = 0.0
+    return float(outside.max()) if outside.size else 0.0
 
 
 def _minor_loop(

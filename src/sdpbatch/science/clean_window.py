@@ -16,7 +16,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sdpbatch.science.clean import CleanResult, msmfs_clean, scale_kernel
+from sdpbatch.science.clean import (
+    CleanResult,
+    far_sidelobe,
+    msmfs_clean,
+    patch_support,
+    scale_kernel,
+)
 
 REGION_FRACTION = 0.3
 """Pixels of the term-0 residual above this fraction of the stopping level can be cleaned."""
@@ -66,8 +72,14 @@ def msmfs_clean_region(
     of :func:`clean_window` when there is one, else on the whole image."""
     settings = dict(gain=gain, niter=niter, psf_support=psf_support, nthreads=nthreads)
     peak = float(np.abs(residual_taylor[0]).max())
-    level = max(threshold, fractional_threshold * peak)
-    window = clean_window(residual_taylor[0], level, scales, psf_support)
+    npixel = residual_taylor.shape[1]
+    support = patch_support(psf_taylor[0], psf_support)
+    level = max(
+        threshold,
+        fractional_threshold * peak,
+        far_sidelobe(psf_taylor[0], support) * peak,
+    )
+    window = clean_window(residual_taylor[0], level, scales, support)
     if window is None:
         return msmfs_clean(
             residual_taylor,
@@ -78,7 +90,6 @@ def msmfs_clean_region(
             **settings,
         )
     x0, y0, size = window
-    npixel = residual_taylor.shape[1]
     centre = npixel // 2 - size // 2
     part = msmfs_clean(
         residual_taylor[:, x0 : x0 + size, y0 : y0 + size],

@@ -502,3 +502,23 @@ def anchor_phase_gradient(
             plane = np.exp(-1j * (rel @ coef[1:]))
             out[t, :, f] *= plane if flags is None else np.where(flags[t, :, f], 1.0, plane)
     return out
+
+
+def keep_amplitude_scale(
+    gains: np.ndarray, anchor: np.ndarray, flags: np.ndarray | None = None
+) -> np.ndarray:
+    """``gains`` rescaled per cell (interval, channel) so that their mean ``|g|`` over the
+    unflagged stations is the ``anchor``'s: self-calibration, which normalises its amplitudes
+    (no flux scale of its own), keeps the scale a calibration against a catalogue fixed.
+
+    gains : (nint, nant, nfreq); anchor : broadcastable to it; flags : gains' shape.
+    """
+    gains = np.asarray(gains, dtype=np.complex128)
+    anchor = np.broadcast_to(np.asarray(anchor), gains.shape)
+    used = np.ones(gains.shape, bool) if flags is None else ~flags
+    count = used.sum(axis=1, keepdims=True)
+    target = np.where(used, np.abs(anchor), 0.0).sum(axis=1, keepdims=True)
+    current = np.where(used, np.abs(gains), 0.0).sum(axis=1, keepdims=True)
+    ok = (count > 0) & (current > 0) & (target > 0)
+    scale = np.divide(target, current, out=np.ones_like(target), where=ok)
+    return gains * scale

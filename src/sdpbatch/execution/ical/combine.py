@@ -108,22 +108,31 @@ def add_model(model: np.ndarray | None, result: CleanResult) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CleanStats:
-    """Small statistics of a minor cycle for the client."""
+    """Small statistics of a minor cycle for the client; ``dynamic_range``: the restored
+    image's peak over the residual's robust rms."""
 
     peak: float
     peak_end: float
     rms: float
     components: int
     stop_reason: str
+    dynamic_range: float
 
 
-def clean_stats(result: CleanResult) -> CleanStats:
+@trimmed
+def clean_stats(
+    result: CleanResult, model: np.ndarray, beam: CleanBeam, cellsize: float, nthreads: int
+) -> CleanStats:
+    residual = result.residual_taylor[0]
+    noise = robust_rms(residual)
+    restored = restore(model[0], beam, cellsize, nthreads=nthreads) + residual
     return CleanStats(
         peak=result.peak_start,
         peak_end=result.peak_end,
-        rms=float(np.sqrt(np.mean(result.residual_taylor[0] ** 2))),
+        rms=float(np.sqrt(np.mean(residual**2))),
         components=result.components,
         stop_reason=result.stop_reason,
+        dynamic_range=float(restored.max() / noise) if noise > 0 else float("inf"),
     )
 
 

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from sdpbatch.execution.ical.calibrate import solve, solve_sky_model
 from sdpbatch.execution.ical.combine import (
     add_model,
     block_moments,
@@ -31,13 +32,10 @@ from sdpbatch.execution.ical.tasks import (
     group_predict,
     group_psf,
     group_residual,
-    group_sky_model_sums,
-    group_solve_sums,
     merge_block_images,
 )
 from sdpbatch.science.imaging import advise_image, small_inversion_size
-from sdpbatch.science.skymodel import SkyModel, lmn
-from sdpbatch.science.solve import TERMS, anchor_phase_gradient, combine_sums, solve_gains
+from sdpbatch.science.skymodel import SkyModel
 
 LOG = logging.getLogger("sdpbatch.execution.ical")
 
@@ -137,25 +135,45 @@ def residual_of(run: Run, imaging: Imaging, state: CycleState, name: str):
 
 
 def _clean(run: Run, imaging: Imaging, state: CycleState, cycle: int, residual, solved, started):
-    """Minor cycle on the summed residual; the model and its increment stay where they are."""
+    """Minor cycle on the summed residual; the model and its increment stay where they are.
+    ``solved``: (terms solved before it, their statistics)."""
     result = run.one(
         clean_cycle, f"clean-{cycle}", residual, state.psf, imaging.moments, imaging.clean
     )
     state.model = run.one(add_model, f"model-{cycle}", state.model, result)
     state.increment = run.one(increment_of, f"increment-{cycle}", result)
-    stats = run.runner.gather(run.one(clean_stats, f"stats-{cycle}", result))
+    setup = imaging.setup
+    task = run.one(
+        clean_stats,
+        f"stats-{cycle}",
+        result,
+        state.model,
+        state.beam,
+        setup.cellsize,
+        imaging.clean.nthreads,
+    )
+    stats = run.runner.gather(task)
     run.clock.lap("clean")
     record = CycleRecord(
         cycle=cycle,
-        solved=tuple(solved),
+        solved=tuple(solved[0]),
         peak=stats.peak,
         peak_end=stats.peak_end,
         rms=stats.rms,
         components=stats.components,
         stop_reason=stats.stop_reason,
         seconds=time.perf_counter() - started,
+        dynamic_range=stats.dynamic_range,
+        solutions=solved[1],
     )
     state.cycles.append(record)
+    if record.dynamic_range > state.best.get("dynamic_range", -1.0):
+        state.best = {
+            "cycle": cycle,
+            "dynamic_range": record.dynamic_range,
+            "model": state.model,
+            "gains": dict(state.gains),
+        }
     LOG.info("ICAL %s", record.message())
     run.progress.step(record.message())
 
@@ -164,84 +182,15 @@ def first_cycle(run: Run, imaging: Imaging, sky_model: SkyModel | None) -> Cycle
     """Cycle 0: PSF, calibration against ``sky_model`` if given, dirty image, clean."""
     started = time.perf_counter()
     state = make_psf(run, imaging)
-    solved = _solve_sky_model(run, imaging, state, sky_model) if sky_model is not None else []
     state.model_vis = [None] * run.ngroups
+    solved, stats = [], {}
+    if sky_model is not None:
+        solved, stats = solve_sky_model(run, imaging, state, sky_model)
     residual = residual_of(run, imaging, state, "dirty")
     # fit the clean beam now: an undersampled beam fails before the long part
     state.beam = run.runner.gather(run.one(psf_beam, "beam", state.psf, imaging.setup.cellsize))
-    _clean(run, imaging, state, 0, residual, solved, started)
+    _clean(run, imaging, state, 0, residual, (solved, stats), started)
     return state
-
-
-def _solve_sky_model(run: Run, imaging: Imaging, state: CycleState, sky: SkyModel) -> list[str]:
-    """Solve the terms of the first self-calibration cycle against the sky model."""
-    terms = run.schedule.first_terms()
-    directions = lmn(sky.ra, sky.dec, run.infos[0].phase_centre)
-    above = directions[:, 2] > 0  # components below the horizon of the phase centre are out
-    sky, directions = sky.select(above), directions[above]
-    if not terms or len(sky) == 0:
-        LOG.warning(
-            "Calibration model not used: %s",
-            "no gain term is due in the first cycle" if not terms else "no component is up",
-        )
-        return []
-    LOG.info(
-        "Calibrating %s against the sky model: %d components, %.4g Jy in all",
-        "".join(terms),
-        len(sky),
-        float(sky.flux_at(imaging.setup.reference_frequency).sum()),
-    )
-    solve(run, imaging, state, 0, terms, sky=(sky, directions))
-    return terms
-
-
-def _solve_term(run: Run, imaging: Imaging, state: CycleState, name: str, term: str, sky):
-    """The solution of one term: solve sums per group, combined on the cluster, solved on
-    worker 0; only the gains come back."""
-    if sky is None:
-        handles = run.per_group(
-            group_solve_sums,
-            f"sums-{name}",
-            imaging.groups,
-            state.model_vis,
-            shared=(state.gains, term),
-        )
-    else:
-        shared = (sky[0], sky[1], state.gains, term)
-        handles = run.per_group(
-            group_sky_model_sums, f"sky-sums-{name}", imaging.groups, shared=shared
-        )
-    sums = run.tree(_combine, f"sums-{name}-sum", handles)
-    initial = state.gains[term]
-    return run.runner.gather(run.one(_solve, f"solve-{name}", sums, term, initial))
-
-
-def _combine(*parts):
-    return combine_sums(list(parts))
-
-
-def _solve(sums, term: str, initial: np.ndarray) -> np.ndarray:
-    return solve_gains(sums, term=term, initial=initial)
-
-
-def solve(run: Run, imaging: Imaging, state: CycleState, cycle: int, terms, sky=None) -> None:
-    """Solve each term in turn against the model visibilities of the clean model, or the
-    components ``sky`` = (SkyModel, lmn) if given; once a sky model fixed the phase gradient,
-    self-calibration keeps it."""
-    nant = run.infos[0].nant
-    for term in terms:
-        if term not in state.gains:
-            nint = imaging.intervals[term][0].size - 1
-            nfreq = run.frequencies.size if TERMS[term].per_channel else 1
-            state.gains[term] = np.ones((nint, nant, nfreq), dtype=np.complex128)
-        solved = _solve_term(run, imaging, state, f"{term}-{cycle}", term, sky)
-        if sky is not None:
-            state.anchors[term] = solved
-        elif state.anchors:
-            positions = run.infos[0].antenna_positions
-            solved = anchor_phase_gradient(solved, state.anchors.get(term, 1.0), positions)
-        state.gains = {**state.gains, term: solved}
-    run.clock.lap("solve")
 
 
 def predict(run: Run, imaging: Imaging, state: CycleState, name: str) -> None:
@@ -258,13 +207,85 @@ def predict(run: Run, imaging: Imaging, state: CycleState, name: str) -> None:
 
 
 def major_cycle(run: Run, imaging: Imaging, state: CycleState, cycle: int) -> None:
-    """Predict, solve (from first_selfcal_<term> on), correct fresh data, residual, clean."""
+    """Predict, solve (from first_selfcal_<term> on), correct fresh data, residual, clean.
+
+    A term solved for the first time must not make the image worse: when the dynamic range
+    after this cycle falls below :data:`UNDO_FRACTION` of the last cycle's, the term is
+    undone (its gains dropped, not solved again) with a warning, and the cycle is made again
+    without it from the model it started with."""
     started = time.perf_counter()
     predict(run, imaging, state, f"predict-{cycle}")
-    terms = run.schedule.terms_at(cycle - 1)
-    solve(run, imaging, state, cycle, terms)
+    terms = terms_due(run, state, cycle)
+    new = [t for t in terms if t not in state.gains]
+    start_model, start_increment = state.model, state.increment
+    stats = solve(run, imaging, state, cycle, terms)
     residual = residual_of(run, imaging, state, f"residual-{cycle}")
-    _clean(run, imaging, state, cycle, residual, terms, started)
+    _clean(run, imaging, state, cycle, residual, (terms, stats), started)
+    previous, now = state.cycles[-2].dynamic_range, state.cycles[-1].dynamic_range
+    if not new or now >= UNDO_FRACTION * previous:
+        return
+    LOG.warning(
+        "ICAL cycle %d: self-calibration with %s made the image worse (dynamic range %.0f "
+        "after it, %.0f before): undone, %s is not solved any more",
+        cycle,
+        "".join(new),
+        now,
+        previous,
+        "".join(new),
+    )
+    state.undone.append(
+        {"cycle": cycle, "terms": new, "dynamic_range_with": now, "dynamic_range_before": previous}
+    )
+    state.disabled |= set(new)
+    state.gains = {k: v for k, v in state.gains.items() if k not in new}
+    state.model, state.increment = start_model, start_increment
+    state.cycles.pop()
+    residual = residual_of(run, imaging, state, f"residual-{cycle}-undone")
+    kept = [t for t in terms if t not in new]
+    _clean(run, imaging, state, cycle, residual, (kept, stats), started)
+
+
+def terms_due(run: Run, state: CycleState, cycle: int) -> list[str]:
+    """The gain terms solved in major cycle ``cycle`` (those not undone)."""
+    return [t for t in run.schedule.terms_at(cycle - 1) if t not in state.disabled]
+
+
+def diverging(state: CycleState) -> bool:
+    """True when the last cycle's dynamic range fell below :data:`UNDO_FRACTION` of the best
+    so far: the cycles are making the image worse (a clean or calibration diverging)."""
+    return state.cycles[-1].dynamic_range < UNDO_FRACTION * state.best["dynamic_range"]
+
+
+def back_to_best(run: Run, state: CycleState) -> None:
+    """Return to the model and gains of the best cycle (the final residual is made from
+    them: the whole model is predicted again) and stop the major cycles, with a warning."""
+    best, last = state.best, state.cycles[-1]
+    LOG.warning(
+        "ICAL cycle %d made the image worse (dynamic range %.0f, %.0f after cycle %d): the "
+        "major cycles stop and the result is that of cycle %d",
+        last.cycle,
+        last.dynamic_range,
+        best["dynamic_range"],
+        best["cycle"],
+        best["cycle"],
+    )
+    state.undone.append(
+        {
+            "cycle": last.cycle,
+            "terms": [],
+            "dynamic_range_with": last.dynamic_range,
+            "dynamic_range_before": best["dynamic_range"],
+            "back_to_cycle": best["cycle"],
+        }
+    )
+    state.model = state.increment = best["model"]
+    state.gains = dict(best["gains"])
+    state.model_vis = [None] * run.ngroups
+
+
+UNDO_FRACTION = 0.9
+"""A new gain term is undone when the dynamic range after its first cycle is below this
+fraction of the last cycle's."""
 
 
 def settled(run: Run, state: CycleState, cycle: int) -> bool:
@@ -275,4 +296,4 @@ def settled(run: Run, state: CycleState, cycle: int) -> bool:
     gains, the same residual, the same (empty) clean.
     """
     last = state.cycles[-1]
-    return last.components == 0 and run.schedule.terms_at(cycle) == list(last.solved)
+    return last.components == 0 and terms_due(run, state, cycle + 1) == list(last.solved)

@@ -21,7 +21,14 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from sdpbatch.execution.ical.cycles import first_cycle, major_cycle, read, settled
+from sdpbatch.execution.ical.cycles import (
+    back_to_best,
+    diverging,
+    first_cycle,
+    major_cycle,
+    read,
+    settled,
+)
 from sdpbatch.execution.ical.finish import finish
 from sdpbatch.execution.ical.plan import assign, channel_blocks, work_items
 from sdpbatch.execution.ical.results import IcalResult
@@ -73,6 +80,9 @@ def run_ical(
         state = first_cycle(run, imaging, sky_model)
         for cycle in range(1, params.nmajor + 1):
             major_cycle(run, imaging, state, cycle)
+            if diverging(state):
+                back_to_best(run, state)
+                break
             if cycle < params.nmajor and settled(run, state, cycle):
                 LOG.info(
                     "ICAL settled after cycle %d of %d: nothing left above the clean "

@@ -82,6 +82,7 @@ def _result(run, imaging, state, model, psf, final: FinalImages, record) -> Ical
         antenna_positions=np.asarray(first.antenna_positions),
         cycles=state.cycles,
         final=record,
+        undone=state.undone,
         timings=run.clock.timings,
         stage_intervals=run.clock.intervals,
     )

@@ -33,7 +33,9 @@ class CycleRecord:
 
     solved : gain terms solved just before it; peak, peak_end : the residual's peak
     (Jy/beam) before and after; rms : the residual's rms after; components : clean components
-    found; stop_reason : why the minor cycle stopped; seconds : wall time of the cycle.
+    found; stop_reason : why the minor cycle stopped; seconds : wall time of the cycle;
+    dynamic_range : the restored image's peak over the residual's robust rms after it;
+    solutions : the statistics of each term solved (flagged fraction, amplitude spread, ...).
     """
 
     cycle: int
@@ -44,6 +46,8 @@ class CycleRecord:
     components: int
     stop_reason: str
     seconds: float
+    dynamic_range: float = 0.0
+    solutions: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "solved": list(self.solved)}
@@ -52,7 +56,7 @@ class CycleRecord:
         return (
             f"cycle {self.cycle}: peak {self.peak:.4g} Jy/beam, rms {self.rms:.3g}, "
             f"{self.components} components, solved {''.join(self.solved) or '-'}, "
-            f"{self.seconds:.2f} s"
+            f"dynamic range {self.dynamic_range:.0f}, {self.seconds:.2f} s"
         )
 
 
@@ -101,6 +105,9 @@ class IcalResult:
     channel_frequencies: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (nchan,) Hz
     cycles: list[CycleRecord] = field(default_factory=list)
     final: FinalRecord | None = None
+    undone: list[dict] = field(default_factory=list)
+    """Self-calibration steps undone because they made the image worse (term, cycle, the
+    residual's robust rms with and without it)."""
     timings: dict[str, float] = field(default_factory=dict)
     stage_intervals: list[tuple[str, float, float]] = field(default_factory=list)
     """(stage, start, end) on the ``time.perf_counter`` clock: for benchmarks' memory per stage."""

@@ -128,3 +128,6 @@ class CycleState:
     gains: dict[str, np.ndarray] = field(default_factory=dict)
     anchors: dict[str, np.ndarray] = field(default_factory=dict)  # solved against a sky model
     cycles: list[CycleRecord] = field(default_factory=list)
+    disabled: set[str] = field(default_factory=set)  # terms undone: not solved any more
+    undone: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)  # the cycle of highest dynamic range: its model, gains

@@ -342,17 +342,19 @@ def group_solve_sums(group: Group, model_vis: ModelVis, gains: Gains, term: str)
 
 @trimmed
 def group_sky_model_sums(
-    group: Group, sky: SkyModel, lmn: np.ndarray, gains: Gains, term: str
+    group: Group, sky: SkyModel, lmn: np.ndarray, shape: np.ndarray, gains: Gains, term: str
 ) -> SolveSums:
     """Solve sums of ``term`` for a group against the exact visibilities of ``sky``.
 
-    ``lmn`` (nsrc, 3): the components' direction cosines about the phase centre.  They are
-    predicted by direct Fourier sum block by block (never stored): their positions are exact,
-    not rounded to pixels, which is what anchors the image.
+    ``lmn`` (nsrc, 3): the components' direction cosines about the phase centre; ``shape``
+    (nsrc, 2, 3): their Gaussian tapers (zero for points).  They are predicted by direct
+    Fourier sum block by block (never stored): their positions are exact, not rounded to
+    pixels, which is what anchors the image.
     """
     parts = []
     for b, _ in with_models(group, None):
-        model = predict_point_sources(b.uvw, b.frequency, lmn, sky.flux_at(b.frequency))
+        flux = sky.flux_at(b.frequency)
+        model = predict_point_sources(b.uvw, b.frequency, lmn, flux, shape=shape)
         if b.flag.any():
             model[b.flag] = 0.0
         parts.append(_block_sums(b, model, gains, term))

@@ -1,0 +1,136 @@
+"""The calibration steps of an ICAL run: solve the gain terms, against a sky model or the clean
+model, with the checks that keep them sane.
+
+Each term is solved from solve sums made per group and summed on the cluster, by
+:func:`sdpbatch.science.solve.solve_term` on worker 0 (damped StEFCal, a minimum
+signal-to-noise, outliers flagged and given the previous gain, amplitudes normalised when the
+model's flux scale is not to be trusted); only the gains and their statistics come back.
+Against a sky model (a catalogue) the flux scale and the phase gradient are those of the
+catalogue; later self-calibration keeps both.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from sdpbatch.execution.ical.state import CycleState, Imaging, Run
+from sdpbatch.execution.ical.tasks import group_sky_model_sums, group_solve_sums
+from sdpbatch.science.skymodel import SkyModel, gaussian_taper_matrix, lmn
+from sdpbatch.science.solve import (
+    TERMS,
+    GainSolution,
+    anchor_phase_gradient,
+    combine_sums,
+    keep_amplitude_scale,
+    solve_term,
+)
+
+LOG = logging.getLogger("sdpbatch.execution.ical")
+
+
+def calibration_sky(sky: SkyModel, phase_centre: tuple[float, float]):
+    """(components above the horizon, their direction cosines (nsrc, 3), their Gaussian
+    shapes (nsrc, 2, 3) for the direct-sum predictor)."""
+    directions = lmn(sky.ra, sky.dec, phase_centre)
+    above = directions[:, 2] > 0  # components below the horizon of the phase centre are out
+    sky = sky.select(above)
+    return sky, directions[above], gaussian_taper_matrix(sky, phase_centre)
+
+
+def solve_sky_model(
+    run: Run, imaging: Imaging, state: CycleState, sky: SkyModel
+) -> tuple[list[str], dict[str, dict]]:
+    """Solve the terms of the first self-calibration cycle against the sky model; (the terms
+    solved, their statistics)."""
+    terms = run.schedule.first_terms()
+    components = calibration_sky(sky, run.infos[0].phase_centre)
+    if not terms or len(components[0]) == 0:
+        LOG.warning(
+            "Calibration model not used: %s",
+            "no gain term is due in the first cycle" if not terms else "no component is up",
+        )
+        return [], {}
+    LOG.info(
+        "Calibrating %s against the sky model: %d components, %.4g Jy in all",
+        "".join(terms),
+        len(components[0]),
+        float(components[0].flux_at(imaging.setup.reference_frequency).sum()),
+    )
+    return terms, solve(run, imaging, state, 0, terms, sky=components)
+
+
+def _combine(*parts):
+    return combine_sums(list(parts))
+
+
+def _solved(sums, term: str, initial: np.ndarray, normalise: bool) -> GainSolution:
+    return solve_term(sums, term=term, initial=initial, normalise=normalise)
+
+
+def _solve_term(run: Run, imaging: Imaging, state: CycleState, name: str, term: str, sky):
+    """One term's solution: sums per group, combined on the cluster, solved on worker 0."""
+    if sky is None:
+        handles = run.per_group(
+            group_solve_sums,
+            f"sums-{name}",
+            imaging.groups,
+            state.model_vis,
+            shared=(state.gains, term),
+        )
+    else:
+        shared = (*sky, state.gains, term)
+        handles = run.per_group(
+            group_sky_model_sums, f"sky-sums-{name}", imaging.groups, shared=shared
+        )
+    sums = run.tree(_combine, f"sums-{name}-sum", handles)
+    normalise = sky is None  # a catalogue's flux is the scale; self-calibration has none
+    task = run.one(_solved, f"solve-{name}", sums, term, state.gains[term], normalise)
+    return run.runner.gather(task)
+
+
+def _initial(run: Run, imaging: Imaging, term: str) -> np.ndarray:
+    nint = imaging.intervals[term][0].size - 1
+    nfreq = run.frequencies.size if TERMS[term].per_channel else 1
+    return np.ones((nint, run.infos[0].nant, nfreq), dtype=np.complex128)
+
+
+def solve(
+    run: Run, imaging: Imaging, state: CycleState, cycle: int, terms, sky=None
+) -> dict[str, dict]:
+    """Solve each term in turn against the clean model's visibilities, or the components
+    ``sky`` (from :func:`calibration_sky`); the statistics of each solution."""
+    stats = {}
+    for term in terms:
+        state.gains.setdefault(term, _initial(run, imaging, term))
+        solution = _solve_term(run, imaging, state, f"{term}-{cycle}", term, sky)
+        gains = solution.gains
+        if sky is not None:
+            state.anchors[term] = gains
+        elif term in state.anchors or state.anchors:
+            anchor = state.anchors.get(term)
+            if anchor is not None and not TERMS[term].phase_only:
+                gains = keep_amplitude_scale(gains, anchor, solution.flags)
+            positions = run.infos[0].antenna_positions
+            gains = anchor_phase_gradient(
+                gains, 1.0 if anchor is None else anchor, positions, flags=solution.flags
+            )
+        state.gains = {**state.gains, term: gains}
+        stats[term] = solution.stats.as_dict()
+        _log_solution(term, cycle, solution)
+    run.clock.lap("solve")
+    return stats
+
+
+def _log_solution(term: str, cycle: int, solution: GainSolution) -> None:
+    s = solution.stats
+    LOG.info(
+        "ICAL cycle %d: %s solved, %.1f %% flagged, amplitude spread %.3g, median SNR %.3g%s",
+        cycle,
+        term,
+        100 * s.flagged_fraction,
+        s.amplitude_spread,
+        s.median_snr,
+        "" if s.converged else ", NOT converged",
+    )
