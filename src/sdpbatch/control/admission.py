@@ -33,23 +33,9 @@ from sdpbatch.control.workflow_catalogue import (
     known_workflow_keys,
     resource_request,
 )
-from sdpbatch.parameters import (
-    CATALOGUE,
-    DEFAULT_LAYOUT,
-    GLEAM_LIKE,
-    NO_MODEL,
-    ParameterError,
-    Parameters,
-    parse_parameters,
-)
+from sdpbatch.parameters import PATH_FIELDS, ParameterError, Parameters, parse_parameters
 
 ALLOWED_DIRS_ENV = "SDPBATCH_ALLOWED_DIRS"
-FILE_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "sky_model": (GLEAM_LIKE,),
-    "layout": (DEFAULT_LAYOUT,),
-    "calibration_model": (CATALOGUE, NO_MODEL),
-}
-"""Parameters that name a file to read, with the values that are not files."""
 
 
 class BlockRefused(ValueError):
@@ -101,7 +87,7 @@ def _check_batch(pb_id: str, raw: dict, data_root: Path, allowed: list[Path]) ->
     params = parse_parameters(raw)
     problems: list[ParameterError | BufferError] = []
     resolved = {}
-    for name, special in FILE_PARAMETERS.items():
+    for name, special in PATH_FIELDS.items():
         value = getattr(params, name)
         if value in special:
             continue
