@@ -32,6 +32,7 @@ from sdpbatch.control.workflow_catalogue import (
     find_workflow,
     known_workflow_keys,
     resource_request,
+    workflow_key,
 )
 from sdpbatch.parameters import PATH_FIELDS, ParameterError, Parameters, parse_parameters
 
@@ -135,14 +136,12 @@ def admit_block(
     ``capacity``: the machine's resource model (default: this machine's).
     Raises :class:`BlockRefused`; returns the :class:`Admission`.
     """
-    spec = find_workflow(
-        str(workflow.get("type")), str(workflow.get("id")), str(workflow.get("version"))
-    )
+    spec = find_workflow(workflow)
     if spec is None:
-        key = f"{workflow.get('type')}:{workflow.get('id')}:{workflow.get('version')}"
         raise BlockRefused(
             "workflow",
-            f"unknown workflow {key}; known workflows: {', '.join(known_workflow_keys())}",
+            f"unknown workflow {workflow_key(workflow)}; known workflows: "
+            f"{', '.join(known_workflow_keys())}",
         )
     if not isinstance(parameters, dict):
         raise BlockRefused("parameters", "parameters must be a JSON object")
