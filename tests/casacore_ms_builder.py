@@ -177,3 +177,42 @@ def random_enu(nant: int, radius: float, seed: int = 1) -> np.ndarray:
     r = radius * np.sqrt(rng.random(nant))
     a = 2 * np.pi * rng.random(nant)
     return np.stack([r * np.cos(a), r * np.sin(a), rng.normal(0, 1.0, nant)], axis=1)
+
+
+def add_window(path: Path, *, frequencies: np.ndarray, field: int, scale: float) -> None:
+    """Append a copy of the rows of DATA_DESC_ID 0 as another window of the MeasurementSet.
+
+    The copy uses a new spectral window at ``frequencies`` (as many channels as the first)
+    and FIELD row ``field`` (added, 0.02 rad east of field 0, if it does not exist); its DATA
+    is ``scale`` times the original's, so a reader's result for it is known exactly.
+    """
+    freqs = np.asarray(frequencies, dtype=np.float64)
+    with tables.table(str(path), readonly=False, ack=False) as ms:
+        rows = np.flatnonzero(ms.getcol("DATA_DESC_ID") == 0)
+        copies = {c: ms.getcol(c)[rows] for c in ms.colnames() if ms.iscelldefined(c, 0)}
+        copies["DATA"] = copies["DATA"] * scale
+        with tables.table(str(path / "DATA_DESCRIPTION"), readonly=False, ack=False) as dd:
+            ddid = dd.nrows()
+            dd.addrows(1)
+            dd.putcell("SPECTRAL_WINDOW_ID", ddid, ddid)
+            dd.putcell("POLARIZATION_ID", ddid, 0)
+        copies["DATA_DESC_ID"] = np.full(rows.size, ddid, np.int32)
+        copies["FIELD_ID"] = np.full(rows.size, field, np.int32)
+        start = ms.nrows()
+        ms.addrows(rows.size)
+        for name, values in copies.items():
+            ms.putcol(name, values, startrow=start, nrow=rows.size)
+    with tables.table(str(path / "SPECTRAL_WINDOW"), readonly=False, ack=False) as t:
+        t.addrows(1)
+        row = t.nrows() - 1
+        t.putcell("CHAN_FREQ", row, freqs)
+        for col in ("CHAN_WIDTH", "EFFECTIVE_BW", "RESOLUTION"):
+            t.putcell(col, row, np.full(freqs.size, 2e5))
+        t.putcell("NUM_CHAN", row, freqs.size)
+    with tables.table(str(path / "FIELD"), readonly=False, ack=False) as t:
+        while t.nrows() <= field:
+            t.addrows(1)
+            direction = t.getcell("PHASE_DIR", 0) + np.array([[0.02 * t.nrows(), 0.0]])
+            for col in ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR"):
+                t.putcell(col, t.nrows() - 1, direction)
+            t.putcell("NAME", t.nrows() - 1, f"EXTRA{t.nrows() - 1}")

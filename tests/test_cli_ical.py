@@ -77,11 +77,6 @@ def test_wsclean_style_ical_run(simulated, tmp_path, capsys):
     assert str(out / "field1_restored.fits") in printed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write-back (io/ms_write.py, an execution step) is wired into ICAL by the lead "
-    "(issue 13); this test passes once it is, and the marker then goes",
-)
 def test_write_model_and_corrected_data(simulated, tmp_path, capsys):
     vis = tmp_path / "vis"
     shutil.copytree(simulated, vis)

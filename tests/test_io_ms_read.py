@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from casacore import tables
 
-from casacore_ms_builder import MsSpec, build_ms, random_enu
+from casacore_ms_builder import MsSpec, add_window, build_ms, random_enu
 from sdpbatch.io.ms_read import (
     MeasurementSetError,
     read_measurement_set,
     read_measurement_set_metadata,
+    read_measurement_set_times,
+    read_measurement_set_windows,
 )
 
 FREQS = np.array([99.0e6, 100.0e6, 101.0e6, 102.0e6])
@@ -91,16 +93,31 @@ def test_unsupported_correlations_name_the_file(tmp_path):
         read_measurement_set(tmp_path / "q.ms")
 
 
-def test_several_fields_rejected(tmp_path):
-    build_ms(tmp_path / "f.ms", _spec(nfield_used=2))
-    with pytest.raises(MeasurementSetError, match=r"f\.ms.*2 fields"):
+def test_several_fields_are_windows_to_choose(tmp_path):
+    spec = _spec(nfield_used=2)
+    truth = build_ms(tmp_path / "f.ms", spec)
+    with pytest.raises(MeasurementSetError, match=r"f\.ms.*2 windows \(field 0, spw 0\), "):
         read_measurement_set_metadata(tmp_path / "f.ms")
+    windows = read_measurement_set_windows(tmp_path / "f.ms")
+    assert [(w.field_id, w.spw_id) for w in windows] == [(0, 0), (1, 0)]
+    assert windows[1].phase_centre[0] == pytest.approx(spec.phase_centre[0] + 0.01)
+    by_name = read_measurement_set(tmp_path / "f.ms", field="F1")
+    by_id = read_measurement_set(tmp_path / "f.ms", field=1)
+    np.testing.assert_array_equal(by_name.vis, by_id.vis)
+    with tables.table(str(tmp_path / "f.ms"), ack=False) as t:
+        field = t.getcol("FIELD_ID")[truth["keep"]]
+    assert by_id.nrow == int((field == 1).sum())
+    np.testing.assert_allclose(by_id.uvw, truth["uvw"][field == 1])
+    with pytest.raises(MeasurementSetError, match=r"f\.ms: field 'NGC' does not exist.*0 \(F0\)"):
+        read_measurement_set(tmp_path / "f.ms", field="NGC")
 
 
 def test_missing_column_and_subtable(tmp_path):
     build_ms(tmp_path / "d.ms", _spec())
-    with pytest.raises(MeasurementSetError, match=r"d\.ms.*CORRECTED_DATA"):
-        read_measurement_set(tmp_path / "d.ms", column="CORRECTED_DATA")
+    with pytest.raises(MeasurementSetError, match=r"d\.ms.*CORRECTED_DATA does not exist"):
+        read_measurement_set(tmp_path / "d.ms", data_column="CORRECTED_DATA")
+    with pytest.raises(MeasurementSetError, match=r"d\.ms.*'FLUX' is not a visibility column"):
+        read_measurement_set(tmp_path / "d.ms", data_column="FLUX")
     with tables.table(str(tmp_path / "d.ms"), readonly=False, ack=False) as t:
         t.removecols(["WEIGHT"])
     with pytest.raises(MeasurementSetError, match=r"d\.ms.*no column\(s\) WEIGHT"):
@@ -121,21 +138,48 @@ def test_not_a_measurement_set(tmp_path):
         read_measurement_set_metadata(bad)
 
 
-def test_several_spectral_windows_need_a_choice(tmp_path):
+def test_several_spectral_windows_are_read_one_at_a_time(tmp_path):
     spec = _spec()
-    build_ms(tmp_path / "s.ms", spec)
-    with tables.table(str(tmp_path / "s.ms"), readonly=False, ack=False) as t:
-        dd = t.getcol("DATA_DESC_ID")
-        dd[::2] = 1
-        t.putcol("DATA_DESC_ID", dd)
-    with tables.table(str(tmp_path / "s.ms/DATA_DESCRIPTION"), readonly=False, ack=False) as t:
-        t.addrows(1)
-        t.putcell("SPECTRAL_WINDOW_ID", 1, 0)
-        t.putcell("POLARIZATION_ID", 1, 0)
-    with pytest.raises(MeasurementSetError, match=r"s\.ms.*data_desc_id"):
-        read_measurement_set(tmp_path / "s.ms")
-    vis = read_measurement_set(tmp_path / "s.ms", data_desc_id=1)
-    assert vis.nrow == int(((dd == 1) & ~_auto(tmp_path / "s.ms")).sum())
+    path = tmp_path / "s.ms"
+    build_ms(path, spec)
+    first = read_measurement_set(path)
+    add_window(path, frequencies=FREQS + 20e6, field=0, scale=2.0)
+    with pytest.raises(MeasurementSetError, match=r"s\.ms.*choose one with field and spw"):
+        read_measurement_set(path)
+    windows = read_measurement_set_windows(path)
+    assert [(w.spw_id, w.nchan) for w in windows] == [(0, 4), (1, 4)]
+    np.testing.assert_allclose(windows[1].frequency, FREQS + 20e6)
+    np.testing.assert_allclose(windows[1].channel_width, 2e5)
+    assert read_measurement_set_windows(path, spw=1)[0].spw_id == 1
+    again = read_measurement_set(path, spw=0)
+    np.testing.assert_array_equal(again.vis, first.vis)
+    second = read_measurement_set(path, spw=1)
+    np.testing.assert_allclose(second.frequency, FREQS + 20e6)
+    np.testing.assert_array_equal(second.flag, first.flag)
+    np.testing.assert_allclose(second.vis, 2.0 * first.vis, rtol=1e-6)
+    assert read_measurement_set_times(path, spw=1).size == second.nrow
+    with pytest.raises(MeasurementSetError, match=r"s\.ms: spw 5 does not exist.*\[0, 1\]"):
+        read_measurement_set(path, spw=5)
+
+
+def test_fully_flagged_station_and_channel_leave_no_nan(tmp_path):
+    path = tmp_path / "n.ms"
+    build_ms(path, _spec())
+    with tables.table(str(path), readonly=False, ack=False) as t:
+        data, flag = t.getcol("DATA"), t.getcol("FLAG")
+        dead = (t.getcol("ANTENNA1") == 2) | (t.getcol("ANTENNA2") == 2)
+        data[dead], flag[dead] = np.nan, True
+        data[:, 1], flag[:, 1] = np.inf, True
+        weight = t.getcol("WEIGHT_SPECTRUM")
+        weight[:, 3] = 0.0  # a channel nobody weighs
+        t.putcol("DATA", data)
+        t.putcol("FLAG", flag)
+        t.putcol("WEIGHT_SPECTRUM", weight)
+    vis = read_measurement_set(path)
+    assert np.all(np.isfinite(vis.vis)) and np.all(np.isfinite(vis.weight))
+    assert vis.flag[(vis.antenna1 == 2) | (vis.antenna2 == 2)].all()
+    assert vis.flag[:, 1].all() and vis.flag[:, 3].all()
+    assert np.all(vis.vis[vis.flag] == 0) and np.all(vis.weight[vis.flag] == 0)
 
 
 def _auto(path) -> np.ndarray:

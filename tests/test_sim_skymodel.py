@@ -70,7 +70,8 @@ def test_reads_a_wsclean_style_file(tmp_path):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("g,GAUSSIAN,00:00:00,-30.00.00,1,[],true,1e8,1,1,0", "GAUSSIAN"),
+        ("s,SHAPELET,00:00:00,-30.00.00,1,[],true,1e8,1,1,0", "SHAPELET"),
+        ("g,GAUSSIAN,00:00:00,-30.00.00,1,[],true,1e8,-1,1,0", "MajorAxis"),
         ("p,POINT,00:00:00,-95.00.00,1,[],true,1e8,,,", "declination"),
         ("p,POINT,00:61:00,-30.00.00,1,[],true,1e8,,,", "minutes"),
         ("p,POINT,00:00:00,-30.00.00,abc,[],true,1e8,,,", "line 3"),
@@ -166,3 +167,18 @@ def test_catalogue_view_has_the_asked_errors():
     assert np.array_equal(view.spectral_index, sky.spectral_index)
     exact = catalogue_view(sky, np.random.default_rng(1), flux_error=0.0, position_error=0.0)
     assert np.array_equal(exact.flux, sky.flux) and np.array_equal(exact.ra, sky.ra)
+
+
+def test_every_bad_line_is_reported_at_once(tmp_path):
+    f = tmp_path / "two.txt"
+    f.write_text(
+        "Format = Name, Type, Ra, Dec, I, MajorAxis, MinorAxis, Orientation\n"
+        "a,POINT,00:00:00,-95.00.00,1,,,\n"
+        "b,POINT,00:00:00,-30.00.00,1,,,\n"
+        "c,GAUSSIAN,00:00:00,-30.00.00,1,,,\n"
+    )
+    with pytest.raises(SkyModelFileError) as err:
+        read_sky_model(f)
+    message = str(err.value)
+    assert "line 2: declination" in message and "line 4: a GAUSSIAN needs" in message
+    assert "line 3" not in message and "\n" not in message

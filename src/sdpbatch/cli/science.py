@@ -195,7 +195,9 @@ def _cmd_ical(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.ms if not p.exists()]
     if missing:
         raise UsageError(f"no such MeasurementSet: {', '.join(missing)}")
-    infos = check_measurement_sets(args.ms)  # before starting any worker
+    infos = check_measurement_sets(  # before starting any worker
+        args.ms, data_column=params.data_column, field=params.field, spw=params.spw
+    )
     if args.truth and not truth_present(args.truth):
         raise UsageError(f"--truth {args.truth}: no truth_skymodel.txt and truth_gains.h5 there")
     folders = {p.resolve().parent for p in args.ms}

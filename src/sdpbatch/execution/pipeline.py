@@ -39,6 +39,7 @@ import numpy as np
 from sdpbatch.execution.ical import IcalResult, run_ical
 from sdpbatch.execution.progress import Progress
 from sdpbatch.execution.runner import Runner
+from sdpbatch.execution.writeback import write_back
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
 from sdpbatch.io.gaintable import GainTable, write_gain_terms
@@ -156,11 +157,55 @@ def ical_pipeline(
     when the caller has checked the MeasurementSets already.
     """
     start = time.perf_counter()
-    out_dir = Path(out_dir)
     paths = [Path(p) for p in ms_paths]
-    infos = infos if infos is not None else check_measurement_sets(paths)
+    if infos is None:
+        infos = check_measurement_sets(
+            paths, data_column=params.data_column, field=params.field, spw=params.spw
+        )
+    truth, model = _references(params, Path(truth_dir) if truth_dir else None)
+    LOG.info(
+        "ICAL of %d MeasurementSet(s): %d rows x %d channels in all",
+        len(paths),
+        sum(i.nrow for i in infos),
+        sum(i.nchan for i in infos),
+    )
+    result = run_ical(
+        paths,
+        params,
+        runner=runner,
+        progress=progress,
+        sky_model=None if model is None else model[1],
+        infos=infos,
+    )
+    written_back = write_back(infos, result, params, runner=runner)
+    for window, columns in written_back.items():
+        LOG.info("Wrote %s into %s", " and ".join(columns), window)
+    write_start = time.perf_counter()
+    timings = {**result.timings, "write_back": write_start - start - result.timings["total"]}
+    final, qa = _write_products(
+        Path(out_dir),
+        result,
+        params,
+        infos,
+        truth=truth,
+        extra={"calibration_model": _model_record(model), "write_back": written_back},
+        timings=timings,
+        started=start,
+    )
+    seconds = time.perf_counter() - start
+    LOG.info("ICAL products in %s (%.1f s)", out_dir, seconds)
+    intervals = [*result.stage_intervals, ("write", write_start, time.perf_counter())]
+    return IcalProducts(
+        out_dir=Path(out_dir), paths=final, qa=qa, seconds=seconds, stage_intervals=intervals
+    )
 
-    truth_dir = Path(truth_dir) if truth_dir else None
+
+def _model_record(model) -> dict | None:
+    return None if model is None else {"file": str(model[0]), "components": len(model[1])}
+
+
+def _references(params: Parameters, truth_dir: Path | None):
+    """(the simulation's truth or None, the calibration model (file, SkyModel) or None)."""
     truth = None
     if truth_present(truth_dir):
         from sdpbatch.io.truth import read_truth
@@ -173,17 +218,12 @@ def ical_pipeline(
             "the image may carry a common shift of a fraction of a pixel",
             params.calibration_model,
         )
-    sky_model = None if model is None else model[1]
-    LOG.info(
-        "ICAL of %d MeasurementSet(s): %d rows x %d channels in all",
-        len(paths),
-        sum(i.nrow for i in infos),
-        sum(i.nchan for i in infos),
-    )
-    result = run_ical(
-        paths, params, runner=runner, progress=progress, sky_model=sky_model, infos=infos
-    )
+    return truth, model
 
+
+def _write_products(out_dir: Path, result, params, infos, *, truth, extra, timings, started):
+    """Images, gains, preview and qa.json (with ``extra`` entries) staged beside ``out_dir``,
+    then moved in; (paths by role, the qa record)."""
     write_start = time.perf_counter()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f"{out_dir.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
@@ -197,26 +237,16 @@ def ical_pipeline(
             cellsize=result.cellsize,
             phase_centre=result.phase_centre,
             beam=result.clean_beam,
-            title=f"ICAL restored image ({len(paths)} MS, "
+            title=f"ICAL restored image ({len(infos)} window(s), "
             f"{result.reference_frequency / 1e6:.1f} MHz)",
         )
-        timings = dict(result.timings)
-        timings["write"] = time.perf_counter() - write_start
-        timings["total"] = time.perf_counter() - start
-        qa = build_qa(result, params, infos, truth=truth, timings=timings)
-        qa["calibration_model"] = (
-            None if model is None else {"file": str(model[0]), "components": len(model[1])}
-        )
+        now = time.perf_counter()
+        timings = {**timings, "write": now - write_start, "total": now - started}
+        qa = {**build_qa(result, params, infos, truth=truth, timings=timings), **extra}
         written["qa"] = write_qa(staging / QA, qa)
-        final = _move_into(staging, out_dir, written)
+        return _move_into(staging, out_dir, written), qa
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    seconds = time.perf_counter() - start
-    LOG.info("ICAL products in %s (%.1f s)", out_dir, seconds)
-    intervals = [*result.stage_intervals, ("write", write_start, write_start + timings["write"])]
-    return IcalProducts(
-        out_dir=out_dir, paths=final, qa=qa, seconds=seconds, stage_intervals=intervals
-    )
 
 
 def _move_into(staging: Path, out_dir: Path, written: dict[str, Path]) -> dict[str, Path]:

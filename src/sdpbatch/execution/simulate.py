@@ -50,6 +50,7 @@ from sdpbatch.science.skymodel import (
     beam_radius,
     catalogue_view,
     expected_source_count,
+    gaussian_taper_matrix,
     gleam_like_sources,
     lmn,
 )
@@ -235,6 +236,7 @@ def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) ->
     freq, width = setup.frequencies[channels], setup.channel_widths[channels]
     nbl, ntimes = setup.nbaselines, setup.times.size
     directions = lmn(setup.sky.ra, setup.sky.dec, setup.phase_centre)
+    shape = gaussian_taper_matrix(setup.sky, setup.phase_centre)
     flux = setup.sky.flux_at(freq)  # (nsrc, nchan)
     sigma, streams, weights = _noise(setup, channels)
     path = Path(out_dir) / ms_name(window)
@@ -247,7 +249,7 @@ def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) ->
             a1 = np.tile(setup.antenna1, t1 - t0)
             a2 = np.tile(setup.antenna2, t1 - t0)
             vis = predict_point_sources_by_station(
-                setup.ant_uvw, time_index, a1, a2, freq, directions, flux
+                setup.ant_uvw, time_index, a1, a2, freq, directions, flux, shape=shape
             )
             vis = corrupt(vis, setup.gains, a1, a2, time_index)
             for c, stream in enumerate(streams):

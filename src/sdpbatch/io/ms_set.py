@@ -15,7 +15,7 @@ import numpy as np
 from sdpbatch.io.ms_read import (
     MeasurementSetError,
     MeasurementSetInfo,
-    read_measurement_set_metadata,
+    read_measurement_set_windows,
 )
 
 SAME_DIRECTION = 1e-7
@@ -38,18 +38,36 @@ def _describe(direction: tuple[float, float]) -> str:
     return f"(ra {np.degrees(direction[0]):.6f}, dec {np.degrees(direction[1]):.6f}) deg"
 
 
-def check_measurement_sets(ms_paths: Sequence[str | Path]) -> list[MeasurementSetInfo]:
-    """Metadata of every MeasurementSet; :class:`MeasurementSetError` naming the first bad one.
+def check_measurement_sets(
+    ms_paths: Sequence[str | Path],
+    *,
+    data_column: str = "DATA",
+    field: int | str | None = None,
+    spw: int | None = None,
+) -> list[MeasurementSetInfo]:
+    """Metadata of every window (MeasurementSet and spectral window) to image together;
+    :class:`MeasurementSetError` naming the first bad one.
 
-    All must be readable as Stokes I, given once each, and share one phase centre (within
-    :data:`SAME_DIRECTION`) and one set of stations.
+    Each MeasurementSet gives one window per spectral window its rows use (``spw``: that one
+    only) of one field (``field``: its id or name, needed when the rows use several).  All
+    must be readable as Stokes I from ``data_column``, given once each, and share one phase
+    centre (within :data:`SAME_DIRECTION`) and one set of stations.
     """
     paths = [Path(p) for p in ms_paths]
     if not paths:
         raise MeasurementSetError("<none>", "no MeasurementSets given")
     if len({p.resolve() for p in paths}) != len(paths):
         raise MeasurementSetError(paths[0], "the same MeasurementSet is given more than once")
-    infos = [read_measurement_set_metadata(p) for p in paths]
+    infos = []
+    for path in paths:
+        windows = read_measurement_set_windows(path, data_column=data_column, field=field, spw=spw)
+        fields = sorted({(w.field_id, w.field_name) for w in windows})
+        if len(fields) > 1:
+            listed = ", ".join(f"{i} ({name})" if name else str(i) for i, name in fields)
+            raise MeasurementSetError(
+                path, f"its rows use {len(fields)} fields: {listed}; choose one with --field"
+            )
+        infos += windows
     first = infos[0]
     for info in infos[1:]:
         if separation(info.phase_centre, first.phase_centre) > SAME_DIRECTION:

@@ -6,11 +6,16 @@ Example::
     Format = Name, Type, Ra, Dec, I, SpectralIndex, LogarithmicSI, \
         ReferenceFrequency='100000000', MajorAxis, MinorAxis, Orientation   (one line)
     src0,POINT,00:01:02.345678,-30.12.34.56789,12.5,[-0.7,0.01],true,100000000,,,
+    src1,GAUSSIAN,00:01:10.0,-30.10.00.0,3.0,[-0.8],true,100000000,120.0,45.0,30.0
 
 RA is ``hh:mm:ss.s``, Dec ``dd.mm.ss.s`` (or ``dd:mm:ss.s``); angles with a ``deg``/``rad``
 suffix are also read.  Spectra: ``S(nu) = I * (nu/nu0) ** (c0 + c1 x + ...)``,
-``x = log10(nu/nu0)`` (``LogarithmicSI=true``, the default).  Only POINT components are
-supported; a linear (``LogarithmicSI=false``) spectrum with terms is refused.
+``x = log10(nu/nu0)`` (``LogarithmicSI=true``, the default).  POINT and GAUSSIAN components are
+supported; for a GAUSSIAN, MajorAxis and MinorAxis are full widths at half maximum in arcsec and
+Orientation the position angle of the major axis in degrees, north through east (WSClean and
+DP3; a MajorAxis smaller than the MinorAxis is read as the same ellipse with the axes swapped).
+Other columns of DP3's format (Patch, Q, U, V, ...) are ignored; a linear
+(``LogarithmicSI=false``) spectrum with terms is refused.
 """
 
 from __future__ import annotations
@@ -93,7 +98,10 @@ def _angle(text: str, *, hours: bool) -> float:
 
 
 def read_sky_model(path: str | Path) -> SkyModel:
-    """Read point sources from a WSClean/DP3 sky model file."""
+    """Read point and Gaussian components from a WSClean/DP3 sky model file.
+
+    Raises :class:`SkyModelFileError` naming the file and every bad line at once.
+    """
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
@@ -101,70 +109,98 @@ def read_sky_model(path: str | Path) -> SkyModel:
         raise SkyModelFileError(f"sky model file {path}: cannot read it ({err})") from err
     columns: list[str] | None = None
     defaults: dict[str, str] = {}
-    ra, dec, flux, ref, si, names = [], [], [], [], [], []
+    components, errors = [], []
     for lineno, line in enumerate(lines, start=1):
-        where = f"sky model file {path}, line {lineno}"
+        where = f"line {lineno}"
         match = _FORMAT_LINE.match(line) or _MAKESOURCEDB_FORMAT.match(line)
         if match:
             columns, defaults = _parse_format(match.group(1))
             missing = {"name", "type", "ra", "dec", "i"} - set(columns)
             if missing:
-                raise SkyModelFileError(f"{where}: format lacks columns {sorted(missing)}")
+                errors.append(f"{where}: format lacks columns {sorted(missing)}")
             continue
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if columns is None:
-            raise SkyModelFileError(f"{where}: data before the 'Format = ...' line")
+            errors.append(f"{where}: data before the 'Format = ...' line")
+            break
         fields = _split(line)
         row = {k: (fields[i] if i < len(fields) else "") for i, k in enumerate(columns)}
         row = {k: (v if v != "" else defaults.get(k, "")) for k, v in row.items()}
         if not row["type"] and not row["name"]:
             continue  # a patch definition line
-        kind = row["type"].upper()
-        if kind != "POINT":
-            raise SkyModelFileError(
-                f"{where}: component type '{row['type']}' is not supported (only POINT)"
-            )
         try:
-            src_ra = _angle(row["ra"], hours=True)
-            src_dec = _angle(row["dec"], hours=False)
-            i_flux = float(row["i"])
-            ref_freq = float(row.get("referencefrequency") or "nan")
-            terms_text = row.get("spectralindex", "").strip().strip("[]")
-            terms = [float(x) for x in terms_text.split(",") if x.strip()]
+            components.append(_component(row, default_name=f"src{len(components)}"))
         except ValueError as err:
-            raise SkyModelFileError(f"{where}: {err}") from None
-        if not -math.pi / 2 <= src_dec <= math.pi / 2:
-            raise SkyModelFileError(f"{where}: declination '{row['dec']}' outside -90..90 deg")
-        logarithmic = row.get("logarithmicsi", "true").strip().lower() or "true"
-        if logarithmic not in ("true", "false"):
-            raise SkyModelFileError(f"{where}: LogarithmicSI must be true or false")
-        if logarithmic == "false" and terms:
-            raise SkyModelFileError(
-                f"{where}: linear spectra (LogarithmicSI=false) are not supported"
-            )
-        if terms and not (math.isfinite(ref_freq) and ref_freq > 0):
-            raise SkyModelFileError(f"{where}: spectral terms need a ReferenceFrequency > 0")
-        ra.append(src_ra % (2 * math.pi))
-        dec.append(src_dec)
-        flux.append(i_flux)
-        ref.append(ref_freq if math.isfinite(ref_freq) else 1e8)
-        si.append(terms)
-        names.append(row["name"] or f"src{len(names)}")
-    if columns is None:
-        raise SkyModelFileError(f"sky model file {path}: no 'Format = ...' line")
-    nterms = max([len(t) for t in si] + [1])
-    si_arr = np.zeros((len(si), nterms))
-    for k, t in enumerate(si):
-        si_arr[k, : len(t)] = t
+            errors.append(f"{where}: {err}")
+    if columns is None and not errors:
+        errors.append("no 'Format = ...' line")
+    if errors:
+        raise SkyModelFileError(f"sky model file {path}, " + "; ".join(errors))
+    return _sky_model(components)
+
+
+def _component(row: dict[str, str], default_name: str) -> tuple:
+    """(name, ra, dec, flux, ref_freq, terms, shape) of one row; ValueError says what is bad."""
+    kind = row["type"].upper()
+    if kind not in ("POINT", "GAUSSIAN"):
+        raise ValueError(f"component type '{row['type']}' is not supported (POINT, GAUSSIAN)")
+    shape = _gaussian_shape(row) if kind == "GAUSSIAN" else (0.0, 0.0, 0.0)
+    src_ra = _angle(row["ra"], hours=True)
+    src_dec = _angle(row["dec"], hours=False)
+    i_flux = float(row["i"])
+    ref_freq = float(row.get("referencefrequency") or "nan")
+    terms_text = row.get("spectralindex", "").strip().strip("[]")
+    terms = [float(x) for x in terms_text.split(",") if x.strip()]
+    if not -math.pi / 2 <= src_dec <= math.pi / 2:
+        raise ValueError(f"declination '{row['dec']}' outside -90..90 deg")
+    logarithmic = row.get("logarithmicsi", "true").strip().lower() or "true"
+    if logarithmic not in ("true", "false"):
+        raise ValueError("LogarithmicSI must be true or false")
+    if logarithmic == "false" and terms:
+        raise ValueError("linear spectra (LogarithmicSI=false) are not supported")
+    if terms and not (math.isfinite(ref_freq) and ref_freq > 0):
+        raise ValueError("spectral terms need a ReferenceFrequency > 0")
+    ref = ref_freq if math.isfinite(ref_freq) else 1e8
+    name = row["name"] or default_name
+    return name, src_ra % (2 * math.pi), src_dec, i_flux, ref, terms, shape
+
+
+def _sky_model(components: list[tuple]) -> SkyModel:
+    nterms = max([len(c[5]) for c in components] + [1])
+    si = np.zeros((len(components), nterms))
+    for k, c in enumerate(components):
+        si[k, : len(c[5])] = c[5]
+    shapes = np.array([c[6] for c in components], dtype=np.float64).reshape(-1, 3)
     return SkyModel(
-        ra=np.array(ra),
-        dec=np.array(dec),
-        flux=np.array(flux),
-        ref_freq=np.array(ref),
-        spectral_index=si_arr,
-        names=names,
+        ra=np.array([c[1] for c in components]),
+        dec=np.array([c[2] for c in components]),
+        flux=np.array([c[3] for c in components]),
+        ref_freq=np.array([c[4] for c in components]),
+        spectral_index=si,
+        names=[c[0] for c in components],
+        major=shapes[:, 0],
+        minor=shapes[:, 1],
+        position_angle=shapes[:, 2],
     )
+
+
+def _gaussian_shape(row: dict[str, str]) -> tuple[float, float, float]:
+    """(major, minor, position angle) radians of a GAUSSIAN row (axes arcsec, angle deg)."""
+    values = []
+    for column in ("MajorAxis", "MinorAxis", "Orientation"):
+        text = row.get(column.lower(), "").strip()
+        if not text:
+            raise ValueError(f"a GAUSSIAN needs MajorAxis, MinorAxis and Orientation ({column})")
+        value = float(text)
+        if not math.isfinite(value) or (column != "Orientation" and value <= 0):
+            raise ValueError(f"{column} must be a positive number of arcsec, got '{text}'")
+        values.append(value)
+    major, minor, angle = values
+    if major < minor:  # the same ellipse
+        major, minor, angle = minor, major, angle + 90.0
+    arcsec = math.radians(1.0 / 3600.0)
+    return major * arcsec, minor * arcsec, math.radians(angle)
 
 
 def format_ra(ra: float) -> str:
@@ -191,11 +227,19 @@ def write_sky_model(path: str | Path, sky: SkyModel, *, header: Sequence[str] = 
     ref_default = float(sky.ref_freq[0]) if len(sky) else 1e8
     lines = [f"# {h}" for h in header]
     lines.append(FORMAT.format(ref=ref_default))
+    arcsec = math.radians(1.0 / 3600.0)
     for k in range(len(sky)):
         terms = ",".join(f"{c:.12g}" for c in sky.spectral_index[k])
+        kind, shape = "POINT", ",,"
+        if sky.is_gaussian[k]:
+            kind = "GAUSSIAN"
+            shape = (
+                f"{sky.major[k] / arcsec:.12g},{sky.minor[k] / arcsec:.12g},"
+                f"{math.degrees(sky.position_angle[k]):.12g}"
+            )
         lines.append(
-            f"{sky.names[k]},POINT,{format_ra(sky.ra[k])},{format_dec(sky.dec[k])},"
-            f"{sky.flux[k]:.12g},[{terms}],true,{sky.ref_freq[k]:.12g},,,"
+            f"{sky.names[k]},{kind},{format_ra(sky.ra[k])},{format_dec(sky.dec[k])},"
+            f"{sky.flux[k]:.12g},[{terms}],true,{sky.ref_freq[k]:.12g},{shape}"
         )
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -1,10 +1,12 @@
-"""Exact point-source visibilities: the direct Fourier sum, including the w term.
+"""Exact visibilities of point and Gaussian components: the direct Fourier sum with the w term.
 
 Convention (MeasurementSet / WSClean, see :mod:`sdpbatch.science.visibility`)::
 
-    V(u, v, w, nu) = sum_s S_s(nu) * exp(+2j*pi*nu/c * (u*l_s + v*m_s + w*(n_s - 1)))
+    V(u, v, w, nu) = sum_s S_s(nu) * T_s(uvw, nu) * exp(+2j*pi*nu/c * (u*l_s + v*m_s + w*(n_s - 1)))
 
-No 1/n factor: a point source of apparent flux S gives |V| = S.
+No 1/n factor: a point source of apparent flux S gives |V| = S.  ``T_s`` is 1 for a point and
+``exp(-2 pi^2 (nu/c)^2 |shape_s @ uvw|^2)`` for a Gaussian component, with ``shape`` the matrices
+of :func:`sdpbatch.science.skymodel.gaussian_taper_matrix`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ def predict_point_sources(
     lmn: np.ndarray,
     flux: np.ndarray,
     *,
+    shape: np.ndarray | None = None,
     row_chunk: int = ROW_CHUNK,
     nthreads: int = 1,
 ) -> np.ndarray:
-    """Visibilities (nrow, nchan) complex128 Jy of point sources.
+    """Visibilities (nrow, nchan) complex128 Jy of point and Gaussian components.
 
     Parameters
     ----------
@@ -36,6 +39,8 @@ def predict_point_sources(
     frequency : (nchan,) Hz.
     lmn : (nsrc, 3) direction cosines (l, m, n) of the sources.
     flux : (nsrc, nchan) apparent Stokes I (Jy) of each source at each channel.
+    shape : (nsrc, 2, 3) Gaussian taper matrices (``gaussian_taper_matrix``; zero rows for
+        points), or None for point sources only.
     row_chunk : rows per chunk (memory ~ 48 * row_chunk * nsrc bytes per thread).
     nthreads : row chunks computed side by side (numpy releases the GIL in them).
 
@@ -43,12 +48,13 @@ def predict_point_sources(
     spaced channels the phasors of channel c+1 are those of channel c times one step phasor
     (two exponentials per chunk instead of one per channel; rounding grows by ~1e-16 per
     channel); otherwise each channel takes its own.  Sources are summed by matrix-vector
-    products.
+    products; Gaussian components add their taper's correction ``(T - 1)`` for their columns.
     """
     uvw = np.asarray(uvw, dtype=np.float64)
     frequency = np.atleast_1d(np.asarray(frequency, dtype=np.float64))
     lmn = np.asarray(lmn, dtype=np.float64).reshape(-1, 3)
     flux = np.asarray(flux, dtype=np.float64).reshape(lmn.shape[0], frequency.size)
+    shape = None if shape is None else np.asarray(shape, dtype=np.float64)
     nrow = uvw.shape[0]
     out = np.zeros((nrow, frequency.size), dtype=np.complex128)
     if lmn.shape[0] == 0 or nrow == 0:
@@ -59,10 +65,14 @@ def predict_point_sources(
     grid = frequency[0] + spacing * np.arange(nchan)
     even = nchan > 2 and bool(np.all(np.abs(frequency - grid) <= 1e-13 * frequency.max()))
     weights = flux.astype(np.complex128)
+    gauss = _gaussian_columns(shape, lmn.shape[0])
 
     def chunk(start: int) -> None:
         stop = min(nrow, start + row_chunk)
         path = uvw[start:stop] @ delay  # (rows, nsrc) metres
+        if gauss.size:
+            ab = np.einsum("rk,sjk->rsj", uvw[start:stop], shape[gauss])
+            extent = ab[..., 0] ** 2 + ab[..., 1] ** 2  # (rows, ngauss) m^2
         if even:
             phasor = np.exp((2j * np.pi * frequency[0] / C) * path)
             step = np.exp((2j * np.pi * spacing / C) * path)
@@ -72,6 +82,9 @@ def predict_point_sources(
             elif c:
                 phasor *= step
             out[start:stop, c] = phasor @ weights[:, c]
+            if gauss.size:
+                taper = np.exp((-2.0 * np.pi**2 * (nu / C) ** 2) * extent)
+                out[start:stop, c] += (phasor[:, gauss] * (taper - 1.0)) @ weights[gauss, c]
 
     starts = range(0, nrow, row_chunk)
     if nthreads > 1 and len(starts) > 1:
@@ -83,6 +96,15 @@ def predict_point_sources(
     return out
 
 
+def _gaussian_columns(shape: np.ndarray | None, nsrc: int) -> np.ndarray:
+    """Indices of the Gaussian components (nonzero taper matrices)."""
+    if shape is None:
+        return np.zeros(0, dtype=np.int64)
+    if np.shape(shape) != (nsrc, 2, 3):
+        raise ValueError(f"shape must be ({nsrc}, 2, 3) taper matrices, got {np.shape(shape)}")
+    return np.flatnonzero(np.any(np.asarray(shape) != 0, axis=(1, 2)))
+
+
 def predict_point_sources_by_station(
     ant_uvw: np.ndarray,
     time_index: np.ndarray,
@@ -91,6 +113,8 @@ def predict_point_sources_by_station(
     frequency: np.ndarray,
     lmn: np.ndarray,
     flux: np.ndarray,
+    *,
+    shape: np.ndarray | None = None,
 ) -> np.ndarray:
     """The same direct sum, factored per station: for data whose UVW are station differences.
 
@@ -106,16 +130,28 @@ def predict_point_sources_by_station(
     ant_uvw : (ntime, nant, 3) metres, station UVW per time.
     time_index : (nrow,) int, time of each row; antenna1, antenna2 : (nrow,) int.
     frequency : (nchan,) Hz; lmn : (nsrc, 3); flux : (nsrc, nchan) Jy.
+    shape : (nsrc, 2, 3) Gaussian taper matrices or None: a Gaussian's taper depends on the
+        baseline, not on the stations, so Gaussian components are summed per baseline by
+        :func:`predict_point_sources` and only the points are factored.
     """
     ant_uvw = np.asarray(ant_uvw, dtype=np.float64)
     frequency = np.atleast_1d(np.asarray(frequency, dtype=np.float64))
     lmn = np.asarray(lmn, dtype=np.float64).reshape(-1, 3)
     flux = np.asarray(flux, dtype=np.float64).reshape(lmn.shape[0], frequency.size)
+    shape = None if shape is None else np.asarray(shape, dtype=np.float64)
     time_index = np.asarray(time_index)
     nrow = time_index.shape[0]
     out = np.zeros((nrow, frequency.size), dtype=np.complex128)
     if lmn.shape[0] == 0 or nrow == 0:
         return out
+    gauss = _gaussian_columns(shape, lmn.shape[0])
+    if gauss.size:
+        uvw = ant_uvw[time_index, antenna2] - ant_uvw[time_index, antenna1]
+        out += predict_point_sources(uvw, frequency, lmn[gauss], flux[gauss], shape=shape[gauss])
+        points = np.setdiff1d(np.arange(lmn.shape[0]), gauss)
+        lmn, flux = lmn[points], flux[points]
+        if points.size == 0:
+            return out
     path = ant_uvw @ (lmn - np.array([0.0, 0.0, 1.0])).T  # (ntime, nant, nsrc) metres
     order = np.argsort(time_index, kind="stable")
     times, starts = np.unique(time_index[order], return_index=True)
@@ -127,5 +163,5 @@ def predict_point_sources_by_station(
             # BLAS slows down tenfold on a busy machine
             coherency = np.einsum("qs,ps->qp", station * flux[:, c], station.conj())
             rows = order[lo:hi]
-            out[rows, c] = coherency[antenna2[rows], antenna1[rows]]
+            out[rows, c] += coherency[antenna2[rows], antenna1[rows]]
     return out

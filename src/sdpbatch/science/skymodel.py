@@ -1,12 +1,24 @@
-"""Point-source sky models: a GLEAM-like synthetic population and the SKA1-Low station beam.
+"""Sky models of point and Gaussian components: a GLEAM-like synthetic population and the
+SKA1-Low station beam.
 
 Spectra are logarithmic polynomials, as in the WSClean/DP3 text format with
 ``LogarithmicSI=true``: ``S(nu) = S0 * (nu/nu0) ** (c0 + c1*x + c2*x**2 + ...)``,
 ``x = log10(nu/nu0)``; ``c0`` is the ordinary spectral index.
+
+Gaussian components follow WSClean and DP3: ``major`` and ``minor`` are full widths at half
+maximum, ``position_angle`` is the angle of the major axis from north through east, measured at
+the component (DP3's absolute orientation).  A component of flux S has the brightness
+``S / (2 pi s_maj s_min) exp(-x_maj^2 / 2 s_maj^2 - x_min^2 / 2 s_min^2)`` with
+``s = FWHM / (2 sqrt(2 ln 2))``, ``x_maj = x_e sin(pa) + x_n cos(pa)``, ``x_min = x_e cos(pa) -
+x_n sin(pa)`` in its own tangent plane (east, north); its visibility is the point visibility times
+``exp(-2 pi^2 (s_maj^2 u_maj^2 + s_min^2 u_min^2))`` with ``(u_maj, u_min)`` the baseline in
+wavelengths projected the same way onto the component's tangent plane
+(:func:`gaussian_taper_matrix`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -22,18 +34,23 @@ AIRY_HALF_POWER_X = 1.616339948310703
 
 SQ_DEG = math.radians(1.0) ** 2
 
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
 
 @dataclass
 class SkyModel:
-    """Point sources.
+    """Point and Gaussian components.
 
     Attributes
     ----------
     ra, dec : (nsrc,) J2000 radians.
-    flux : (nsrc,) Stokes I at ``ref_freq`` (Jy).
+    flux : (nsrc,) Stokes I at ``ref_freq`` (Jy), integrated over a Gaussian.
     ref_freq : (nsrc,) Hz.
     spectral_index : (nsrc, nterms) logarithmic spectral polynomial (see module docstring).
     names : source names.
+    major, minor : (nsrc,) full widths at half maximum (rad) of Gaussian components; 0 for
+        points (the default).
+    position_angle : (nsrc,) rad, the major axis from north through east (default 0).
     """
 
     ra: np.ndarray
@@ -42,6 +59,9 @@ class SkyModel:
     ref_freq: np.ndarray
     spectral_index: np.ndarray
     names: list[str]
+    major: np.ndarray | None = None
+    minor: np.ndarray | None = None
+    position_angle: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.ra = np.asarray(self.ra, dtype=np.float64)
@@ -50,9 +70,20 @@ class SkyModel:
         self.ref_freq = np.asarray(self.ref_freq, dtype=np.float64)
         si = np.asarray(self.spectral_index, dtype=np.float64)
         self.spectral_index = si.reshape(len(self.ra), -1)
+        for name in ("major", "minor", "position_angle"):
+            value = getattr(self, name)
+            value = np.zeros(len(self.ra)) if value is None else np.asarray(value, np.float64)
+            setattr(self, name, np.broadcast_to(value, self.ra.shape).copy())
+        if np.any(self.minor < 0) or np.any(self.major < self.minor):
+            raise ValueError("Gaussian components need major >= minor >= 0")
 
     def __len__(self) -> int:
         return int(self.ra.shape[0])
+
+    @property
+    def is_gaussian(self) -> np.ndarray:
+        """(nsrc,) bool: components with a Gaussian shape (major > 0)."""
+        return self.major > 0
 
     def flux_at(self, frequency: np.ndarray | float) -> np.ndarray:
         """Stokes I (nsrc, nfreq) Jy at ``frequency`` (nfreq,) Hz."""
@@ -66,14 +97,47 @@ class SkyModel:
     def select(self, index: np.ndarray) -> SkyModel:
         """The sources at ``index`` (indices or boolean mask)."""
         idx = np.arange(len(self))[index]
-        return SkyModel(
-            ra=self.ra[idx],
-            dec=self.dec[idx],
-            flux=self.flux[idx],
-            ref_freq=self.ref_freq[idx],
-            spectral_index=self.spectral_index[idx],
+        arrays = ("ra", "dec", "flux", "ref_freq", "spectral_index", *SHAPE_FIELDS)
+        return dataclasses.replace(
+            self,
             names=[self.names[i] for i in idx],
+            **{name: getattr(self, name)[idx] for name in arrays},
         )
+
+
+SHAPE_FIELDS = ("major", "minor", "position_angle")
+
+
+def gaussian_taper_matrix(sky: SkyModel, phase_centre: tuple[float, float]) -> np.ndarray:
+    """(nsrc, 2, 3) matrices that turn a baseline's UVW into its Gaussian taper, zero for points.
+
+    For UVW (metres) about ``phase_centre`` (ra, dec rad), ``(a, b) = T[s] @ uvw`` are the
+    baseline's components along the component's major and minor axes times their Gaussian
+    sigmas, and the visibility of component s is its point visibility times
+    ``exp(-2 pi^2 (nu / c)^2 (a^2 + b^2))``.  The baseline is first projected onto the
+    component's own tangent plane (east, north at the component), as DP3 does for absolute
+    position angles, so the taper stays exact away from the phase centre.
+    """
+    e0, n0, d0 = _tangent_basis(*phase_centre)
+    es, ns, _ = _tangent_basis(sky.ra, sky.dec)
+    frame = np.stack([e0, n0, d0], axis=-1)  # (3 xyz, 3 uvw)
+    project = np.stack([es @ frame, ns @ frame], axis=1)  # (nsrc, 2, 3): (east, north) at s
+    sin_pa, cos_pa = np.sin(sky.position_angle), np.cos(sky.position_angle)
+    axes = np.stack(
+        [np.stack([sin_pa, cos_pa], -1), np.stack([cos_pa, -sin_pa], -1)], axis=1
+    )  # (nsrc, 2, 2): rows (major, minor) in (east, north)
+    sigma = FWHM_TO_SIGMA * np.stack([sky.major, sky.minor], axis=-1)[:, :, None]
+    return sigma * (axes @ project)
+
+
+def _tangent_basis(ra, dec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors east, north and towards (ra, dec), equatorial Cartesian (..., 3)."""
+    ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+    sa, ca, sd, cd = np.sin(ra), np.cos(ra), np.sin(dec), np.cos(dec)
+    east = np.stack([-sa, ca, np.zeros_like(ra)], axis=-1)
+    north = np.stack([-sd * ca, -sd * sa, cd], axis=-1)
+    toward = np.stack([cd * ca, cd * sa, sd], axis=-1)
+    return east, north, toward
 
 
 def lmn(ra: np.ndarray, dec: np.ndarray, phase_centre: tuple[float, float]) -> np.ndarray:
@@ -196,9 +260,8 @@ def apparent_sky(
     flux = sky.flux_at(freqs) * station_beam(sky.ra, sky.dec, pointing, freqs)
     nsi = max(1, min(nterms, freqs.size - 1))
     if freqs.size == 1:  # exact at that frequency; the intrinsic index is kept for the record
-        return SkyModel(
-            ra=sky.ra,
-            dec=sky.dec,
+        return dataclasses.replace(
+            sky,
             flux=flux[:, 0],
             ref_freq=np.full(len(sky), freqs[0]),
             spectral_index=sky.spectral_index[:, :1].copy(),
@@ -210,9 +273,8 @@ def apparent_sky(
     y = np.log10(np.maximum(flux, 1e-300)).T  # (nfreq, nsrc)
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)  # (1 + nsi, nsrc)
     # log10 S = a0 + sum_k a_k x^(k+1)  ==  S0 * (nu/nu0)^(c0 + c1 x + ...), c_k = a_(k+1)
-    return SkyModel(
-        ra=sky.ra,
-        dec=sky.dec,
+    return dataclasses.replace(
+        sky,
         flux=10.0 ** coef[0],
         ref_freq=np.full(len(sky), ref),
         spectral_index=coef[1:].T,
@@ -233,7 +295,8 @@ def catalogue_view(
     east, north = (
         rng.normal(0.0, position_error, (2, n)) if position_error > 0 else np.zeros((2, n))
     )
-    return SkyModel(
+    return dataclasses.replace(
+        sky,
         ra=sky.ra + east / np.maximum(np.cos(sky.dec), 1e-6),
         dec=np.clip(sky.dec + north, -np.pi / 2, np.pi / 2),
         flux=sky.flux * scale,

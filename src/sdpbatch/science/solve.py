@@ -2,13 +2,13 @@
 
 Convention: the solved gains model the corruption, ``DATA_pq ~= g_p conj(g_q) MODEL_pq`` with
 p = antenna1; data are corrected as ``DATA_pq / (g_p conj(g_q))`` (for phase-only gains,
-``DATA_pq conj(g_p) g_q``).  Phases are referenced to station 0.
+``DATA_pq conj(g_p) g_q``).  Phases are referenced to one station (0 unless it is flagged).
 
-The data are first compressed (:func:`compress`) to per (solution interval, baseline[, channel])
-sums ``A = sum w V conj(M)`` and ``B = sum w |M|^2``.  They are the sufficient statistics of the
-least-squares problem for a gain constant over the summed samples, and they add up across rows,
-channels and frequency windows (:func:`combine_sums`), so every window computes its own sums
-where its data live and only these small arrays meet for the solve (:func:`solve_gains`).
+The data are first compressed to solve sums (:mod:`sdpbatch.science.solve_sums`), which add up
+across rows, channels and windows; only these small arrays meet for the solve
+(:func:`solve_term`).  The solve is damped StEFCal with a convergence test, followed by the
+checks of :mod:`sdpbatch.science.solution_checks` (signal-to-noise, outliers, normalisation):
+flagged solutions get a fallback gain and are reported in :class:`GainSolution`.
 
 Solution terms as in the seed's library: "T" phase-only per integration, "G" amplitude and phase
 per interval (``timeslice_G`` seconds or the whole observation), "B" amplitude and phase per
@@ -20,6 +20,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from sdpbatch.science.solution_checks import (
+    DIVERGED_CHANGE,
+    REASONS,
+    SolutionStats,
+    amplitude_outliers,
+    choose_reference,
+    normalise_amplitudes,
+    relative_amplitudes,
+    solution_snr,
+    solution_stats,
+)
+from sdpbatch.science.solve_sums import VALUES, SolveSums, combine_sums, compress
+
+__all__ = [  # the sums are defined in solve_sums and used through this module
+    "SolveSums", "combine_sums", "compress", "GainSolution", "SolutionStats", "TERMS",
+    "SOLUTION_TERMS", "anchor_phase_gradient", "baseline_flags", "baseline_gains", "correct",
+    "interval_index", "reference_phases", "solution_intervals", "solve_gains", "solve_term",
+    "stefcal",
+]  # fmt: skip
 
 SOLUTION_TERMS = ("T", "G", "B")
 
@@ -39,148 +59,17 @@ TERMS: dict[str, TermSpec] = {
 }
 
 
-@dataclass
-class SolveSums:
-    """Compressed data of a gain solve, one entry per (interval, antenna1 < antenna2, channel).
-
-    Attributes
-    ----------
-    interval : (n,) int, solution interval index.
-    antenna1, antenna2 : (n,) int, station indices with antenna1 < antenna2.
-    channel : (n,) int, solution channel index (0 for frequency-independent terms).
-    a : (n,) complex128, ``sum w V conj(M)``.
-    b : (n,) float64, ``sum w |M|^2``.
-    """
-
-    interval: np.ndarray
-    antenna1: np.ndarray
-    antenna2: np.ndarray
-    channel: np.ndarray
-    a: np.ndarray
-    b: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return int(self.a.shape[0])
-
-
-def _reduce(
-    interval: np.ndarray,
-    antenna1: np.ndarray,
-    antenna2: np.ndarray,
-    channel: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-) -> SolveSums:
-    """Sum entries with the same (interval, antenna1, antenna2, channel) key."""
-    columns = [np.asarray(c, dtype=np.int64) for c in (interval, antenna1, antenna2, channel)]
-    if columns[0].size == 0:
-        return SolveSums(*columns, np.zeros(0, complex), np.zeros(0))
-    sizes = [int(c.max()) + 1 for c in columns]
-    key = columns[0]
-    for column, size in zip(columns[1:], sizes[1:], strict=True):
-        key = key * size + column
-    unique, inverse = np.unique(key, return_inverse=True)
-    n = unique.size
-    a_sum = np.bincount(inverse, weights=a.real, minlength=n) + 1j * np.bincount(
-        inverse, weights=a.imag, minlength=n
-    )
-    b_sum = np.bincount(inverse, weights=b, minlength=n)
-    decoded = []
-    for size in sizes[:0:-1]:
-        unique, rest = np.divmod(unique, size)
-        decoded.append(rest)
-    interval_u, (channel_u, antenna2_u, antenna1_u) = unique, decoded
-    return SolveSums(interval_u, antenna1_u, antenna2_u, channel_u, a_sum, b_sum)
-
-
-def compress(
-    vis: np.ndarray,
-    model: np.ndarray,
-    weight: np.ndarray,
-    *,
-    antenna1: np.ndarray,
-    antenna2: np.ndarray,
-    interval: np.ndarray,
-    channel: np.ndarray | None = None,
-    flag: np.ndarray | None = None,
-) -> SolveSums:
-    """Solve sums of one block of data.
-
-    Parameters
-    ----------
-    vis, model : (nrow, nchan) complex, observed and model visibilities (the model already
-        corrupted by any other gain terms that are held fixed).
-    weight : (nrow, nchan) data weights (inverse variance).
-    antenna1, antenna2 : (nrow,) station indices; autocorrelations are ignored.
-    interval : (nrow,) solution interval index of each row.
-    channel : (nchan,) solution channel index of each channel (e.g. the global channel number
-        for a bandpass); None sums over channels (frequency-independent gains).
-    flag : (nrow, nchan) bool, samples to ignore.
-    """
-    w = np.asarray(weight, dtype=np.float64)
-    if flag is not None:
-        w = np.where(flag, 0.0, w)
-    cross = np.asarray(antenna1) != np.asarray(antenna2)
-    a = w * vis * np.conj(model)
-    b = w * (model.real**2 + model.imag**2)
-    a1 = np.asarray(antenna1, dtype=np.int64)
-    a2 = np.asarray(antenna2, dtype=np.int64)
-    swap = a1 > a2  # V_qp = conj(V_pq): store every baseline as p < q
-    a = np.where(swap[:, None], np.conj(a), a)
-    lo, hi = np.minimum(a1, a2), np.maximum(a1, a2)
-    if channel is None:
-        a, b = a.sum(axis=1, keepdims=True), b.sum(axis=1, keepdims=True)
-        chan = np.zeros(1, dtype=np.int64)
-    else:
-        chan = np.asarray(channel, dtype=np.int64)
-    nchan = chan.shape[0]
-    rows = np.flatnonzero(cross)
-    rep = np.repeat
-    return _reduce(
-        rep(np.asarray(interval)[rows], nchan),
-        rep(lo[rows], nchan),
-        rep(hi[rows], nchan),
-        np.tile(chan, rows.size),
-        a[rows].ravel(),
-        b[rows].ravel(),
-    )
-
-
-def combine_sums(parts: list[SolveSums]) -> SolveSums:
-    """Add up the solve sums of several blocks (windows, chunks).
-
-    Two common cases skip the sort of the general case: parts with the same solution cells
-    (windows of one observation) are added entry by entry, and parts whose solution intervals
-    follow each other without overlap (consecutive time chunks) are concatenated.
-    """
-    if not parts:
-        raise ValueError("combine_sums needs at least one SolveSums")
-    keys = ("interval", "antenna1", "antenna2", "channel")
-    first = parts[0]
-    if all(all(np.array_equal(getattr(p, k), getattr(first, k)) for k in keys) for p in parts[1:]):
-        a, b = first.a.copy(), first.b.copy()
-        for p in parts[1:]:
-            a += p.a
-            b += p.b
-        return SolveSums(first.interval, first.antenna1, first.antenna2, first.channel, a, b)
-    cat = {name: np.concatenate([getattr(p, name) for p in parts]) for name in (*keys, "a", "b")}
-    used = [p for p in parts if p.size]
-    if all(x.interval.max() < y.interval.min() for x, y in zip(used, used[1:], strict=False)):
-        return SolveSums(**cat)  # every part is reduced and sorted, and they do not overlap
-    return _reduce(**cat)
-
-
 def stefcal(
     a: np.ndarray,
     b: np.ndarray,
     initial: np.ndarray,
     *,
     phase_only: bool,
+    step: float = 0.5,
     max_iterations: int = 500,
     tolerance: float = 1e-12,
-) -> tuple[np.ndarray, int]:
-    """StEFCal for a batch of independent solutions.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Damped StEFCal for a batch of independent solutions.
 
     Parameters
     ----------
@@ -188,35 +77,55 @@ def stefcal(
     b : (nsol, nant, nant) real symmetric, ``B[p, q] = sum w |M_pq|^2``.
     initial : (nsol, nant) complex starting gains.
     phase_only : keep |g| = 1.
+    step : each iteration moves the gains this fraction of the way to the new estimate
+        (0 < step <= 1).  The undamped update overshoots the solution by about as much as
+        the error (Salvini & Wijnholds 2014), so 0.5 cancels that to first order.
+    max_iterations, tolerance : a cell stops once the largest change of its gains relative
+        to its largest gain falls below ``tolerance``.
 
     Each iteration sets ``g_p = sum_q A_pq g_q / sum_q B_pq |g_q|^2`` (the least-squares gain of
-    station p with the others fixed), or its phase for phase-only gains, and averages every
-    second iteration with the previous one (Salvini & Wijnholds 2014).  Stations without data
-    keep their initial gain.  Returns (gains, iterations used).
+    station p with the others fixed), or its phase for phase-only gains.  Stations without data
+    keep their initial gain.  Returns gains (nsol, nant), iterations (nsol,) int and the last
+    relative change (nsol,) of each cell (``< tolerance`` if it converged).
     """
+    if not 0.0 < step <= 1.0:
+        raise ValueError(f"stefcal step must be in (0, 1], got {step}")
     g = np.array(initial, dtype=np.complex128)
+    g = np.where(np.isfinite(g) & (g != 0), g, 1.0)
     if phase_only:
         g = _unit(g, np.ones_like(g))
+    nsol = g.shape[0]
     has_data = b.sum(axis=2) > 0
-    iteration = 0
+    iterations = np.zeros(nsol, dtype=np.int64)
+    change = np.zeros(nsol)
+    active = np.flatnonzero(has_data.any(axis=1))
+    sub_a, sub_b, sub_data = a[active], b[active], has_data[active]
     for iteration in range(1, max_iterations + 1):
-        num = np.einsum("spq,sq->sp", a, g)
-        if phase_only:
-            new = _unit(num, g)
-        else:
-            den = np.einsum("spq,sq->sp", b, g.real**2 + g.imag**2)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                new = np.where(den > 0, num / den, g)
-        new = np.where(has_data, new, g)
-        if iteration % 2 == 0:
-            new = 0.5 * (new + g)
-            if phase_only:
-                new = _unit(new, g)
-        change = np.max(np.abs(new - g)) / max(np.max(np.abs(new)), 1e-300)
-        g = new
-        if change < tolerance:
+        if active.size == 0:
             break
-    return g, iteration
+        old = g[active]
+        new = _stefcal_update(sub_a, sub_b, old, phase_only)
+        new = np.where(sub_data, old + step * (new - old), old)
+        if phase_only:
+            new = _unit(new, old)
+        delta = np.max(np.abs(new - old), axis=1) / np.maximum(np.max(np.abs(new), axis=1), 1e-300)
+        g[active] = new
+        iterations[active] = iteration
+        change[active] = delta
+        done = ~(delta >= tolerance)  # converged, or not finite (flagged by the caller)
+        if done.any():
+            keep = ~done
+            active, sub_a, sub_b, sub_data = active[keep], sub_a[keep], sub_b[keep], sub_data[keep]
+    return g, iterations, change
+
+
+def _stefcal_update(a: np.ndarray, b: np.ndarray, g: np.ndarray, phase_only: bool) -> np.ndarray:
+    num = np.einsum("spq,sq->sp", a, g)
+    if phase_only:
+        return _unit(num, g)
+    den = np.einsum("spq,sq->sp", b, g.real**2 + g.imag**2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / den, g)
 
 
 def _unit(z: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -226,12 +135,227 @@ def _unit(z: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         return np.where(mag > 0, z / mag, fallback)
 
 
-def reference_phases(gains: np.ndarray, reference: int = 0) -> np.ndarray:
-    """Gains (..., nant, nfreq) rotated so that station ``reference`` has phase zero."""
+def reference_phases(
+    gains: np.ndarray, reference: int = 0, flags: np.ndarray | None = None
+) -> np.ndarray:
+    """Gains (..., nant, nfreq) rotated so that station ``reference`` has phase zero.
+
+    With ``flags`` (gains' shape), flagged gains are left as they are, and so are cells whose
+    reference gain is flagged.
+    """
     ref = gains[..., reference : reference + 1, :]
     mag = np.abs(ref)
-    rot = np.where(mag > 0, np.conj(ref) / np.where(mag > 0, mag, 1.0), 1.0)
-    return gains * rot
+    ok = mag > 0
+    if flags is not None:
+        ok = ok & ~flags[..., reference : reference + 1, :]
+    rot = np.where(ok, np.conj(ref) / np.where(ok, mag, 1.0), 1.0)
+    if flags is None:
+        return gains * rot
+    return np.where(flags, gains, gains * rot)
+
+
+@dataclass(frozen=True)
+class GainSolution:
+    """One solved gain term.
+
+    Attributes
+    ----------
+    gains : (nint, nant, nfreq) complex, ``DATA ~= g_p conj(g_q) MODEL``; flagged entries hold
+        the fallback gain.
+    flags : (nint, nant, nfreq) bool, solutions that must not be trusted (no data, low
+        signal-to-noise, outlier, diverged).
+    snr : (nint, nant, nfreq) float, signal-to-noise of each solution (0 without data).
+    stats : the term's statistics for the quality report.
+    """
+
+    gains: np.ndarray
+    flags: np.ndarray
+    snr: np.ndarray
+    stats: SolutionStats
+
+
+MIN_SNR = 3.0
+"""Default minimum signal-to-noise of a solution (CASA gaincal's ``minsnr``)."""
+
+OUTLIER_SIGMA = 8.0
+"""Default outlier threshold, in robust standard deviations of ``log |g|``: with 30 %
+amplitude scatter a station is an outlier beyond a factor ~11 from the median (the robust
+spread of 30 stations is itself uncertain by ~25 %, so a genuine 3-sigma station must not be
+caught); with alike stations, beyond a factor exp(8 x 0.1) = 2.2 (:data:`OUTLIER_FLOOR`)."""
+
+
+def solve_term(
+    sums: SolveSums,
+    *,
+    term: str,
+    initial: np.ndarray,
+    normalise: bool,
+    fallback: np.ndarray | None = None,
+    min_snr: float = MIN_SNR,
+    outlier_sigma: float = OUTLIER_SIGMA,
+    step: float = 0.5,
+    reference: int = 0,
+    max_iterations: int = 500,
+    tolerance: float = 1e-10,
+    max_batch_bytes: int = 64 * 2**20,
+) -> GainSolution:
+    """Solve one gain term from its combined sums, with the checks that keep it sane.
+
+    Parameters
+    ----------
+    sums : the combined :class:`SolveSums` of all data.
+    term : "T" (phase-only), "G" or "B" (amplitude and phase).
+    initial : (nint, nant, nfreq) complex starting gains (e.g. the previous solution); its shape
+        sets the number of intervals, stations and solution channels.
+    normalise : amplitudes to unit mean over the unflagged stations of each solution cell
+        (interval, channel): for self-calibration, where the model's flux scale is not to be
+        trusted.  False keeps the model's scale (calibration against a catalogue).
+    fallback : (nint, nant, nfreq) gains given to flagged solutions; default ``initial``
+        (pass ones to leave flagged stations uncorrected).
+    min_snr : solutions below this signal-to-noise are flagged (0 flags none).
+    outlier_sigma : amplitude outliers beyond this many robust standard deviations are flagged,
+        among the stations of a cell (then that cell is solved again without them) and among
+        the cells of a station (``inf`` flags none).
+    step, max_iterations, tolerance : of :func:`stefcal`.
+    reference : the preferred reference station (another is taken if it has fewer unflagged
+        solutions than the best station).
+
+    Returns a :class:`GainSolution`.
+    """
+    spec = _term_spec(term)
+    initial = np.asarray(initial, dtype=np.complex128)
+    nint, nant, nfreq = initial.shape
+    _check_fit(sums, initial.shape)
+    fallback = initial if fallback is None else np.asarray(fallback, dtype=np.complex128)
+    fallback = np.where(np.isfinite(fallback), fallback, 1.0)
+    gains = initial.copy()
+    snr = np.zeros(initial.shape)
+    reasons = np.full(initial.shape, 1, dtype=np.int8)  # no data until solved
+    iterations, converged = 0, True
+    checks = _Checks(spec.phase_only, min_snr, outlier_sigma, step, max_iterations, tolerance)
+    for cells, dense in _batches(sums, nant, nfreq, max_batch_bytes):
+        it, ch = np.divmod(cells, nfreq)
+        g, s, r, used, ok = _solve_cells(dense, initial[it, :, ch], checks)
+        gains[it, :, ch], snr[it, :, ch], reasons[it, :, ch] = g, s, r
+        iterations, converged = max(iterations, used), converged and ok
+    if outlier_sigma < np.inf:  # relative amplitudes far from the station's other cells
+        flagged = reasons > 0
+        relative = relative_amplitudes(gains.transpose(0, 2, 1), flagged.transpose(0, 2, 1))
+        relative = np.nan_to_num(relative.transpose(0, 2, 1), nan=0.0)
+        across = amplitude_outliers(relative, flagged, axis=(0, 2), sigma=outlier_sigma)
+        reasons[across] = 1 + REASONS.index("outlier")
+    flags = reasons > 0
+    if normalise and not spec.phase_only:
+        gains = normalise_amplitudes(gains.transpose(0, 2, 1), flags.transpose(0, 2, 1))
+        gains = gains.transpose(0, 2, 1)
+    ref = choose_reference(flags, reference)
+    gains = np.where(flags, fallback, reference_phases(gains, ref, flags))
+    stats = solution_stats(
+        term,
+        gains,
+        reasons,
+        snr,
+        iterations=iterations,
+        converged=converged,
+        reference=ref,
+        normalised=normalise and not spec.phase_only,
+    )
+    return GainSolution(gains=gains, flags=flags, snr=snr, stats=stats)
+
+
+def _term_spec(term: str) -> TermSpec:
+    if term not in TERMS:
+        raise ValueError(f"gain term {term!r} is not known; allowed: {', '.join(SOLUTION_TERMS)}")
+    return TERMS[term]
+
+
+def _check_fit(sums: SolveSums, shape: tuple[int, ...]) -> None:
+    nint, nant, nfreq = shape
+    if sums.size and (
+        sums.interval.max() >= nint or sums.channel.max() >= nfreq or sums.antenna2.max() >= nant
+    ):
+        raise ValueError(
+            f"solve sums do not fit gains of shape {shape} (intervals, stations, channels)"
+        )
+
+
+def _batches(sums: SolveSums, nant: int, nfreq: int, max_bytes: int):
+    """Yield (cells, dense sums) for batches of solution cells: ``dense`` maps a, b, c, n to
+    (ncell, nant, nant) arrays with both triangles filled."""
+    cell = sums.interval * nfreq + sums.channel  # solution cell of each entry
+    cells = np.unique(cell)
+    batch = max(1, max_bytes // (40 * nant * nant))
+    for start in range(0, cells.size, batch):
+        chunk = cells[start : start + batch]
+        pick = np.isin(cell, chunk)
+        slot = np.searchsorted(chunk, cell[pick])
+        p, q = sums.antenna1[pick], sums.antenna2[pick]
+        dense = {}
+        for name in VALUES:
+            value = getattr(sums, name)[pick]
+            m = np.zeros((chunk.size, nant, nant), dtype=value.dtype)
+            m[slot, p, q] = value
+            m[slot, q, p] = np.conj(value) if np.iscomplexobj(value) else value
+            dense[name] = m
+        yield chunk, dense
+
+
+@dataclass(frozen=True)
+class _Checks:
+    """How :func:`_solve_cells` solves and judges a batch (the arguments of solve_term)."""
+
+    phase_only: bool
+    min_snr: float
+    outlier_sigma: float
+    step: float
+    max_iterations: int
+    tolerance: float
+
+
+def _solve_cells(dense: dict[str, np.ndarray], initial: np.ndarray, checks: _Checks):
+    """Solve a batch of cells; flag, drop the outlier stations and solve once more if any.
+
+    Returns gains, snr, reasons (0 = good, else 1 + index in REASONS), the most iterations
+    taken, and whether every cell converged.
+    """
+    phase_only, outlier_sigma = checks.phase_only, checks.outlier_sigma
+    most, all_converged = 0, True
+    dropped = np.zeros(initial.shape, dtype=bool)
+    for _ in range(2):
+        g, iterations, change = stefcal(
+            dense["a"],
+            dense["b"],
+            initial,
+            phase_only=phase_only,
+            step=checks.step,
+            max_iterations=checks.max_iterations,
+            tolerance=checks.tolerance,
+        )
+        has_data = dense["b"].sum(axis=2) > 0
+        snr = solution_snr(**dense, gains=g, phase_only=phase_only)
+        most = max(most, int(iterations.max(initial=0)))
+        converged = (change < checks.tolerance) | ~has_data.any(axis=1)
+        all_converged = all_converged and bool(np.all(converged))
+        reasons = np.zeros(g.shape, dtype=np.int8)
+        diverged = ~(change <= DIVERGED_CHANGE)[:, None] | ~np.isfinite(g)
+        for name, bad in (
+            ("diverged", diverged),
+            ("low_snr", snr < checks.min_snr),
+            ("no_data", ~has_data),
+        ):  # the last set wins: an entry keeps its first reason in REASONS
+            reasons[bad] = 1 + REASONS.index(name)
+        reasons[dropped] = 1 + REASONS.index("outlier")
+        if outlier_sigma == np.inf or phase_only:
+            break
+        outliers = amplitude_outliers(g, reasons > 0, axis=1, sigma=outlier_sigma)
+        reasons[outliers] = 1 + REASONS.index("outlier")
+        if dropped.any() or not outliers.any():
+            break
+        dropped = outliers  # solve again without them
+        drop = outliers[:, :, None] | outliers[:, None, :]
+        dense = {name: np.where(drop, 0, m) for name, m in dense.items()}
+    g = np.where(np.isfinite(g), g, 1.0)
+    return g, snr, reasons, most, all_converged
 
 
 def solve_gains(
@@ -244,55 +368,22 @@ def solve_gains(
     tolerance: float = 1e-12,
     max_batch_bytes: int = 64 * 2**20,
 ) -> np.ndarray:
-    """Solve one gain term from its combined sums.
-
-    Parameters
-    ----------
-    sums : the combined :class:`SolveSums` of all data.
-    term : "T" (phase-only), "G" or "B" (amplitude and phase).
-    initial : (nint, nant, nfreq) complex starting gains (e.g. the previous solution); its shape
-        sets the number of intervals, stations and solution channels.
-
-    Returns gains (nint, nant, nfreq) complex with ``DATA ~= g_p conj(g_q) MODEL``, phases
-    referenced to station ``reference``.  Solutions without data keep their initial value.
+    """The gains of :func:`solve_term` without its checks (no normalisation, no SNR or
+    outlier flags; solutions without data keep ``initial``): the interface of the driver
+    until it takes the :class:`GainSolution`.  Returns (nint, nant, nfreq) complex.
     """
-    if term not in TERMS:
-        raise ValueError(f"gain term {term!r} is not known; allowed: {', '.join(SOLUTION_TERMS)}")
-    spec = TERMS[term]
-    initial = np.asarray(initial, dtype=np.complex128)
-    nint, nant, nfreq = initial.shape
-    if sums.size and (
-        sums.interval.max() >= nint or sums.channel.max() >= nfreq or sums.antenna2.max() >= nant
-    ):
-        raise ValueError(
-            f"solve sums do not fit gains of shape {initial.shape} (intervals, stations, channels)"
-        )
-    gains = initial.copy()
-    cell = sums.interval * nfreq + sums.channel  # solution cell of each entry
-    cells = np.unique(cell)
-    batch = max(1, max_batch_bytes // (24 * nant * nant))
-    for start in range(0, cells.size, batch):
-        chunk = cells[start : start + batch]
-        pick = np.isin(cell, chunk)
-        slot = np.searchsorted(chunk, cell[pick])
-        p, q = sums.antenna1[pick], sums.antenna2[pick]
-        a = np.zeros((chunk.size, nant, nant), dtype=np.complex128)
-        b = np.zeros((chunk.size, nant, nant))
-        a[slot, p, q] = sums.a[pick]
-        a[slot, q, p] = np.conj(sums.a[pick])
-        b[slot, p, q] = sums.b[pick]
-        b[slot, q, p] = sums.b[pick]
-        it, ch = np.divmod(chunk, nfreq)
-        solved, _ = stefcal(
-            a,
-            b,
-            initial[it, :, ch],
-            phase_only=spec.phase_only,
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-        )
-        gains[it, :, ch] = solved
-    return reference_phases(gains, reference)
+    return solve_term(
+        sums,
+        term=term,
+        initial=initial,
+        normalise=False,
+        min_snr=0.0,
+        outlier_sigma=np.inf,
+        reference=reference,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        max_batch_bytes=max_batch_bytes,
+    ).gains
 
 
 # --- solution intervals and applying gains -------------------------------------------------------
@@ -343,9 +434,27 @@ def baseline_gains(
     channel : (nchan,) solution channel index of each data channel (all 0 for a
     frequency-independent term).
     """
-    gp = gains[interval[:, None], np.asarray(antenna1)[:, None], channel[None, :]]
-    gq = gains[interval[:, None], np.asarray(antenna2)[:, None], channel[None, :]]
-    return gp * np.conj(gq)
+    gp = gains[interval, np.asarray(antenna1)]  # (nrow, nfreq)
+    gq = gains[interval, np.asarray(antenna2)]
+    return (gp * np.conj(gq))[:, np.asarray(channel)]
+
+
+def baseline_flags(
+    flags: np.ndarray,
+    *,
+    interval: np.ndarray,
+    antenna1: np.ndarray,
+    antenna2: np.ndarray,
+    channel: np.ndarray,
+) -> np.ndarray:
+    """(nrow, nchan) bool: True where either station's solution is flagged.
+
+    flags : (nint, nant, nfreq) of a :class:`GainSolution`; the other arguments as for
+    :func:`baseline_gains`.
+    """
+    fp = flags[interval, np.asarray(antenna1)]  # (nrow, nfreq)
+    fq = flags[interval, np.asarray(antenna2)]
+    return (fp | fq)[:, np.asarray(channel)]
 
 
 def correct(vis: np.ndarray, baseline_gain: np.ndarray) -> np.ndarray:
@@ -358,7 +467,11 @@ def correct(vis: np.ndarray, baseline_gain: np.ndarray) -> np.ndarray:
 
 
 def anchor_phase_gradient(
-    gains: np.ndarray, anchor: np.ndarray, positions: np.ndarray
+    gains: np.ndarray,
+    anchor: np.ndarray,
+    positions: np.ndarray,
+    *,
+    flags: np.ndarray | None = None,
 ) -> np.ndarray:
     """``gains`` with the linear phase gradient of ``gains / anchor`` across stations removed.
 
@@ -367,11 +480,14 @@ def anchor_phase_gradient(
     later solutions keep its gradient: per solution interval and channel, the plane
     ``b . (position - centroid)`` fitted to the phase of ``gains conj(anchor)`` is taken out.
     The constant phase is kept.  ``gains`` (nint, nant, nfreq); ``anchor`` broadcastable to
-    it; ``positions`` (nant, 3) metres (any Cartesian frame: ITRF or local).
+    it; ``positions`` (nant, 3) metres (any Cartesian frame: ITRF or local); ``flags``
+    (gains' shape, optional): flagged gains take no part in the fit and are not changed.
     """
     gains = np.asarray(gains, dtype=np.complex128)
     diff = gains * np.conj(np.broadcast_to(anchor, gains.shape))
     ok = np.isfinite(diff) & (np.abs(diff) > 0)
+    if flags is not None:
+        ok &= ~flags
     phase = np.angle(np.where(ok, diff, 1.0))  # (nint, nant, nfreq)
     pos = np.asarray(positions, dtype=np.float64)
     rel = pos - pos.mean(axis=0)
@@ -383,5 +499,6 @@ def anchor_phase_gradient(
             if use.sum() < design.shape[1] + 1:
                 continue
             coef = np.linalg.lstsq(design[use], phase[t, use, f], rcond=1e-9)[0]
-            out[t, :, f] *= np.exp(-1j * (rel @ coef[1:]))
+            plane = np.exp(-1j * (rel @ coef[1:]))
+            out[t, :, f] *= plane if flags is None else np.where(flags[t, :, f], 1.0, plane)
     return out

@@ -111,7 +111,12 @@ def read_blocks(item: WorkItem) -> list[Block]:
     blocks: list[Block] = []
     for part in item.parts:
         vis = read_measurement_set(
-            part.path, time_range=item.time_range, channels=(part.start, part.stop)
+            part.path,
+            data_column=part.data_column,
+            field=part.field,
+            spw=part.spw,
+            time_range=item.time_range,
+            channels=(part.start, part.stop),
         )
         if vis.nrow == 0:
             continue

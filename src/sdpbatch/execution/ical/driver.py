@@ -89,10 +89,13 @@ def run_ical(
 def _start(ms_paths, params, runner, settings, progress, infos) -> Run:
     """The fixed part of a run: channel blocks, work items, their groups on the runner's
     workers, threads."""
-    infos = infos if infos is not None else check_measurement_sets(ms_paths)
+    if infos is None:
+        infos = check_measurement_sets(
+            ms_paths, data_column=params.data_column, field=params.field, spw=params.spw
+        )
     runner = runner if runner is not None else InProcess(params.threads_per_worker)
     blocks = channel_blocks(infos, params.channel_blocks)
-    items = work_items(infos, blocks, settings.chunk_visibilities)
+    items = work_items(infos, blocks, settings.chunk_visibilities, params.data_column)
     nvis = sum(item.nvis for item in items)
     ngroups = min(len(runner.slots), len(items), -(-nvis // settings.group_visibilities))
     groups = assign(items, max(1, ngroups))

@@ -55,6 +55,8 @@ def _result(run, imaging, state, model, psf, final: FinalImages, record) -> Ical
             gains=g,
             times=imaging.intervals[term][1],
             frequencies=frequencies.copy() if TERMS[term].per_channel else np.array([reference]),
+            boundaries=imaging.intervals[term][0],
+            per_channel=TERMS[term].per_channel,
         )
         for term, g in state.gains.items()
     }

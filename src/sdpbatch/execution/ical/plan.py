@@ -36,7 +36,8 @@ class ChannelBlock:
 
 @dataclass(frozen=True)
 class FilePart:
-    """The channels ``[start, stop)`` of one MeasurementSet (window) that belong to a block.
+    """The channels ``[start, stop)`` of one window (a MeasurementSet's field and spectral
+    window, read from ``data_column``) that belong to a block.
 
     ``first_channel``: global index of the window's channel 0.
     """
@@ -47,6 +48,9 @@ class FilePart:
     stop: int
     first_channel: int
     nrow: int
+    field: int
+    spw: int
+    data_column: str
 
     @property
     def nvis(self) -> int:
@@ -81,8 +85,10 @@ def channel_blocks(infos: Sequence[MeasurementSetInfo], nblocks: int) -> list[Ch
     ]
 
 
-def _file_parts(infos: Sequence[MeasurementSetInfo], block: ChannelBlock) -> list[FilePart]:
-    """The block's channels of each file, as one contiguous range per file."""
+def _file_parts(
+    infos: Sequence[MeasurementSetInfo], block: ChannelBlock, data_column: str
+) -> list[FilePart]:
+    """The block's channels of each window, as one contiguous range per window."""
     parts, first = [], 0
     wanted = set(block.channels)
     for w, info in enumerate(infos):
@@ -92,7 +98,19 @@ def _file_parts(infos: Sequence[MeasurementSetInfo], block: ChannelBlock) -> lis
                 raise ValueError(
                     f"channels of block {block.index} are not contiguous in {info.path}"
                 )
-            parts.append(FilePart(str(info.path), w, mine[0], mine[-1] + 1, first, info.nrow))
+            parts.append(
+                FilePart(
+                    path=str(info.path),
+                    window=w,
+                    start=mine[0],
+                    stop=mine[-1] + 1,
+                    first_channel=first,
+                    nrow=info.nrow,
+                    field=info.field_id,
+                    spw=info.spw_id,
+                    data_column=data_column,
+                )
+            )
         first += info.nchan
     return parts
 
@@ -102,7 +120,10 @@ def _per_time(parts: Sequence[FilePart]) -> dict[float, int]:
     per_time: dict[float, int] = {}
     for part in parts:
         times, counts = np.unique(
-            np.round(read_measurement_set_times(part.path), TIME_DECIMALS), return_counts=True
+            np.round(
+                read_measurement_set_times(part.path, field=part.field, spw=part.spw), TIME_DECIMALS
+            ),
+            return_counts=True,
         )
         for t, n in zip(times.tolist(), counts.tolist(), strict=True):
             per_time[t] = per_time.get(t, 0) + n * (part.stop - part.start)
@@ -128,12 +149,15 @@ def time_chunks(parts: Sequence[FilePart], limit: int) -> list[tuple[float, floa
 
 
 def work_items(
-    infos: Sequence[MeasurementSetInfo], blocks: Sequence[ChannelBlock], chunk_visibilities: int
+    infos: Sequence[MeasurementSetInfo],
+    blocks: Sequence[ChannelBlock],
+    chunk_visibilities: int,
+    data_column: str = "DATA",
 ) -> list[WorkItem]:
     """Every (channel block, time chunk) of the run."""
     items = []
     for block in blocks:
-        parts = tuple(_file_parts(infos, block))
+        parts = tuple(_file_parts(infos, block, data_column))
         ranges = time_chunks(parts, chunk_visibilities)
         total = sum(p.nvis for p in parts)
         for time_range in ranges:

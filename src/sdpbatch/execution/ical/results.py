@@ -15,12 +15,16 @@ class GainSolution:
     """Solved gains of one term, ``DATA ~= g_p conj(g_q) MODEL`` (p = antenna1).
 
     gains : (ntime_sol, nant, nfreq_sol) complex; times : (ntime_sol,) MJD s, interval centres;
-    frequencies : (nfreq_sol,) Hz (the reference frequency for frequency-independent terms).
+    frequencies : (nfreq_sol,) Hz (the reference frequency for frequency-independent terms);
+    boundaries : (ntime_sol + 1,) MJD s, the intervals' edges (the outer ones infinite);
+    per_channel : one solution per channel of the run (else one for all).
     """
 
     gains: np.ndarray
     times: np.ndarray
     frequencies: np.ndarray
+    boundaries: np.ndarray = field(default_factory=lambda: np.array([-np.inf, np.inf]))
+    per_channel: bool = False
 
 
 @dataclass(frozen=True)
