@@ -85,7 +85,7 @@ def etcd_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
 
 
 @pytest.fixture
-def etcd_clean(etcd_server) -> Iterator[tuple[str, int]]:
+def etcd_clean(etcd_server, monkeypatch) -> tuple[str, int]:
     """The session's etcd server, emptied before the test; also sets SDP_CONFIG_*."""
     import pyetcd
 
@@ -93,15 +93,7 @@ def etcd_clean(etcd_server) -> Iterator[tuple[str, int]]:
     client = pyetcd.client(host=host, port=port)
     client.delete_prefix("/")
     client.close()
-    saved = {
-        k: os.environ.get(k) for k in ("SDP_CONFIG_BACKEND", "SDP_CONFIG_HOST", "SDP_CONFIG_PORT")
-    }
-    os.environ.update(SDP_CONFIG_BACKEND="etcd3", SDP_CONFIG_HOST=host, SDP_CONFIG_PORT=str(port))
-    try:
-        yield host, port
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    monkeypatch.setenv("SDP_CONFIG_BACKEND", "etcd3")
+    monkeypatch.setenv("SDP_CONFIG_HOST", host)
+    monkeypatch.setenv("SDP_CONFIG_PORT", str(port))
+    return host, port

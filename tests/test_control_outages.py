@@ -21,19 +21,7 @@ from etcd_fixture import PrivateEtcd
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.deployer import DEPLOYMENT_ENV, ROOT_ENV
 from sdpbatch.control.processes import is_alive, start_process, stop_process
-
-SMALL_RUN = {
-    "n_workers": 2,
-    "nfreqwin": 3,
-    "ntimes": 3,
-    "rmax": 300.0,
-    "npixel": 256,
-    "cellsize": 0.0015,
-    "nmajor": 2,
-    "niter": 200,
-    "scales": [0, 3],
-    "flux_limit": 5.0,
-}
+from small_runs import SMALL_BATCH
 
 
 @pytest.fixture
@@ -115,7 +103,7 @@ def test_etcd_restarted_during_a_batch_run(plane, tmp_path):
     deployer and workflow carry on; the block ends with its products and nothing of it stays."""
     etcd, env, procs = plane
     params = tmp_path / "params.json"
-    params.write_text(json.dumps(SMALL_RUN))
+    params.write_text(json.dumps(SMALL_BATCH))
     pb_id = cli("process", "batch:batch_imaging:0.1.0", str(params), env=env)
     log = tmp_path / "data" / "logs" / f"proc-{pb_id}-workflow.log"
     wait_until(

@@ -16,6 +16,7 @@ import pytest
 from etcd_fixture import *  # noqa: F403  (fixtures etcd_server, etcd_clean)
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.processes import start_process, stop_process
+from small_runs import SMALL_BATCH
 
 LEASE_TTL = 2.0
 
@@ -112,6 +113,12 @@ def _watch_pids(config, deploy_id) -> History:
     return History(config, f"/deploy/{deploy_id}/state")
 
 
+def _transitions(history: History) -> list[str]:
+    """The statuses a block's state went through, each change once."""
+    statuses = [v["status"] for v in history.values if v]
+    return [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s]
+
+
 def _pids(history: History) -> set[int]:
     return {p["pid"] for v in history.values if v for p in v.get("processes", [])}
 
@@ -126,13 +133,7 @@ def test_dask_workflow_runs_through_all_states(plane, tmp_path):
     assert _process(tmp_path, "batch:test_dask:0.1.0", {"n_workers": 2}) == pb_id
     state = _wait_until(config, pb_id, ("FINISHED", "FAILED"), timeout=90)
     assert state["status"] == "FINISHED", state
-    statuses = [v["status"] for v in states.values if v]
-    assert [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s] == [
-        "STARTING",
-        "WAITING",
-        "RUNNING",
-        "FINISHED",
-    ]
+    assert _transitions(states) == ["STARTING", "WAITING", "RUNNING", "FINISHED"]
     result = json.loads((data_root / f"buff-{pb_id}-out" / "result.json").read_text())
     assert result["sum_of_squares"] == sum(i * i for i in range(100))
     assert len(result["workers"]) == 2
@@ -274,44 +275,17 @@ def test_dependency_on_a_cancelled_block_is_cancelled(plane, tmp_path):
     )
 
 
-def _pipeline_missing() -> str | None:
-    try:
-        from sdpbatch.execution.pipeline import batch_imaging_pipeline  # noqa: F401
-    except ImportError as err:
-        return f"sdpbatch.execution.pipeline does not import yet: {err}"
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_pipeline_missing() is not None, reason=str(_pipeline_missing()))
 def test_batch_imaging_end_to_end(plane, tmp_path):
     config, data_root = plane
     for txn in config.txn():
         pb_id = txn.new_pb_id("sdpbatch")
     states = History(config, f"/pb/{pb_id}/state")
     dask = _watch_pids(config, f"proc-{pb_id}-dask")
-    params = {
-        "n_workers": 2,
-        "nfreqwin": 3,
-        "ntimes": 3,
-        "rmax": 300.0,
-        "npixel": 256,
-        "cellsize": 0.0015,
-        "nmajor": 2,
-        "niter": 200,
-        "scales": [0, 3],
-        "flux_limit": 5.0,
-    }
-    _process(tmp_path, "batch:batch_imaging:0.1.0", params)
+    _process(tmp_path, "batch:batch_imaging:0.1.0", SMALL_BATCH)
     state = _wait_until(config, pb_id, ("FINISHED", "FAILED"), timeout=240)
     assert state["status"] == "FINISHED", state
-    statuses = [v["status"] for v in states.values if v]
-    assert [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s] == [
-        "STARTING",
-        "WAITING",
-        "RUNNING",
-        "FINISHED",
-    ]
+    assert _transitions(states) == ["STARTING", "WAITING", "RUNNING", "FINISHED"]
     vis, img = data_root / f"buff-{pb_id}-vis", data_root / f"buff-{pb_id}-img"
     assert sorted(p.name for p in vis.glob("*.ms")) == [
         f"ska_pipeline_simulation_vislist_{i}.ms" for i in range(3)

@@ -118,6 +118,9 @@ def test_disk_filled_during_a_dask_run_is_one_line_and_leaves_nothing(small_fs, 
 
 def test_up_on_a_small_filesystem_says_why(small_fs):
     from sdpbatch.control import system
+    from sdpbatch.control.data_root import Layout
+    from sdpbatch.control.system_components import STARTERS
+    from sdpbatch.control.system_state import SystemControlError, SystemState
 
     result = sdpbatch("up", "--data-dir", str(small_fs / "data"))
     assert result.returncode == 2
@@ -125,16 +128,16 @@ def test_up_on_a_small_filesystem_says_why(small_fs):
     assert "etcd cannot start: no space left on device under" in line
     assert "needed about 70 MB" in line
     # without the pre-flight, etcd's own cause is reported from its log, not a Go stack
-    state = system.SystemState(
-        small_fs / "data", ports=system._choose_ports({}), running=True, run_id="full"
+    state = SystemState(
+        small_fs / "data", ports=system.choose_ports({}), running=True, run_id="full"
     )
-    layout = system.Layout(state.data_dir)
+    layout = Layout(state.data_dir)
     layout.logs.mkdir(parents=True, exist_ok=True)
     try:
-        with pytest.raises(system.SystemControlError) as err:
-            system._start_etcd(state, layout)
+        with pytest.raises(SystemControlError) as err:
+            STARTERS["etcd"](state, layout)
     finally:
-        system._stop_all(state)
+        system.down(state.data_dir)
     text = str(err.value)
     assert text.startswith("etcd exited during start-up: failed to create WAL: no space left")
     assert "\n" not in text and "goroutine" not in text

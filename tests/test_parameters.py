@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def test_an_invalid_parameters_cannot_be_constructed():
 
 def test_the_schema_is_the_one_source_of_defaults():
     """The dataclass takes its defaults from the schema: change one there, it changes here."""
-    text = (Path(__file__).resolve().parents[1] / "src/sdpbatch/parameters.py").read_text()
+    text = inspect.getsource(Parameters)
     body = text[text.index("class Parameters:") : text.index("def __post_init__")]
     annotated = [line.strip() for line in body.splitlines() if ": " in line and " = " in line]
     assert len(annotated) == len(SCHEMA)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import astropy.units as u
 import numpy as np
 import pytest
-from casacore.measures import measures
+from astropy.coordinates import EarthLocation
 
 from sdpbatch.io.layout_file import load_layout
 from sdpbatch.science.constants import SITE_HEIGHT, SITE_LAT, SITE_LON
 from sdpbatch.science.layouts import (
-    _to_xyz,
     enu_to_itrf,
     select_stations,
     site_itrf,
@@ -67,13 +67,13 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_layout(str(tmp_path / "nope.txt"))
 
 
-def test_enu_to_itrf_against_casacore_geodetic_offsets():
-    """East/north/up offsets agree with casacore's WGS84 -> ITRF of displaced positions."""
-    me = measures()
+def test_enu_to_itrf_against_erfa_geodetic_offsets():
+    """The site (casacore measures) and east/north/up offsets agree with an independent WGS84
+    -> geocentric conversion (astropy's, by ERFA) of displaced positions."""
 
     def itrf(lon, lat, h):
-        pos = me.position("WGS84", f"{lon}rad", f"{lat}rad", f"{h}m")
-        return _to_xyz(me.measure(pos, "ITRF"))
+        site = EarthLocation.from_geodetic(lon * u.rad, lat * u.rad, h * u.m, ellipsoid="WGS84")
+        return np.array([c.to_value(u.m) for c in (site.x, site.y, site.z)])
 
     centre = site_itrf()
     np.testing.assert_allclose(centre, itrf(SITE_LON, SITE_LAT, SITE_HEIGHT), atol=1e-6)

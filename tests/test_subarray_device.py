@@ -13,14 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tango
+from tango.test_context import MultiDeviceTestContext
 
-tango = pytest.importorskip("tango")
-from tango.test_context import MultiDeviceTestContext  # noqa: E402
-
-import etcd_fixture  # noqa: E402
-from sdpbatch.control.configdb import Config  # noqa: E402
-from sdpbatch.control.subarray.device import SDPSubarray, subarray_id_from_name  # noqa: E402
-from sdpbatch.control.subarray.state_machine import ObsState  # noqa: E402
+import etcd_fixture
+from sdpbatch.control.configdb import Config
+from sdpbatch.control.subarray.device import SDPSubarray, subarray_id_from_name
+from sdpbatch.control.subarray.state_machine import ObsState
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SEED = (EXAMPLES / "sbi-seed.json").read_text()

@@ -22,7 +22,12 @@ from sdpbatch.control.subarray.state_machine import (
     Power,
     plan_command,
 )
-from sdpbatch.control.workflow_catalogue import find_workflow, known_workflow_keys
+from sdpbatch.control.workflow_catalogue import (
+    KNOWN_WORKFLOWS,
+    find_workflow,
+    known_workflow_keys,
+)
+from sdpbatch.workflows.registry import TARGETS, catalog, workflow_function
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 S = ObsState
@@ -227,8 +232,10 @@ def test_workflow_catalogue():
         "batch:batch_imaging:0.1.0",
         "realtime:test_realtime:0.2.0",
     ]
-    assert find_workflow("batch", "batch_imaging", "0.1.0").batch_parameters
-    assert find_workflow("batch", "batch_imaging", "0.2.0") is None
+    batch = {"type": "batch", "id": "batch_imaging", "version": "0.1.0"}
+    assert find_workflow(batch).batch_parameters
+    assert find_workflow({**batch, "version": "0.2.0"}) is None
+    assert find_workflow({"type": "batch"}) is None
 
 
 def test_config_is_not_modified_by_validation():
@@ -240,5 +247,7 @@ def test_config_is_not_modified_by_validation():
 
 def test_catalogue_matches_the_workflow_registry():
     """The device refuses what the controller could not run, and nothing else."""
-    registry = pytest.importorskip("sdpbatch.workflows.registry")
-    assert sorted(registry.WORKFLOWS) == sorted(known_workflow_keys())
+    assert sorted(TARGETS) == sorted(known_workflow_keys())
+    assert sorted(catalog()) == sorted(known_workflow_keys())
+    for spec in KNOWN_WORKFLOWS:
+        assert callable(workflow_function(spec)), spec.key

@@ -9,21 +9,21 @@ leave no process behind.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
+import tango
 
-tango = pytest.importorskip("tango")
-
-from sdpbatch.control.subarray.state_machine import ObsState  # noqa: E402
+from sdpbatch.control.subarray.state_machine import ObsState
+from system_fixture import *  # noqa: F403  (fixture system)
+from system_fixture import sdpbatch
 
 pytestmark = pytest.mark.slow
 
@@ -41,41 +41,6 @@ SEED_LOG_LINES = [
     "INFO:batch_imaging:Running ICAL pipeline",
 ]
 FITS = [f"ska_pipeline_ical_{kind}.fits" for kind in ("deconvolved", "residual", "restored")]
-CLIENT_ENV = ("TANGO_HOST", "SDP_CONFIG_HOST", "SDP_CONFIG_PORT", "SDP_CONFIG_BACKEND")
-
-
-def _missing_pieces() -> str | None:
-    """Why the whole system cannot run yet (None: it can)."""
-    from sdpbatch.cli import build_parser
-
-    commands = build_parser()._subparsers._group_actions[0].choices
-    for name in ("controller", "deployer", "up", "down"):
-        if name not in commands:
-            return f"'sdpbatch {name}' does not exist yet"
-    for module in ("sdpbatch.workflows.batch_imaging", "sdpbatch.workflows.test_realtime"):
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            return f"{module} does not import yet ({err})"
-    return None
-
-
-def sdpbatch(*args: str, env: dict[str, str], timeout: float = 120) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "sdpbatch.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, f"sdpbatch {' '.join(args)}:\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
-def exports(text: str) -> dict[str, str]:
-    """The ``export NAME=value`` lines printed by ``sdpbatch up``."""
-    pairs = [line.removeprefix("export ").split("=", 1) for line in text.splitlines()]
-    return {k: v for k, v in (p for p in pairs if len(p) == 2) if not k.startswith("#")}
 
 
 def ours(data_dir: Path) -> list[psutil.Process]:
@@ -100,31 +65,6 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
             return
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture
-def system(tmp_path, monkeypatch) -> Iterator[tuple[Path, dict[str, str]]]:
-    """``sdpbatch up`` on a fresh data root; ``sdpbatch down`` afterwards whatever happens."""
-    reason = _missing_pieces()
-    if reason:
-        pytest.skip(f"the whole system is not complete: {reason}")
-    data_dir = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV}
-    env["SDPBATCH_DATA_DIR"] = str(data_dir)
-    try:
-        printed = sdpbatch("up", "--data-dir", str(data_dir), env=env)
-        client_env = exports(printed)
-        assert set(CLIENT_ENV) <= set(client_env), printed
-        for key in CLIENT_ENV:
-            monkeypatch.setenv(key, client_env[key])
-        yield data_dir, {**env, **client_env}
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "sdpbatch.cli", "down", "--data-dir", str(data_dir)],
-            env=env,
-            capture_output=True,
-            timeout=120,
-        )
 
 
 def test_seed_session_through_tango(system):
@@ -226,22 +166,26 @@ def test_seed_session_through_tango(system):
 def test_tango_database_on_a_taken_port_is_detected(tmp_path):
     """The pitfall: a second database on a taken port exits 0 after a bind error; ``up``
     must notice instead of talking to someone else's database."""
-    from sdpbatch.control import system
+    from sdpbatch.control.data_root import Layout
     from sdpbatch.control.processes import stop_process
+    from sdpbatch.control.system import choose_ports, down
+    from sdpbatch.control.system_components import STARTERS
+    from sdpbatch.control.system_state import SystemControlError, SystemState
 
-    first = system.SystemState(tmp_path / "first", ports=system._choose_ports({}), run_id="t1")
-    second = system.SystemState(tmp_path / "second", ports=dict(first.ports), run_id="t2")
+    start_database = STARTERS["tango-database"]
+    first = SystemState(tmp_path / "first", ports=choose_ports({}), run_id="t1")
+    second = SystemState(tmp_path / "second", ports=dict(first.ports), run_id="t2")
     for state in (first, second):
-        system.Layout(state.data_dir).logs.mkdir(parents=True)
-    record = system._start_tango_database(first, system.Layout(first.data_dir))
+        Layout(state.data_dir).logs.mkdir(parents=True)
+    record = start_database(first, Layout(first.data_dir))
     try:
-        with pytest.raises(system.SystemControlError) as err:
-            system._start_tango_database(second, system.Layout(second.data_dir))
+        with pytest.raises(SystemControlError) as err:
+            start_database(second, Layout(second.data_dir))
         assert "Tango database" in str(err.value)
         assert str(second.data_dir / "logs" / "tango-database.log") in str(err.value)
-        system._stop_all(second)  # as up does on failure: only what it started goes
-        assert not [p for p in second.processes if system._alive(p)]
-        assert system._alive(record)  # someone else's database is left alone
+        down(second.data_dir)  # only what the second system started goes
+        assert not [p for p in second.processes if p.alive()]
+        assert record.alive()  # someone else's database is left alone
     finally:
         stop_process(record.pid, started=record.started)
 

@@ -16,20 +16,17 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tango
 
+from system_fixture import *  # noqa: F403  (fixture system)
 from system_packages import ensure_debian_packages
-
-tango = pytest.importorskip("tango")
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +34,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SBI = json.loads((EXAMPLES / "sbi-small.json").read_text())
 RT_PB, BATCH_PB = (pb["id"] for pb in SBI["processing_blocks"])
 IMG = SBI["processing_blocks"][1]["parameters"]["buffer_img"]
-CLIENT_ENV = ("TANGO_HOST", "SDP_CONFIG_HOST", "SDP_CONFIG_PORT", "SDP_CONFIG_BACKEND")
 ENDED = ("FINISHED", "FAILED", "CANCELLED")
 CHROMIUM_FLAGS = [
     "--headless=new",
@@ -93,23 +89,6 @@ return window.__document;
 """
 
 
-def _sdpbatch(*args: str, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "sdpbatch.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, f"sdpbatch {' '.join(args)}:\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
-def _exports(text: str) -> dict[str, str]:
-    pairs = [line.removeprefix("export ").split("=", 1) for line in text.splitlines()]
-    return {k: v for k, v in (p for p in pairs if len(p) == 2) if not k.startswith("#")}
-
-
 @pytest.fixture
 def chromium() -> None:
     reason = ensure_debian_packages(["chromium", "chromium-driver"], ["chromium", "chromedriver"])
@@ -124,26 +103,6 @@ def screenshots(tmp_path_factory, capsys) -> Path:
     with capsys.disabled():
         print(f"\nweb page screenshots: {folder}")
     return folder
-
-
-@pytest.fixture
-def system(tmp_path, monkeypatch) -> Iterator[tuple[Path, dict[str, str]]]:
-    """``sdpbatch up`` on a fresh data root, ``sdpbatch down`` afterwards whatever happens."""
-    data_dir = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV}
-    env["SDPBATCH_DATA_DIR"] = str(data_dir)
-    try:
-        client_env = _exports(_sdpbatch("up", "--data-dir", str(data_dir), env=env))
-        for key in CLIENT_ENV:
-            monkeypatch.setenv(key, client_env[key])
-        yield data_dir, {**env, **client_env}
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "sdpbatch.cli", "down", "--data-dir", str(data_dir)],
-            env=env,
-            capture_output=True,
-            timeout=120,
-        )
 
 
 @pytest.fixture
@@ -241,7 +200,7 @@ def _shot(driver, folder: Path, name: str) -> Path:
 
 def test_pages_follow_a_real_session(system, browser, screenshots, capsys):
     from sdpbatch.control.subarray.state_machine import ObsState
-    from sdpbatch.control.system import COMPONENTS
+    from sdpbatch.control.system_components import COMPONENTS
 
     data_dir, env = system
     url, driver = env["SDPBATCH_WEB_URL"].rstrip("/"), browser

@@ -17,6 +17,13 @@ class UsageError(Exception):
     """An error in what the user asked for; printed without a traceback."""
 
 
+def add_data_dir_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--data-dir DIR``, ``what`` it is, defaulting to ``$SDPBATCH_DATA_DIR``, else
+    ``./sdp-data`` (see :func:`sdpbatch.control.data_root.resolve_data_dir`)."""
+    help = f"{what} (default: $SDPBATCH_DATA_DIR, else ./sdp-data)"
+    parser.add_argument("--data-dir", type=Path, default=None, help=help)
+
+
 @contextlib.contextmanager
 def control_errors():
     """Configuration database errors the user can act on become one-line usage errors."""
@@ -41,12 +48,6 @@ def guarded_output(needs: list[tuple[Path, int]]):
             yield
     except DiskFull as err:
         raise UsageError(str(err)) from None
-
-
-def resolve_data_dir(value: Path | None) -> Path:
-    from sdpbatch.control.system import default_data_dir
-
-    return Path(value or default_data_dir()).resolve()
 
 
 def terminate_on_sigterm() -> None:

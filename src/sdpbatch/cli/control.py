@@ -10,18 +10,26 @@ from pathlib import Path
 
 from sdpbatch.cli.common import (
     UsageError,
+    add_data_dir_option,
     control_errors,
-    resolve_data_dir,
     terminate_on_sigterm,
 )
+from sdpbatch.control.data_root import resolve_data_dir
 
 
 def add_control_commands(sub: argparse._SubParsersAction) -> None:
     """etcd, controller, deployer (foreground components); process, status, logs, buffers,
     config (for people and scripts).  Database address: $SDP_CONFIG_HOST / $SDP_CONFIG_PORT."""
-    data_help = (
-        "data root: buffers, logs, Dask files (default: $SDPBATCH_DATA_DIR, else ./sdp-data)"
-    )
+    _add_component_commands(sub)
+    _add_block_commands(sub)
+    _add_database_commands(sub)
+
+
+DATA_DIR = "data root: buffers, logs, Dask files"
+
+
+def _add_component_commands(sub: argparse._SubParsersAction) -> None:
+    """etcd, controller and deployer, each run in the foreground."""
     p = sub.add_parser("etcd", help="run the project's etcd server on loopback (foreground)")
     p.add_argument("--data-dir", type=Path, required=True, help="etcd data directory")
     p.add_argument(
@@ -42,7 +50,7 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_controller)
 
     p = sub.add_parser("deployer", help="run the deployer: workflows, Dask, buffers (foreground)")
-    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    add_data_dir_option(p, DATA_DIR)
     p.add_argument(
         "--keep-running",
         action="store_true",
@@ -50,6 +58,9 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=_cmd_deployer)
 
+
+def _add_block_commands(sub: argparse._SubParsersAction) -> None:
+    """process (create a block), status and logs."""
     p = sub.add_parser(
         "process",
         help="create a processing block (no subarray needed)",
@@ -60,21 +71,24 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("workflow", help="TYPE:ID:VERSION, e.g. batch:batch_imaging:0.1.0")
     p.add_argument("params", type=Path, nargs="?", help="parameter JSON file (default: {})")
     p.add_argument("--dependency", action="append", default=[], help="PB id it depends on")
-    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    add_data_dir_option(p, DATA_DIR)
     p.set_defaults(handler=_cmd_process)
 
     p = sub.add_parser("status", help="services, processing blocks, deployments and buffers")
     p.add_argument("--watch", action="store_true", help="show again on every change")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    add_data_dir_option(p, DATA_DIR)
     p.set_defaults(handler=_cmd_status)
 
     p = sub.add_parser("logs", help="the workflow log of a processing block")
     p.add_argument("pb_id")
     p.add_argument("--follow", "-f", action="store_true", help="follow until the block ends")
-    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    add_data_dir_option(p, DATA_DIR)
     p.set_defaults(handler=_cmd_logs)
 
+
+def _add_database_commands(sub: argparse._SubParsersAction) -> None:
+    """buffers (list, delete) and config (get, ls, watch)."""
     p = sub.add_parser("buffers", help="list or delete buffer reservations")
     p.add_argument("action", nargs="?", choices=("list", "delete"), default="list")
     p.add_argument("name", nargs="?", help="buffer to delete")
@@ -204,7 +218,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from sdpbatch.control.configdb import FOREVER, Config, ConfigError
     from sdpbatch.control.status import format_status, system_status
-    from sdpbatch.control.system import SystemState, format_services, services_status
+    from sdpbatch.control.system import format_services, services_status
+    from sdpbatch.control.system_state import SystemState
     from sdpbatch.control.vocabulary import TOP_LEVEL
 
     data_dir = resolve_data_dir(args.data_dir)

@@ -17,18 +17,33 @@ from sdpbatch.parameters import read_parameter_file
 
 
 def add_science_commands(sub: argparse._SubParsersAction) -> None:
+    """simulate, ical, params and run."""
+    _add_simulate(sub)
+    _add_ical(sub)
+    p = sub.add_parser(
+        "params",
+        help="list the workflow parameters: JSON name, flag, default and allowed values",
+    )
+    p.add_argument("--json", action="store_true", help="the defaults as a parameter JSON file")
+    p.set_defaults(handler=_cmd_params)
+    _add_run(sub)
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate",
         help="simulate SKA1-Low MeasurementSets and their truth",
         description="Simulate SKA1-Low MeasurementSets (one per frequency window) and the "
         "truth beside them.  Parameters come from PARAMS and from flags (flags win).",
     )
-    p.add_argument("params", type=Path, help="parameter JSON file (the seed's format)")
+    p.add_argument("params", type=Path, help=PARAMS_HELP)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help=OUT_HELP)
     _add_cluster_options(p)
     add_parameter_options(p, "simulate")
     p.set_defaults(handler=_cmd_simulate)
 
+
+def _add_ical(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ical",
         help="self-calibrate and image MeasurementSets",
@@ -50,20 +65,15 @@ def add_science_commands(sub: argparse._SubParsersAction) -> None:
     add_parameter_options(p, "ical")
     p.set_defaults(handler=_cmd_ical)
 
-    p = sub.add_parser(
-        "params",
-        help="list the workflow parameters: JSON name, flag, default and allowed values",
-    )
-    p.add_argument("--json", action="store_true", help="the defaults as a parameter JSON file")
-    p.set_defaults(handler=_cmd_params)
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run the whole batch imaging workflow: simulate, then ICAL",
         description="Simulate into DIR/<buffer_vis>, then ICAL into DIR/<buffer_img>.  "
         "Parameters come from PARAMS and from flags (flags win).",
     )
-    p.add_argument("params", type=Path, help="parameter JSON file (the seed's format)")
+    p.add_argument("params", type=Path, help=PARAMS_HELP)
     p.add_argument(
         "--out",
         "--data-dir",
@@ -79,6 +89,7 @@ def add_science_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_run)
 
 
+PARAMS_HELP = "parameter JSON file (the seed's format)"
 OUT_HELP = "directory for the products (created if missing)"
 
 

@@ -7,23 +7,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from sdpbatch.cli.common import UsageError
+from sdpbatch.cli.common import UsageError, add_data_dir_option
+from sdpbatch.control.data_root import resolve_data_dir
 
 
 def add_system_commands(sub: argparse._SubParsersAction) -> None:
     """up / down (the whole system in the background) and subarray (a thin Tango client)."""
-    data_help = "data root of the system (default: $SDPBATCH_DATA_DIR, else ./sdp-data)"
     p = sub.add_parser(
         "up",
         help="start etcd, the Tango database, the subarray devices, the processing controller "
         "and the deployer in the background",
     )
-    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    add_data_dir_option(p, "data root of the system")
     _add_engine_options(p)
     p.set_defaults(handler=_cmd_up)
 
     p = sub.add_parser("down", help="stop everything 'sdpbatch up' started (data is kept)")
-    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    add_data_dir_option(p, "data root of the system")
     p.set_defaults(handler=_cmd_down)
 
     p = sub.add_parser(
@@ -40,7 +40,7 @@ def add_system_commands(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         help="assign: SBI JSON file ('-': stdin); configure/scan: JSON text or a JSON file",
     )
-    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    add_data_dir_option(p, "data root of the system")
     p.set_defaults(handler=_cmd_subarray)
 
 
@@ -119,18 +119,19 @@ _NOT_UP_REASONS = ("API_DeviceNotExported", "API_CantConnectToDevice")
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from sdpbatch.control import system
+    from sdpbatch.control.system_state import SystemControlError, SystemState, export_lines
 
     engine = _engine_spec(args)
     try:
         state = system.up(args.data_dir, engine=engine)
     except system.AlreadyUp as err:
         print(f"# {err}")
-        state = system.SystemState.load(Path(args.data_dir or system.default_data_dir()).resolve())
+        state = SystemState.load(resolve_data_dir(args.data_dir))
         if engine is not None:
             print("# --engine is not applied to a running system: 'sdpbatch down' first")
-        print("\n".join(system.export_lines(state)))
+        print("\n".join(export_lines(state)))
         return 0
-    except system.SystemControlError as err:
+    except SystemControlError as err:
         raise UsageError(str(err)) from err
     status = system.services_status(state.data_dir)
     print(f"# sdpbatch is up; data root {state.data_dir}")
@@ -146,17 +147,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"# buffers: {state.data_dir}/<buffer name>/ (listed by 'sdpbatch status')")
     print(f"# Tango database file: {status['tango_database']}")
     print('# set the environment for itango3 and other clients (or: eval "$(sdpbatch up)"):')
-    print("\n".join(system.export_lines(state)))
+    print("\n".join(export_lines(state)))
     return 0
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from sdpbatch.control import system
+    from sdpbatch.control.system import down
+    from sdpbatch.control.system_state import SystemControlError
 
-    data_dir = Path(args.data_dir or system.default_data_dir()).resolve()
+    data_dir = resolve_data_dir(args.data_dir)
     try:
-        stopped = system.down(data_dir)
-    except system.SystemControlError as err:
+        stopped = down(data_dir)
+    except SystemControlError as err:
         raise UsageError(str(err)) from err
     if stopped:
         print(f"stopped {', '.join(stopped)}; data kept in {data_dir}")
@@ -183,11 +185,11 @@ def _subarray_argument(action: str, argument: str | None) -> str:
 def _tango_host(data_dir: Path | None) -> str:
     import os
 
-    from sdpbatch.control import system
+    from sdpbatch.control.system_state import SystemState
 
     if os.environ.get("TANGO_HOST"):
         return os.environ["TANGO_HOST"]
-    state = system.SystemState.load(Path(data_dir or system.default_data_dir()).resolve())
+    state = SystemState.load(resolve_data_dir(data_dir))
     if state is None or not state.running:
         raise UsageError("TANGO_HOST is not set and no system is up here: run 'sdpbatch up'")
     return state.env["TANGO_HOST"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sdpbatch.cli.common import UsageError, resolve_data_dir
+from sdpbatch.cli.common import UsageError, add_data_dir_option
+from sdpbatch.control.data_root import resolve_data_dir
 
 DEFAULT_PORT = 8080
 
@@ -20,12 +20,7 @@ def add_web_command(sub: argparse._SubParsersAction) -> None:
         "database comes from SDP_CONFIG_HOST/SDP_CONFIG_PORT, else from the system "
         "'sdpbatch up' runs for --data-dir.",
     )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="data root to show (default: $SDPBATCH_DATA_DIR, else ./sdp-data)",
-    )
+    add_data_dir_option(p, "data root to show")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)"
     )

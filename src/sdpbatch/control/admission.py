@@ -32,24 +32,11 @@ from sdpbatch.control.workflow_catalogue import (
     find_workflow,
     known_workflow_keys,
     resource_request,
+    workflow_key,
 )
-from sdpbatch.parameters import (
-    CATALOGUE,
-    DEFAULT_LAYOUT,
-    GLEAM_LIKE,
-    NO_MODEL,
-    ParameterError,
-    Parameters,
-    parse_parameters,
-)
+from sdpbatch.parameters import PATH_FIELDS, ParameterError, Parameters, parse_parameters
 
 ALLOWED_DIRS_ENV = "SDPBATCH_ALLOWED_DIRS"
-FILE_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "sky_model": (GLEAM_LIKE,),
-    "layout": (DEFAULT_LAYOUT,),
-    "calibration_model": (CATALOGUE, NO_MODEL),
-}
-"""Parameters that name a file to read, with the values that are not files."""
 
 
 class BlockRefused(ValueError):
@@ -101,7 +88,7 @@ def _check_batch(pb_id: str, raw: dict, data_root: Path, allowed: list[Path]) ->
     params = parse_parameters(raw)
     problems: list[ParameterError | BufferError] = []
     resolved = {}
-    for name, special in FILE_PARAMETERS.items():
+    for name, special in PATH_FIELDS.items():
         value = getattr(params, name)
         if value in special:
             continue
@@ -149,14 +136,12 @@ def admit_block(
     ``capacity``: the machine's resource model (default: this machine's).
     Raises :class:`BlockRefused`; returns the :class:`Admission`.
     """
-    spec = find_workflow(
-        str(workflow.get("type")), str(workflow.get("id")), str(workflow.get("version"))
-    )
+    spec = find_workflow(workflow)
     if spec is None:
-        key = f"{workflow.get('type')}:{workflow.get('id')}:{workflow.get('version')}"
         raise BlockRefused(
             "workflow",
-            f"unknown workflow {key}; known workflows: {', '.join(known_workflow_keys())}",
+            f"unknown workflow {workflow_key(workflow)}; known workflows: "
+            f"{', '.join(known_workflow_keys())}",
         )
     if not isinstance(parameters, dict):
         raise BlockRefused("parameters", "parameters must be a JSON object")

@@ -52,16 +52,13 @@ from sdpbatch.control.vocabulary import (
     block_deployment_prefix,
     workflow_deployment_id,
 )
+from sdpbatch.control.workflow_catalogue import workflow_key
 
 LOG = logging.getLogger(__name__)
 
 WORKFLOW_MODULE = "sdpbatch.workflows.run"
 
 Catalog = Mapping[str, Callable[[dict], ResourceRequest]]
-
-
-def workflow_key(workflow: dict) -> str:
-    return f"{workflow.get('type')}:{workflow.get('id')}:{workflow.get('version')}"
 
 
 def component_info(name: str) -> dict:

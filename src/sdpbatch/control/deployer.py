@@ -40,7 +40,6 @@ from sdpbatch.control.engines import EngineError, Engines
 from sdpbatch.control.processes import (
     ProcessRecord,
     exit_code,
-    is_alive,
     start_process,
     stop_process,
 )
@@ -302,7 +301,7 @@ class Deployer:
     def check_exited(self, deploy_id: str, state: dict) -> None:
         """Record processes that ended by themselves (a workflow exiting, a crashed worker)."""
         records = [ProcessRecord.from_dict(raw) for raw in state.get("processes", [])]
-        exited = [r for r in records if not is_alive(r.pid, started=r.started)]
+        exited = [r for r in records if not r.alive()]
         if not exited:
             return
         codes = {r.name: exit_code(r.pid) for r in exited}

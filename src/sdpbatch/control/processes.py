@@ -29,6 +29,10 @@ class ProcessRecord:
     log_path: Path
     started: float = field(default_factory=time.time)  # unix time (s)
 
+    def alive(self) -> bool:
+        """True if this process still runs (not a zombie, its pid not reused)."""
+        return is_alive(self.pid, started=self.started)
+
     def to_dict(self) -> dict:
         return {**asdict(self), "log_path": str(self.log_path)}
 

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 from sdpbatch.control.buffers import directory_size
-from sdpbatch.control.configdb import Config
+from sdpbatch.control.configdb import Config, Transaction
 from sdpbatch.control.engines import engine_status
 from sdpbatch.control.processes import is_alive
 from sdpbatch.control.vocabulary import ACTIVE_OWNED, NEW
+from sdpbatch.control.workflow_catalogue import workflow_key
 
 
 def system_status(config: Config) -> dict:
@@ -19,50 +20,14 @@ def system_status(config: Config) -> dict:
     "resources": {}, "components": {name: {pid, hostname, started, ...}}}`` (components: the
     controllers and deployers connected now, however they were started)."""
     for txn in config.txn():
-        pbs = []
-        for pb_id in txn.list_pbs():
-            pb = txn.get_pb(pb_id) or {}
-            state = txn.get_pb_state(pb_id) or {}
-            wf = pb.get("workflow", {})
-            pbs.append(
-                {
-                    "id": pb_id,
-                    "sbi_id": pb.get("sbi_id"),
-                    "workflow": f"{wf.get('type')}:{wf.get('id')}:{wf.get('version')}",
-                    "status": state.get("status", NEW),
-                    "resources_available": bool(state.get("resources_available")),
-                    "reason": state.get("reason"),
-                    "owner": txn.get_pb_owner(pb_id),
-                    "dependencies": [d["pb_id"] for d in pb.get("dependencies", [])],
-                }
-            )
-        deployments = []
-        for deploy_id in sorted(set(txn.list_deployments()) | set(txn.list_deployment_states())):
-            dep = txn.get_deployment(deploy_id) or {}
-            state = txn.get_deployment_state(deploy_id) or {}
-            deployments.append(
-                {
-                    "id": deploy_id,
-                    "type": dep.get("type") or state.get("type"),
-                    "status": state.get("status", "PENDING") if dep else "REMOVING",
-                    "scheduler_address": state.get("scheduler_address"),
-                    "processes": state.get("processes", []),
-                    "jobs": state.get("jobs", []),
-                }
-            )
+        pbs = [_block(txn, pb_id) for pb_id in txn.list_pbs()]
+        deploy_ids = sorted(set(txn.list_deployments()) | set(txn.list_deployment_states()))
+        deployments = [_deployment(txn, deploy_id) for deploy_id in deploy_ids]
         buffers = [txn.get_buffer(name) for name in txn.list_buffers()]
         allocations = txn.list_allocations()
         components = txn.list_components()
-    for dep in deployments:
-        dep["processes"] = [
-            {
-                "name": p["name"],
-                "pid": p["pid"],
-                "alive": is_alive(p["pid"], started=p["started"]),
-                "log": p["log_path"],
-            }
-            for p in dep["processes"]
-        ]
+    for dep in deployments:  # outside the transaction: its body stays free of side effects
+        dep["processes"] = [_process(p) for p in dep["processes"]]
     buffers = [b for b in buffers if b is not None]
     for b in buffers:
         b["size_bytes"] = directory_size(Path(b["path"]))
@@ -74,6 +39,44 @@ def system_status(config: Config) -> dict:
         "buffers": buffers,
         "resources": allocations,
         "components": components,
+    }
+
+
+def _block(txn: Transaction, pb_id: str) -> dict:
+    pb = txn.get_pb(pb_id) or {}
+    state = txn.get_pb_state(pb_id) or {}
+    return {
+        "id": pb_id,
+        "sbi_id": pb.get("sbi_id"),
+        "workflow": workflow_key(pb.get("workflow", {})),
+        "status": state.get("status", NEW),
+        "resources_available": bool(state.get("resources_available")),
+        "reason": state.get("reason"),
+        "owner": txn.get_pb_owner(pb_id),
+        "dependencies": [d["pb_id"] for d in pb.get("dependencies", [])],
+    }
+
+
+def _deployment(txn: Transaction, deploy_id: str) -> dict:
+    dep = txn.get_deployment(deploy_id) or {}
+    state = txn.get_deployment_state(deploy_id) or {}
+    return {
+        "id": deploy_id,
+        "type": dep.get("type") or state.get("type"),
+        "status": state.get("status", "PENDING") if dep else "REMOVING",
+        "scheduler_address": state.get("scheduler_address"),
+        "processes": state.get("processes", []),
+        "jobs": state.get("jobs", []),
+    }
+
+
+def _process(recorded: dict) -> dict:
+    """A deployment's recorded process, with whether it still runs."""
+    return {
+        "name": recorded["name"],
+        "pid": recorded["pid"],
+        "alive": is_alive(recorded["pid"], started=recorded["started"]),
+        "log": recorded["log_path"],
     }
 
 

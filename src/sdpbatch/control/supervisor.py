@@ -3,7 +3,7 @@
 ``python -m sdpbatch.control.supervisor DATA_DIR`` (started by ``up``, stopped first by
 ``down``) looks at the processes recorded in ``DATA_DIR/system.json`` every
 :data:`POLL` s.  A component found dead is restarted by the same function that started it
-(:data:`~sdpbatch.control.system.STARTERS`), after 1 s, then 2, 4, ... up to
+(:data:`~sdpbatch.control.system_components.STARTERS`), after 1 s, then 2, 4, ... up to
 :data:`MAX_BACKOFF` s while it keeps failing; its back-off is forgotten once it has run for
 :data:`STABLE_AFTER` s.  Restart counts and the cause of the last exit (from its log) are
 written to ``system.json`` for ``sdpbatch status``.  It stops when the state says the system
@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from sdpbatch.control.data_root import Layout
 from sdpbatch.control.logcause import failure_cause
-from sdpbatch.control.processes import is_alive
-from sdpbatch.control.system import STARTERS, Layout, SystemControlError, SystemState
+from sdpbatch.control.system_components import STARTERS
+from sdpbatch.control.system_state import SystemControlError, SystemState
 
 LOG = logging.getLogger("supervisor")
 POLL = 0.5  # s
@@ -43,7 +44,7 @@ class Supervisor:
         if state is None or not state.running:
             return False
         for record in list(state.processes):
-            if is_alive(record.pid, started=record.started):
+            if record.alive():
                 if time.time() - record.started > STABLE_AFTER:
                     self.backoff.pop(record.name, None)
                 continue

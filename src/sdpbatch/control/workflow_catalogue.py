@@ -2,12 +2,15 @@
 
 The control layer may not import ``sdpbatch.workflows`` (it sits above control), yet the
 subarray device and the processing controller must refuse unknown workflows.  This small
-catalogue is the one list they check; the workflow registry maps the same keys to code.
+catalogue is the one list of known workflows and what each asks of the machine; the workflow
+registry (:mod:`sdpbatch.workflows.registry`) only adds where each one's code lives.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from sdpbatch.control.resources import ResourceRequest, worker_request
 from sdpbatch.parameters import FIELDS
@@ -28,7 +31,7 @@ class WorkflowSpec:
 
     @property
     def key(self) -> str:
-        return workflow_key(self.type, self.id, self.version)
+        return workflow_key(asdict(self))
 
 
 KNOWN_WORKFLOWS: tuple[WorkflowSpec, ...] = (
@@ -56,9 +59,10 @@ KNOWN_WORKFLOWS: tuple[WorkflowSpec, ...] = (
 )
 
 
-def workflow_key(type_: str, id_: str, version: str) -> str:
-    """``type:id:version``, the name a workflow is registered under."""
-    return f"{type_}:{id_}:{version}"
+def workflow_key(workflow: Mapping[str, Any]) -> str:
+    """``type:id:version`` of a block's ``workflow`` (``{"type": ..., "id": ..., "version":
+    ...}``): the name a workflow is registered under."""
+    return f"{workflow.get('type')}:{workflow.get('id')}:{workflow.get('version')}"
 
 
 def known_workflow_keys() -> list[str]:
@@ -66,9 +70,10 @@ def known_workflow_keys() -> list[str]:
     return [w.key for w in KNOWN_WORKFLOWS]
 
 
-def find_workflow(type_: str, id_: str, version: str) -> WorkflowSpec | None:
-    """The catalogue entry for a workflow, or None if it is not known."""
-    key = workflow_key(type_, id_, version)
+def find_workflow(workflow: Mapping[str, Any]) -> WorkflowSpec | None:
+    """The catalogue entry of a block's ``workflow`` ``{type, id, version}``, or None if it is
+    not known."""
+    key = workflow_key(workflow)
     return next((w for w in KNOWN_WORKFLOWS if w.key == key), None)
 
 

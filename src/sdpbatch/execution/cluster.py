@@ -53,43 +53,71 @@ def dask_client(
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO chatter is noise
     if scheduler:
-        client = Client(scheduler, timeout="30s")
-        try:
-            client.run(set_worker_threads, threads_per_worker)
-            LOG.info(
-                "Connected to Dask scheduler %s (dashboard %s), %d workers",
-                scheduler,
-                client.dashboard_link,
-                len(client.scheduler_info()["workers"]),
-            )
+        with _existing_cluster(scheduler, threads_per_worker=threads_per_worker) as client:
             yield client
-        finally:
-            client.close()
-        return
-    previous = {k: os.environ.get(k) for k in thread_environment(threads_per_worker)}
-    os.environ.update(thread_environment(threads_per_worker))  # inherited by the workers
+    else:
+        with _local_cluster(
+            n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit
+        ) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def _existing_cluster(scheduler: str, *, threads_per_worker: int) -> Iterator[Client]:
+    """A client of the running scheduler at ``scheduler``, its workers' threads set; the
+    cluster is left running."""
+    client = Client(scheduler, timeout="30s")
     try:
-        with (
-            dask.config.set(nanny_config()),
-            LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=threads_per_worker,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-                memory_limit=memory_limit,
-                silence_logs=logging.WARNING,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            LOG.info(
-                "Started Dask LocalCluster: %d workers x %d threads, scheduler %s, dashboard %s",
-                n_workers,
-                threads_per_worker,
-                cluster.scheduler_address,
-                client.dashboard_link,
-            )
-            yield client
+        client.run(set_worker_threads, threads_per_worker)
+        LOG.info(
+            "Connected to Dask scheduler %s (dashboard %s), %d workers",
+            scheduler,
+            client.dashboard_link,
+            len(client.scheduler_info()["workers"]),
+        )
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _local_cluster(
+    n_workers: int, *, threads_per_worker: int, memory_limit: str | int
+) -> Iterator[Client]:
+    """A LocalCluster of ``n_workers`` processes on loopback for the run, and its client; the
+    workers inherit the thread variables and the nanny's settings of the worker environment."""
+    with (
+        _environment(thread_environment(threads_per_worker)),
+        dask.config.set(nanny_config()),
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit=memory_limit,
+            silence_logs=logging.WARNING,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        LOG.info(
+            "Started Dask LocalCluster: %d workers x %d threads, scheduler %s, dashboard %s",
+            n_workers,
+            threads_per_worker,
+            cluster.scheduler_address,
+            client.dashboard_link,
+        )
+        yield client
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (inherited by the processes started meanwhile), then
+    as it was."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for key, value in previous.items():
             if value is None:

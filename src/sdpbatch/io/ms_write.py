@@ -159,81 +159,111 @@ def _main_storage(nchan: int) -> dict:
     }
 
 
-def _fill_subtables(ms_path: Path, layout: MeasurementSetLayout) -> None:
-    def sub(name: str) -> tables.table:
-        return tables.table(str(ms_path / name), readonly=False, ack=False)
-
+def _fill_antenna(t: tables.table, layout: MeasurementSetLayout) -> None:
     nant = len(layout.antenna_names)
-    nchan = layout.frequency.size
-    with sub("ANTENNA") as t:
-        t.addrows(nant)
-        t.putcol("NAME", list(layout.antenna_names))
-        t.putcol("STATION", list(layout.antenna_names))
-        t.putcol("TYPE", ["GROUND-BASED"] * nant)
-        t.putcol("MOUNT", ["X-Y"] * nant)
-        t.putcol("POSITION", np.asarray(layout.antenna_positions, dtype=np.float64))
-        t.putcol("OFFSET", np.zeros((nant, 3)))
-        t.putcol("DISH_DIAMETER", np.full(nant, layout.antenna_diameter))
-        t.putcol("FLAG_ROW", np.zeros(nant, dtype=bool))
-    with sub("FEED") as t:
-        t.addrows(nant)
-        t.putcol("ANTENNA_ID", np.arange(nant, dtype=np.int32))
-        t.putcol("FEED_ID", np.zeros(nant, dtype=np.int32))
-        t.putcol("SPECTRAL_WINDOW_ID", np.full(nant, -1, dtype=np.int32))
-        t.putcol("BEAM_ID", np.full(nant, -1, dtype=np.int32))
-        t.putcol("TIME", np.full(nant, 0.5 * sum(layout.time_range)))
-        t.putcol("INTERVAL", np.full(nant, layout.time_range[1] - layout.time_range[0]))
-        t.putcol("NUM_RECEPTORS", np.full(nant, 2, dtype=np.int32))
-        t.putcol("POLARIZATION_TYPE", np.array([["X", "Y"]] * nant))
-        t.putcol("POL_RESPONSE", np.tile(np.eye(2, dtype=np.complex64), (nant, 1, 1)))
-        t.putcol("RECEPTOR_ANGLE", np.tile([0.0, np.pi / 2], (nant, 1)))
-        t.putcol("BEAM_OFFSET", np.zeros((nant, 2, 2)))
-        t.putcol("POSITION", np.zeros((nant, 3)))
+    t.addrows(nant)
+    t.putcol("NAME", list(layout.antenna_names))
+    t.putcol("STATION", list(layout.antenna_names))
+    t.putcol("TYPE", ["GROUND-BASED"] * nant)
+    t.putcol("MOUNT", ["X-Y"] * nant)
+    t.putcol("POSITION", np.asarray(layout.antenna_positions, dtype=np.float64))
+    t.putcol("OFFSET", np.zeros((nant, 3)))
+    t.putcol("DISH_DIAMETER", np.full(nant, layout.antenna_diameter))
+    t.putcol("FLAG_ROW", np.zeros(nant, dtype=bool))
+
+
+def _fill_feed(t: tables.table, layout: MeasurementSetLayout) -> None:
+    """One feed per station, linear X/Y, valid for the whole observation."""
+    nant = len(layout.antenna_names)
+    t.addrows(nant)
+    t.putcol("ANTENNA_ID", np.arange(nant, dtype=np.int32))
+    t.putcol("FEED_ID", np.zeros(nant, dtype=np.int32))
+    t.putcol("SPECTRAL_WINDOW_ID", np.full(nant, -1, dtype=np.int32))
+    t.putcol("BEAM_ID", np.full(nant, -1, dtype=np.int32))
+    t.putcol("TIME", np.full(nant, 0.5 * sum(layout.time_range)))
+    t.putcol("INTERVAL", np.full(nant, layout.time_range[1] - layout.time_range[0]))
+    t.putcol("NUM_RECEPTORS", np.full(nant, 2, dtype=np.int32))
+    t.putcol("POLARIZATION_TYPE", np.array([["X", "Y"]] * nant))
+    t.putcol("POL_RESPONSE", np.tile(np.eye(2, dtype=np.complex64), (nant, 1, 1)))
+    t.putcol("RECEPTOR_ANGLE", np.tile([0.0, np.pi / 2], (nant, 1)))
+    t.putcol("BEAM_OFFSET", np.zeros((nant, 2, 2)))
+    t.putcol("POSITION", np.zeros((nant, 3)))
+
+
+def _fill_field(t: tables.table, layout: MeasurementSetLayout) -> None:
     direction = np.array([[layout.phase_centre[0], layout.phase_centre[1]]])
-    with sub("FIELD") as t:
-        t.addrows(1)
-        for col in ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR"):
-            t.putcell(col, 0, direction)
-        t.putcell("NAME", 0, "phase_centre")
-        t.putcell("CODE", 0, "")
-        t.putcell("NUM_POLY", 0, 0)
-        t.putcell("TIME", 0, layout.time_range[0])
-        t.putcell("SOURCE_ID", 0, -1)
-    bandwidth = float(np.sum(layout.channel_width))
-    with sub("SPECTRAL_WINDOW") as t:
-        t.addrows(1)
-        t.putcell("CHAN_FREQ", 0, layout.frequency.astype(np.float64))
-        t.putcell("CHAN_WIDTH", 0, layout.channel_width.astype(np.float64))
-        t.putcell("EFFECTIVE_BW", 0, layout.channel_width.astype(np.float64))
-        t.putcell("RESOLUTION", 0, layout.channel_width.astype(np.float64))
-        t.putcell("REF_FREQUENCY", 0, float(layout.frequency[nchan // 2]))
-        t.putcell("NUM_CHAN", 0, nchan)
-        t.putcell("TOTAL_BANDWIDTH", 0, bandwidth)
-        t.putcell("MEAS_FREQ_REF", 0, 5)  # TOPO
-        t.putcell("NAME", 0, f"{layout.frequency[0] / 1e6:.6f}MHz")
-        t.putcell("NET_SIDEBAND", 0, 1)
-    with sub("POLARIZATION") as t:
-        t.addrows(1)
-        t.putcell("CORR_TYPE", 0, np.array(CORR_TYPES, dtype=np.int32))
-        t.putcell("CORR_PRODUCT", 0, np.array(CORR_PRODUCTS, dtype=np.int32))
-        t.putcell("NUM_CORR", 0, NCORR)
-    with sub("DATA_DESCRIPTION") as t:
-        t.addrows(1)
-        t.putcell("SPECTRAL_WINDOW_ID", 0, 0)
-        t.putcell("POLARIZATION_ID", 0, 0)
-    with sub("OBSERVATION") as t:
-        t.addrows(1)
-        t.putcell("TELESCOPE_NAME", 0, layout.telescope_name)
-        t.putcell("OBSERVER", 0, layout.observer)
-        t.putcell("PROJECT", 0, "sdpbatch simulation")
-        t.putcell("TIME_RANGE", 0, np.array(layout.time_range, dtype=np.float64))
-        t.putcell("RELEASE_DATE", 0, layout.time_range[0])
-    with sub("PROCESSOR") as t:
-        t.addrows(1)
-        t.putcell("TYPE", 0, "CORRELATOR")
-        t.putcell("SUB_TYPE", 0, "SDPBATCH")
-        t.putcell("TYPE_ID", 0, -1)
-        t.putcell("MODE_ID", 0, -1)
+    t.addrows(1)
+    for col in ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR"):
+        t.putcell(col, 0, direction)
+    t.putcell("NAME", 0, "phase_centre")
+    t.putcell("CODE", 0, "")
+    t.putcell("NUM_POLY", 0, 0)
+    t.putcell("TIME", 0, layout.time_range[0])
+    t.putcell("SOURCE_ID", 0, -1)
+
+
+def _fill_spectral_window(t: tables.table, layout: MeasurementSetLayout) -> None:
+    nchan = layout.frequency.size
+    t.addrows(1)
+    t.putcell("CHAN_FREQ", 0, layout.frequency.astype(np.float64))
+    t.putcell("CHAN_WIDTH", 0, layout.channel_width.astype(np.float64))
+    t.putcell("EFFECTIVE_BW", 0, layout.channel_width.astype(np.float64))
+    t.putcell("RESOLUTION", 0, layout.channel_width.astype(np.float64))
+    t.putcell("REF_FREQUENCY", 0, float(layout.frequency[nchan // 2]))
+    t.putcell("NUM_CHAN", 0, nchan)
+    t.putcell("TOTAL_BANDWIDTH", 0, float(np.sum(layout.channel_width)))
+    t.putcell("MEAS_FREQ_REF", 0, 5)  # TOPO
+    t.putcell("NAME", 0, f"{layout.frequency[0] / 1e6:.6f}MHz")
+    t.putcell("NET_SIDEBAND", 0, 1)
+
+
+def _fill_polarization(t: tables.table, layout: MeasurementSetLayout) -> None:
+    t.addrows(1)
+    t.putcell("CORR_TYPE", 0, np.array(CORR_TYPES, dtype=np.int32))
+    t.putcell("CORR_PRODUCT", 0, np.array(CORR_PRODUCTS, dtype=np.int32))
+    t.putcell("NUM_CORR", 0, NCORR)
+
+
+def _fill_data_description(t: tables.table, layout: MeasurementSetLayout) -> None:
+    t.addrows(1)
+    t.putcell("SPECTRAL_WINDOW_ID", 0, 0)
+    t.putcell("POLARIZATION_ID", 0, 0)
+
+
+def _fill_observation(t: tables.table, layout: MeasurementSetLayout) -> None:
+    t.addrows(1)
+    t.putcell("TELESCOPE_NAME", 0, layout.telescope_name)
+    t.putcell("OBSERVER", 0, layout.observer)
+    t.putcell("PROJECT", 0, "sdpbatch simulation")
+    t.putcell("TIME_RANGE", 0, np.array(layout.time_range, dtype=np.float64))
+    t.putcell("RELEASE_DATE", 0, layout.time_range[0])
+
+
+def _fill_processor(t: tables.table, layout: MeasurementSetLayout) -> None:
+    t.addrows(1)
+    t.putcell("TYPE", 0, "CORRELATOR")
+    t.putcell("SUB_TYPE", 0, "SDPBATCH")
+    t.putcell("TYPE_ID", 0, -1)
+    t.putcell("MODE_ID", 0, -1)
+
+
+_SUBTABLES = {
+    "ANTENNA": _fill_antenna,
+    "FEED": _fill_feed,
+    "FIELD": _fill_field,
+    "SPECTRAL_WINDOW": _fill_spectral_window,
+    "POLARIZATION": _fill_polarization,
+    "DATA_DESCRIPTION": _fill_data_description,
+    "OBSERVATION": _fill_observation,
+    "PROCESSOR": _fill_processor,
+}
+"""The subtables written, each by its function of the layout, in this order."""
+
+
+def _fill_subtables(ms_path: Path, layout: MeasurementSetLayout) -> None:
+    for name, fill in _SUBTABLES.items():
+        with tables.table(str(ms_path / name), readonly=False, ack=False) as t:
+            fill(t, layout)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdpbatch.io.preview import asinh_stretch
 from sdpbatch.io.qa import read_qa
 from sdpbatch.web.products import FitsPlane, beam_of, gain_series, read_gain_terms, read_plane
 
@@ -75,16 +76,12 @@ def _stretch(data: np.ndarray, *, symmetric: bool):
     3 robust sigma of zero, so the noise and the brightest sources both show."""
     from matplotlib import colors
 
+    if not symmetric:
+        return asinh_stretch(data, low_percentile=0.5), "inferno"
     finite = data[np.isfinite(data)]
     finite = finite if finite.size else np.zeros(1)
-    if symmetric:
-        limit = float(np.percentile(np.abs(finite), 99.5)) or 1.0
-        return colors.Normalize(-limit, limit), "RdBu_r"
-    lo, hi = float(np.percentile(finite, 0.5)), float(finite.max())
-    hi = hi if hi > lo else lo + 1.0
-    rms = 1.4826 * float(np.median(np.abs(finite - np.median(finite))))
-    width = 3 * rms if rms > 0 else 0.01 * (hi - lo)
-    return colors.AsinhNorm(linear_width=width, vmin=lo, vmax=hi), "inferno"
+    limit = float(np.percentile(np.abs(finite), 99.5)) or 1.0
+    return colors.Normalize(-limit, limit), "RdBu_r"
 
 
 def image_figure(plane: FitsPlane, *, title: str, beam: dict | None, symmetric: bool = False):

@@ -1,7 +1,8 @@
 """Entry of a workflow process: ``python -m sdpbatch.workflows.run <pb_id>``.
 
 The deployer starts it for each processing block; it looks the block's workflow up in the
-registry and runs it under the runtime (claim, states, cleanup on error).
+catalogue, finds its code in the registry and runs it under the runtime (claim, states,
+cleanup on error).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import logging
 import sys
 
 from sdpbatch.control.configdb import FOREVER, Config, ConfigError
+from sdpbatch.control.workflow_catalogue import find_workflow, known_workflow_keys
 from sdpbatch.offline import configure_astropy_offline
-from sdpbatch.workflows.registry import WORKFLOWS, lookup
+from sdpbatch.workflows.registry import workflow_function
 from sdpbatch.workflows.runtime import run_workflow
 
 
@@ -31,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
             if pb is None:
                 logging.error("processing block %s does not exist", args.pb_id)
                 return 1
-            spec = lookup(pb["workflow"])
+            spec = find_workflow(pb["workflow"])
             if spec is None:
-                logging.error(
-                    "workflow %s is not registered; known: %s", pb["workflow"], ", ".join(WORKFLOWS)
-                )
+                known = ", ".join(known_workflow_keys())
+                logging.error("workflow %s is not registered; known: %s", pb["workflow"], known)
                 return 1
-            return run_workflow(args.pb_id, spec.function(), config=config, logger_name=spec.id)
+            function = workflow_function(spec)
+            return run_workflow(args.pb_id, function, config=config, logger_name=spec.id)
     except ConfigError as err:
         logging.error("%s", err)
         return 1

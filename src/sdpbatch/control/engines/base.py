@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sdpbatch.control.processes import ProcessRecord
 from sdpbatch.control.resources import Capacity
+from sdpbatch.control.vocabulary import DeploymentStatus
 from sdpbatch.execution.worker_environment import worker_process_environment
 
 MAX_WORKERS = 256
@@ -23,6 +25,27 @@ MAX_THREADS = 256
 
 class EngineError(Exception):
     """An engine cannot be used, or a deployment on it cannot start: one line saying why."""
+
+
+def running_state(
+    address: str,
+    scheduler_info: dict,
+    *,
+    n_workers: int,
+    processes: list[ProcessRecord],
+    **extra: object,
+) -> dict:
+    """The state of a Dask engine that runs: its scheduler's ``address`` and dashboard (from
+    the scheduler's identity or file, ``scheduler_info``), its workers, the processes started
+    for it, then what else the engine needs (``extra``)."""
+    return {
+        "status": DeploymentStatus.RUNNING,
+        "scheduler_address": address,
+        "dashboard": scheduler_info.get("services", {}).get("dashboard"),
+        "n_workers": n_workers,
+        "processes": [r.to_dict() for r in processes],
+        **extra,
+    }
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from sdpbatch.control.engines.base import DaskRequest
+from sdpbatch.control.engines.base import DaskRequest, running_state
 from sdpbatch.control.engines.dask_processes import (
     fresh_work_dir,
     start_scheduler,
@@ -20,7 +20,6 @@ from sdpbatch.control.engines.dask_processes import (
 )
 from sdpbatch.control.processes import ProcessRecord, start_process, stop_process
 from sdpbatch.control.resources import Capacity, machine_capacity
-from sdpbatch.control.vocabulary import DeploymentStatus
 
 HOST = "127.0.0.1"
 
@@ -57,14 +56,13 @@ class LocalEngine:
             for record in records:
                 stop_process(record.pid, timeout=5)
             raise
-        return {
-            "status": DeploymentStatus.RUNNING,
-            "scheduler_address": info["address"],
-            "dashboard": info.get("services", {}).get("dashboard"),
-            "n_workers": request.n_workers,
-            "processes": [r.to_dict() for r in records],
-            "log": str(log_path),
-        }
+        return running_state(
+            info["address"],
+            info,
+            n_workers=request.n_workers,
+            processes=records,
+            log=str(log_path),
+        )
 
     def check(self, deploy_id: str, state: dict) -> dict | None:
         return None  # the deployer watches the processes of the state itself

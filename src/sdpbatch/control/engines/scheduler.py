@@ -12,9 +12,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from sdpbatch.control.engines.base import DaskRequest, EngineError
+from sdpbatch.control.engines.base import DaskRequest, EngineError, running_state
 from sdpbatch.control.resources import Capacity
-from sdpbatch.control.vocabulary import DeploymentStatus
 
 CONNECT_TIMEOUT = 5.0  # s
 
@@ -84,13 +83,8 @@ class SchedulerEngine:
 
     def start(self, deploy_id: str, request: DaskRequest, *, log_path: Path) -> dict:
         identity = scheduler_identity(self.address)
-        return {
-            "status": DeploymentStatus.RUNNING,
-            "scheduler_address": self.address,
-            "dashboard": identity.get("services", {}).get("dashboard"),
-            "n_workers": len(identity.get("workers", {})),
-            "processes": [],
-        }
+        n_workers = len(identity.get("workers", {}))
+        return running_state(self.address, identity, n_workers=n_workers, processes=[])
 
     def check(self, deploy_id: str, state: dict) -> dict | None:
         return None  # not ours to look after

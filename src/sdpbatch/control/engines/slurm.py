@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from sdpbatch.control.engines import slurm_commands as slurm
-from sdpbatch.control.engines.base import DaskRequest, EngineError
+from sdpbatch.control.engines.base import DaskRequest, EngineError, running_state
 from sdpbatch.control.engines.dask_processes import (
     fresh_work_dir,
     start_scheduler,
@@ -105,18 +105,17 @@ class SlurmEngine:
             slurm.cancel(jobs)
             stop_process(scheduler.pid, timeout=5)
             raise
-        return {
-            "status": DeploymentStatus.RUNNING,
-            "scheduler_address": info["address"],
-            "dashboard": info.get("services", {}).get("dashboard"),
-            "n_workers": request.n_workers,
-            "processes": [scheduler.to_dict()],
-            "jobs": jobs,
-            "job_script": str(script),
-            "replaced": [],
-            "replacements_left": REPLACEMENTS_PER_WORKER * request.n_workers,
-            "log": str(log_path),
-        }
+        return running_state(
+            info["address"],
+            info,
+            n_workers=request.n_workers,
+            processes=[scheduler],
+            jobs=jobs,
+            job_script=str(script),
+            replaced=[],
+            replacements_left=REPLACEMENTS_PER_WORKER * request.n_workers,
+            log=str(log_path),
+        )
 
     def job_script(
         self, deploy_id: str, address: str, request: DaskRequest, directory: Path

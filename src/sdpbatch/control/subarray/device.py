@@ -259,12 +259,7 @@ class SDPSubarray(Device):
     @command
     def End(self) -> None:
         """Clear the scan type (READY -> IDLE)."""
-        sbi_id = self._sbi_id
-        self._execute(
-            "End",
-            lambda txn: intent.update_sbi(txn, sbi_id, current_scan_type=None, scan_id=None),
-        )
-        self._scan_type, self._scan_id = "", 0
+        self._clear_scan("End")
 
     @command
     def Abort(self) -> None:
@@ -274,18 +269,22 @@ class SDPSubarray(Device):
     @command
     def ObsReset(self) -> None:
         """Back to IDLE with the SBI kept (ABORTED/FAULT -> IDLE)."""
-        sbi_id = self._sbi_id
-        self._execute(
-            "ObsReset",
-            lambda txn: intent.update_sbi(txn, sbi_id, current_scan_type=None, scan_id=None),
-        )
-        self._scan_type, self._scan_id = "", 0
+        self._clear_scan("ObsReset")
 
     @command
     def Restart(self) -> None:
         """Cancel the SBI and go to EMPTY (ABORTED/FAULT -> EMPTY)."""
         sbi_id = self._sbi_id
         self._execute("Restart", lambda txn: intent.end_sbi(txn, sbi_id, "CANCELLED"), clear=True)
+
+    def _clear_scan(self, name: str) -> None:
+        """Command ``name`` that leaves the SBI without scan type or scan (End, ObsReset)."""
+        sbi_id = self._sbi_id
+        self._execute(
+            name,
+            lambda txn: intent.update_sbi(txn, sbi_id, current_scan_type=None, scan_id=None),
+        )
+        self._scan_type, self._scan_id = "", 0
 
     # ------------------------------------------------------------------ the three steps
     def _check(self, name: str) -> Plan:
