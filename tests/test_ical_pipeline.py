@@ -301,3 +301,17 @@ def test_ical_without_n_workers_uses_this_process_and_every_core(tmp_path, caplo
     cores = os.cpu_count()
     assert f"ICAL runs in this process with {cores} thread(s) ({cores} core(s) here" in caplog.text
     assert qa_of(tmp_path / "img")["parameters"]["threads_per_worker"] == cores
+
+
+def test_an_image_too_large_for_the_memory_is_refused_before_gridding(tmp_path, capsys):
+    """-size 30000 asks for far more than this machine holds: one line naming npixel and the
+    memory it needs, exit 2, no traceback and nothing written."""
+    _foreign_ms(tmp_path / "foreign.ms", gains=None)
+    out = tmp_path / "img"
+    code = main(["ical", str(tmp_path / "foreign.ms"), "--out", str(out), "-size", "30000",
+                 "--params", str(_params(tmp_path)), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "npixel" in err or "-size" in err
+    assert "GiB" in err and "Traceback" not in err
+    assert not out.exists()

@@ -12,6 +12,7 @@ import logging
 import time
 
 import numpy as np
+import psutil
 
 from sdpbatch.execution.ical.calibrate import solve, solve_sky_model
 from sdpbatch.execution.ical.combine import (
@@ -34,6 +35,8 @@ from sdpbatch.execution.ical.tasks import (
     group_residual,
     merge_block_images,
 )
+from sdpbatch.parameters import ParameterError
+from sdpbatch.science.image_size import ADVICE_MEMORY_FRACTION, check_image_fits
 from sdpbatch.science.imaging import advise_image, small_inversion_size
 from sdpbatch.science.skymodel import SkyModel
 
@@ -41,18 +44,31 @@ LOG = logging.getLogger("sdpbatch.execution.ical")
 
 
 def _image_size(run: Run, summaries: list) -> tuple[int, float]:
+    """The image (npixel, cellsize rad): as asked, else advised from the data within the
+    memory there is; an image that cannot fit is refused (``ParameterError`` naming npixel)
+    before any gridding."""
     params = run.params
+    sizes = dict(nmoment=params.nmoment, nscales=len(params.scales), nwindows=len(run.blocks))
+    available = psutil.virtual_memory().available
     npixel, cellsize = params.npixel, params.cellsize
     if npixel is None or cellsize is None:
         frequencies = run.frequencies
-        advised = advise_image(
-            max(s.uvw_max for s in summaries),
-            float(frequencies.min()),
-            float(frequencies.max()),
-            run.infos[0].antenna_diameter,
-        )
+        try:
+            advised = advise_image(
+                max(s.uvw_max for s in summaries),
+                float(frequencies.min()),
+                float(frequencies.max()),
+                run.infos[0].antenna_diameter,
+                max_bytes=ADVICE_MEMORY_FRACTION * available,
+                **sizes,
+            )
+        except ValueError as err:
+            raise ParameterError(
+                "npixel", f"cannot be advised from the data ({err}); give it"
+            ) from err
         npixel, cellsize = npixel or advised[0], cellsize or advised[1]
         LOG.info("Advised image: %d pixels of %.3g rad", npixel, cellsize)
+    check_image_fits(npixel, available_bytes=available, **sizes)
     return npixel, cellsize
 
 
