@@ -164,10 +164,11 @@ SCHEMA: tuple[Field, ...] = (
           "accuracy of the gridded images (PSF, residuals) relative to their own peak; their "
           "errors are corrected by the next major cycle, so only the final residual keeps them",
           _range(1e-12, 1e-2), "1e-12 to 1e-2", "imaging"),
-    Field("small_inversion", "bool", True,
+    Field("small_inversion", "bool", False,
           "grid on the fewest pixels that sample the image, then interpolate (WSClean's small "
-          "inversion): faster for oversampled images, errors below 1e-3 of the image's peak at "
-          "its edges", section="imaging"),
+          "inversion): less FFT work for an oversampled image, but the field's cut makes the "
+          "interpolation ring: ~1e-5 of the peak inside and ~1e-3 at the edges on the seed's "
+          "field, percents where the image is bright at its edges", section="imaging"),
     Field("prefix", "str", "ska_pipeline_ical",
           "file name prefix of the ICAL products (<prefix>_restored.fits, ...)",
           is_file_prefix, "letters, digits, '_', '.', '-'; 1 to 96, no path", "imaging",

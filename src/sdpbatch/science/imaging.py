@@ -242,7 +242,7 @@ def small_inversion_size(npixel: int, cellsize: float, uvw_max: float, frequency
     return min(size, int(npixel))
 
 
-def fourier_upsample(image: np.ndarray, npixel: int) -> np.ndarray:
+def fourier_upsample(image: np.ndarray, npixel: int, *, nthreads: int = 1) -> np.ndarray:
     """Band-limited interpolation of an (n, n) image onto (npixel, npixel) pixels over the same
     field, pixel (n/2, n/2) and (npixel/2, npixel/2) both at the field's centre (n, npixel
     even).  Zero-pads its spectrum (the Nyquist row and column split evenly): exact for an
@@ -251,27 +251,20 @@ def fourier_upsample(image: np.ndarray, npixel: int) -> np.ndarray:
     n = image.shape[0]
     if n == npixel:
         return image
-    spectrum = np.fft.fft2(np.fft.ifftshift(np.asarray(image, dtype=np.float64)))
-    for axis in (0, 1):
-        spectrum = _pad_spectrum(spectrum, npixel, axis)
-    out = np.fft.ifft2(spectrum).real * (npixel / n) ** 2
-    return np.fft.fftshift(out)
-
-
-def _pad_spectrum(spectrum: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """The spectrum zero-padded to ``size`` along ``axis`` (FFT order, Nyquist split)."""
-    n = spectrum.shape[axis]
+    shifted = np.fft.ifftshift(np.asarray(image, dtype=np.float64))
+    spectrum = ducc0.fft.r2c(shifted, axes=(0, 1), nthreads=nthreads)  # (n, n/2 + 1)
     half = n // 2
-    shape = list(spectrum.shape)
-    shape[axis] = size
-    out = np.zeros(shape, dtype=spectrum.dtype)
-    src = np.moveaxis(spectrum, axis, 0)
-    dst = np.moveaxis(out, axis, 0)
-    dst[:half] = src[:half]
-    dst[size - half + 1 :] = src[half + 1 :]
-    dst[half] = 0.5 * src[half]
-    dst[size - half] = 0.5 * src[half]
-    return out
+    rows = np.zeros((npixel, half + 1), dtype=spectrum.dtype)  # the rows padded first
+    rows[:half] = spectrum[:half]
+    rows[npixel - half + 1 :] = spectrum[half + 1 :]
+    rows[half] = rows[npixel - half] = 0.5 * spectrum[half]  # the Nyquist row, split
+    padded = np.zeros((npixel, npixel // 2 + 1), dtype=spectrum.dtype)
+    padded[:, :half] = rows[:, :half]
+    padded[:, half] = 0.5 * rows[:, half]  # the Nyquist column: its other half is implied
+    out = ducc0.fft.c2r(
+        padded, axes=(0, 1), lastsize=npixel, forward=False, inorm=2, nthreads=nthreads
+    )
+    return np.fft.fftshift(out * (npixel / n) ** 2)
 
 
 # --- weighting ----------------------------------------------------------------------------------

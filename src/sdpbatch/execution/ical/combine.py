@@ -45,7 +45,9 @@ def block_moments(
     return moments
 
 
-def taylor_images(images: BlockImages, moments: np.ndarray, nterm: int, npixel: int) -> np.ndarray:
+def taylor_images(
+    images: BlockImages, moments: np.ndarray, nterm: int, npixel: int, nthreads: int = 1
+) -> np.ndarray:
     """Normalised Taylor images (nterm, npixel, npixel): ``sum_b m_bk D_b / sum_b W_b``,
     interpolated from the gridding pixels (small inversion) when they are fewer."""
     total = sum(images.weights.values())
@@ -56,13 +58,15 @@ def taylor_images(images: BlockImages, moments: np.ndarray, nterm: int, npixel: 
     for b, image in images.images.items():
         for k in range(nterm):
             out[k] += moments[b, k] * image
-    return np.stack([fourier_upsample(term / total, npixel) for term in out])
+    return np.stack([fourier_upsample(t / total, npixel, nthreads=nthreads) for t in out])
 
 
 @trimmed
-def psf_taylor(images: BlockImages, moments: np.ndarray, nmoment: int, npixel: int) -> np.ndarray:
+def psf_taylor(
+    images: BlockImages, moments: np.ndarray, nmoment: int, npixel: int, nthreads: int
+) -> np.ndarray:
     """Taylor PSFs (2 nmoment - 1, N, N), ``psf[0]`` peak 1 at the centre."""
-    return taylor_images(images, moments, 2 * nmoment - 1, npixel)
+    return taylor_images(images, moments, 2 * nmoment - 1, npixel, nthreads)
 
 
 @trimmed
@@ -79,7 +83,7 @@ def clean_cycle(
     automatic (a multiple of the residual's robust rms) thresholds."""
     ensure_ducc_threads(clean.nthreads)
     nmoment = (psf.shape[0] + 1) // 2
-    taylor = taylor_images(residual, moments, nmoment, psf.shape[1])
+    taylor = taylor_images(residual, moments, nmoment, psf.shape[1], clean.nthreads)
     threshold = clean.threshold
     if clean.auto_threshold is not None:
         threshold = max(threshold, clean.auto_threshold * robust_rms(taylor[0]))
@@ -166,10 +170,12 @@ def final_images(
     residual_cube = np.zeros((nblocks, npixel, npixel))
     for b, image in residual.images.items():
         if residual.weights[b] > 0:
-            residual_cube[b] = fourier_upsample(image / residual.weights[b], npixel)
+            residual_cube[b] = fourier_upsample(
+                image / residual.weights[b], npixel, nthreads=nthreads
+            )
     restored_taylor = np.stack([restore(m, beam, cellsize, nthreads=nthreads) for m in model])
     factors = moments[:, :nmoment]
-    residual_taylor = taylor_images(residual, moments, nmoment, npixel)
+    residual_taylor = taylor_images(residual, moments, nmoment, npixel, nthreads)
     final = FinalImages(
         residual_taylor=residual_taylor,
         residual_cube=residual_cube,

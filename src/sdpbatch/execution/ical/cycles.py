@@ -123,7 +123,15 @@ def make_psf(run: Run, imaging: Imaging) -> CycleState:
     channel_weights = run.runner.gather(run.one(_channel_weights, "channel-weights", blocks))
     taylor = (run.frequencies - setup.reference_frequency) / setup.reference_frequency
     imaging.moments = block_moments(channel_weights, taylor, run.blocks, 2 * setup.nmoment - 1)
-    psf = run.one(psf_taylor, "psf", blocks, imaging.moments, setup.nmoment, setup.npixel)
+    psf = run.one(
+        psf_taylor,
+        "psf",
+        blocks,
+        imaging.moments,
+        setup.nmoment,
+        setup.npixel,
+        imaging.clean.nthreads,
+    )
     state = CycleState(psf=psf)
     run.runner.wait(state.psf)
     run.clock.lap("grid")
