@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sdpbatch.science.anchor import anchor_phase_gradient, keep_amplitude_scale
 from sdpbatch.science.assess import gain_phase_error
 from sdpbatch.science.solve import (
-    anchor_phase_gradient,
     baseline_gains,
     combine_sums,
     compress,
@@ -261,3 +261,24 @@ def test_solution_intervals():
     b, c = solution_intervals(t, 15.0)
     assert np.array_equal(interval_index(t, b), [0, 0, 0, 1, 2, 2])
     assert np.allclose(c, [5.0, 20.0, 30.0])
+
+
+def test_self_calibration_keeps_the_catalogue_flux_scale():
+    """Normalised self-calibration amplitudes rescaled per solution (interval, channel) to
+    the catalogue solution's mean amplitude over the unflagged stations; the stations'
+    relative amplitudes and phases untouched, flagged stations ignored."""
+    rng = np.random.default_rng(8)
+    shape = (3, 20, 4)
+    solved = rng.uniform(0.5, 1.5, shape) * np.exp(1j * rng.normal(0, 1, shape))
+    anchor = rng.uniform(1.0, 2.0, shape) * np.exp(1j * rng.normal(0, 1, shape))
+    flags = np.zeros(shape, bool)
+    flags[:, 3] = True
+    solved[:, 3] = 1e3  # a flagged outlier must not pull the scale
+    kept = keep_amplitude_scale(solved, anchor, flags)
+    used = ~flags
+    for t in range(3):
+        for f in range(4):
+            u = used[t, :, f]
+            assert np.abs(kept[t, u, f]).mean() == pytest.approx(np.abs(anchor[t, u, f]).mean())
+    ratio = kept / solved
+    assert np.allclose(np.angle(ratio), 0) and np.allclose(ratio, ratio[:, :1, :])

@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pytest
 
+from sdpbatch.science.anchor import anchor_phase_gradient
 from sdpbatch.science.solve import (
-    anchor_phase_gradient,
     baseline_flags,
     baseline_gains,
     compress,

@@ -24,15 +24,13 @@ import math
 import ducc0
 import numpy as np
 
+from sdpbatch.science.constants import C
 from sdpbatch.science.image_size import (
     fast_even_size,
     image_memory_bytes,
     largest_fitting_npixel,
 )
 from sdpbatch.science.predict import predict_point_sources
-
-SPEED_OF_LIGHT = 299_792_458.0
-"""m/s."""
 
 WEIGHTING_SCHEMES = ("natural", "uniform", "briggs")
 
@@ -236,7 +234,7 @@ def small_inversion_size(npixel: int, cellsize: float, uvw_max: float, frequency
     """
     field = npixel * cellsize
     edge = min(0.99, np.sqrt(2.0) * field / 2)  # direction cosine of the field's corner
-    wavelengths = uvw_max * frequency_max / SPEED_OF_LIGHT
+    wavelengths = uvw_max * frequency_max / C
     highest = wavelengths * (1.0 + edge / np.sqrt(1.0 - edge * edge))
     size = fast_even_size(math.ceil(2.0 * highest * field * SMALL_INVERSION_MARGIN))
     return min(size, int(npixel))
@@ -279,7 +277,7 @@ def _uv_cells(
     Returns iu, iv (nrow, nchan) int for the sample itself, and a bool mask of samples inside
     the grid; the mirror cell is ``(-iu, -iv) mod npixel``.
     """
-    scale = frequencies[None, :] / SPEED_OF_LIGHT * npixel * cellsize
+    scale = frequencies[None, :] / C * npixel * cellsize
     iu = np.rint(uvw[:, 0:1] * scale).astype(np.int64)
     iv = np.rint(uvw[:, 1:2] * scale).astype(np.int64)
     half = npixel // 2
@@ -409,9 +407,9 @@ def advise_image(
     ):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"advise_image: {name} must be a positive number, got {value}")
-    baseline = uvw_max_m * freq_max / SPEED_OF_LIGHT
+    baseline = uvw_max_m * freq_max / C
     cellsize = 1.0 / (oversampling * baseline)
-    field_of_view = guard_band * (SPEED_OF_LIGHT / freq_min) / station_diameter
+    field_of_view = guard_band * (C / freq_min) / station_diameter
     field_of_view = min(field_of_view, MAX_FIELD_OF_VIEW)
     npixel = fast_even_size(math.ceil(field_of_view / cellsize))
     if max_bytes is not None:

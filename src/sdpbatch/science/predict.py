@@ -12,6 +12,7 @@ of :func:`sdpbatch.science.skymodel.gaussian_taper_matrix`.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,39 +55,16 @@ def predict_point_sources(
     frequency = np.atleast_1d(np.asarray(frequency, dtype=np.float64))
     lmn = np.asarray(lmn, dtype=np.float64).reshape(-1, 3)
     flux = np.asarray(flux, dtype=np.float64).reshape(lmn.shape[0], frequency.size)
-    shape = None if shape is None else np.asarray(shape, dtype=np.float64)
-    nrow = uvw.shape[0]
-    out = np.zeros((nrow, frequency.size), dtype=np.complex128)
-    if lmn.shape[0] == 0 or nrow == 0:
+    out = np.zeros((uvw.shape[0], frequency.size), dtype=np.complex128)
+    if lmn.shape[0] == 0 or uvw.shape[0] == 0:
         return out
-    delay = (lmn - np.array([0.0, 0.0, 1.0])).T  # (3, nsrc)
-    nchan = frequency.size
-    spacing = (frequency[-1] - frequency[0]) / max(nchan - 1, 1)
-    grid = frequency[0] + spacing * np.arange(nchan)
-    even = nchan > 2 and bool(np.all(np.abs(frequency - grid) <= 1e-13 * frequency.max()))
-    weights = flux.astype(np.complex128)
-    gauss = _gaussian_columns(shape, lmn.shape[0])
+    sky = _Components.of(lmn, flux, shape, frequency)
+    starts = range(0, uvw.shape[0], row_chunk)
 
     def chunk(start: int) -> None:
-        stop = min(nrow, start + row_chunk)
-        path = uvw[start:stop] @ delay  # (rows, nsrc) metres
-        if gauss.size:
-            ab = np.einsum("rk,sjk->rsj", uvw[start:stop], shape[gauss])
-            extent = ab[..., 0] ** 2 + ab[..., 1] ** 2  # (rows, ngauss) m^2
-        if even:
-            phasor = np.exp((2j * np.pi * frequency[0] / C) * path)
-            step = np.exp((2j * np.pi * spacing / C) * path)
-        for c, nu in enumerate(frequency):
-            if not even:
-                phasor = np.exp((2j * np.pi * nu / C) * path)
-            elif c:
-                phasor *= step
-            out[start:stop, c] = phasor @ weights[:, c]
-            if gauss.size:
-                taper = np.exp((-2.0 * np.pi**2 * (nu / C) ** 2) * extent)
-                out[start:stop, c] += (phasor[:, gauss] * (taper - 1.0)) @ weights[gauss, c]
+        rows = slice(start, min(uvw.shape[0], start + row_chunk))
+        out[rows] = sky.visibilities(uvw[rows], frequency)
 
-    starts = range(0, nrow, row_chunk)
     if nthreads > 1 and len(starts) > 1:
         with ThreadPoolExecutor(nthreads) as pool:
             list(pool.map(chunk, starts))
@@ -94,6 +72,54 @@ def predict_point_sources(
         for start in starts:
             chunk(start)
     return out
+
+
+@dataclass(frozen=True)
+class _Components:
+    """What the direct sum needs of the components: delays, flux weights, Gaussians, and
+    whether the channels are evenly spaced (then phasors are stepped channel to channel)."""
+
+    delay: np.ndarray  # (3, nsrc): (l, m, n - 1)
+    weights: np.ndarray  # (nsrc, nchan) complex flux
+    gauss: np.ndarray  # indices of the Gaussian components
+    shape: np.ndarray | None  # (nsrc, 2, 3) taper matrices
+    spacing: float | None  # channel spacing (Hz) when even
+
+    @classmethod
+    def of(cls, lmn, flux, shape, frequency) -> _Components:
+        nchan = frequency.size
+        spacing = (frequency[-1] - frequency[0]) / max(nchan - 1, 1)
+        grid = frequency[0] + spacing * np.arange(nchan)
+        even = nchan > 2 and bool(np.all(np.abs(frequency - grid) <= 1e-13 * frequency.max()))
+        shape = None if shape is None else np.asarray(shape, dtype=np.float64)
+        return cls(
+            delay=(lmn - np.array([0.0, 0.0, 1.0])).T,
+            weights=flux.astype(np.complex128),
+            gauss=_gaussian_columns(shape, lmn.shape[0]),
+            shape=shape,
+            spacing=spacing if even else None,
+        )
+
+    def visibilities(self, uvw: np.ndarray, frequency: np.ndarray) -> np.ndarray:
+        """(rows, nchan) visibilities of the components for these rows."""
+        out = np.empty((uvw.shape[0], frequency.size), dtype=np.complex128)
+        path = uvw @ self.delay  # (rows, nsrc) metres
+        if self.gauss.size:
+            ab = np.einsum("rk,sjk->rsj", uvw, self.shape[self.gauss])
+            extent = ab[..., 0] ** 2 + ab[..., 1] ** 2  # (rows, ngauss) m^2
+        if self.spacing is not None:
+            phasor = np.exp((2j * np.pi * frequency[0] / C) * path)
+            step = np.exp((2j * np.pi * self.spacing / C) * path)
+        for c, nu in enumerate(frequency):
+            if self.spacing is None:
+                phasor = np.exp((2j * np.pi * nu / C) * path)
+            elif c:
+                phasor *= step
+            out[:, c] = phasor @ self.weights[:, c]
+            if self.gauss.size:
+                taper = np.exp((-2.0 * np.pi**2 * (nu / C) ** 2) * extent)
+                out[:, c] += (phasor[:, self.gauss] * (taper - 1.0)) @ self.weights[self.gauss, c]
+        return out
 
 
 def _gaussian_columns(shape: np.ndarray | None, nsrc: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from sdpbatch.science.solve_sums import VALUES, SolveSums, combine_sums, compres
 
 __all__ = [  # the sums are defined in solve_sums and used through this module
     "SolveSums", "combine_sums", "compress", "GainSolution", "SolutionStats", "TERMS",
-    "SOLUTION_TERMS", "anchor_phase_gradient", "baseline_flags", "baseline_gains", "correct",
+    "SOLUTION_TERMS", "baseline_flags", "baseline_gains", "correct",
     "interval_index", "reference_phases", "solution_intervals", "solve_gains", "solve_term",
     "stefcal",
 ]  # fmt: skip
@@ -224,28 +224,18 @@ def solve_term(
     """
     spec = _term_spec(term)
     initial = np.asarray(initial, dtype=np.complex128)
-    nint, nant, nfreq = initial.shape
     _check_fit(sums, initial.shape)
     fallback = initial if fallback is None else np.asarray(fallback, dtype=np.complex128)
     fallback = np.where(np.isfinite(fallback), fallback, 1.0)
-    gains = initial.copy()
-    snr = np.zeros(initial.shape)
-    reasons = np.full(initial.shape, 1, dtype=np.int8)  # no data until solved
-    iterations, converged = 0, True
     checks = _Checks(spec.phase_only, min_snr, outlier_sigma, step, max_iterations, tolerance)
-    for cells, dense in _batches(sums, nant, nfreq, max_batch_bytes):
-        it, ch = np.divmod(cells, nfreq)
-        g, s, r, used, ok = _solve_cells(dense, initial[it, :, ch], checks)
-        gains[it, :, ch], snr[it, :, ch], reasons[it, :, ch] = g, s, r
-        iterations, converged = max(iterations, used), converged and ok
-    if outlier_sigma < np.inf:  # relative amplitudes far from the station's other cells
-        flagged = reasons > 0
-        relative = relative_amplitudes(gains.transpose(0, 2, 1), flagged.transpose(0, 2, 1))
-        relative = np.nan_to_num(relative.transpose(0, 2, 1), nan=0.0)
-        across = amplitude_outliers(relative, flagged, axis=(0, 2), sigma=outlier_sigma)
-        reasons[across] = 1 + REASONS.index("outlier")
+    gains, snr, reasons, iterations, converged = _solve_all_cells(
+        sums, initial, checks, max_batch_bytes
+    )
+    if outlier_sigma < np.inf:
+        reasons[_station_outliers(gains, reasons > 0, outlier_sigma)] = 1 + REASONS.index("outlier")
     flags = reasons > 0
-    if normalise and not spec.phase_only:
+    normalised = normalise and not spec.phase_only
+    if normalised:
         gains = normalise_amplitudes(gains.transpose(0, 2, 1), flags.transpose(0, 2, 1))
         gains = gains.transpose(0, 2, 1)
     ref = choose_reference(flags, reference)
@@ -258,9 +248,32 @@ def solve_term(
         iterations=iterations,
         converged=converged,
         reference=ref,
-        normalised=normalise and not spec.phase_only,
+        normalised=normalised,
     )
     return GainSolution(gains=gains, flags=flags, snr=snr, stats=stats)
+
+
+def _solve_all_cells(sums: SolveSums, initial: np.ndarray, checks, max_batch_bytes: int):
+    """(gains, snr, flag reasons, most iterations, all converged) of every solution cell,
+    batch by batch; cells without data keep ``initial`` with reason "no data"."""
+    nint, nant, nfreq = initial.shape
+    gains = initial.copy()
+    snr = np.zeros(initial.shape)
+    reasons = np.full(initial.shape, 1, dtype=np.int8)  # no data until solved
+    iterations, converged = 0, True
+    for cells, dense in _batches(sums, nant, nfreq, max_batch_bytes):
+        it, ch = np.divmod(cells, nfreq)
+        g, s, r, used, ok = _solve_cells(dense, initial[it, :, ch], checks)
+        gains[it, :, ch], snr[it, :, ch], reasons[it, :, ch] = g, s, r
+        iterations, converged = max(iterations, used), converged and ok
+    return gains, snr, reasons, iterations, converged
+
+
+def _station_outliers(gains: np.ndarray, flagged: np.ndarray, sigma: float) -> np.ndarray:
+    """Cells whose relative amplitude is far from the station's other cells (mask)."""
+    relative = relative_amplitudes(gains.transpose(0, 2, 1), flagged.transpose(0, 2, 1))
+    relative = np.nan_to_num(relative.transpose(0, 2, 1), nan=0.0)
+    return amplitude_outliers(relative, flagged, axis=(0, 2), sigma=sigma)
 
 
 def _term_spec(term: str) -> TermSpec:
@@ -461,64 +474,3 @@ def correct(vis: np.ndarray, baseline_gain: np.ndarray) -> np.ndarray:
     """Corrected visibilities ``vis / (g_p conj(g_q))`` (zero where the gain product is zero)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(baseline_gain != 0, vis / baseline_gain, 0.0)
-
-
-# --- the phase gradient self-calibration cannot determine -----------------------------------------
-
-
-def anchor_phase_gradient(
-    gains: np.ndarray,
-    anchor: np.ndarray,
-    positions: np.ndarray,
-    *,
-    flags: np.ndarray | None = None,
-) -> np.ndarray:
-    """``gains`` with the linear phase gradient of ``gains / anchor`` across stations removed.
-
-    Self-calibration cannot determine a phase gradient across the array (it shifts the image
-    and the model with it).  Once a calibration against a sky model has fixed it (``anchor``),
-    later solutions keep its gradient: per solution interval and channel, the plane
-    ``b . (position - centroid)`` fitted to the phase of ``gains conj(anchor)`` is taken out.
-    The constant phase is kept.  ``gains`` (nint, nant, nfreq); ``anchor`` broadcastable to
-    it; ``positions`` (nant, 3) metres (any Cartesian frame: ITRF or local); ``flags``
-    (gains' shape, optional): flagged gains take no part in the fit and are not changed.
-    """
-    gains = np.asarray(gains, dtype=np.complex128)
-    diff = gains * np.conj(np.broadcast_to(anchor, gains.shape))
-    ok = np.isfinite(diff) & (np.abs(diff) > 0)
-    if flags is not None:
-        ok &= ~flags
-    phase = np.angle(np.where(ok, diff, 1.0))  # (nint, nant, nfreq)
-    pos = np.asarray(positions, dtype=np.float64)
-    rel = pos - pos.mean(axis=0)
-    design = np.column_stack([np.ones(pos.shape[0]), rel])
-    out = gains.copy()
-    for t in range(gains.shape[0]):
-        for f in range(gains.shape[2]):
-            use = ok[t, :, f]
-            if use.sum() < design.shape[1] + 1:
-                continue
-            coef = np.linalg.lstsq(design[use], phase[t, use, f], rcond=1e-9)[0]
-            plane = np.exp(-1j * (rel @ coef[1:]))
-            out[t, :, f] *= plane if flags is None else np.where(flags[t, :, f], 1.0, plane)
-    return out
-
-
-def keep_amplitude_scale(
-    gains: np.ndarray, anchor: np.ndarray, flags: np.ndarray | None = None
-) -> np.ndarray:
-    """``gains`` rescaled per cell (interval, channel) so that their mean ``|g|`` over the
-    unflagged stations is the ``anchor``'s: self-calibration, which normalises its amplitudes
-    (no flux scale of its own), keeps the scale a calibration against a catalogue fixed.
-
-    gains : (nint, nant, nfreq); anchor : broadcastable to it; flags : gains' shape.
-    """
-    gains = np.asarray(gains, dtype=np.complex128)
-    anchor = np.broadcast_to(np.asarray(anchor), gains.shape)
-    used = np.ones(gains.shape, bool) if flags is None else ~flags
-    count = used.sum(axis=1, keepdims=True)
-    target = np.where(used, np.abs(anchor), 0.0).sum(axis=1, keepdims=True)
-    current = np.where(used, np.abs(gains), 0.0).sum(axis=1, keepdims=True)
-    ok = (count > 0) & (current > 0) & (target > 0)
-    scale = np.divide(target, current, out=np.ones_like(target), where=ok)
-    return gains * scale

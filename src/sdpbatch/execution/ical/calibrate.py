@@ -17,13 +17,12 @@ import numpy as np
 
 from sdpbatch.execution.ical.state import CycleState, Imaging, Run
 from sdpbatch.execution.ical.tasks import group_sky_model_sums, group_solve_sums
+from sdpbatch.science.anchor import anchor_phase_gradient, keep_amplitude_scale
 from sdpbatch.science.skymodel import SkyModel, gaussian_taper_matrix, lmn
 from sdpbatch.science.solve import (
     TERMS,
     GainSolution,
-    anchor_phase_gradient,
     combine_sums,
-    keep_amplitude_scale,
     solve_term,
 )
 
