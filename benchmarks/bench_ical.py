@@ -11,7 +11,8 @@ images); both are kept in ``--out`` between runs.  Cases:
 
 - ``seed``: the seed's example (242 stations, 5 times, 8 files of one channel);
 - ``large-1ms``: all 296 stations (rmax 2000 m), 60 times, 16 channels in ONE MeasurementSet;
-- ``large-16ms``: the same observation as 16 MeasurementSets of one channel.
+- ``large-16ms``: the same observation as 16 MeasurementSets of one channel;
+- ``large-1ms-120t``: ``large-1ms`` with twice the times (memory per worker should not grow).
 
 Modes: ``inprocess`` (n_workers 1, 2 threads: what ``sdpbatch ical`` chooses on 2 cores),
 ``workersN`` (a LocalCluster of N single-thread workers).  Each run is a separate
@@ -42,6 +43,7 @@ CASES = {
     "seed": {},
     "large-1ms": {"rmax": 2000.0, "ntimes": 60, "nfreqwin": 16, "channels_per_window": 16},
     "large-16ms": {"rmax": 2000.0, "ntimes": 60, "nfreqwin": 16, "channels_per_window": 1},
+    "large-1ms-120t": {"rmax": 2000.0, "ntimes": 120, "nfreqwin": 16, "channels_per_window": 16},
 }
 MODES = {
     "inprocess": {"n_workers": 1, "threads_per_worker": 2},

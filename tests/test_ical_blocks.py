@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sdpbatch.execution.ical import IcalSettings, run_ical
+from sdpbatch.execution.ical.plan import WorkItem, assign
 from sdpbatch.execution.simulate import simulate
 from sdpbatch.io.ms_read import read_measurement_set
 from sdpbatch.io.truth import read_truth
@@ -142,3 +143,28 @@ def test_one_gridding_and_one_degridding_pass_per_major_cycle(one_file, monkeypa
     assert sum(counter.grid) == grid_passes * nvis
     assert len(counter.degrid) == updates * blocks
     assert sum(counter.degrid) == updates * nvis
+
+
+def test_groups_hold_consecutive_times_with_all_their_blocks():
+    """Items cut into groups of consecutive times, each channel block of a time range in the
+    same group when the cut allows, balanced by visibilities, none empty."""
+    items = [
+        WorkItem(block, (), (float(t), t + 1.0), 100 if t < 2 else 50)
+        for block in range(4)
+        for t in range(4)
+    ]
+    for ngroups in (1, 2, 3, 4, 7, 16):
+        groups = assign(items, ngroups)
+        assert len(groups) == ngroups and all(groups)
+        assert sorted(i for g in groups for i in map(items.index, g)) == list(range(16))
+        starts = [[i.time_range[0] for i in g] for g in groups]
+        assert all(s == sorted(s) for s in starts)  # time order within a group
+        assert all(a[-1] <= b[0] for a, b in zip(starts, starts[1:], strict=False))
+        loads = [sum(i.nvis for i in g) for g in groups]
+        assert max(loads) - min(loads) <= 100  # within one item of each other
+    first, second = assign(items, 2)  # 600 each: time 0 (400) and half of time 1 (200)
+    assert [(i.time_range[0], i.block) for i in first] == [(0.0, b) for b in range(4)] + [
+        (1.0, 0),
+        (1.0, 1),
+    ]
+    assert {i.time_range[0] for i in second} == {1.0, 2.0, 3.0}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 from sdpbatch.science.anchor import anchor_phase_gradient, keep_amplitude_scale
 from sdpbatch.science.assess import gain_phase_error
 from sdpbatch.science.solve import (
+    accumulate,
     baseline_gains,
     combine_sums,
     compress,
@@ -177,6 +180,82 @@ def test_sums_add_across_windows(array):
     both = combine_sums(halves)
     assert np.allclose(both.a, whole.a) and np.allclose(both.b, whole.b)
     assert np.array_equal(both.antenna1, whole.antenna1)
+
+
+def test_sums_of_row_slices_are_the_sums_of_the_block(array):
+    """Reduced a few rows at a time (bounded temporaries), the sums are the same entries with
+    the same values as in one go, per channel and over channels."""
+    interval = t_intervals(array)
+    rng = np.random.default_rng(11)
+    data = array["model"] * random_phases(rng, array["model"].shape, 0.3)
+    weight = rng.uniform(0.5, 1.5, data.shape)
+    flag = rng.uniform(size=data.shape) < 0.1
+    nchan = data.shape[1]
+    kw = dict(antenna1=array["a1"], antenna2=array["a2"], interval=interval, flag=flag)
+    for channel in (None, np.arange(nchan)):
+        whole = compress(data, array["model"], weight, channel=channel, **kw)
+        sliced = compress(
+            data, array["model"], weight, channel=channel, slice_visibilities=7 * nchan, **kw
+        )
+        for key in ("interval", "antenna1", "antenna2", "channel"):
+            assert np.array_equal(getattr(sliced, key), getattr(whole, key))
+        for key in ("a", "b", "c", "n"):
+            assert np.allclose(getattr(sliced, key), getattr(whole, key), rtol=1e-12, atol=0)
+
+
+def test_accumulated_sums_equal_combined_sums(array):
+    """A running total (in place where the cells are already there, appended after them,
+    else merged) gives the sums of all parts in any order: the channel halves of two time
+    halves, and two parts of the rows cut within an integration."""
+    interval = t_intervals(array)
+    rng = np.random.default_rng(12)
+    data = array["model"] * random_phases(rng, array["model"].shape, 0.3)
+    weight = rng.uniform(0.5, 1.5, data.shape)
+    times = np.unique(interval)
+    early = interval <= times[times.size // 2]
+    parts = []
+    for rows in (early, ~early):
+        for chans in (slice(0, 2), slice(2, None)):
+            parts.append(
+                compress(
+                    data[rows][:, chans],
+                    array["model"][rows][:, chans],
+                    weight[rows][:, chans],
+                    antenna1=array["a1"][rows],
+                    antenna2=array["a2"][rows],
+                    interval=interval[rows],
+                )
+            )
+    cut = data.shape[0] // 3 + 1  # within an integration: its baselines in both parts
+    for rows in (slice(0, cut), slice(cut, None)):
+        parts.append(
+            compress(
+                data[rows],
+                array["model"][rows],
+                weight[rows],
+                antenna1=array["a1"][rows],
+                antenna2=array["a2"][rows],
+                interval=interval[rows],
+            )
+        )
+    expected = combine_sums(parts)
+    for order in (
+        [0, 1, 2, 3, 4, 5],
+        [0, 2, 1, 3, 4, 5],
+        [3, 0, 2, 1, 5, 4],
+        [4, 5, 0, 1, 2, 3],
+        [4, 0, 1, 5, 2, 3],
+    ):
+        total = None
+        for i in order:
+            total = accumulate(total, copy.deepcopy(parts[i]))
+        for key in ("interval", "antenna1", "antenna2", "channel"):
+            assert np.array_equal(getattr(total, key), getattr(expected, key))
+        for key in ("a", "b", "c", "n"):
+            assert np.allclose(getattr(total, key), getattr(expected, key), rtol=1e-12, atol=0)
+    kept = copy.deepcopy(parts[0])  # not in place: the parts stay as they were
+    accumulate(accumulate(parts[0], parts[1], in_place=False), parts[4], in_place=False)
+    assert all(np.array_equal(getattr(parts[0], k), getattr(kept, k)) for k in ("a", "n"))
 
 
 def test_swapped_baselines_are_handled(array):

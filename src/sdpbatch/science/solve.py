@@ -32,10 +32,18 @@ from sdpbatch.science.solution_checks import (
     solution_snr,
     solution_stats,
 )
-from sdpbatch.science.solve_sums import VALUES, SolveSums, combine_sums, compress
+from sdpbatch.science.solve_sums import (
+    VALUES,
+    SolveSums,
+    accumulate,
+    combine_sums,
+    compress,
+    row_slices,
+)
 
 __all__ = [  # the sums are defined in solve_sums and used through this module
-    "SolveSums", "combine_sums", "compress", "GainSolution", "SolutionStats", "TERMS",
+    "SolveSums", "accumulate", "combine_sums", "compress", "row_slices",
+    "GainSolution", "SolutionStats", "TERMS",
     "SOLUTION_TERMS", "baseline_flags", "baseline_gains", "correct",
     "interval_index", "reference_phases", "solution_intervals", "solve_gains", "solve_term",
     "stefcal",
@@ -184,6 +192,16 @@ spread of 30 stations is itself uncertain by ~25 %, so a genuine 3-sigma station
 caught); with alike stations, beyond a factor exp(8 x 0.1) = 2.2 (:data:`OUTLIER_FLOOR`)."""
 
 
+def _starting_gains(
+    sums: SolveSums, initial: np.ndarray, fallback: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(initial, fallback) gains as complex arrays that fit ``sums``; fallback finite."""
+    initial = np.asarray(initial, dtype=np.complex128)
+    _check_fit(sums, initial.shape)
+    fallback = initial if fallback is None else np.asarray(fallback, dtype=np.complex128)
+    return initial, np.where(np.isfinite(fallback), fallback, 1.0)
+
+
 def solve_term(
     sums: SolveSums,
     *,
@@ -207,26 +225,20 @@ def solve_term(
     term : "T" (phase-only), "G" or "B" (amplitude and phase).
     initial : (nint, nant, nfreq) complex starting gains (e.g. the previous solution); its shape
         sets the number of intervals, stations and solution channels.
-    normalise : amplitudes to unit mean over the unflagged stations of each solution cell
-        (interval, channel): for self-calibration, where the model's flux scale is not to be
-        trusted.  False keeps the model's scale (calibration against a catalogue).
+    normalise : amplitudes to unit mean over the unflagged stations of each (interval, channel)
+        (self-calibration); False keeps the model's flux scale (a catalogue's).
     fallback : (nint, nant, nfreq) gains given to flagged solutions; default ``initial``
         (pass ones to leave flagged stations uncorrected).
     min_snr : solutions below this signal-to-noise are flagged (0 flags none).
-    outlier_sigma : amplitude outliers beyond this many robust standard deviations are flagged,
-        among the stations of a cell (then that cell is solved again without them) and among
-        the cells of a station (``inf`` flags none).
+    outlier_sigma : amplitudes beyond this many robust standard deviations are flagged among a
+        cell's stations (the cell is solved again without them) and a station's cells (inf: none).
     step, max_iterations, tolerance : of :func:`stefcal`.
     reference : the preferred reference station (another is taken if it has fewer unflagged
         solutions than the best station).
-
-    Returns a :class:`GainSolution`.
+    max_batch_bytes : memory of the cells solved together.
     """
     spec = _term_spec(term)
-    initial = np.asarray(initial, dtype=np.complex128)
-    _check_fit(sums, initial.shape)
-    fallback = initial if fallback is None else np.asarray(fallback, dtype=np.complex128)
-    fallback = np.where(np.isfinite(fallback), fallback, 1.0)
+    initial, fallback = _starting_gains(sums, initial, fallback)
     checks = _Checks(spec.phase_only, min_snr, outlier_sigma, step, max_iterations, tolerance)
     gains, snr, reasons, iterations, converged = _solve_all_cells(
         sums, initial, checks, max_batch_bytes
@@ -235,9 +247,8 @@ def solve_term(
         reasons[_station_outliers(gains, reasons > 0, outlier_sigma)] = 1 + REASONS.index("outlier")
     flags = reasons > 0
     normalised = normalise and not spec.phase_only
-    if normalised:
-        gains = normalise_amplitudes(gains.transpose(0, 2, 1), flags.transpose(0, 2, 1))
-        gains = gains.transpose(0, 2, 1)
+    if normalised:  # over the stations of each (interval, channel)
+        gains = normalise_amplitudes(gains.swapaxes(1, 2), flags.swapaxes(1, 2)).swapaxes(1, 2)
     ref = choose_reference(flags, reference)
     gains = np.where(flags, fallback, reference_phases(gains, ref, flags))
     stats = solution_stats(

@@ -11,6 +11,7 @@ small arrays meet for the solve.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,33 @@ class SolveSums:
         return int(self.a.shape[0])
 
 
+SLICE_VISIBILITIES = 1_000_000
+"""Samples :func:`compress` reduces at once (its temporaries scale with them)."""
+
+CELL_DTYPE = np.int32
+"""Of the cell columns (intervals, stations, channels): half the memory of int64."""
+
 KEYS = ("interval", "antenna1", "antenna2", "channel")
 VALUES = ("a", "b", "c", "n")
+
+
+def _encode(columns: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """One int64 per entry, ordered as the (interval, antenna1, antenna2, channel) columns
+    are (each column below its size)."""
+    key = np.asarray(columns[0], dtype=np.int64)
+    for column, size in zip(columns[1:], sizes[1:], strict=True):
+        key = key * size + column
+    return key
+
+
+def _decode(keys: np.ndarray, sizes: list[int]) -> dict[str, np.ndarray]:
+    """The :data:`KEYS` columns of encoded cells."""
+    columns = {}
+    for name, size in zip(KEYS[:0:-1], sizes[:0:-1], strict=True):
+        keys, rest = np.divmod(keys, size)
+        columns[name] = rest.astype(CELL_DTYPE)
+    columns["interval"] = keys.astype(CELL_DTYPE)
+    return columns
 
 
 def _reduce(
@@ -61,10 +87,7 @@ def _reduce(
     if columns[0].size == 0:
         return SolveSums(*columns, np.zeros(0, complex), np.zeros(0), np.zeros(0), np.zeros(0))
     sizes = [int(c.max()) + 1 for c in columns]
-    key = columns[0]
-    for column, size in zip(columns[1:], sizes[1:], strict=True):
-        key = key * size + column
-    unique, inverse = np.unique(key, return_inverse=True)
+    unique, inverse = np.unique(_encode(columns, sizes), return_inverse=True)
     m = unique.size
     summed = {}
     for name in VALUES:
@@ -72,12 +95,15 @@ def _reduce(
         summed[name] = np.bincount(inverse, weights=v.real, minlength=m)
         if np.iscomplexobj(v):
             summed[name] = summed[name] + 1j * np.bincount(inverse, weights=v.imag, minlength=m)
-    decoded = []
-    for size in sizes[:0:-1]:
-        unique, rest = np.divmod(unique, size)
-        decoded.append(rest)
-    interval_u, (channel_u, antenna2_u, antenna1_u) = unique, decoded
-    return SolveSums(interval_u, antenna1_u, antenna2_u, channel_u, **summed)
+    return SolveSums(**_decode(unique, sizes), **summed)
+
+
+def row_slices(nrow: int, nchan: int, *, samples: int = SLICE_VISIBILITIES) -> Iterator[slice]:
+    """Slices of ``nrow`` rows of ``nchan`` channels, each of at most ``samples`` samples (at
+    least one row): what is reduced at once to bound the temporaries."""
+    step = max(1, samples // max(1, nchan))
+    for start in range(0, max(nrow, 1), step):
+        yield slice(start, start + step)
 
 
 def compress(
@@ -90,6 +116,7 @@ def compress(
     interval: np.ndarray,
     channel: np.ndarray | None = None,
     flag: np.ndarray | None = None,
+    slice_visibilities: int = SLICE_VISIBILITIES,
 ) -> SolveSums:
     """Solve sums of one block of data.
 
@@ -104,7 +131,34 @@ def compress(
         for a bandpass); None sums over channels (frequency-independent gains).
     flag : (nrow, nchan) bool, samples to ignore.  Samples with a weight <= 0 or a value that
         is not finite are ignored too.
+
+    slice_visibilities : rows are reduced this many samples at a time, so the temporaries
+        stay bounded (a few hundred bytes per sample) whatever the size of the block.
     """
+    vis, model, weight = np.asarray(vis), np.asarray(model), np.asarray(weight)
+    antenna1, antenna2, interval = map(np.asarray, (antenna1, antenna2, interval))
+    slices = list(row_slices(*vis.shape, samples=slice_visibilities))
+    if len(slices) == 1:
+        return _compress_rows(vis, model, weight, antenna1, antenna2, interval, channel, flag)
+    parts = []
+    for rows in slices:
+        parts.append(
+            _compress_rows(
+                vis[rows],
+                model[rows],
+                weight[rows],
+                antenna1[rows],
+                antenna2[rows],
+                interval[rows],
+                channel,
+                None if flag is None else flag[rows],
+            )
+        )
+    return combine_sums(parts)
+
+
+def _compress_rows(vis, model, weight, antenna1, antenna2, interval, channel, flag) -> SolveSums:
+    """:func:`compress` of rows that fit at once."""
     w = np.asarray(weight, dtype=np.float64)
     bad = ~(np.isfinite(vis) & np.isfinite(model) & np.isfinite(w) & (w > 0))
     if flag is not None:
@@ -159,3 +213,50 @@ def combine_sums(parts: list[SolveSums]) -> SolveSums:
     if all(x.interval.max() < y.interval.min() for x, y in zip(used, used[1:], strict=False)):
         return SolveSums(**cat)  # every part is reduced and sorted, and they do not overlap
     return _reduce(**cat)
+
+
+def accumulate(total: SolveSums | None, part: SolveSums, *, in_place: bool = True) -> SolveSums:
+    """``total + part``, added into ``total`` where its cells are already there.
+
+    A running total over the blocks of a group (or the groups of a run) then holds little
+    more than the final sums: the channel blocks of one time range share their cells (added in
+    place) and later times come after them (appended); other parts are merged cell by cell
+    (the cells of a :class:`SolveSums` are distinct).  ``in_place`` False leaves ``total`` as
+    it is (a new total is made).
+    """
+    if total is None or total.size == 0:
+        return part
+    if part.size == 0:
+        return total
+    sizes = [max(int(getattr(total, k).max()), int(getattr(part, k).max())) + 1 for k in KEYS]
+    have = _encode([getattr(total, k) for k in KEYS], sizes)
+    new = _encode([getattr(part, k) for k in KEYS], sizes)
+    late = new > have.max()
+    at = np.minimum(np.searchsorted(have, new[~late]), have.size - 1)
+    if np.array_equal(have[at], new[~late]):
+        out = total
+        if late.any() or not in_place:  # ``total`` is the first part of a new total
+            out = SolveSums(
+                **{
+                    k: np.concatenate([getattr(total, k), getattr(part, k)[late]])
+                    for k in (*KEYS, *VALUES)
+                }
+            )
+        for name in VALUES:  # distinct positions: plain fancy-index addition is exact
+            getattr(out, name)[at] += getattr(part, name)[~late]
+        return out
+    return _merged(total, part, have, new, sizes)
+
+
+def _merged(
+    total: SolveSums, part: SolveSums, have: np.ndarray, new: np.ndarray, sizes: list[int]
+) -> SolveSums:
+    """``total + part`` cell by cell, from their encoded cells ``have`` and ``new``."""
+    cells = np.union1d(have, new)
+    into_have, into_new = np.searchsorted(cells, have), np.searchsorted(cells, new)
+    merged = {}
+    for name in VALUES:
+        merged[name] = np.zeros(cells.size, dtype=getattr(total, name).dtype)
+        merged[name][into_have] = getattr(total, name)
+        merged[name][into_new] += getattr(part, name)
+    return SolveSums(**_decode(cells, sizes), **merged)

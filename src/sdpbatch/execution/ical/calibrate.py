@@ -22,7 +22,8 @@ from sdpbatch.science.skymodel import SkyModel, gaussian_taper_matrix, lmn
 from sdpbatch.science.solve import (
     TERMS,
     GainSolution,
-    combine_sums,
+    SolveSums,
+    accumulate,
     solve_term,
 )
 
@@ -60,8 +61,13 @@ def solve_sky_model(
     return terms, solve(run, imaging, state, 0, terms, sky=components)
 
 
-def _combine(*parts):
-    return combine_sums(list(parts))
+def _combine(*parts: SolveSums) -> SolveSums:
+    """The sum of the parts; the parts are left as they are (a task's inputs may be handed
+    to another task by Dask), the running total is this task's own."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = accumulate(total, part, in_place=not any(total is p for p in parts))
+    return total
 
 
 def _solved(sums, term: str, initial: np.ndarray, normalise: bool) -> GainSolution:

@@ -7,8 +7,9 @@
   that holds some, in one time range; files of one observation share their rows and are read
   side by side into one gridder call.  An item holds at most ``chunk_visibilities`` (a single
   integration may exceed it).
-- A *group* is the items one worker holds (balanced by visibilities); one MeasurementSet with
-  many channels is thereby spread over every worker.
+- A *group* is the items one worker holds: consecutive times, every channel block of them,
+  balanced by visibilities; one MeasurementSet with many channels is thereby spread over
+  every worker.
 """
 
 from __future__ import annotations
@@ -165,13 +166,25 @@ def work_items(
     return items
 
 
+def _time_order(item: WorkItem) -> tuple[float, int]:
+    return (-np.inf if item.time_range is None else item.time_range[0], item.block)
+
+
 def assign(items: Sequence[WorkItem], ngroups: int) -> list[list[WorkItem]]:
-    """Items spread over ``ngroups`` groups, largest first onto the least loaded (balanced
-    visibilities); every group gets at least one item."""
-    groups: list[list[WorkItem]] = [[] for _ in range(ngroups)]
-    load = np.zeros(ngroups)
-    for item in sorted(items, key=lambda i: -i.nvis):
-        g = int(np.argmin(load))
-        groups[g].append(item)
-        load[g] += item.nvis
-    return [sorted(g, key=lambda i: (i.block, i.time_range or (-np.inf,))) for g in groups]
+    """Items cut into ``ngroups`` groups of consecutive times (balanced visibilities), each
+    in time order, every channel block of a time range together; every group gets at least
+    one item (``ngroups`` <= the number of items).
+
+    A group then holds whole solution intervals with all their channels: its solve sums
+    grow by adding into cells already there, and the groups' sums join end to end.
+    """
+    ordered = sorted(items, key=_time_order)
+    nvis = np.array([item.nvis for item in ordered], dtype=float)
+    middle = np.cumsum(nvis) - 0.5 * nvis
+    share = nvis.sum() / ngroups
+    cuts = [0]
+    for g in range(1, ngroups):
+        cut = int(np.searchsorted(middle, g * share))
+        cuts.append(min(max(cut, cuts[-1] + 1), len(ordered) - (ngroups - g)))
+    cuts.append(len(ordered))
+    return [list(ordered[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]

@@ -28,10 +28,11 @@ from sdpbatch.science.skymodel import SkyModel
 from sdpbatch.science.solve import (
     TERMS,
     SolveSums,
+    accumulate,
     baseline_gains,
-    combine_sums,
     compress,
     correct,
+    row_slices,
 )
 
 LOG = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def group_psf(group: Group, setup: ImagingSetup, nchan: int) -> BlockImages:
     """Unnormalised PSF of every channel block the group holds, and the imaging weight of
     each of the run's ``nchan`` channels (for the blocks' Taylor moments)."""
 
-    def job(c: int, nthreads: int) -> list[tuple[int, np.ndarray, float, Block]]:
+    def job(c: int, nthreads: int) -> list[tuple[int, np.ndarray, float, np.ndarray, np.ndarray]]:
         out = []
         for b in group.chunk_blocks(c):
             image, weight = grid_psf(
@@ -126,15 +127,17 @@ def group_psf(group: Group, setup: ImagingSetup, nchan: int) -> BlockImages:
                 nthreads=nthreads,
                 flag=b.mask(),
             )
-            out.append((group.chunks[c].item.block, image, weight, b))
+            per_channel = b.imaging_weight.sum(axis=0, dtype=np.float64)
+            out.append((group.chunks[c].item.block, image, weight, b.channels, per_channel))
+            del b  # only its sums are kept: one chunk resident at a time
         return out
 
     result = BlockImages({}, {}, np.zeros(nchan))
-    for block, image, weight, b in (
+    for block, image, weight, channels, per_channel in (
         r for rs in _over_chunks(group, job, setup.nthreads) for r in rs
     ):
         result.add(block, image, weight)
-        np.add.at(result.channel_weights, b.channels, b.imaging_weight.sum(axis=0))
+        np.add.at(result.channel_weights, channels, per_channel)
     return result
 
 
@@ -289,17 +292,20 @@ def _solution_channels(block: Block, term: str) -> np.ndarray:
     return np.zeros(block.channels.size, dtype=np.int64)
 
 
-def gain_product(block: Block, gains: Gains, skip: str | None = None) -> np.ndarray | None:
-    """``prod_terms g_p conj(g_q)`` (nrow, nchan) of the block, or None without gains."""
+def gain_product(
+    block: Block, gains: Gains, skip: str | None = None, rows: slice = slice(None)
+) -> np.ndarray | None:
+    """``prod_terms g_p conj(g_q)`` (nrow, nchan) of the block's ``rows``, or None without
+    gains."""
     total = None
     for term, g in gains.items():
         if term == skip:
             continue
         gpq = baseline_gains(
             g,
-            interval=block.intervals[term],
-            antenna1=block.antenna1,
-            antenna2=block.antenna2,
+            interval=block.intervals[term][rows],
+            antenna1=block.antenna1[rows],
+            antenna2=block.antenna2[rows],
             channel=_solution_channels(block, term),
         )
         total = gpq if total is None else total * gpq
@@ -308,36 +314,52 @@ def gain_product(block: Block, gains: Gains, skip: str | None = None) -> np.ndar
 
 def residual_vis(block: Block, model: np.ndarray | None, gains: Gains) -> np.ndarray:
     """Corrected data minus model, (nrow, nchan) complex: the fresh data corrected each time."""
-    gpq = gain_product(block, gains)
-    vis = block.vis if gpq is None else correct(block.vis, gpq)
-    return vis if model is None else vis - model
+    if not gains:
+        return block.vis if model is None else block.vis - model
+    out = np.empty(block.vis.shape, dtype=np.complex128)
+    for rows in row_slices(*block.vis.shape):
+        out[rows] = correct(block.vis[rows], gain_product(block, gains, rows=rows))
+        if model is not None:
+            out[rows] -= model[rows]
+    return out
 
 
 def _block_sums(b: Block, model: np.ndarray, gains: Gains, term: str) -> SolveSums:
-    """Solve sums of ``term`` for one block, the model corrupted by the other current gains."""
-    others = gain_product(b, gains, skip=term)
-    if others is not None:
-        model = model * others
-    return compress(
-        b.vis,
-        model,
-        b.weight,
-        antenna1=b.antenna1,
-        antenna2=b.antenna2,
-        interval=b.intervals[term],
-        channel=b.channels if TERMS[term].per_channel else None,
-        flag=b.flag,
-    )
+    """Solve sums of ``term`` for one block, the model corrupted by the other current gains
+    (slice by slice of rows)."""
+    total = None
+    for rows in row_slices(*b.vis.shape):
+        others = gain_product(b, gains, skip=term, rows=rows)
+        part = compress(
+            b.vis[rows],
+            model[rows] if others is None else model[rows] * others,
+            b.weight[rows],
+            antenna1=b.antenna1[rows],
+            antenna2=b.antenna2[rows],
+            interval=b.intervals[term][rows],
+            channel=b.channels if TERMS[term].per_channel else None,
+            flag=b.flag[rows],
+        )
+        total = accumulate(total, part)
+    return total
 
 
 @trimmed
 def group_solve_sums(group: Group, model_vis: ModelVis, gains: Gains, term: str) -> SolveSums:
     """Solve sums of ``term`` for a group against its model visibilities."""
-    parts = []
-    for b, model in with_models(group, model_vis):
-        parts.append(_block_sums(b, model, gains, term))
+    return _summed(with_models(group, model_vis), gains, term)
+
+
+def _summed(pairs: Iterator[tuple[Block, np.ndarray]], gains: Gains, term: str) -> SolveSums:
+    """Solve sums of ``term`` over (block, model) pairs, added up as they come: a group holds
+    one block and the running total at a time (per-integration sums are nearly as large as
+    the data divided by the channels)."""
+    total: SolveSums | None = None
+    for b, model in pairs:
+        part = _block_sums(b, model, gains, term)
         del b, model  # before the next chunk is read
-    return combine_sums(parts)
+        total = accumulate(total, part)
+    return total
 
 
 @trimmed
@@ -351,12 +373,13 @@ def group_sky_model_sums(
     Fourier sum block by block (never stored): their positions are exact, not rounded to
     pixels, which is what anchors the image.
     """
-    parts = []
-    for b, _ in with_models(group, None):
-        flux = sky.flux_at(b.frequency)
-        model = predict_point_sources(b.uvw, b.frequency, lmn, flux, shape=shape)
+
+    def predicted(b: Block) -> np.ndarray:
+        model = predict_point_sources(
+            b.uvw, b.frequency, lmn, sky.flux_at(b.frequency), shape=shape
+        )
         if b.flag.any():
             model[b.flag] = 0.0
-        parts.append(_block_sums(b, model, gains, term))
-        del b, model  # before the next chunk is read
-    return combine_sums(parts)
+        return model
+
+    return _summed(((b, predicted(b)) for b, _ in with_models(group, None)), gains, term)
