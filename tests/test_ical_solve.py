@@ -10,6 +10,7 @@ import pytest
 from sdpbatch.science.anchor import anchor_phase_gradient, keep_amplitude_scale
 from sdpbatch.science.assess import gain_phase_error
 from sdpbatch.science.solve import (
+    SolveSums,
     accumulate,
     baseline_gains,
     combine_sums,
@@ -238,7 +239,19 @@ def test_accumulated_sums_equal_combined_sums(array):
                 interval=interval[rows],
             )
         )
-    expected = combine_sums(parts)
+    # every sample is in two parts (channel and time quarters; row thirds): twice the whole
+    whole = compress(
+        data,
+        array["model"],
+        weight,
+        antenna1=array["a1"],
+        antenna2=array["a2"],
+        interval=interval,
+    )
+    expected = SolveSums(
+        **{k: getattr(whole, k) for k in ("interval", "antenna1", "antenna2", "channel")},
+        **{k: 2 * getattr(whole, k) for k in ("a", "b", "c", "n")},
+    )
     for order in (
         [0, 1, 2, 3, 4, 5],
         [0, 2, 1, 3, 4, 5],

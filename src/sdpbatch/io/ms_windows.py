@@ -97,16 +97,20 @@ class MeasurementSetInfo:
 
 
 @contextlib.contextmanager
-def open_table(path: Path, name: str | None = None) -> Iterator[tables.table]:
-    """Open the main table or a subtable read-only, without read locks."""
+def open_table(
+    path: Path, name: str | None = None, *, writable: bool = False
+) -> Iterator[tables.table]:
+    """Open the main table or a subtable: read-only without read locks, or ``writable``."""
     target = path if name is None else path / name
     what = "main table" if name is None else f"{name} subtable"
     if not target.is_dir():
         raise MeasurementSetError(path, f"no {what} ({target} does not exist)")
+    locks = {"readonly": False} if writable else {"readonly": True, "lockoptions": "autonoread"}
     try:
-        tab = tables.table(str(target), readonly=True, lockoptions="autonoread", ack=False)
+        tab = tables.table(str(target), ack=False, **locks)
     except RuntimeError as err:
-        raise MeasurementSetError(path, f"cannot open the {what}: {err}") from err
+        purpose = " for writing" if writable else ""
+        raise MeasurementSetError(path, f"cannot open the {what}{purpose}: {err}") from err
     try:
         yield tab
     finally:

@@ -23,7 +23,6 @@ undoes a swap interrupted by a crash.  The cost is one extra column of disk unti
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,8 +33,8 @@ from casacore import tables
 
 from sdpbatch.io.ms_read import BLOCK_ROWS, window_rows
 from sdpbatch.io.ms_windows import (
-    MeasurementSetError,
     MeasurementSetInfo,
+    open_table,
     read_measurement_set_metadata,
 )
 from sdpbatch.science.solve import baseline_gains, interval_index
@@ -63,20 +62,6 @@ class GainTerm:
     channel: np.ndarray
 
 
-@contextlib.contextmanager
-def _open_writable(path: Path) -> Iterator[tables.table]:
-    if not path.is_dir():
-        raise MeasurementSetError(path, "does not exist")
-    try:
-        main = tables.table(str(path), readonly=False, ack=False)
-    except RuntimeError as err:
-        raise MeasurementSetError(path, f"cannot open it for writing: {err}") from err
-    try:
-        yield main
-    finally:
-        main.close()
-
-
 def recover_columns(path: str | Path) -> list[str]:
     """Finish or undo an interrupted write-back; return what was done (for the log).
 
@@ -84,7 +69,7 @@ def recover_columns(path: str | Path) -> list[str]:
     put back if the new one never took its name, and removed otherwise.
     """
     done = []
-    with _open_writable(Path(path)) as main:
+    with open_table(Path(path), writable=True) as main:
         for name in main.colnames():
             if name.startswith(TEMP_PREFIX):
                 main.removecols([name])
@@ -144,7 +129,7 @@ def _replace_column(
     window; the other rows from ``target`` if it exists, else from ``other`` (a column name),
     else zeros."""
     recover_columns(path)
-    with _open_writable(path) as main:
+    with open_table(path, writable=True) as main:
         temp = TEMP_PREFIX + target
         _add_like_data(main, temp)
         try:

@@ -193,26 +193,14 @@ def _compress_rows(vis, model, weight, antenna1, antenna2, interval, channel, fl
 
 
 def combine_sums(parts: list[SolveSums]) -> SolveSums:
-    """Add up the solve sums of several blocks (windows, chunks).
-
-    Two common cases skip the sort of the general case: parts with the same solution cells
-    (windows of one observation) are added entry by entry, and parts whose solution intervals
-    follow each other without overlap (consecutive time chunks) are concatenated.
-    """
+    """Add up the solve sums of several blocks (windows, chunks, groups) with
+    :func:`accumulate`; the parts are left as they are."""
     if not parts:
         raise ValueError("combine_sums needs at least one SolveSums")
-    first = parts[0]
-    if all(all(np.array_equal(getattr(p, k), getattr(first, k)) for k in KEYS) for p in parts[1:]):
-        values = {name: getattr(first, name).copy() for name in VALUES}
-        for p in parts[1:]:
-            for name in VALUES:
-                values[name] += getattr(p, name)
-        return SolveSums(*(getattr(first, k) for k in KEYS), **values)
-    cat = {name: np.concatenate([getattr(p, name) for p in parts]) for name in (*KEYS, *VALUES)}
-    used = [p for p in parts if p.size]
-    if all(x.interval.max() < y.interval.min() for x, y in zip(used, used[1:], strict=False)):
-        return SolveSums(**cat)  # every part is reduced and sorted, and they do not overlap
-    return _reduce(**cat)
+    total = parts[0]
+    for part in parts[1:]:
+        total = accumulate(total, part, in_place=not any(total is p for p in parts))
+    return total
 
 
 def accumulate(total: SolveSums | None, part: SolveSums, *, in_place: bool = True) -> SolveSums:

@@ -23,7 +23,7 @@ from sdpbatch.science.solve import (
     TERMS,
     GainSolution,
     SolveSums,
-    accumulate,
+    combine_sums,
     solve_term,
 )
 
@@ -61,13 +61,8 @@ def solve_sky_model(
     return terms, solve(run, imaging, state, 0, terms, sky=components)
 
 
-def _combine(*parts: SolveSums) -> SolveSums:
-    """The sum of the parts; the parts are left as they are (a task's inputs may be handed
-    to another task by Dask), the running total is this task's own."""
-    total = parts[0]
-    for part in parts[1:]:
-        total = accumulate(total, part, in_place=not any(total is p for p in parts))
-    return total
+def _combine_sums(*parts: SolveSums) -> SolveSums:
+    return combine_sums(list(parts))
 
 
 def _solved(sums, term: str, initial: np.ndarray, normalise: bool) -> GainSolution:
@@ -89,7 +84,7 @@ def _solve_term(run: Run, imaging: Imaging, state: CycleState, name: str, term: 
         handles = run.per_group(
             group_sky_model_sums, f"sky-sums-{name}", imaging.groups, shared=shared
         )
-    sums = run.tree(_combine, f"sums-{name}-sum", handles)
+    sums = run.tree(_combine_sums, f"sums-{name}-sum", handles)
     normalise = sky is None  # a catalogue's flux is the scale; self-calibration has none
     task = run.one(_solved, f"solve-{name}", sums, term, state.gains[term], normalise)
     return run.runner.gather(task)
