@@ -22,18 +22,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from sdpbatch.science.solution_checks import (
-    DIVERGED_CHANGE,
     REASONS,
     SolutionStats,
     amplitude_outliers,
     choose_reference,
     normalise_amplitudes,
     relative_amplitudes,
-    solution_snr,
     solution_stats,
 )
+from sdpbatch.science.solve_cells import (
+    MIN_SNR,
+    OUTLIER_SIGMA,
+    CellSolutions,
+    join_cells,
+    solve_cells,
+    stefcal,
+)
 from sdpbatch.science.solve_sums import (
-    VALUES,
     SolveSums,
     accumulate,
     combine_sums,
@@ -41,9 +46,10 @@ from sdpbatch.science.solve_sums import (
     row_slices,
 )
 
-__all__ = [  # the sums are defined in solve_sums and used through this module
+__all__ = [  # the sums and cells are defined apart and used through this module
     "SolveSums", "accumulate", "combine_sums", "compress", "row_slices",
-    "GainSolution", "SolutionStats", "TERMS",
+    "CellSolutions", "join_cells", "solve_cells", "MIN_SNR", "OUTLIER_SIGMA",
+    "GainSolution", "finish_term", "SolutionStats", "TERMS",
     "SOLUTION_TERMS", "baseline_flags", "baseline_gains", "correct",
     "interval_index", "reference_phases", "solution_intervals", "solve_gains", "solve_term",
     "stefcal",
@@ -65,82 +71,6 @@ TERMS: dict[str, TermSpec] = {
     "G": TermSpec(phase_only=False, per_channel=False),
     "B": TermSpec(phase_only=False, per_channel=True),
 }
-
-
-def stefcal(
-    a: np.ndarray,
-    b: np.ndarray,
-    initial: np.ndarray,
-    *,
-    phase_only: bool,
-    step: float = 0.5,
-    max_iterations: int = 500,
-    tolerance: float = 1e-12,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Damped StEFCal for a batch of independent solutions.
-
-    Parameters
-    ----------
-    a : (nsol, nant, nant) complex Hermitian, ``A[p, q] = sum w V_pq conj(M_pq)``.
-    b : (nsol, nant, nant) real symmetric, ``B[p, q] = sum w |M_pq|^2``.
-    initial : (nsol, nant) complex starting gains.
-    phase_only : keep |g| = 1.
-    step : each iteration moves the gains this fraction of the way to the new estimate
-        (0 < step <= 1).  The undamped update overshoots the solution by about as much as
-        the error (Salvini & Wijnholds 2014), so 0.5 cancels that to first order.
-    max_iterations, tolerance : a cell stops once the largest change of its gains relative
-        to its largest gain falls below ``tolerance``.
-
-    Each iteration sets ``g_p = sum_q A_pq g_q / sum_q B_pq |g_q|^2`` (the least-squares gain of
-    station p with the others fixed), or its phase for phase-only gains.  Stations without data
-    keep their initial gain.  Returns gains (nsol, nant), iterations (nsol,) int and the last
-    relative change (nsol,) of each cell (``< tolerance`` if it converged).
-    """
-    if not 0.0 < step <= 1.0:
-        raise ValueError(f"stefcal step must be in (0, 1], got {step}")
-    g = np.array(initial, dtype=np.complex128)
-    g = np.where(np.isfinite(g) & (g != 0), g, 1.0)
-    if phase_only:
-        g = _unit(g, np.ones_like(g))
-    nsol = g.shape[0]
-    has_data = b.sum(axis=2) > 0
-    iterations = np.zeros(nsol, dtype=np.int64)
-    change = np.zeros(nsol)
-    active = np.flatnonzero(has_data.any(axis=1))
-    sub_a, sub_b, sub_data = a[active], b[active], has_data[active]
-    for iteration in range(1, max_iterations + 1):
-        if active.size == 0:
-            break
-        old = g[active]
-        new = _stefcal_update(sub_a, sub_b, old, phase_only)
-        new = np.where(sub_data, old + step * (new - old), old)
-        if phase_only:
-            new = _unit(new, old)
-        delta = np.max(np.abs(new - old), axis=1) / np.maximum(np.max(np.abs(new), axis=1), 1e-300)
-        g[active] = new
-        iterations[active] = iteration
-        change[active] = delta
-        done = ~(delta >= tolerance)  # converged, or not finite (flagged by the caller)
-        if done.any():
-            keep = ~done
-            active, sub_a, sub_b, sub_data = active[keep], sub_a[keep], sub_b[keep], sub_data[keep]
-    return g, iterations, change
-
-
-def _stefcal_update(a: np.ndarray, b: np.ndarray, g: np.ndarray, phase_only: bool) -> np.ndarray:
-    num = np.einsum("spq,sq->sp", a, g)
-    if phase_only:
-        return _unit(num, g)
-    den = np.einsum("spq,sq->sp", b, g.real**2 + g.imag**2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / den, g)
-
-
-def _unit(z: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """z / |z|, with ``fallback`` where z == 0."""
-    mag = np.abs(z)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mag > 0, z / mag, fallback)
 
 
 def reference_phases(
@@ -182,26 +112,6 @@ class GainSolution:
     stats: SolutionStats
 
 
-MIN_SNR = 3.0
-"""Default minimum signal-to-noise of a solution (CASA gaincal's ``minsnr``)."""
-
-OUTLIER_SIGMA = 8.0
-"""Default outlier threshold, in robust standard deviations of ``log |g|``: with 30 %
-amplitude scatter a station is an outlier beyond a factor ~11 from the median (the robust
-spread of 30 stations is itself uncertain by ~25 %, so a genuine 3-sigma station must not be
-caught); with alike stations, beyond a factor exp(8 x 0.1) = 2.2 (:data:`OUTLIER_FLOOR`)."""
-
-
-def _starting_gains(
-    sums: SolveSums, initial: np.ndarray, fallback: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(initial, fallback) gains as complex arrays that fit ``sums``; fallback finite."""
-    initial = np.asarray(initial, dtype=np.complex128)
-    _check_fit(sums, initial.shape)
-    fallback = initial if fallback is None else np.asarray(fallback, dtype=np.complex128)
-    return initial, np.where(np.isfinite(fallback), fallback, 1.0)
-
-
 def solve_term(
     sums: SolveSums,
     *,
@@ -217,7 +127,9 @@ def solve_term(
     tolerance: float = 1e-10,
     max_batch_bytes: int = 64 * 2**20,
 ) -> GainSolution:
-    """Solve one gain term from its combined sums, with the checks that keep it sane.
+    """Solve one gain term from its combined sums, with the checks that keep it sane:
+    :func:`solve_cells` then :func:`finish_term` (which a cluster runs apart: the cells where
+    their data are, the finish where their solutions meet).
 
     Parameters
     ----------
@@ -225,24 +137,63 @@ def solve_term(
     term : "T" (phase-only), "G" or "B" (amplitude and phase).
     initial : (nint, nant, nfreq) complex starting gains (e.g. the previous solution); its shape
         sets the number of intervals, stations and solution channels.
+    normalise, fallback, reference : of :func:`finish_term`.
+    min_snr, outlier_sigma, step, max_iterations, tolerance, max_batch_bytes : of
+        :func:`solve_cells` (``outlier_sigma`` also of :func:`finish_term`).
+    """
+    cells = solve_cells(
+        sums,
+        initial=initial,
+        phase_only=_term_spec(term).phase_only,
+        min_snr=min_snr,
+        outlier_sigma=outlier_sigma,
+        step=step,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        max_batch_bytes=max_batch_bytes,
+    )
+    return finish_term(
+        cells,
+        term=term,
+        initial=initial,
+        normalise=normalise,
+        fallback=fallback,
+        outlier_sigma=outlier_sigma,
+        reference=reference,
+    )
+
+
+def finish_term(
+    cells: CellSolutions,
+    *,
+    term: str,
+    initial: np.ndarray,
+    normalise: bool,
+    fallback: np.ndarray | None = None,
+    outlier_sigma: float = OUTLIER_SIGMA,
+    reference: int = 0,
+) -> GainSolution:
+    """The term's solution from the solutions of its cells: the checks across cells.
+
+    Parameters
+    ----------
+    cells : every solved cell of the term (:func:`join_cells` of the parts); cells missing keep
+        ``initial`` and are flagged "no data".
+    initial : (nint, nant, nfreq) complex, the starting gains the cells were solved from.
     normalise : amplitudes to unit mean over the unflagged stations of each (interval, channel)
         (self-calibration); False keeps the model's flux scale (a catalogue's).
     fallback : (nint, nant, nfreq) gains given to flagged solutions; default ``initial``
         (pass ones to leave flagged stations uncorrected).
-    min_snr : solutions below this signal-to-noise are flagged (0 flags none).
-    outlier_sigma : amplitudes beyond this many robust standard deviations are flagged among a
-        cell's stations (the cell is solved again without them) and a station's cells (inf: none).
-    step, max_iterations, tolerance : of :func:`stefcal`.
+    outlier_sigma : a cell whose relative amplitude lies beyond this many robust standard
+        deviations from the station's other cells is flagged (inf: none).
     reference : the preferred reference station (another is taken if it has fewer unflagged
         solutions than the best station).
-    max_batch_bytes : memory of the cells solved together.
     """
     spec = _term_spec(term)
-    initial, fallback = _starting_gains(sums, initial, fallback)
-    checks = _Checks(spec.phase_only, min_snr, outlier_sigma, step, max_iterations, tolerance)
-    gains, snr, reasons, iterations, converged = _solve_all_cells(
-        sums, initial, checks, max_batch_bytes
-    )
+    initial = np.asarray(initial, dtype=np.complex128)
+    fallback = initial if fallback is None else np.asarray(fallback, dtype=np.complex128)
+    fallback = np.where(np.isfinite(fallback), fallback, 1.0)
+    gains, snr, reasons = cells.spread(initial)
     if outlier_sigma < np.inf:
         reasons[_station_outliers(gains, reasons > 0, outlier_sigma)] = 1 + REASONS.index("outlier")
     flags = reasons > 0
@@ -256,28 +207,12 @@ def solve_term(
         gains,
         reasons,
         snr,
-        iterations=iterations,
-        converged=converged,
+        iterations=cells.iterations,
+        converged=cells.converged,
         reference=ref,
         normalised=normalised,
     )
     return GainSolution(gains=gains, flags=flags, snr=snr, stats=stats)
-
-
-def _solve_all_cells(sums: SolveSums, initial: np.ndarray, checks, max_batch_bytes: int):
-    """(gains, snr, flag reasons, most iterations, all converged) of every solution cell,
-    batch by batch; cells without data keep ``initial`` with reason "no data"."""
-    nint, nant, nfreq = initial.shape
-    gains = initial.copy()
-    snr = np.zeros(initial.shape)
-    reasons = np.full(initial.shape, 1, dtype=np.int8)  # no data until solved
-    iterations, converged = 0, True
-    for cells, dense in _batches(sums, nant, nfreq, max_batch_bytes):
-        it, ch = np.divmod(cells, nfreq)
-        g, s, r, used, ok = _solve_cells(dense, initial[it, :, ch], checks)
-        gains[it, :, ch], snr[it, :, ch], reasons[it, :, ch] = g, s, r
-        iterations, converged = max(iterations, used), converged and ok
-    return gains, snr, reasons, iterations, converged
 
 
 def _station_outliers(gains: np.ndarray, flagged: np.ndarray, sigma: float) -> np.ndarray:
@@ -291,95 +226,6 @@ def _term_spec(term: str) -> TermSpec:
     if term not in TERMS:
         raise ValueError(f"gain term {term!r} is not known; allowed: {', '.join(SOLUTION_TERMS)}")
     return TERMS[term]
-
-
-def _check_fit(sums: SolveSums, shape: tuple[int, ...]) -> None:
-    nint, nant, nfreq = shape
-    if sums.size and (
-        sums.interval.max() >= nint or sums.channel.max() >= nfreq or sums.antenna2.max() >= nant
-    ):
-        raise ValueError(
-            f"solve sums do not fit gains of shape {shape} (intervals, stations, channels)"
-        )
-
-
-def _batches(sums: SolveSums, nant: int, nfreq: int, max_bytes: int):
-    """Yield (cells, dense sums) for batches of solution cells: ``dense`` maps a, b, c, n to
-    (ncell, nant, nant) arrays with both triangles filled."""
-    cell = sums.interval * nfreq + sums.channel  # solution cell of each entry
-    cells = np.unique(cell)
-    batch = max(1, max_bytes // (40 * nant * nant))
-    for start in range(0, cells.size, batch):
-        chunk = cells[start : start + batch]
-        pick = np.isin(cell, chunk)
-        slot = np.searchsorted(chunk, cell[pick])
-        p, q = sums.antenna1[pick], sums.antenna2[pick]
-        dense = {}
-        for name in VALUES:
-            value = getattr(sums, name)[pick]
-            m = np.zeros((chunk.size, nant, nant), dtype=value.dtype)
-            m[slot, p, q] = value
-            m[slot, q, p] = np.conj(value) if np.iscomplexobj(value) else value
-            dense[name] = m
-        yield chunk, dense
-
-
-@dataclass(frozen=True)
-class _Checks:
-    """How :func:`_solve_cells` solves and judges a batch (the arguments of solve_term)."""
-
-    phase_only: bool
-    min_snr: float
-    outlier_sigma: float
-    step: float
-    max_iterations: int
-    tolerance: float
-
-
-def _solve_cells(dense: dict[str, np.ndarray], initial: np.ndarray, checks: _Checks):
-    """Solve a batch of cells; flag, drop the outlier stations and solve once more if any.
-
-    Returns gains, snr, reasons (0 = good, else 1 + index in REASONS), the most iterations
-    taken, and whether every cell converged.
-    """
-    phase_only, outlier_sigma = checks.phase_only, checks.outlier_sigma
-    most, all_converged = 0, True
-    dropped = np.zeros(initial.shape, dtype=bool)
-    for _ in range(2):
-        g, iterations, change = stefcal(
-            dense["a"],
-            dense["b"],
-            initial,
-            phase_only=phase_only,
-            step=checks.step,
-            max_iterations=checks.max_iterations,
-            tolerance=checks.tolerance,
-        )
-        has_data = dense["b"].sum(axis=2) > 0
-        snr = solution_snr(**dense, gains=g, phase_only=phase_only)
-        most = max(most, int(iterations.max(initial=0)))
-        converged = (change < checks.tolerance) | ~has_data.any(axis=1)
-        all_converged = all_converged and bool(np.all(converged))
-        reasons = np.zeros(g.shape, dtype=np.int8)
-        diverged = ~(change <= DIVERGED_CHANGE)[:, None] | ~np.isfinite(g)
-        for name, bad in (
-            ("diverged", diverged),
-            ("low_snr", snr < checks.min_snr),
-            ("no_data", ~has_data),
-        ):  # the last set wins: an entry keeps its first reason in REASONS
-            reasons[bad] = 1 + REASONS.index(name)
-        reasons[dropped] = 1 + REASONS.index("outlier")
-        if outlier_sigma == np.inf or phase_only:
-            break
-        outliers = amplitude_outliers(g, reasons > 0, axis=1, sigma=outlier_sigma)
-        reasons[outliers] = 1 + REASONS.index("outlier")
-        if dropped.any() or not outliers.any():
-            break
-        dropped = outliers  # solve again without them
-        drop = outliers[:, :, None] | outliers[:, None, :]
-        dense = {name: np.where(drop, 0, m) for name, m in dense.items()}
-    g = np.where(np.isfinite(g), g, 1.0)
-    return g, snr, reasons, most, all_converged
 
 
 def solve_gains(

@@ -45,6 +45,10 @@ class SolveSums:
     def size(self) -> int:
         return int(self.a.shape[0])
 
+    def select(self, mask: np.ndarray) -> SolveSums:
+        """The entries where ``mask`` (n,) bool is True (a copy)."""
+        return SolveSums(**{k: getattr(self, k)[mask] for k in (*KEYS, *VALUES)})
+
 
 SLICE_VISIBILITIES = 1_000_000
 """Samples :func:`compress` reduces at once (its temporaries scale with them)."""

@@ -1,10 +1,13 @@
 """The calibration steps of an ICAL run: solve the gain terms, against a sky model or the clean
 model, with the checks that keep them sane.
 
-Each term is solved from solve sums made per group and summed on the cluster, by
-:func:`sdpbatch.science.solve.solve_term` on worker 0 (damped StEFCal, a minimum
-signal-to-noise, outliers flagged and given the previous gain, amplitudes normalised when the
-model's flux scale is not to be trusted); only the gains and their statistics come back.
+Each term is solved where its data are: every group solves the solution intervals only it
+holds (:mod:`~sdpbatch.execution.ical.solve_tasks`: damped StEFCal, a minimum signal-to-noise,
+outliers among a cell's stations), the sums of the intervals groups share are added up on the
+cluster, and worker 0 solves those and finishes the term from the cells' solutions
+(:func:`sdpbatch.science.solve.finish_term`: a station's outliers over its cells flagged and
+given the previous gain, the reference station, amplitudes normalised when the model's flux
+scale is not to be trusted); only the gains and their statistics come back.
 Against a sky model (a catalogue) the flux scale and the phase gradient are those of the
 catalogue; later self-calibration keeps both.
 """
@@ -15,16 +18,22 @@ import logging
 
 import numpy as np
 
+from sdpbatch.execution.ical.solve_tasks import (
+    LocalCells,
+    PartialSolve,
+    group_sky_model_solve,
+    group_solve,
+    merge_partial,
+)
 from sdpbatch.execution.ical.state import CycleState, Imaging, Run
-from sdpbatch.execution.ical.tasks import group_sky_model_sums, group_solve_sums
 from sdpbatch.science.anchor import anchor_phase_gradient, keep_amplitude_scale
 from sdpbatch.science.skymodel import SkyModel, gaussian_taper_matrix, lmn
 from sdpbatch.science.solve import (
     TERMS,
     GainSolution,
-    SolveSums,
-    combine_sums,
-    solve_term,
+    finish_term,
+    join_cells,
+    solve_cells,
 )
 
 LOG = logging.getLogger("sdpbatch.execution.ical")
@@ -61,32 +70,42 @@ def solve_sky_model(
     return terms, solve(run, imaging, state, 0, terms, sky=components)
 
 
-def _combine_sums(*parts: SolveSums) -> SolveSums:
-    return combine_sums(list(parts))
+def _solved(partial: PartialSolve, term: str, initial: np.ndarray, normalise: bool) -> GainSolution:
+    """The term from the groups' solved cells and the sums of the cells they share."""
+    cells = partial.cells
+    if partial.sums is not None:
+        shared = solve_cells(partial.sums, initial=initial, phase_only=TERMS[term].phase_only)
+        cells = join_cells(cells, shared)
+    return finish_term(cells, term=term, initial=initial, normalise=normalise)
 
 
-def _solved(sums, term: str, initial: np.ndarray, normalise: bool) -> GainSolution:
-    return solve_term(sums, term=term, initial=initial, normalise=normalise)
+def _local_cells(imaging: Imaging, term: str) -> list[LocalCells]:
+    """What each group solves of ``term``: the intervals it alone holds."""
+    boundaries, owners = imaging.intervals[term][0], imaging.owners[term]
+    return [LocalCells(boundaries, owners == g) for g in range(len(imaging.groups))]
 
 
 def _solve_term(run: Run, imaging: Imaging, state: CycleState, name: str, term: str, sky):
-    """One term's solution: sums per group, combined on the cluster, solved on worker 0."""
+    """One term's solution: cells solved per group, the shared ones summed on the cluster,
+    finished on worker 0."""
+    local = _local_cells(imaging, term)
     if sky is None:
         handles = run.per_group(
-            group_solve_sums,
-            f"sums-{name}",
+            group_solve,
+            f"solve-part-{name}",
             imaging.groups,
             state.model_vis,
+            local,
             shared=(state.gains, term),
         )
     else:
         shared = (*sky, state.gains, term)
         handles = run.per_group(
-            group_sky_model_sums, f"sky-sums-{name}", imaging.groups, shared=shared
+            group_sky_model_solve, f"sky-solve-part-{name}", imaging.groups, local, shared=shared
         )
-    sums = run.tree(_combine_sums, f"sums-{name}-sum", handles)
+    partial = run.tree(merge_partial, f"solve-merge-{name}", handles)
     normalise = sky is None  # a catalogue's flux is the scale; self-calibration has none
-    task = run.one(_solved, f"solve-{name}", sums, term, state.gains[term], normalise)
+    task = run.one(_solved, f"solve-{name}", partial, term, state.gains[term], normalise)
     return run.runner.gather(task)
 
 

@@ -28,6 +28,7 @@ from sdpbatch.execution.ical.combine import (
 from sdpbatch.execution.ical.group import group_density, group_summary, load_group, prepare_group
 from sdpbatch.execution.ical.results import CycleRecord
 from sdpbatch.execution.ical.settings import CleanSettings, ImagingSetup
+from sdpbatch.execution.ical.solve_tasks import interval_owners
 from sdpbatch.execution.ical.state import CycleState, Imaging, Run
 from sdpbatch.execution.ical.tasks import (
     group_predict,
@@ -83,6 +84,9 @@ def read(run: Run) -> Imaging:
     npixel, cellsize = _image_size(run, summaries)
     LOG.info("ICAL image %d pixels of %.4g rad", npixel, cellsize)
     intervals = run.schedule.intervals(np.unique(np.concatenate([s.times for s in summaries])))
+    owners = {
+        t: interval_owners(b, [s.times for s in summaries]) for t, (b, _) in intervals.items()
+    }
     grid_npixel = npixel
     if params.small_inversion:
         uvw_max = max(s.uvw_max for s in summaries)
@@ -110,7 +114,7 @@ def read(run: Run) -> Imaging:
     run.runner.wait(groups)
     clean = CleanSettings.from_parameters(params, nthreads=run.threads.alone)
     run.clock.lap("read")
-    return Imaging(groups, setup, clean, intervals)
+    return Imaging(groups, setup, clean, intervals, owners)
 
 
 def make_psf(run: Run, imaging: Imaging) -> CycleState:

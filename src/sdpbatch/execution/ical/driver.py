@@ -2,13 +2,14 @@
 
 1. read: the windows (one MeasurementSet each) are spread over groups, at most one per worker;
    each group reads its MeasurementSets itself and keeps them as chunks (in memory, or spilled
-   to scratch in time chunks when large).  Only small things (times, weight sums, solve sums,
-   gains) and images travel.
+   to scratch in time chunks when large).  Only small things (times, weight sums, solved
+   cells, the sums of cells groups share, gains) and images travel.
 2. cycle 0: PSF Taylor images; with a sky model, the first self-calibration cycle's terms
    solved against it; dirty Taylor images; multi-scale multi-frequency clean.
 3. up to ``nmajor`` major cycles: update each group's model visibilities with the last minor
-   cycle's increment -> solve the terms due (sums per group, combined and solved in the
-   client) -> correct fresh data and grid the Taylor residual per group -> sum -> clean.
+   cycle's increment -> solve the terms due (each group solves the intervals it alone
+   holds, the shared ones are summed on the cluster; worker 0 finishes the term) -> correct
+   fresh data and grid the Taylor residual per group -> sum -> clean.
    Once a minor cycle finds nothing and no new term is due, further cycles would repeat it:
    the run stops there.
 4. final residual per window (the Taylor residual follows from it), restore with the clean

@@ -107,12 +107,15 @@ class Run:
 @dataclass
 class Imaging:
     """What reading the data settles: the groups' data (handles), the imaging and clean setup,
-    and once the PSF is made, the channel blocks' Taylor moments (nblocks, 2 nmoment - 1)."""
+    the solution intervals per term ((boundaries, centres)) and the group that alone holds
+    each interval's data (-1: several), and once the PSF is made, the channel blocks' Taylor
+    moments (nblocks, 2 nmoment - 1)."""
 
     groups: list
     setup: ImagingSetup
     clean: CleanSettings
     intervals: dict[str, tuple[np.ndarray, np.ndarray]]
+    owners: dict[str, np.ndarray]
     moments: np.ndarray | None = None
 
 

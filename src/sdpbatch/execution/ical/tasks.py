@@ -1,8 +1,9 @@
 """The passes over a group's visibilities: what runs on a worker (or in this process).
 
 Each function takes a :class:`~sdpbatch.execution.ical.group.Group` (and small things) and
-returns something small: unnormalised images per channel block with their weight sums, solve
-sums, or the group's new model visibilities.  A pass grids (or degrids) every visibility once:
+returns something small: unnormalised images per channel block with their weight sums, or the
+group's new model visibilities (the calibration passes are in
+:mod:`~sdpbatch.execution.ical.solve_tasks`).  A pass grids (or degrids) every visibility once:
 one ducc0 call per work item, each item's channel block onto its own image; the items of a
 group held in memory run side by side on the group's threads.
 """
@@ -23,17 +24,7 @@ from sdpbatch.execution.ical.group import Group, ModelVis, trimmed
 from sdpbatch.execution.ical.scratch import Stored
 from sdpbatch.execution.ical.settings import ImagingSetup
 from sdpbatch.science.imaging import grid_dirty, grid_psf, predict_sparse, predict_visibilities
-from sdpbatch.science.predict import predict_point_sources
-from sdpbatch.science.skymodel import SkyModel
-from sdpbatch.science.solve import (
-    TERMS,
-    SolveSums,
-    accumulate,
-    baseline_gains,
-    compress,
-    correct,
-    row_slices,
-)
+from sdpbatch.science.solve import TERMS, baseline_gains, correct, row_slices
 
 LOG = logging.getLogger(__name__)
 
@@ -150,7 +141,7 @@ def group_residual(
 
     def job(c: int, nthreads: int) -> list[tuple[int, np.ndarray, float]]:
         out = []
-        for b, model in _chunk_with_models(group, c, model_vis):
+        for b, model in with_chunk_models(group, c, model_vis):
             resid = residual_vis(b, model, gains)
             del model
             image, weight = grid_dirty(
@@ -250,7 +241,7 @@ def group_predict(
     return ModelVis(model, parts, moments)
 
 
-def _chunk_with_models(
+def with_chunk_models(
     group: Group, c: int, model_vis: ModelVis | None
 ) -> Iterator[tuple[Block, np.ndarray | None]]:
     """(block, its model visibilities or None) of chunk ``c``."""
@@ -280,7 +271,7 @@ def with_models(
 ) -> Iterator[tuple[Block, np.ndarray | None]]:
     """(block, its model visibilities or None) over a group's chunks, one chunk at a time."""
     for c in range(len(group.chunks)):
-        yield from _chunk_with_models(group, c, model_vis)
+        yield from with_chunk_models(group, c, model_vis)
 
 
 # --- calibration ---------------------------------------------------------------------------------
@@ -322,64 +313,3 @@ def residual_vis(block: Block, model: np.ndarray | None, gains: Gains) -> np.nda
         if model is not None:
             out[rows] -= model[rows]
     return out
-
-
-def _block_sums(b: Block, model: np.ndarray, gains: Gains, term: str) -> SolveSums:
-    """Solve sums of ``term`` for one block, the model corrupted by the other current gains
-    (slice by slice of rows)."""
-    total = None
-    for rows in row_slices(*b.vis.shape):
-        others = gain_product(b, gains, skip=term, rows=rows)
-        part = compress(
-            b.vis[rows],
-            model[rows] if others is None else model[rows] * others,
-            b.weight[rows],
-            antenna1=b.antenna1[rows],
-            antenna2=b.antenna2[rows],
-            interval=b.intervals[term][rows],
-            channel=b.channels if TERMS[term].per_channel else None,
-            flag=b.flag[rows],
-        )
-        total = accumulate(total, part)
-    return total
-
-
-@trimmed
-def group_solve_sums(group: Group, model_vis: ModelVis, gains: Gains, term: str) -> SolveSums:
-    """Solve sums of ``term`` for a group against its model visibilities."""
-    return _summed(with_models(group, model_vis), gains, term)
-
-
-def _summed(pairs: Iterator[tuple[Block, np.ndarray]], gains: Gains, term: str) -> SolveSums:
-    """Solve sums of ``term`` over (block, model) pairs, added up as they come: a group holds
-    one block and the running total at a time (per-integration sums are nearly as large as
-    the data divided by the channels)."""
-    total: SolveSums | None = None
-    for b, model in pairs:
-        part = _block_sums(b, model, gains, term)
-        del b, model  # before the next chunk is read
-        total = accumulate(total, part)
-    return total
-
-
-@trimmed
-def group_sky_model_sums(
-    group: Group, sky: SkyModel, lmn: np.ndarray, shape: np.ndarray, gains: Gains, term: str
-) -> SolveSums:
-    """Solve sums of ``term`` for a group against the exact visibilities of ``sky``.
-
-    ``lmn`` (nsrc, 3): the components' direction cosines about the phase centre; ``shape``
-    (nsrc, 2, 3): their Gaussian tapers (zero for points).  They are predicted by direct
-    Fourier sum block by block (never stored): their positions are exact, not rounded to
-    pixels, which is what anchors the image.
-    """
-
-    def predicted(b: Block) -> np.ndarray:
-        model = predict_point_sources(
-            b.uvw, b.frequency, lmn, sky.flux_at(b.frequency), shape=shape
-        )
-        if b.flag.any():
-            model[b.flag] = 0.0
-        return model
-
-    return _summed(((b, predicted(b)) for b, _ in with_models(group, None)), gains, term)
