@@ -334,7 +334,9 @@ MOMENTS = np.array([[1.0, 0.0]])
 """Taylor moments of one block whose model is predicted (tests of the sparse, exact path)."""
 
 
-def _setup(run_id: str, nthreads: int = 1) -> ImagingSetup:
+def imaging_setup(run_id: str, nthreads: int = 1, boundaries: dict | None = None) -> ImagingSetup:
+    """The imaging setup of the small observation (256 pixels; a "T" term of one interval
+    unless ``boundaries`` gives the terms' solution intervals)."""
     return ImagingSetup(
         npixel=256,
         cellsize=0.002,
@@ -345,7 +347,7 @@ def _setup(run_id: str, nthreads: int = 1) -> ImagingSetup:
         reference_frequency=1e8,
         weighting="natural",
         robust=0.0,
-        boundaries={"T": np.array([-np.inf, np.inf])},
+        boundaries=boundaries or {"T": np.array([-np.inf, np.inf])},
         nthreads=nthreads,
         sparse_pixels=64,
         run_id=run_id,
@@ -382,7 +384,7 @@ def test_a_streamed_pass_holds_one_chunk_at_a_time(observation, monkeypatch, tmp
     _, paths, _ = observation
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     limit = 3 * _rows_per_integration(paths[0])  # one integration of the three windows
-    setup = _setup("chunks")
+    setup = imaging_setup("chunks")
     group = prepare_group(load_group(_items(paths, limit), "chunks", limit), setup, None)
     assert group.summary.spilled and len(group.chunks) == 3  # one integration each
     assert all(chunk.nvis <= limit for chunk in group.chunks)
@@ -422,7 +424,7 @@ def test_a_lost_scratch_chunk_is_read_again(observation, monkeypatch, tmp_path):
     assert len(kept) == len(again) == 1 and kept[0].vis.shape[1] == 3
     for name in ("uvw", "time", "antenna1", "vis", "weight", "flag", "channels", "frequency"):
         assert np.array_equal(getattr(kept[0], name), getattr(again[0], name)), name
-    setup = _setup("lost")
+    setup = imaging_setup("lost")
     ready = prepare_group(raw, setup, None)
     model = np.zeros((2, 256, 256))
     model[0, 100, 120], model[1, 140, 90] = 2.0, -0.5

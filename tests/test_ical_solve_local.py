@@ -12,7 +12,6 @@ from sdpbatch.execution.ical.calibrate import _solved
 from sdpbatch.execution.ical.group import load_group, prepare_group
 from sdpbatch.execution.ical.plan import assign, channel_blocks, work_items
 from sdpbatch.execution.ical.scratch import remove_scratch
-from sdpbatch.execution.ical.settings import ImagingSetup
 from sdpbatch.execution.ical.solve_tasks import (
     LocalCells,
     _block_sums,
@@ -36,6 +35,7 @@ from sdpbatch.science.solve import (
     solve_cells,
     solve_term,
 )
+from test_ical_driver import imaging_setup
 from test_ical_solve import SOURCES, corrupt, point_sources, random_phases, small_array
 
 
@@ -92,24 +92,6 @@ def four_times(tmp_path_factory):
     return simulate(params, tmp_path_factory.mktemp("vis")).ms_paths
 
 
-def _setup(boundaries: dict) -> ImagingSetup:
-    return ImagingSetup(
-        npixel=256,
-        cellsize=0.002,
-        epsilon=1e-5,
-        grid_npixel=256,
-        grid_epsilon=1e-5,
-        nmoment=1,
-        reference_frequency=1e8,
-        weighting="natural",
-        robust=0.0,
-        boundaries=boundaries,
-        nthreads=1,
-        sparse_pixels=64,
-        run_id="local-solve",
-    )
-
-
 def _groups(paths, setup, monkeypatch, tmp_path):
     """Two groups of consecutive times, each integration its own (spilled) chunk."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -140,7 +122,12 @@ def test_groups_solve_their_own_intervals(four_times, monkeypatch, tmp_path, ter
     times = np.unique(np.round(read_measurement_set_times(four_times[0]), 3))
     seconds = None if interval is None else interval * (times[1] - times[0])
     boundaries, _ = solution_intervals(times, seconds)
-    groups, group_times = _groups(four_times, _setup({term: boundaries}), monkeypatch, tmp_path)
+    groups, group_times = _groups(
+        four_times,
+        imaging_setup("local-solve", boundaries={term: boundaries}),
+        monkeypatch,
+        tmp_path,
+    )
     owners = interval_owners(boundaries, group_times)
     model = np.zeros((1, 256, 256))
     model[0, 128, 128] = 1.0  # not the sky: the solve has something to fit
@@ -177,7 +164,7 @@ def test_groups_solve_their_own_intervals(four_times, monkeypatch, tmp_path, ter
 def test_items_out_of_time_order_are_refused(four_times, monkeypatch, tmp_path):
     times = np.unique(np.round(read_measurement_set_times(four_times[0]), 3))
     boundaries, _ = solution_intervals(times, 0.0)
-    setup = _setup({"T": boundaries})
+    setup = imaging_setup("local-solve", boundaries={"T": boundaries})
     groups, group_times = _groups(four_times, setup, monkeypatch, tmp_path)
     group = groups[0]
     gains = {"T": np.ones((4, _nant(groups), 1), complex)}

@@ -7,6 +7,7 @@ import pytest
 from casacore import tables
 
 from casacore_ms_builder import MsSpec, add_window, build_ms, random_enu
+from sdpbatch.io import ms_read
 from sdpbatch.io.ms_read import (
     MeasurementSetError,
     read_measurement_set,
@@ -185,3 +186,27 @@ def test_fully_flagged_station_and_channel_leave_no_nan(tmp_path):
 def _auto(path) -> np.ndarray:
     with tables.table(str(path), ack=False) as t:
         return t.getcol("ANTENNA1") == t.getcol("ANTENNA2")
+
+
+def test_window_rows_in_blocks_select_field_window_and_times(tmp_path, monkeypatch):
+    """The row mask is built a few rows at a time (a long observation's columns are never
+    read whole); it is the selection made from the whole columns."""
+    path = tmp_path / "w.ms"
+    build_ms(path, _spec(nfield_used=2))
+    add_window(path, frequencies=FREQS + 20e6, field=1, scale=2.0)
+    monkeypatch.setattr(ms_read, "MASK_ROWS", 7)  # several blocks and a ragged end
+    with tables.table(str(path), ack=False) as t:
+        columns = {n: t.getcol(n) for n in ("DATA_DESC_ID", "FIELD_ID", "ANTENNA1", "ANTENNA2")}
+        time = t.getcol("TIME")
+    middle = np.unique(time)[1]
+    for info in read_measurement_set_windows(path):
+        cross = columns["ANTENNA1"] != columns["ANTENNA2"]
+        mine = np.isin(columns["DATA_DESC_ID"], info.data_desc_ids)
+        mine &= columns["FIELD_ID"] == info.field_id
+        assert mine.any() and time.size > 7
+        got = ms_read.window_rows(path, info)
+        np.testing.assert_array_equal(got, mine & cross)
+        both = ms_read.window_rows(path, info, autocorrelations=True)
+        np.testing.assert_array_equal(both, mine)
+        later = ms_read.window_rows(path, info, time_range=(middle, np.inf))
+        np.testing.assert_array_equal(later, mine & cross & (time >= middle))

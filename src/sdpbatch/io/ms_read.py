@@ -52,6 +52,11 @@ __all__ = [
 BLOCK_ROWS = 65536
 
 
+MASK_ROWS = 1_000_000
+"""Rows whose selection columns :func:`window_rows` reads at once (~25 MB): the mask of a
+long observation costs a byte per row, not its columns."""
+
+
 def window_rows(
     path: str | Path,
     info: MeasurementSetInfo,
@@ -62,15 +67,19 @@ def window_rows(
     """Boolean mask (main table rows) of the window's rows: its cross-correlations, or all its
     rows with ``autocorrelations``; only those with ``start <= TIME < end`` if ``time_range``."""
     with open_table(Path(path)) as main:
-        names = main.colnames()
-        keep = np.isin(main.getcol("DATA_DESC_ID"), info.data_desc_ids)
-        if "FIELD_ID" in names:
-            keep &= main.getcol("FIELD_ID") == info.field_id
-        if not autocorrelations:
-            keep &= main.getcol("ANTENNA1") != main.getcol("ANTENNA2")
-        if time_range is not None:
-            times = main.getcol("TIME")
-            keep &= (times >= time_range[0]) & (times < time_range[1])
+        has_field = "FIELD_ID" in main.colnames()
+        keep = np.empty(main.nrows(), dtype=bool)
+        for start in range(0, keep.size, MASK_ROWS):
+            n = min(MASK_ROWS, keep.size - start)
+            mine = np.isin(main.getcol("DATA_DESC_ID", start, n), info.data_desc_ids)
+            if has_field:
+                mine &= main.getcol("FIELD_ID", start, n) == info.field_id
+            if not autocorrelations:
+                mine &= main.getcol("ANTENNA1", start, n) != main.getcol("ANTENNA2", start, n)
+            if time_range is not None:
+                times = main.getcol("TIME", start, n)
+                mine &= (times >= time_range[0]) & (times < time_range[1])
+            keep[start : start + n] = mine
     return keep
 
 
