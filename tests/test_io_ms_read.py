@@ -7,7 +7,7 @@ import pytest
 from casacore import tables
 
 from casacore_ms_builder import MsSpec, add_window, build_ms, random_enu
-from sdpbatch.io import ms_read
+from sdpbatch.io import ms_read, ms_windows
 from sdpbatch.io.ms_read import (
     MeasurementSetError,
     read_measurement_set,
@@ -188,25 +188,40 @@ def _auto(path) -> np.ndarray:
         return t.getcol("ANTENNA1") == t.getcol("ANTENNA2")
 
 
-def test_window_rows_in_blocks_select_field_window_and_times(tmp_path, monkeypatch):
-    """The row mask is built a few rows at a time (a long observation's columns are never
-    read whole); it is the selection made from the whole columns."""
+def test_selection_columns_are_read_in_blocks(tmp_path, monkeypatch):
+    """Row masks and the windows' metadata are made a few rows at a time (a long
+    observation's columns are never read whole); they are what the whole columns give."""
     path = tmp_path / "w.ms"
     build_ms(path, _spec(nfield_used=2))
     add_window(path, frequencies=FREQS + 20e6, field=1, scale=2.0)
-    monkeypatch.setattr(ms_read, "MASK_ROWS", 7)  # several blocks and a ragged end
-    with tables.table(str(path), ack=False) as t:
+    with tables.table(str(path), readonly=False, ack=False) as t:
+        interval = t.getcol("INTERVAL")
+        interval[::3] *= 2.0  # a median to compute, not a constant
+        t.putcol("INTERVAL", interval)
         columns = {n: t.getcol(n) for n in ("DATA_DESC_ID", "FIELD_ID", "ANTENNA1", "ANTENNA2")}
         time = t.getcol("TIME")
+    monkeypatch.setattr(ms_windows, "COLUMN_ROWS", 7)  # several blocks and a ragged end
+    assert time.size > 3 * 7
     middle = np.unique(time)[1]
-    for info in read_measurement_set_windows(path):
+    windows = read_measurement_set_windows(path)
+    assert [(w.field_id, w.spw_id) for w in windows] == [(0, 0), (1, 0), (1, 1)]
+    for info in windows:
         cross = columns["ANTENNA1"] != columns["ANTENNA2"]
         mine = np.isin(columns["DATA_DESC_ID"], info.data_desc_ids)
         mine &= columns["FIELD_ID"] == info.field_id
-        assert mine.any() and time.size > 7
-        got = ms_read.window_rows(path, info)
-        np.testing.assert_array_equal(got, mine & cross)
+        assert info.nrow == int(mine.sum())
+        assert info.time_range == (time[mine].min(), time[mine].max())
+        assert info.integration_time == np.median(interval[mine])
+        np.testing.assert_array_equal(ms_read.window_rows(path, info), mine & cross)
         both = ms_read.window_rows(path, info, autocorrelations=True)
         np.testing.assert_array_equal(both, mine)
         later = ms_read.window_rows(path, info, time_range=(middle, np.inf))
         np.testing.assert_array_equal(later, mine & cross & (time >= middle))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10])
+def test_median_of_counted_values_is_numpys(n):
+    values = np.random.default_rng(n).integers(1, 5, n).astype(float)
+    counts = dict(zip(*np.unique(values, return_counts=True), strict=True))
+    assert ms_windows._median(counts) == np.median(values)
+    assert ms_windows._median({}) == 0.0

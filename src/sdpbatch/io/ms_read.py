@@ -31,8 +31,10 @@ from sdpbatch.io.ms_windows import (
     MeasurementSetError,
     MeasurementSetInfo,
     open_table,
+    read_columns,
     read_measurement_set_metadata,
     read_measurement_set_windows,
+    row_blocks,
     stokes_i_plan,
 )
 from sdpbatch.science.visibility import Visibilities
@@ -52,11 +54,6 @@ __all__ = [
 BLOCK_ROWS = 65536
 
 
-MASK_ROWS = 1_000_000
-"""Rows whose selection columns :func:`window_rows` reads at once (~25 MB): the mask of a
-long observation costs a byte per row, not its columns."""
-
-
 def window_rows(
     path: str | Path,
     info: MeasurementSetInfo,
@@ -65,20 +62,22 @@ def window_rows(
     autocorrelations: bool = False,
 ) -> np.ndarray:
     """Boolean mask (main table rows) of the window's rows: its cross-correlations, or all its
-    rows with ``autocorrelations``; only those with ``start <= TIME < end`` if ``time_range``."""
+    rows with ``autocorrelations``; only those with ``start <= TIME < end`` if ``time_range``.
+    The columns are read a block of rows at a time (:func:`row_blocks`)."""
     with open_table(Path(path)) as main:
-        has_field = "FIELD_ID" in main.colnames()
-        keep = np.empty(main.nrows(), dtype=bool)
-        for start in range(0, keep.size, MASK_ROWS):
-            n = min(MASK_ROWS, keep.size - start)
-            mine = np.isin(main.getcol("DATA_DESC_ID", start, n), info.data_desc_ids)
-            if has_field:
-                mine &= main.getcol("FIELD_ID", start, n) == info.field_id
+        keep = np.zeros(main.nrows(), dtype=bool)
+        for start, n in row_blocks(keep.size):
+            mine = np.ones(n, dtype=bool)
+            if time_range is not None:  # blocks of other times: only TIME is read
+                time = main.getcol("TIME", start, n)
+                mine = (time >= time_range[0]) & (time < time_range[1])
+                if not mine.any():
+                    continue
+            c = read_columns(main, ("DATA_DESC_ID", "FIELD_ID", "ANTENNA1", "ANTENNA2"), start, n)
+            mine &= np.isin(c["DATA_DESC_ID"], info.data_desc_ids)
+            mine &= c["FIELD_ID"] == info.field_id
             if not autocorrelations:
-                mine &= main.getcol("ANTENNA1", start, n) != main.getcol("ANTENNA2", start, n)
-            if time_range is not None:
-                times = main.getcol("TIME", start, n)
-                mine &= (times >= time_range[0]) & (times < time_range[1])
+                mine &= c["ANTENNA1"] != c["ANTENNA2"]
             keep[start : start + n] = mine
     return keep
 
@@ -163,8 +162,8 @@ def read_measurement_set(
         raise MeasurementSetError(path, "no cross-correlation rows")
     out = _empty(info, nkeep, slice(first, stop))
     with open_table(path) as main:
-        _check_antennas(path, main, info.nant)
         _read_blocks(path, main, out, keep, pair, data_column, block_rows, cells, info.nchan)
+    _check_antennas(path, out, info.nant)
     out.check()
     return out
 
@@ -189,9 +188,9 @@ def _empty(info: MeasurementSetInfo, nrow: int, channels: slice) -> Visibilities
     )
 
 
-def _check_antennas(path: Path, main: tables.table, nant: int) -> None:
-    for column in ("ANTENNA1", "ANTENNA2"):
-        values = main.getcol(column)
+def _check_antennas(path: Path, vis: Visibilities, nant: int) -> None:
+    """The stations of the rows read are in the ANTENNA table."""
+    for column, values in (("ANTENNA1", vis.antenna1), ("ANTENNA2", vis.antenna2)):
         if values.size and (values.max() >= nant or values.min() < 0):
             raise MeasurementSetError(
                 path, f"{column} refers to stations beyond the {nant} in ANTENNA"

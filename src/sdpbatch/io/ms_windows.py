@@ -12,6 +12,7 @@ column, field or spectral window at fault.  Reading the visibilities: :mod:`sdpb
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,15 +144,59 @@ def _check_data_column(path: Path, column: str) -> None:
         )
 
 
+COLUMN_ROWS = 1_000_000
+"""Rows of the main table whose selection columns (ids, times) are read at once: what is kept
+of a long observation's rows is a few numbers per window, or a byte per row for a mask."""
+
+
+def row_blocks(nrow: int) -> Iterator[tuple[int, int]]:
+    """(first row, number of rows) of blocks of at most :data:`COLUMN_ROWS` rows."""
+    for start in range(0, nrow, COLUMN_ROWS):
+        yield start, min(COLUMN_ROWS, nrow - start)
+
+
+def read_columns(main: tables.table, names: tuple[str, ...], start: int, n: int) -> dict:
+    """{name: values} of ``n`` rows from ``start`` (a missing FIELD_ID reads as zeros)."""
+    present = set(main.colnames())
+    return {
+        name: main.getcol(name, start, n) if name in present else np.zeros(n, np.int32)
+        for name in names
+    }
+
+
+@dataclass
+class _Use:
+    """How the rows of one (FIELD_ID, DATA_DESC_ID) pair are spread: their count, first and
+    last TIME, and the counts of their positive INTERVAL values."""
+
+    nrow: int = 0
+    first: float = np.inf
+    last: float = -np.inf
+    intervals: dict = dataclasses.field(default_factory=dict)
+
+    def add(self, time: np.ndarray, interval: np.ndarray) -> None:
+        self.nrow += time.size
+        self.first, self.last = min(self.first, time.min()), max(self.last, time.max())
+        values, counts = np.unique(interval[interval > 0], return_counts=True)
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            self.intervals[v] = self.intervals.get(v, 0) + c
+
+
 @dataclass(frozen=True)
 class _Rows:
-    """The main table's selection columns, read once."""
+    """What the main table's rows use, read once block by block: per (field, data description)
+    pair, a :class:`_Use`."""
 
-    field: np.ndarray
-    ddid: np.ndarray
-    time: np.ndarray
-    interval: np.ndarray
+    uses: dict[tuple[int, int], _Use]
     columns: list[str]
+
+    @property
+    def fields(self) -> list[int]:
+        return sorted({f for f, _ in self.uses})
+
+    @property
+    def ddids(self) -> list[int]:
+        return sorted({d for _, d in self.uses})
 
 
 def _read_rows(path: Path, data_column: str) -> _Rows:
@@ -167,18 +212,35 @@ def _read_rows(path: Path, data_column: str) -> _Rows:
         if main.nrows() == 0:
             raise MeasurementSetError(path, "main table has no rows")
         names = main.colnames()
-        ddid = main.getcol("DATA_DESC_ID")
-        return _Rows(
-            field=main.getcol("FIELD_ID") if "FIELD_ID" in names else np.zeros_like(ddid),
-            ddid=ddid,
-            time=main.getcol("TIME"),
-            interval=main.getcol("INTERVAL") if "INTERVAL" in names else np.zeros(ddid.size),
-            columns=[c for c in DATA_COLUMNS if c in names],
-        )
+        has_interval = "INTERVAL" in names
+        uses: dict[tuple[int, int], _Use] = {}
+        for start, n in row_blocks(main.nrows()):
+            c = read_columns(main, ("FIELD_ID", "DATA_DESC_ID", "TIME", "INTERVAL"), start, n)
+            if not has_interval:
+                c["INTERVAL"] = np.zeros(c["TIME"].size)
+            key = (c["FIELD_ID"].astype(np.int64) << 32) + c["DATA_DESC_ID"]
+            keys, which = np.unique(key, return_inverse=True)
+            for k, value in enumerate(keys.tolist()):
+                mine = which == k
+                use = uses.setdefault((value >> 32, value & 0xFFFFFFFF), _Use())
+                use.add(c["TIME"][mine], c["INTERVAL"][mine])
+        return _Rows(uses, [c for c in DATA_COLUMNS if c in names])
+
+
+def _median(counts: dict) -> float:
+    """The median of values given as {value: count} (0 without any), as ``np.median``."""
+    if not counts:
+        return 0.0
+    values = np.array(sorted(counts))
+    total = np.cumsum([counts[v] for v in values])
+    n = int(total[-1])
+    lower = values[np.searchsorted(total, (n - 1) // 2, side="right")]
+    upper = values[np.searchsorted(total, n // 2, side="right")]
+    return float(0.5 * (lower + upper))
 
 
 def _field_choices(path: Path, rows: _Rows, names: list[str], field: int | str | None) -> list[int]:
-    used = [int(f) for f in np.unique(rows.field)]
+    used = rows.fields
     if field is None:
         return used
     if isinstance(field, str) and field in names:
@@ -197,7 +259,7 @@ def _field_choices(path: Path, rows: _Rows, names: list[str], field: int | str |
 
 
 def _spw_choices(path: Path, rows: _Rows, dd: dict[str, list], spw: int | None) -> list[int]:
-    ddids = [int(d) for d in np.unique(rows.ddid)]
+    ddids = rows.ddids
     if max(ddids) >= len(dd["SPECTRAL_WINDOW_ID"]) or min(ddids) < 0:
         raise MeasurementSetError(path, f"DATA_DESC_ID {max(ddids)} has no row in DATA_DESCRIPTION")
     spws = sorted({int(dd["SPECTRAL_WINDOW_ID"][d]) for d in ddids})
@@ -236,10 +298,10 @@ def read_measurement_set_windows(
     windows = []
     for f in field_ids:
         for s in spw_ids:
-            ddids = [int(d) for d in np.unique(rows.ddid) if dd["SPECTRAL_WINDOW_ID"][d] == s]
-            selected = (rows.field == f) & np.isin(rows.ddid, ddids)
-            if selected.any():
-                windows.append(_window(path, rows, selected, f, s, ddids, fields, dd, common))
+            ddids = [d for d in rows.ddids if dd["SPECTRAL_WINDOW_ID"][d] == s]
+            used = [rows.uses[(f, d)] for d in ddids if (f, d) in rows.uses]
+            if used:
+                windows.append(_window(path, rows, used, f, s, ddids, fields, dd, common))
     if not windows:
         raise MeasurementSetError(path, f"no rows of field {field!r} in spectral window {spw!r}")
     return windows
@@ -257,9 +319,9 @@ def _common(path: Path) -> dict:
     )
 
 
-def _window(
-    path, rows, selected, field_id, spw_id, ddids, fields, dd, common
-) -> MeasurementSetInfo:
+def _window(path, rows, used, field_id, spw_id, ddids, fields, dd, common) -> MeasurementSetInfo:
+    """The window of ``field_id`` and ``spw_id`` whose rows are ``used`` (their :class:`_Use`
+    per data description)."""
     pols = sorted({int(dd["POLARIZATION_ID"][d]) for d in ddids})
     if len(pols) != 1:
         raise MeasurementSetError(
@@ -274,12 +336,14 @@ def _window(
             raise MeasurementSetError(path, f"POLARIZATION_ID {pol} has no row in POLARIZATION")
         correlations, _ = stokes_i_plan(path, list(tab.getcell("CORR_TYPE", pol)))
     frequency, width = _channels(path, spw_id)
-    times, interval = rows.time[selected], rows.interval[selected]
-    positive = interval[interval > 0]
+    intervals: dict = {}
+    for use in used:
+        for value, count in use.intervals.items():
+            intervals[value] = intervals.get(value, 0) + count
     names = fields.get("NAME")
     return MeasurementSetInfo(
         path=path,
-        nrow=int(selected.sum()),
+        nrow=sum(use.nrow for use in used),
         field_id=int(field_id),
         spw_id=int(spw_id),
         data_desc_ids=tuple(ddids),
@@ -289,8 +353,8 @@ def _window(
         frequency=frequency,
         channel_width=width,
         correlations=correlations,
-        time_range=(float(times.min()), float(times.max())),
-        integration_time=float(np.median(positive)) if positive.size else 0.0,
+        time_range=(float(min(u.first for u in used)), float(max(u.last for u in used))),
+        integration_time=_median(intervals),
         columns=list(rows.columns),
         **common,
     )
