@@ -156,7 +156,8 @@ def row_blocks(nrow: int) -> Iterator[tuple[int, int]]:
 
 
 def read_columns(main: tables.table, names: tuple[str, ...], start: int, n: int) -> dict:
-    """{name: values} of ``n`` rows from ``start`` (a missing FIELD_ID reads as zeros)."""
+    """{name: values} of ``n`` rows from ``start``; an optional column that is missing
+    (FIELD_ID, INTERVAL) reads as zeros."""
     present = set(main.colnames())
     return {
         name: main.getcol(name, start, n) if name in present else np.zeros(n, np.int32)
@@ -212,12 +213,9 @@ def _read_rows(path: Path, data_column: str) -> _Rows:
         if main.nrows() == 0:
             raise MeasurementSetError(path, "main table has no rows")
         names = main.colnames()
-        has_interval = "INTERVAL" in names
         uses: dict[tuple[int, int], _Use] = {}
         for start, n in row_blocks(main.nrows()):
             c = read_columns(main, ("FIELD_ID", "DATA_DESC_ID", "TIME", "INTERVAL"), start, n)
-            if not has_interval:
-                c["INTERVAL"] = np.zeros(c["TIME"].size)
             key = (c["FIELD_ID"].astype(np.int64) << 32) + c["DATA_DESC_ID"]
             keys, which = np.unique(key, return_inverse=True)
             for k, value in enumerate(keys.tolist()):
