@@ -174,6 +174,35 @@ def test_owner_lost_marks_the_block_failed(db):
     assert state["status"] == "FAILED" and state["reason"].startswith("owner lost")
 
 
+def test_owner_cut_off_longer_than_its_lease_may_take_the_block_again(db):
+    """An owner whose lease expired (the database was away longer than its TTL) but whose
+    process lives takes the block again: the controller waits one lease TTL before "owner
+    lost", and a block retaken within it carries on."""
+    config, workflow = db(), db()
+    controller = Controller(config, catalog(), capacity=CAPACITY)
+    _create(config, "pb-1")
+    controller.reconcile()
+    _claim_and_wait(workflow, "pb-1")
+    workflow.stop_keepalive()
+    for txn in config.txn():  # the owner key goes with the lease
+        if txn.get_pb_owner("pb-1") is not None:
+            txn.loop(wait=True, timeout=5)
+    controller.reconcile()
+    assert _state(config, "pb-1")["status"] == "WAITING"  # within the grace
+    again = db()  # the same process with a new lease, as Config.lease_id grants it
+    for txn in again.txn():
+        txn.take_pb_ownership("pb-1")
+    time.sleep(config.lease_ttl + 0.1)
+    controller.reconcile()
+    assert _state(config, "pb-1")["status"] == "WAITING"
+    again.close()  # owner lost again (its lease revoked), for good this time
+    controller.reconcile()
+    assert _state(config, "pb-1")["status"] == "WAITING"
+    time.sleep(config.lease_ttl + 0.1)
+    controller.reconcile()
+    assert _state(config, "pb-1")["reason"].startswith("owner lost")
+
+
 def test_runtime_marks_a_raising_workflow_failed(db):
     config = db()
     Controller(config, catalog(), capacity=CAPACITY).reconcile()

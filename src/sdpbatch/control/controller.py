@@ -7,7 +7,8 @@ For every processing block:
 2. a dependency ``FAILED`` or ``CANCELLED`` -> ``CANCELLED`` with the reason;
 3. ``WAITING``, every dependency ``FINISHED`` and its resources free -> hold the resources
    (``/resources/<pb_id>``) and set ``resources_available``;
-4. ``WAITING``/``RUNNING`` without an owner (its lease expired) -> ``FAILED`` "owner lost";
+4. ``WAITING``/``RUNNING`` without an owner (its lease expired) -> ``FAILED`` "owner lost"
+   once its workflow process exited or did not take the block again within one lease TTL;
    ``STARTING`` whose workflow process exited without claiming -> ``FAILED``;
 5. ended -> remove its ``proc-<pb_id>-*`` deployments and give its resources back.
 
@@ -91,6 +92,7 @@ class Controller:
         self.engine_capacity = EngineCapacity(config, local=self.capacity)
         self.workflow_module = workflow_module
         self.info = component_info("controller")
+        self._owner_missing: dict[str, float] = {}  # pb_id -> when its owner key was first missed
 
     def run(self, stop: threading.Event | None = None, *, timeout: float | None = 30.0) -> None:
         """Reconcile until ``stop`` is set; each pass starts when something it read changed."""
@@ -122,7 +124,7 @@ class Controller:
         for pb_id in pb_ids:
             self.start_block(txns, pb_id)
             self.cancel_if_dependency_ended(txns, pb_id)
-            self.fail_if_owner_lost(txns, pb_id)
+            self.fail_if_owner_lost(txns, pb_id, watcher)
             self.release_if_ready(txns, pb_id)
             self.clean_up_if_ended(txns, pb_id)
         self.drop_orphan_allocations(txns)
@@ -198,19 +200,19 @@ class Controller:
         if reason:
             LOG.info("Processing block %s CANCELLED: %s", pb_id, reason)
 
-    def fail_if_owner_lost(self, txns, pb_id: str) -> None:
+    def fail_if_owner_lost(self, txns, pb_id: str, watcher: Watcher | None = None) -> None:
         reason = None
         for txn in txns():
             state = txn.get_pb_state(pb_id)
             reason = None
             if state is None or state["status"] in ENDED:
+                self._owner_missing.pop(pb_id, None)
                 return
             owner = txn.get_pb_owner(pb_id)
-            if state["status"] in ACTIVE_OWNED and owner is None:
-                reason = (
-                    f"owner lost: the workflow process stopped while the block was "
-                    f"{state['status']} (its lease expired)"
-                )
+            if owner is not None:
+                self._owner_missing.pop(pb_id, None)
+            elif state["status"] in ACTIVE_OWNED:
+                reason = self._owner_gone_for_good(txn, pb_id, state["status"], watcher)
             elif state["status"] == BlockStatus.STARTING and owner is None:
                 dep_state = txn.get_deployment_state(workflow_deployment_id(pb_id)) or {}
                 if dep_state.get("status") in DEPLOYMENT_ENDED:
@@ -225,6 +227,24 @@ class Controller:
                 )
         if reason:
             LOG.warning("Processing block %s FAILED: %s", pb_id, reason)
+
+    def _owner_gone_for_good(self, txn, pb_id: str, status: str, watcher) -> str | None:
+        """Why a WAITING/RUNNING block without an owner key fails, or None while its workflow
+        process may still take it again: one cut off from the database longer than its lease
+        does so within half a lease TTL of reaching it, so it gets one lease TTL of grace
+        unless the deployer saw it exit."""
+        now = time.monotonic()
+        missing = now - self._owner_missing.setdefault(pb_id, now)
+        deployment = txn.get_deployment_state(workflow_deployment_id(pb_id)) or {}
+        grace = self.config.lease_ttl
+        if deployment.get("status") not in DEPLOYMENT_ENDED and missing < grace:
+            if watcher is not None:
+                watcher.wake_within(grace - missing)
+            return None
+        return (
+            f"owner lost: the workflow process stopped while the block was {status} "
+            "(its lease expired)"
+        )
 
     def release_if_ready(self, txns, pb_id: str) -> None:
         released = False

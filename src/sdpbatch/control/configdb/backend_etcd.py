@@ -25,6 +25,14 @@ LOG = logging.getLogger(__name__)
 _RPC_TIMEOUT = 10.0
 FIRST_BACKOFF = 0.1  # s, doubled after each failed try
 MAX_BACKOFF = 2.0  # s: the longest pause between two tries while the server is away
+# gRPC's own reconnection back-off grows to 120 s by default: after a few seconds of outage a
+# client would find the restarted server seconds late, and its lease (kept by a refresh every
+# TTL/4) would expire meanwhile.  Reconnect at least every second instead.
+_GRPC_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 def _kv(raw) -> KeyValue:
@@ -42,7 +50,9 @@ class EtcdBackend:
     def __init__(self, host: str, port: int, *, patience: float | None = 0.0):
         self.host, self.port = host, port
         self.patience = patience
-        self.client = pyetcd.client(host=host, port=port, timeout=_RPC_TIMEOUT)
+        self.client = pyetcd.client(
+            host=host, port=port, timeout=_RPC_TIMEOUT, grpc_options=_GRPC_OPTIONS
+        )
         for endpoint in self.client.endpoints.values():
             endpoint.time_retry = 0.0  # pyetcd shuns a node for 300 s after one failure
         self.t = self.client.transactions

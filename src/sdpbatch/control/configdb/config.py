@@ -236,11 +236,12 @@ class Config:
             if watcher.revision is None:
                 time.sleep(timeout if timeout is not None else 1.0)
                 continue
+            wake = [t for t in (timeout, watcher.wake_after) if t is not None]
             self.backend.wait(
                 keys=watcher.keys,
                 prefixes=watcher.prefixes,
                 after_revision=watcher.revision,
-                timeout=timeout,
+                timeout=min(wake) if wake else None,
             )
 
 
@@ -252,9 +253,16 @@ class Watcher:
         self.keys: set[str] = set()
         self.prefixes: set[str] = set()
         self.revision: int | None = None
+        self.wake_after: float | None = None
 
     def txn(self, *, max_retries: int = DEFAULT_MAX_RETRIES) -> Iterator[Transaction]:
         yield from self.config._txn_loop(max_retries=max_retries, on_commit=self._record)
+
+    def wake_within(self, seconds: float) -> None:
+        """Start the next iteration after at most ``seconds`` even if nothing changes (a
+        step that waits for time to pass: a grace period)."""
+        seconds = max(0.05, seconds)
+        self.wake_after = seconds if self.wake_after is None else min(self.wake_after, seconds)
 
     def _record(self, txn: Transaction, revision: int) -> None:
         self.keys |= set(txn._reads)
