@@ -330,6 +330,21 @@ def _items(paths, limit: int):
     return work_items(infos, channel_blocks(infos, 1), limit)
 
 
+def test_items_know_the_rows_of_their_times(observation):
+    """A planned item's row span of each file holds exactly its time range's rows between
+    its ends (a reader scans that span, not the file)."""
+    from sdpbatch.io.ms_read import window_rows
+
+    _, paths, _ = observation
+    items = _items(paths, _rows_per_integration(paths[0]))  # one integration of one file
+    assert len(items) == 3  # the observation's three times
+    for item in items:
+        assert len(item.rows) == len(item.parts)
+        for part, (first, stop) in zip(item.parts, item.rows, strict=True):
+            wanted = np.flatnonzero(window_rows(part.path, part.info, time_range=item.time_range))
+            assert (first, stop) == (wanted[0], wanted[-1] + 1)
+
+
 MOMENTS = np.array([[1.0, 0.0]])
 """Taylor moments of one block whose model is predicted (tests of the sparse, exact path)."""
 

@@ -219,6 +219,40 @@ def test_selection_columns_are_read_in_blocks(tmp_path, monkeypatch):
         np.testing.assert_array_equal(later, mine & cross & (time >= middle))
 
 
+def test_a_planned_row_span_reads_only_its_rows(tmp_path, monkeypatch):
+    """A reader given the row span of a time range (from window_times) and the window's
+    metadata reads what the time range alone reads, and touches no row outside the span."""
+    path = tmp_path / "w.ms"
+    build_ms(path, _spec(nfield_used=2))
+    add_window(path, frequencies=FREQS + 20e6, field=1, scale=2.0)
+    monkeypatch.setattr(ms_windows, "COLUMN_ROWS", 5)
+    seen, getcol = [], tables.table.getcol
+
+    def spy(self, name, startrow=0, nrow=-1, *args, **kwargs):
+        seen.append((startrow, startrow + (self.nrows() - startrow if nrow < 0 else nrow)))
+        return getcol(self, name, startrow, nrow, *args, **kwargs)
+
+    for info in read_measurement_set_windows(path):
+        rows, times = ms_read.window_times(path, info)
+        np.testing.assert_array_equal(rows, np.flatnonzero(ms_read.window_rows(path, info)))
+        with tables.table(str(path), ack=False) as t:
+            np.testing.assert_array_equal(times, t.getcol("TIME")[rows])
+        distinct = np.unique(times)
+        window = (0.5 * (distinct[0] + distinct[1]), 0.5 * (distinct[1] + distinct[2]))
+        mine = rows[(times >= window[0]) & (times < window[1])]
+        span = (int(mine[0]), int(mine[-1]) + 1)
+        whole = read_measurement_set(path, field=info.field_id, spw=info.spw_id, time_range=window)
+        seen.clear()
+        monkeypatch.setattr(tables.table, "getcol", spy)
+        planned = read_measurement_set(path, time_range=window, rows=span, info=info)
+        monkeypatch.setattr(tables.table, "getcol", getcol)
+        assert planned.nrow == whole.nrow == mine.size > 0
+        for name in ("vis", "weight", "flag", "uvw", "time", "antenna1", "antenna2"):
+            np.testing.assert_array_equal(getattr(planned, name), getattr(whole, name))
+        main_reads = [r for r in seen if r[1] - r[0] > 1]  # subtable reads are single rows here
+        assert main_reads and all(span[0] <= a and b <= span[1] for a, b in main_reads)
+
+
 @pytest.mark.parametrize("n", [1, 2, 7, 10])
 def test_median_of_counted_values_is_numpys(n):
     values = np.random.default_rng(n).integers(1, 5, n).astype(float)

@@ -24,7 +24,7 @@ from sdpbatch.execution.runner import InProcess, Runner
 from sdpbatch.io.ms_read import (
     MeasurementSetInfo,
     read_measurement_set,
-    read_measurement_set_times,
+    window_times,
 )
 from sdpbatch.io.ms_writeback import GainTerm, write_corrected_data, write_model_data
 from sdpbatch.parameters import Parameters
@@ -45,22 +45,25 @@ class WindowModel:
     nthreads: int
 
 
-def _predict_window(info: MeasurementSetInfo, data_column: str, model: WindowModel, out) -> None:
+def _predict_window(
+    info: MeasurementSetInfo, data_column: str, model: WindowModel, out, rows, times
+) -> None:
     """Fill ``out`` (ncross, nchan) with the model of the window's cross-correlation rows in
-    table order, reading their UVW a time chunk at a time."""
-    times = read_measurement_set_times(info.path, field=info.field_id, spw=info.spw_id)
+    table order (main-table ``rows`` at ``times``), reading their UVW a time chunk at a time
+    (only the rows of the chunk's span)."""
     distinct = np.unique(times)
     per_chunk = max(1, CHUNK_VISIBILITIES // max(1, times.size // distinct.size * info.nchan))
     taylor = (info.frequency - model.reference_frequency) / model.reference_frequency
     for start in range(0, distinct.size, per_chunk):
         chunk = distinct[start : start + per_chunk]
         edges = (chunk[0], np.nextafter(chunk[-1], np.inf))
+        mine = rows[(times >= edges[0]) & (times < edges[1])]
         vis = read_measurement_set(
             info.path,
             data_column=data_column,
-            field=info.field_id,
-            spw=info.spw_id,
             time_range=edges,
+            rows=(int(mine[0]), int(mine[-1]) + 1),
+            info=info,
         )
         predicted = np.zeros(vis.vis.shape, np.complex64)
         for k, term in enumerate(model.model_taylor):
@@ -89,12 +92,13 @@ def write_back_window(
     boundaries, per channel) of each solved term) of one window; the columns written."""
     written = []
     if model is not None:
-        ncross = read_measurement_set_times(info.path, field=info.field_id, spw=info.spw_id).size
+        rows, times = window_times(info.path, info)
         with tempfile.TemporaryDirectory(prefix="sdpbatch-model-") as tmp:
+            shape = (rows.size, info.nchan)
             out = np.lib.format.open_memmap(
-                Path(tmp) / "model.npy", mode="w+", dtype=np.complex64, shape=(ncross, info.nchan)
+                Path(tmp) / "model.npy", mode="w+", dtype=np.complex64, shape=shape
             )
-            _predict_window(info, data_column, model, out)
+            _predict_window(info, data_column, model, out, rows, times)
             write_model_data(info.path, out, field=info.field_id, spw=info.spw_id)
             del out
         written.append("MODEL_DATA")

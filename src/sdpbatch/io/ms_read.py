@@ -49,6 +49,7 @@ __all__ = [
     "read_measurement_set_times",
     "read_measurement_set_windows",
     "window_rows",
+    "window_times",
 ]
 
 BLOCK_ROWS = 65536
@@ -60,13 +61,16 @@ def window_rows(
     *,
     time_range: tuple[float, float] | None = None,
     autocorrelations: bool = False,
+    rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Boolean mask (main table rows) of the window's rows: its cross-correlations, or all its
-    rows with ``autocorrelations``; only those with ``start <= TIME < end`` if ``time_range``.
+    rows with ``autocorrelations``; only those with ``start <= TIME < end`` if ``time_range``,
+    and only among rows ``[first, stop)`` if ``rows`` (nothing outside them is read).
     The columns are read a block of rows at a time (:func:`row_blocks`)."""
     with open_table(Path(path)) as main:
         keep = np.zeros(main.nrows(), dtype=bool)
-        for start, n in row_blocks(keep.size):
+        first, stop = (0, keep.size) if rows is None else rows
+        for start, n in row_blocks(stop - first, first=first):
             mine = np.ones(n, dtype=bool)
             if time_range is not None:  # blocks of other times: only TIME is read
                 time = main.getcol("TIME", start, n)
@@ -90,10 +94,19 @@ def read_measurement_set_times(
     Cheap (a few small columns): it lets a reader plan ``time_range`` chunks of bounded size.
     """
     path = Path(path)
-    info = read_measurement_set_metadata(path, field=field, spw=spw)
+    return window_times(path, read_measurement_set_metadata(path, field=field, spw=spw))[1]
+
+
+def window_times(path: str | Path, info: MeasurementSetInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, TIME): main-table row numbers and TIME (MJD s) of the window's cross-correlation
+    rows, in table order; a plan takes the row span of a time range from them."""
     keep = window_rows(path, info)
-    with open_table(path) as main:
-        return main.getcol("TIME")[keep]
+    times = []
+    with open_table(Path(path)) as main:
+        for start, n in row_blocks(keep.size):
+            if keep[start : start + n].any():
+                times.append(main.getcol("TIME", start, n)[keep[start : start + n]])
+    return np.flatnonzero(keep), np.concatenate(times) if times else np.zeros(0)
 
 
 def _combine_stokes_i(
@@ -130,6 +143,8 @@ def read_measurement_set(
     spw: int | None = None,
     time_range: tuple[float, float] | None = None,
     channels: tuple[int, int] | None = None,
+    rows: tuple[int, int] | None = None,
+    info: MeasurementSetInfo | None = None,
     block_rows: int = BLOCK_ROWS,
 ) -> Visibilities:
     """Read the Stokes I cross-correlations of one window (see the module docstring).
@@ -144,10 +159,20 @@ def read_measurement_set(
         order; the rows need not be sorted by time, but only the blocks holding them are read).
     channels : (start, stop): read only these channels of the window (a slice of the cells:
         nothing else is read from disk).
+    rows : (first, stop): main-table rows holding every row wanted (a plan's span of a time
+        range, from :func:`window_times`): no other row is read, not even its TIME.
+    info : the window as :func:`read_measurement_set_metadata` described it (``field`` and
+        ``spw`` are then ignored): the file is not checked again, as a plan's readers do.
     block_rows : rows read per block (bounds the memory of the correlation cube).
     """
     path = Path(path)
-    info = read_measurement_set_metadata(path, data_column=data_column, field=field, spw=spw)
+    if info is None:
+        info = read_measurement_set_metadata(path, data_column=data_column, field=field, spw=spw)
+    elif data_column not in info.columns:
+        present = ", ".join(info.columns) or "none"
+        raise MeasurementSetError(
+            path, f"data column {data_column} does not exist; present: {present}"
+        )
     first, stop = (0, info.nchan) if channels is None else channels
     if not 0 <= first < stop <= info.nchan:
         raise MeasurementSetError(
@@ -156,9 +181,9 @@ def read_measurement_set(
     cells = None if (first, stop) == (0, info.nchan) else slice(first, stop)
     with open_table(path, "POLARIZATION") as tab:
         _, pair = stokes_i_plan(path, list(tab.getcell("CORR_TYPE", info.polarization_id)))
-    keep = window_rows(path, info, time_range=time_range)
+    keep = window_rows(path, info, time_range=time_range, rows=rows)
     nkeep = int(keep.sum())
-    if nkeep == 0 and time_range is None:
+    if nkeep == 0 and time_range is None and rows is None:
         raise MeasurementSetError(path, "no cross-correlation rows")
     out = _empty(info, nkeep, slice(first, stop))
     with open_table(path) as main:
@@ -210,15 +235,15 @@ def _cells(main: tables.table, column: str, start: int, n: int, cells: slice | N
 
 def _read_blocks(path, main, out, keep, pair, column, block_rows, cells, nchan_window) -> None:
     """Fill ``out`` from the rows of ``keep``, block by block (channels ``cells`` of each)."""
-    nrow = main.nrows()
     has_flag_row = "FLAG_ROW" in main.colnames()
     rows = np.flatnonzero(keep)
     if rows.size == 0:
         return
     spectrum = None
     filled = 0
-    for start in range(int(rows[0]), int(rows[-1]) + 1, block_rows):
-        n = min(block_rows, nrow - start)
+    end = int(rows[-1]) + 1  # no row after the last one kept is read
+    for start in range(int(rows[0]), end, block_rows):
+        n = min(block_rows, end - start)
         sel = keep[start : start + n]
         m = int(sel.sum())
         if m == 0:

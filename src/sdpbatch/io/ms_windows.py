@@ -149,10 +149,11 @@ COLUMN_ROWS = 1_000_000
 of a long observation's rows is a few numbers per window, or a byte per row for a mask."""
 
 
-def row_blocks(nrow: int) -> Iterator[tuple[int, int]]:
-    """(first row, number of rows) of blocks of at most :data:`COLUMN_ROWS` rows."""
-    for start in range(0, nrow, COLUMN_ROWS):
-        yield start, min(COLUMN_ROWS, nrow - start)
+def row_blocks(nrow: int, *, first: int = 0) -> Iterator[tuple[int, int]]:
+    """(first row, number of rows) of blocks of at most :data:`COLUMN_ROWS` rows covering
+    rows ``[first, first + nrow)``."""
+    for start in range(first, first + nrow, COLUMN_ROWS):
+        yield start, min(COLUMN_ROWS, first + nrow - start)
 
 
 def read_columns(main: tables.table, names: tuple[str, ...], start: int, n: int) -> dict:

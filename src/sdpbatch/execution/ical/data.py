@@ -109,7 +109,10 @@ def read_blocks(item: WorkItem) -> list[Block]:
     """Read a work item: its channels of each file in its time range; files sharing their
     rows (one observation's) are joined side by side into one block."""
     blocks: list[Block] = []
-    for part in item.parts:
+    for k, part in enumerate(item.parts):
+        rows = item.rows[k] if item.rows else None
+        if rows is not None and rows[0] == rows[1]:
+            continue  # the file holds none of the item's times
         vis = read_measurement_set(
             part.path,
             data_column=part.data_column,
@@ -117,6 +120,8 @@ def read_blocks(item: WorkItem) -> list[Block]:
             spw=part.spw,
             time_range=item.time_range,
             channels=(part.start, part.stop),
+            rows=rows,
+            info=part.info,
         )
         if vis.nrow == 0:
             continue

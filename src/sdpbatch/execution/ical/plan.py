@@ -15,11 +15,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from sdpbatch.io.ms_read import MeasurementSetInfo, read_measurement_set_times
+from sdpbatch.io.ms_read import MeasurementSetInfo, window_times
 
 TIME_DECIMALS = 3
 """Times are compared after rounding to a millisecond (different files of one observation)."""
@@ -40,7 +40,8 @@ class FilePart:
     """The channels ``[start, stop)`` of one window (a MeasurementSet's field and spectral
     window, read from ``data_column``) that belong to a block.
 
-    ``first_channel``: global index of the window's channel 0.
+    ``first_channel``: global index of the window's channel 0; ``info``: the window as the
+    client checked it (its readers do not check the file again).
     """
 
     path: str
@@ -52,6 +53,7 @@ class FilePart:
     field: int
     spw: int
     data_column: str
+    info: MeasurementSetInfo | None = field(default=None, compare=False, repr=False)
 
     @property
     def nvis(self) -> int:
@@ -60,12 +62,39 @@ class FilePart:
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One channel block in one time range (None: all times), from one or more files."""
+    """One channel block in one time range (None: all times), from one or more files.
+
+    ``rows``: per part, the span ``[first, stop)`` of main-table rows that holds its rows in
+    the time range (``(0, 0)``: none); empty when not planned (a reader scans every row).
+    """
 
     block: int
     parts: tuple[FilePart, ...]
     time_range: tuple[float, float] | None
     nvis: int
+    rows: tuple[tuple[int, int], ...] = ()
+
+
+class WindowTimes:
+    """The rows and times of each window's cross-correlations, read once per window."""
+
+    def __init__(self, infos: Sequence[MeasurementSetInfo]):
+        self.infos = infos
+        self._read: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, TIME MJD s) of window ``window``, in table order."""
+        if window not in self._read:
+            info = self.infos[window]
+            self._read[window] = window_times(info.path, info)
+        return self._read[window]
+
+    def span(self, window: int, time_range: tuple[float, float] | None) -> tuple[int, int]:
+        """The main-table rows ``[first, stop)`` holding the window's rows in ``time_range``."""
+        rows, times = self.get(window)
+        if time_range is not None:
+            rows = rows[(times >= time_range[0]) & (times < time_range[1])]
+        return (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
 
 
 def channel_blocks(infos: Sequence[MeasurementSetInfo], nblocks: int) -> list[ChannelBlock]:
@@ -110,34 +139,34 @@ def _file_parts(
                     field=info.field_id,
                     spw=info.spw_id,
                     data_column=data_column,
+                    info=info,
                 )
             )
         first += info.nchan
     return parts
 
 
-def _per_time(parts: Sequence[FilePart]) -> dict[float, int]:
+def _per_time(parts: Sequence[FilePart], windows: WindowTimes) -> dict[float, int]:
     """Visibilities of the parts per distinct time (rounded to :data:`TIME_DECIMALS`)."""
     per_time: dict[float, int] = {}
     for part in parts:
         times, counts = np.unique(
-            np.round(
-                read_measurement_set_times(part.path, field=part.field, spw=part.spw), TIME_DECIMALS
-            ),
-            return_counts=True,
+            np.round(windows.get(part.window)[1], TIME_DECIMALS), return_counts=True
         )
         for t, n in zip(times.tolist(), counts.tolist(), strict=True):
             per_time[t] = per_time.get(t, 0) + n * (part.stop - part.start)
     return per_time
 
 
-def time_chunks(parts: Sequence[FilePart], limit: int) -> list[tuple[float, float] | None]:
+def time_chunks(
+    parts: Sequence[FilePart], limit: int, windows: WindowTimes
+) -> list[tuple[float, float] | None]:
     """Time ranges [start, end) whose visibilities over ``parts`` stay within ``limit`` (a
     single time may exceed it); [None] when all of them fit.  Boundaries lie halfway between
     times, the outer ones are infinite."""
     if sum(p.nvis for p in parts) <= limit:
         return [None]
-    per_time = _per_time(parts)
+    per_time = _per_time(parts, windows)
     times = sorted(per_time)
     starts, size = [0], 0
     for i, t in enumerate(times):
@@ -155,14 +184,21 @@ def work_items(
     chunk_visibilities: int,
     data_column: str = "DATA",
 ) -> list[WorkItem]:
-    """Every (channel block, time chunk) of the run."""
+    """Every (channel block, time chunk) of the run; a chunk's items know the rows of each
+    file that hold its times (a reader reads those, not the whole file)."""
     items = []
+    windows = WindowTimes(infos)
     for block in blocks:
         parts = tuple(_file_parts(infos, block, data_column))
-        ranges = time_chunks(parts, chunk_visibilities)
+        ranges = time_chunks(parts, chunk_visibilities, windows)
         total = sum(p.nvis for p in parts)
         for time_range in ranges:
-            items.append(WorkItem(block.index, parts, time_range, -(-total // len(ranges))))
+            rows = (
+                ()
+                if time_range is None
+                else tuple(windows.span(p.window, time_range) for p in parts)
+            )
+            items.append(WorkItem(block.index, parts, time_range, -(-total // len(ranges)), rows))
     return items
 
 
