@@ -114,6 +114,17 @@ def test_predict_matches_direct_sum(data):
     assert np.linalg.norm(vis - ref) / np.linalg.norm(ref) < 1e-6
 
 
+def _station_rows(uvw: np.ndarray):
+    """(uvw, time_index, antenna1, antenna2): rows of every baseline of stations placed at
+    random about the data's UVW scale, at two times."""
+    rng = np.random.default_rng(4)
+    stations = rng.normal(0, np.abs(uvw).max() / 4, (2, 10, 3))
+    a1, a2 = np.triu_indices(10, 1)
+    t = np.repeat([0, 1], a1.size)
+    a1, a2 = np.tile(a1, 2), np.tile(a2, 2)
+    return stations[t, a2] - stations[t, a1], t, a1, a2
+
+
 @pytest.mark.parametrize("freq", [[0.9e8, 1.0e8, 1.1e8, 1.2e8], [0.9e8, 1.05e8, 1.07e8]])
 def test_sparse_prediction_matches_direct_sum(data, freq):
     """Taylor model pixels by direct sum, with equally spaced (recurrence) or other channels."""
@@ -130,6 +141,15 @@ def test_sparse_prediction_matches_direct_sum(data, freq):
         for pix, (i0, i1) in pixels.items()
     )
     assert np.abs(vis - ref).max() < 1e-10 * np.abs(ref).max()
+    stations = _station_rows(uvw)  # the same rows as station differences: factored
+    factored = predict_sparse(
+        model, stations[0], freq, taylor, cellsize=CELL, stations=stations[1:]
+    )
+    reference = sum(
+        direct_predict({pix: 1.0}, stations[0], freq, NPIX, CELL) * (i0 + i1 * taylor)
+        for pix, (i0, i1) in pixels.items()
+    )
+    assert np.abs(factored - reference).max() < 1e-10 * np.abs(reference).max()
     # the gridder agrees to its accuracy
     gridded = sum(
         predict_visibilities(model[k], uvw, freq, cellsize=CELL, epsilon=1e-7, nthreads=1)

@@ -12,7 +12,12 @@ import pytest
 from sdpbatch.science.constants import C
 from sdpbatch.science.gains import corrupt, random_gains
 from sdpbatch.science.noise import add_noise, radiometer_sigma
-from sdpbatch.science.predict import predict_point_sources, predict_point_sources_by_station
+from sdpbatch.science.predict import (
+    predict_point_sources,
+    predict_point_sources_by_station,
+    predict_rows,
+    station_uvw,
+)
 
 
 def _slow(uvw, freqs, lmn, flux):
@@ -65,6 +70,60 @@ def test_station_factored_sum_matches_slow_loop():
     time_index, a1, a2, uvw = time_index[shuffle], a1[shuffle], a2[shuffle], uvw[shuffle]
     fast = predict_point_sources_by_station(ant_uvw, time_index, a1, a2, freqs, lmn, flux)
     np.testing.assert_allclose(fast, _slow(uvw, freqs, lmn, flux), rtol=0, atol=1e-10)
+
+
+def _baselines(rng, ntime, nant, *, drop=0.0):
+    """Rows of every baseline at each time (a fraction ``drop`` missing), in random order."""
+    ant_uvw = rng.normal(0, 600, (ntime, nant, 3))
+    a1, a2 = np.triu_indices(nant, 1)
+    time_index = np.repeat(np.arange(ntime), a1.size)
+    a1, a2 = np.tile(a1, ntime), np.tile(a2, ntime)
+    keep = rng.permutation(np.flatnonzero(rng.uniform(size=a1.size) >= drop))
+    time_index, a1, a2 = time_index[keep], a1[keep], a2[keep]
+    return ant_uvw, time_index, a1, a2, ant_uvw[time_index, a2] - ant_uvw[time_index, a1]
+
+
+def test_station_uvw_is_recovered_from_the_baselines():
+    """Station UVW are found from baseline UVW up to an offset per time and connected set:
+    their differences are the rows' UVW, with baselines missing and stations in two sets."""
+    rng = np.random.default_rng(8)
+    _, time_index, a1, a2, uvw = _baselines(rng, 4, 12, drop=0.6)
+    apart = ~((a1 < 6) ^ (a2 < 6)) | (time_index != 1)  # time 1: stations 0-5 and 6-11 apart
+    time_index, a1, a2, uvw = time_index[apart], a1[apart], a2[apart], uvw[apart]
+    found = station_uvw(uvw, time_index, a1, a2)
+    assert found is not None
+    np.testing.assert_allclose(
+        found[time_index, a2] - found[time_index, a1], uvw, rtol=0, atol=1e-9
+    )
+    bent = uvw.copy()
+    bent[7] += [0.0, 2e-6, 0.0]  # one row off its stations' difference (a loop of baselines)
+    assert station_uvw(bent, time_index, a1, a2) is None
+
+
+def test_rows_predicted_per_station_or_per_baseline_match_the_slow_loop():
+    """predict_rows factors per station when the UVW allow it, else sums per baseline: both
+    give the direct sum."""
+    rng = np.random.default_rng(9)
+    _, time_index, a1, a2, uvw = _baselines(rng, 3, 8, drop=0.2)
+    freqs = np.array([0.95e8, 1.1e8])
+    lmn = _sources(rng, 4, spread=0.3)
+    flux = rng.uniform(0.1, 10, (4, 2))
+    exact = _slow(uvw, freqs, lmn, flux)
+    fast = predict_rows(uvw, time_index, a1, a2, freqs, lmn, flux)
+    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-10)
+    uvw[3] += 0.01  # not a station difference any more: the per-baseline sum
+    assert station_uvw(uvw, time_index, a1, a2) is None
+    fallback = predict_rows(uvw, time_index, a1, a2, freqs, lmn, flux)
+    np.testing.assert_allclose(fallback, _slow(uvw, freqs, lmn, flux), rtol=0, atol=1e-10)
+    uvw[3] -= 0.01
+    shape = np.zeros((4, 2, 3))
+    shape[1] = rng.normal(0, 1e-3, (2, 3))  # one Gaussian component: summed per baseline
+    np.testing.assert_allclose(
+        predict_rows(uvw, time_index, a1, a2, freqs, lmn, flux, shape=shape),
+        predict_point_sources(uvw, freqs, lmn, flux, shape=shape),
+        rtol=0,
+        atol=1e-10,
+    )
 
 
 def test_convention_agrees_with_ducc0_dirty2vis():

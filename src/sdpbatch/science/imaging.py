@@ -30,7 +30,7 @@ from sdpbatch.science.image_size import (
     image_memory_bytes,
     largest_fitting_npixel,
 )
-from sdpbatch.science.predict import predict_point_sources
+from sdpbatch.science.predict import predict_point_sources, predict_rows
 
 WEIGHTING_SCHEMES = ("natural", "uniform", "briggs")
 
@@ -188,6 +188,7 @@ def predict_sparse(
     taylor: np.ndarray,
     *,
     cellsize: float,
+    stations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     nthreads: int = 1,
     rows_per_chunk: int = 8192,
 ) -> np.ndarray:
@@ -202,6 +203,9 @@ def predict_sparse(
     cycle).
 
     model_taylor : (nterm, N, N) Jy/pixel; taylor : (nchan,) t_c of each channel.
+    stations : (time_index, antenna1, antenna2) (nrow,) int of the rows: the sum is then
+        factored per station when their UVW allow it (:func:`~sdpbatch.science.predict.
+        predict_rows`), about ``nant / nbaselines`` of the cost.
     Returns (nrow, nchan) complex128.
     """
     model_taylor = np.asarray(model_taylor, dtype=np.float64)
@@ -212,6 +216,8 @@ def predict_sparse(
     lmn = np.stack([l, m, np.sqrt(1.0 - l * l - m * m)], axis=-1)
     powers = np.asarray(taylor, dtype=np.float64)[None, :] ** np.arange(nterm)[:, None]
     amplitude = np.einsum("kp,kc->pc", model_taylor[:, ix, iy], powers)  # (npix, nchan)
+    if stations is not None:
+        return predict_rows(uvw, *stations, frequencies, lmn, amplitude, nthreads=nthreads)
     return predict_point_sources(
         uvw, frequencies, lmn, amplitude, row_chunk=rows_per_chunk, nthreads=nthreads
     )

@@ -191,3 +191,81 @@ def predict_point_sources_by_station(
             rows = order[lo:hi]
             out[rows, c] += coherency[antenna2[rows], antenna1[rows]]
     return out
+
+
+STATION_UVW_TOLERANCE = 1e-6
+"""Metres: how far a row's UVW may be from its stations' difference for the factored sum
+(a phase error below 1e-7 rad at 1 GHz for a source 0.1 from the phase centre)."""
+
+CHECK_ROWS = 262_144
+"""Rows whose differences :func:`station_uvw` checks at once."""
+
+
+def station_uvw(
+    uvw: np.ndarray,
+    time_index: np.ndarray,
+    antenna1: np.ndarray,
+    antenna2: np.ndarray,
+    *,
+    tolerance: float = STATION_UVW_TOLERANCE,
+) -> np.ndarray | None:
+    """(ntime, nant, 3) station UVW (metres) whose differences ``X[t, antenna2] - X[t,
+    antenna1]`` give every row's ``uvw`` (nrow, 3) within ``tolerance``, or None if they do not.
+
+    Each time's stations are placed by walking its baselines out from one station of each
+    connected set, which is put at 0: a common offset of a set cancels in all its differences.
+    ``time_index`` (nrow,) int: the time of each row, 0 .. ntime-1.
+    """
+    t, a1, a2 = (np.asarray(x, dtype=np.int64) for x in (time_index, antenna1, antenna2))
+    if t.size == 0:
+        return None
+    out = np.zeros((int(t.max()) + 1, int(max(a1.max(), a2.max())) + 1, 3))
+    known = np.zeros(out.shape[:2], dtype=bool)
+    while True:
+        k1, k2 = known[t, a1], known[t, a2]
+        forward, backward = k1 & ~k2, k2 & ~k1
+        if forward.any() or backward.any():
+            out[t[forward], a2[forward]] = out[t[forward], a1[forward]] + uvw[forward]
+            out[t[backward], a1[backward]] = out[t[backward], a2[backward]] - uvw[backward]
+            known[t[forward], a2[forward]] = True
+            known[t[backward], a1[backward]] = True
+            continue
+        neither = np.flatnonzero(~k1 & ~k2)
+        if neither.size == 0:
+            break
+        _, first = np.unique(t[neither], return_index=True)  # a new root in each such time
+        known[t[neither[first]], a1[neither[first]]] = True
+    for lo in range(0, t.size, CHECK_ROWS):  # slices: the differences of 1e7 rows are 0.7 GB
+        r = slice(lo, lo + CHECK_ROWS)
+        if np.abs(out[t[r], a2[r]] - out[t[r], a1[r]] - uvw[r]).max() > tolerance:
+            return None
+    return out
+
+
+def predict_rows(
+    uvw: np.ndarray,
+    time_index: np.ndarray,
+    antenna1: np.ndarray,
+    antenna2: np.ndarray,
+    frequency: np.ndarray,
+    lmn: np.ndarray,
+    flux: np.ndarray,
+    *,
+    shape: np.ndarray | None = None,
+    nthreads: int = 1,
+) -> np.ndarray:
+    """Visibilities (nrow, nchan) complex128 Jy of the components at rows of baselines: the
+    direct sum factored per station (:func:`predict_point_sources_by_station`) when the rows'
+    UVW are their stations' differences (:func:`station_uvw`), else per baseline
+    (:func:`predict_point_sources`); the two agree to float64 rounding.
+
+    uvw (nrow, 3) metres; time_index, antenna1, antenna2 (nrow,) int; frequency (nchan,) Hz;
+    lmn (nsrc, 3); flux (nsrc, nchan) Jy; shape (nsrc, 2, 3) Gaussian tapers or None;
+    nthreads: of the per-baseline sum.
+    """
+    stations = station_uvw(uvw, time_index, antenna1, antenna2)
+    if stations is None:
+        return predict_point_sources(uvw, frequency, lmn, flux, shape=shape, nthreads=nthreads)
+    return predict_point_sources_by_station(
+        stations, time_index, antenna1, antenna2, frequency, lmn, flux, shape=shape
+    )

@@ -51,6 +51,10 @@ class Block:
     def nvis(self) -> int:
         return self.vis.size
 
+    def time_index(self) -> np.ndarray:
+        """(nrow,) the index of each row's time among the block's distinct times."""
+        return np.unique(self.time, return_inverse=True)[1]
+
     def mask(self) -> np.ndarray | None:
         """The flags, or None when nothing is flagged (the gridder's faster path)."""
         return self.flag if self.flag.any() else None

@@ -20,7 +20,7 @@ import numpy as np
 from sdpbatch.execution.ical.data import Block
 from sdpbatch.execution.ical.group import Group, ModelVis, trimmed
 from sdpbatch.execution.ical.tasks import Gains, gain_product, with_chunk_models
-from sdpbatch.science.predict import predict_point_sources
+from sdpbatch.science.predict import predict_rows
 from sdpbatch.science.skymodel import SkyModel
 from sdpbatch.science.solve import (
     TERMS,
@@ -180,13 +180,14 @@ def group_sky_model_solve(
 
     ``lmn`` (nsrc, 3): the components' direction cosines about the phase centre; ``shape``
     (nsrc, 2, 3): their Gaussian tapers (zero for points).  They are predicted by direct
-    Fourier sum block by block (never stored): their positions are exact, not rounded to
-    pixels, which is what anchors the image.
+    Fourier sum block by block (never stored), factored per station when the rows' UVW allow
+    it: their positions are exact, not rounded to pixels, which is what anchors the image.
     """
 
     def predicted(b: Block) -> np.ndarray:
-        model = predict_point_sources(
-            b.uvw, b.frequency, lmn, sky.flux_at(b.frequency), shape=shape
+        flux = sky.flux_at(b.frequency)
+        model = predict_rows(
+            b.uvw, b.time_index(), b.antenna1, b.antenna2, b.frequency, lmn, flux, shape=shape
         )
         if b.flag.any():
             model[b.flag] = 0.0

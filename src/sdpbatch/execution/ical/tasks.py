@@ -187,7 +187,13 @@ def _predict_block(
     vis = np.zeros(b.vis.shape, dtype=np.complex128) if previous is None else previous.copy()
     if 0 < nonzero <= setup.sparse_pixels:
         vis += predict_sparse(
-            increment, b.uvw, b.frequency, b.taylor, cellsize=setup.cellsize, nthreads=nthreads
+            increment,
+            b.uvw,
+            b.frequency,
+            b.taylor,
+            cellsize=setup.cellsize,
+            stations=(b.time_index(), b.antenna1, b.antenna2),
+            nthreads=nthreads,
         )
     elif nonzero:
         image = np.tensordot(moments[block, : increment.shape[0]], increment, axes=1)
