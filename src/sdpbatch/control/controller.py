@@ -213,7 +213,7 @@ class Controller:
                 self._owner_missing.pop(pb_id, None)
             elif state["status"] in ACTIVE_OWNED:
                 reason = self._owner_gone_for_good(txn, pb_id, state["status"], watcher)
-            elif state["status"] == BlockStatus.STARTING and owner is None:
+            elif state["status"] == BlockStatus.STARTING:
                 dep_state = txn.get_deployment_state(workflow_deployment_id(pb_id)) or {}
                 if dep_state.get("status") in DEPLOYMENT_ENDED:
                     detail = dep_state.get("error") or f"exit codes {dep_state.get('exit_codes')}"
