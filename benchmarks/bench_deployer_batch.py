@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def one_run(src: Path, params: dict, out: Path) -> float:
     """Seconds from the block's creation to FINISHED, with the control plane of ``src``."""
     sys.path.insert(0, str(src))
-    from sdpbatch.control.etcd_server import free_port, start_etcd, wait_healthy
-    from sdpbatch.control.processes import start_process, stop_process
+    from sdpbatch.control.system.etcd_server import free_port, start_etcd, wait_healthy
+    from sdpbatch.control.system.processes import start_process, stop_process
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sdpbatch.control.etcd_server import free_port, start_etcd, wait_healthy
-from sdpbatch.control.processes import is_alive, stop_process
+from sdpbatch.control.system.etcd_server import free_port, start_etcd, wait_healthy
+from sdpbatch.control.system.processes import is_alive, stop_process
 
 __all__ = ["etcd_clean", "etcd_server"]
 LEASE_TTL = 2.0  # s, for the components of tests that kill things
@@ -63,7 +63,7 @@ class PrivateEtcd:
 def etcd_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
     """(host, port) of an etcd server that runs for the whole test session."""
     try:
-        from sdpbatch.control.etcd_server import etcd_binary
+        from sdpbatch.control.system.etcd_server import etcd_binary
 
         etcd_binary()
     except FileNotFoundError as err:

@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sdpbatch.control.etcd_server import free_port
-from sdpbatch.control.processes import stop_process
+from sdpbatch.control.system.etcd_server import free_port
+from sdpbatch.control.system.processes import stop_process
 from system_packages import ensure_debian_packages
 
 __all__ = ["SlurmCluster", "slurm_cluster", "squeue"]

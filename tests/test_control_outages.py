@@ -20,7 +20,7 @@ from etcd_fixture import *  # noqa: F403  (fixtures etcd_server, etcd_clean)
 from etcd_fixture import PrivateEtcd
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.deployer import DEPLOYMENT_ENV, ROOT_ENV
-from sdpbatch.control.processes import is_alive, start_process, stop_process
+from sdpbatch.control.system.processes import is_alive, start_process, stop_process
 from small_runs import SMALL_BATCH
 
 

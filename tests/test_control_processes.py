@@ -7,7 +7,7 @@ import time
 
 import psutil
 
-from sdpbatch.control.processes import ProcessRecord, is_alive, start_process, stop_process
+from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process, stop_process
 
 SPAWNER = """
 import subprocess, sys, time

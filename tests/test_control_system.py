@@ -15,7 +15,7 @@ import pytest
 
 from etcd_fixture import *  # noqa: F403  (fixtures etcd_server, etcd_clean)
 from sdpbatch.control.configdb import Config
-from sdpbatch.control.processes import start_process, stop_process
+from sdpbatch.control.system.processes import start_process, stop_process
 from small_runs import SMALL_BATCH
 
 LEASE_TTL = 2.0

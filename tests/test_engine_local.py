@@ -16,10 +16,10 @@ from sdpbatch.control.controller import Controller
 from sdpbatch.control.engines import EngineError, EngineSpec, parse_engine
 from sdpbatch.control.engines.base import DaskRequest
 from sdpbatch.control.engines.slurm_commands import slurm_seconds
-from sdpbatch.control.etcd_server import free_port
-from sdpbatch.control.processes import is_alive
 from sdpbatch.control.resources import Capacity, machine_capacity
 from sdpbatch.control.status import format_status, system_status
+from sdpbatch.control.system.etcd_server import free_port
+from sdpbatch.control.system.processes import is_alive
 from sdpbatch.workflows.registry import catalog
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from sdpbatch.control.engines.scheduler import scheduler_identity
-from sdpbatch.control.etcd_server import free_port
-from sdpbatch.control.processes import ProcessRecord, is_alive, start_process, stop_process
+from sdpbatch.control.system.etcd_server import free_port
+from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process, stop_process
 
 pytestmark = pytest.mark.slow
 

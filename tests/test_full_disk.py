@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from etcd_fixture import PrivateEtcd
-from sdpbatch.control.processes import start_process, stop_process
+from sdpbatch.control.system.processes import start_process, stop_process
 
 SIZE_MB = 30
 SMALL_RUN = {
@@ -117,10 +117,10 @@ def test_disk_filled_during_a_dask_run_is_one_line_and_leaves_nothing(small_fs, 
 
 
 def test_up_on_a_small_filesystem_says_why(small_fs):
-    from sdpbatch.control import system
-    from sdpbatch.control.data_root import Layout
-    from sdpbatch.control.system_components import STARTERS
-    from sdpbatch.control.system_state import SystemControlError, SystemState
+    from sdpbatch.control.system import lifecycle as system
+    from sdpbatch.control.system.components import STARTERS
+    from sdpbatch.control.system.data_root import Layout
+    from sdpbatch.control.system.state import SystemControlError, SystemState
 
     result = sdpbatch("up", "--data-dir", str(small_fs / "data"))
     assert result.returncode == 2

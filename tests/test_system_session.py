@@ -166,11 +166,11 @@ def test_seed_session_through_tango(system):
 def test_tango_database_on_a_taken_port_is_detected(tmp_path):
     """The pitfall: a second database on a taken port exits 0 after a bind error; ``up``
     must notice instead of talking to someone else's database."""
-    from sdpbatch.control.data_root import Layout
-    from sdpbatch.control.processes import stop_process
-    from sdpbatch.control.system import choose_ports, down
-    from sdpbatch.control.system_components import STARTERS
-    from sdpbatch.control.system_state import SystemControlError, SystemState
+    from sdpbatch.control.system.components import STARTERS
+    from sdpbatch.control.system.data_root import Layout
+    from sdpbatch.control.system.lifecycle import choose_ports, down
+    from sdpbatch.control.system.processes import stop_process
+    from sdpbatch.control.system.state import SystemControlError, SystemState
 
     start_database = STARTERS["tango-database"]
     first = SystemState(tmp_path / "first", ports=choose_ports({}), run_id="t1")

@@ -18,7 +18,7 @@ from matplotlib import image as mpimg
 from etcd_fixture import *  # noqa: F403  (fixtures etcd_server, etcd_clean)
 from sdpbatch.control.buffers import make_buffer
 from sdpbatch.control.configdb import Config
-from sdpbatch.control.processes import stop_process
+from sdpbatch.control.system.processes import stop_process
 from sdpbatch.execution.pipeline import RESTORED
 from web_fixture import EventStream, get, get_json, make_product, start_web
 
@@ -311,7 +311,7 @@ def test_the_command_refuses_bad_input(tmp_path):
 def test_without_the_database_the_files_are_still_shown(tmp_path):
     """etcd away: the database's pages say so (JSON errors, an error event), the products and
     logs under the data root are still served."""
-    from sdpbatch.control.etcd_server import free_port
+    from sdpbatch.control.system.etcd_server import free_port
 
     data = tmp_path / "data"
     make_product(data / IMG)

@@ -200,7 +200,7 @@ def _shot(driver, folder: Path, name: str) -> Path:
 
 def test_pages_follow_a_real_session(system, browser, screenshots, capsys):
     from sdpbatch.control.subarray.state_machine import ObsState
-    from sdpbatch.control.system_components import COMPONENTS
+    from sdpbatch.control.system.components import COMPONENTS
 
     data_dir, env = system
     url, driver = env["SDPBATCH_WEB_URL"].rstrip("/"), browser

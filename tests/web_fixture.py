@@ -18,8 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from sdpbatch.control.etcd_server import free_port
-from sdpbatch.control.processes import ProcessRecord, is_alive, start_process
+from sdpbatch.control.system.etcd_server import free_port
+from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process
 from sdpbatch.execution.pipeline import GAINS, QA, RESIDUAL, RESTORED
 from sdpbatch.io.fits_image import write_fits_image
 from sdpbatch.io.gaintable import write_gain_table

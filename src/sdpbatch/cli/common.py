@@ -19,7 +19,7 @@ class UsageError(Exception):
 
 def add_data_dir_option(parser: argparse.ArgumentParser, what: str) -> None:
     """``--data-dir DIR``, ``what`` it is, defaulting to ``$SDPBATCH_DATA_DIR``, else
-    ``./sdp-data`` (see :func:`sdpbatch.control.data_root.resolve_data_dir`)."""
+    ``./sdp-data`` (see :func:`sdpbatch.control.system.data_root.resolve_data_dir`)."""
     help = f"{what} (default: $SDPBATCH_DATA_DIR, else ./sdp-data)"
     parser.add_argument("--data-dir", type=Path, default=None, help=help)
 

@@ -14,7 +14,7 @@ from sdpbatch.cli.common import (
     control_errors,
     terminate_on_sigterm,
 )
-from sdpbatch.control.data_root import resolve_data_dir
+from sdpbatch.control.system.data_root import resolve_data_dir
 
 
 def add_control_commands(sub: argparse._SubParsersAction) -> None:
@@ -112,8 +112,8 @@ def _cmd_etcd(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from sdpbatch.control.etcd_server import start_etcd, wait_healthy
-    from sdpbatch.control.processes import is_alive, stop_process
+    from sdpbatch.control.system.etcd_server import start_etcd, wait_healthy
+    from sdpbatch.control.system.processes import is_alive, stop_process
 
     port = args.port or int(os.environ.get("SDP_CONFIG_PORT") or 2379)
     data_dir = args.data_dir.resolve()
@@ -218,8 +218,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from sdpbatch.control.configdb import FOREVER, Config, ConfigError
     from sdpbatch.control.status import format_status, system_status
-    from sdpbatch.control.system import format_services, services_status
-    from sdpbatch.control.system_state import SystemState
+    from sdpbatch.control.system.lifecycle import format_services, services_status
+    from sdpbatch.control.system.state import SystemState
     from sdpbatch.control.vocabulary import TOP_LEVEL
 
     data_dir = resolve_data_dir(args.data_dir)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sdpbatch.cli.common import UsageError, add_data_dir_option
-from sdpbatch.control.data_root import resolve_data_dir
+from sdpbatch.control.system.data_root import resolve_data_dir
 
 
 def add_system_commands(sub: argparse._SubParsersAction) -> None:
@@ -118,8 +118,8 @@ _NOT_UP_REASONS = ("API_DeviceNotExported", "API_CantConnectToDevice")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from sdpbatch.control import system
-    from sdpbatch.control.system_state import SystemControlError, SystemState, export_lines
+    from sdpbatch.control.system import lifecycle as system
+    from sdpbatch.control.system.state import SystemControlError, SystemState, export_lines
 
     engine = _engine_spec(args)
     try:
@@ -152,8 +152,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from sdpbatch.control.system import down
-    from sdpbatch.control.system_state import SystemControlError
+    from sdpbatch.control.system.lifecycle import down
+    from sdpbatch.control.system.state import SystemControlError
 
     data_dir = resolve_data_dir(args.data_dir)
     try:
@@ -185,7 +185,7 @@ def _subarray_argument(action: str, argument: str | None) -> str:
 def _tango_host(data_dir: Path | None) -> str:
     import os
 
-    from sdpbatch.control.system_state import SystemState
+    from sdpbatch.control.system.state import SystemState
 
     if os.environ.get("TANGO_HOST"):
         return os.environ["TANGO_HOST"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sdpbatch.cli.common import UsageError, add_data_dir_option
-from sdpbatch.control.data_root import resolve_data_dir
+from sdpbatch.control.system.data_root import resolve_data_dir
 
 DEFAULT_PORT = 8080
 

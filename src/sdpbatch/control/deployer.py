@@ -37,7 +37,7 @@ import psutil
 from sdpbatch.control import buffers
 from sdpbatch.control.configdb import Config, ConfigError
 from sdpbatch.control.engines import EngineError, Engines
-from sdpbatch.control.processes import (
+from sdpbatch.control.system.processes import (
     ProcessRecord,
     exit_code,
     start_process,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.configdb.config import BACKEND_ENV, HOST_ENV, PORT_ENV
-from sdpbatch.control.system_state import SystemState
+from sdpbatch.control.system.state import SystemState
 
 LOG = logging.getLogger(__name__)
 LOOPBACK_NAMES = ["127.0.0.1", "localhost"]

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 from sdpbatch.control.buffers import BufferError, check_buffer_name
 from sdpbatch.control.configdb import Config, ConfigError
 from sdpbatch.control.configdb.ids import check_pb_id
-from sdpbatch.control.processes import is_alive
 from sdpbatch.control.status import system_status
-from sdpbatch.control.system import services_status
+from sdpbatch.control.system.lifecycle import services_status
+from sdpbatch.control.system.processes import is_alive
 from sdpbatch.execution.pipeline import RESTORED
 from sdpbatch.web.files import LOGS, DataRoot, OutsideDataRoot, disk_usage, list_directory
 

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from sdpbatch.control.admission import admit_block
-from sdpbatch.control.data_root import default_data_dir
 from sdpbatch.control.deployer import DATA_ROOT_ENV
+from sdpbatch.control.system.data_root import default_data_dir
 from sdpbatch.io.space import check_space, writing_into
 from sdpbatch.parameters import Parameters
 from sdpbatch.workflows.runtime import ProcessingBlock

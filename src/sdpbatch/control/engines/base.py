@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sdpbatch.control.processes import ProcessRecord
 from sdpbatch.control.resources import Capacity
+from sdpbatch.control.system.processes import ProcessRecord
 from sdpbatch.control.vocabulary import DeploymentStatus
 from sdpbatch.execution.worker_environment import worker_process_environment
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from sdpbatch.control.engines.base import EngineError
-from sdpbatch.control.processes import ProcessRecord, is_alive, start_process, stop_process
+from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process, stop_process
 
 SCHEDULER_START_TIMEOUT = 60.0  # s
 

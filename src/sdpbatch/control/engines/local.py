@@ -18,8 +18,8 @@ from sdpbatch.control.engines.dask_processes import (
     stop_processes,
     work_dir,
 )
-from sdpbatch.control.processes import ProcessRecord, start_process, stop_process
 from sdpbatch.control.resources import Capacity, machine_capacity
+from sdpbatch.control.system.processes import ProcessRecord, start_process, stop_process
 
 HOST = "127.0.0.1"
 

@@ -33,8 +33,8 @@ from sdpbatch.control.engines.dask_processes import (
     stop_processes,
     work_dir,
 )
-from sdpbatch.control.processes import stop_process
 from sdpbatch.control.resources import Capacity, ResourceRequest, worker_memory_bytes
+from sdpbatch.control.system.processes import stop_process
 from sdpbatch.control.vocabulary import DeploymentStatus
 
 LOG = logging.getLogger(__name__)

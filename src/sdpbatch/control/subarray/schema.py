@@ -114,7 +114,7 @@ def validate_sbi(
         )
 
     if data_root is None:
-        from sdpbatch.control.data_root import default_data_dir
+        from sdpbatch.control.system.data_root import default_data_dir
 
         data_root = default_data_dir()
     for pb in blocks:

@@ -1,13 +1,13 @@
 """The whole system on this machine: ``sdpbatch up`` / ``down`` / status.
 
-``up`` starts every component in the background (:mod:`.system_components`: etcd, the Tango
+``up`` starts every component in the background (:mod:`.components`: etcd, the Tango
 database, the subarray device server, the processing controller, the deployer and the web
 page), then a supervisor (:mod:`.supervisor`) that restarts any of them that exits, with
 back-off, as Kubernetes restarts a pod.  The execution engine chosen with ``engine``
 (``--engine``) is checked to answer once etcd runs, before the other components start, and
 recorded in the configuration database; without one, the engine recorded by the last ``up``
 stays (``local`` at first).  Every process is recorded in ``DATA/system.json``
-(:mod:`.system_state`); ``down`` stops the supervisor, marks the blocks still going FAILED
+(:mod:`.state`); ``down`` stops the supervisor, marks the blocks still going FAILED
 "stopped by sdpbatch down", then stops the processes by id, in reverse order.  All data stays
 in ``DATA`` (:mod:`.data_root`), so ``down`` then ``up`` continues where it stopped; the ports
 of the last run are reused when free, so the printed environment stays the same.  ``up`` first
@@ -27,19 +27,19 @@ from typing import Any
 
 import psutil
 
-from sdpbatch.control.data_root import Layout, resolve_data_dir
 from sdpbatch.control.engines import EngineSpec
-from sdpbatch.control.etcd_server import free_port
-from sdpbatch.control.processes import stop_process
-from sdpbatch.control.shutdown import end_blocks_and_stop_strays
-from sdpbatch.control.system_components import (
+from sdpbatch.control.system.components import (
     COMPONENTS,
     STARTERS,
     choose_engine,
     register_devices,
     start_supervisor,
 )
-from sdpbatch.control.system_state import HOST, RUN_ID_ENV, SystemControlError, SystemState
+from sdpbatch.control.system.data_root import Layout, resolve_data_dir
+from sdpbatch.control.system.etcd_server import free_port
+from sdpbatch.control.system.processes import stop_process
+from sdpbatch.control.system.shutdown import end_blocks_and_stop_strays
+from sdpbatch.control.system.state import HOST, RUN_ID_ENV, SystemControlError, SystemState
 from sdpbatch.io.space import check_space
 
 LOG = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """The supervisor of ``sdpbatch up``: restarts a component that exits, with back-off.
 
-``python -m sdpbatch.control.supervisor DATA_DIR`` (started by ``up``, stopped first by
+``python -m sdpbatch.control.system.supervisor DATA_DIR`` (started by ``up``, stopped first by
 ``down``) looks at the processes recorded in ``DATA_DIR/system.json`` every
 :data:`POLL` s.  A component found dead is restarted by the same function that started it
-(:data:`~sdpbatch.control.system_components.STARTERS`), after 1 s, then 2, 4, ... up to
+(:data:`~sdpbatch.control.system.components.STARTERS`), after 1 s, then 2, 4, ... up to
 :data:`MAX_BACKOFF` s while it keeps failing; its back-off is forgotten once it has run for
 :data:`STABLE_AFTER` s.  Restart counts and the cause of the last exit (from its log) are
 written to ``system.json`` for ``sdpbatch status``.  It stops when the state says the system
@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from sdpbatch.control.data_root import Layout
-from sdpbatch.control.logcause import failure_cause
-from sdpbatch.control.system_components import STARTERS
-from sdpbatch.control.system_state import SystemControlError, SystemState
+from sdpbatch.control.system.components import STARTERS
+from sdpbatch.control.system.data_root import Layout
+from sdpbatch.control.system.logcause import failure_cause
+from sdpbatch.control.system.state import SystemControlError, SystemState
 
 LOG = logging.getLogger("supervisor")
 POLL = 0.5  # s
@@ -92,7 +92,7 @@ class Supervisor:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m sdpbatch.control.supervisor DATA_DIR", file=sys.stderr)
+        print("usage: python -m sdpbatch.control.system.supervisor DATA_DIR", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s:%(name)s:%(message)s")
     Supervisor(Path(args[0])).run()

@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from sdpbatch.control.processes import ProcessRecord, start_process
+from sdpbatch.control.system.processes import ProcessRecord, start_process
 
 MAX_TXN_OPS = 4096  # etcd's default of 128 compares+operations is too small for big listings
 

@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sdpbatch.control.data_root import Layout
 from sdpbatch.control.engines import EngineSpec
-from sdpbatch.control.etcd_server import start_etcd, wait_healthy
-from sdpbatch.control.logcause import failure_cause
-from sdpbatch.control.processes import ProcessRecord, start_process
-from sdpbatch.control.system_state import HOST, WEB_URL_ENV, SystemControlError, SystemState
+from sdpbatch.control.system.data_root import Layout
+from sdpbatch.control.system.etcd_server import start_etcd, wait_healthy
+from sdpbatch.control.system.logcause import failure_cause
+from sdpbatch.control.system.processes import ProcessRecord, start_process
+from sdpbatch.control.system.state import HOST, WEB_URL_ENV, SystemControlError, SystemState
 
 SUBARRAY_DEVICES = ("mid_sdp/elt/subarray_1", "mid_sdp/elt/subarray_2")
 SUBARRAY_SERVER = "SDPSubarray/1"
@@ -249,7 +249,7 @@ def start_supervisor(state: SystemState, layout: Layout) -> None:
     """The supervisor of the components, recorded apart from them (``down`` stops it first)."""
     state.supervisor = start_process(
         "supervisor",
-        [sys.executable, "-m", "sdpbatch.control.supervisor", str(state.data_dir)],
+        [sys.executable, "-m", "sdpbatch.control.system.supervisor", str(state.data_dir)],
         log_path=layout.logs / "supervisor.log",
         env=state.child_env,
         cwd=layout.data_dir,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdpbatch.control.data_root import DATA_DIR_ENV, Layout
-from sdpbatch.control.processes import ProcessRecord
+from sdpbatch.control.system.data_root import DATA_DIR_ENV, Layout
+from sdpbatch.control.system.processes import ProcessRecord
 from sdpbatch.io.atomic import atomic_path
 
 HOST = "127.0.0.1"

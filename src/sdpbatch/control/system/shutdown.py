@@ -13,7 +13,7 @@ import logging
 import socket
 
 from sdpbatch.control.configdb import Config, ConfigError
-from sdpbatch.control.processes import stop_process
+from sdpbatch.control.system.processes import stop_process
 from sdpbatch.control.vocabulary import ENDED, BlockStatus
 
 LOG = logging.getLogger(__name__)
