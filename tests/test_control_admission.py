@@ -10,12 +10,12 @@ import pytest
 
 from sdpbatch.control.admission import ALLOWED_DIRS_ENV, BlockRefused, admit_block
 from sdpbatch.control.resources import Capacity
-from sdpbatch.control.vocabulary import (
+from sdpbatch.io.space import DiskFull
+from sdpbatch.vocabulary import (
     dask_deployment_id,
     pb_of_deployment,
     workflow_deployment_id,
 )
-from sdpbatch.io.space import DiskFull
 from sdpbatch.workflows.reasons import describe_failure
 
 BATCH = {"type": "batch", "id": "batch_imaging", "version": "0.1.0"}

@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sdpbatch"
 LAYERS = ["science", "io", "execution", "control", "workflows", "web", "cli"]
-SHARED = {"parameters", "offline", "__init__"}
+SHARED = {"parameters", "offline", "vocabulary", "__init__"}
 NO_IO_IN_SCIENCE = {"open", "h5py", "casacore.tables", "astropy.io", "matplotlib"}
 
 

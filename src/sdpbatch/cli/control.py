@@ -220,7 +220,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from sdpbatch.control.status import format_status, system_status
     from sdpbatch.control.system.lifecycle import format_services, services_status
     from sdpbatch.control.system.state import SystemState
-    from sdpbatch.control.vocabulary import TOP_LEVEL
+    from sdpbatch.vocabulary import TOP_LEVEL
 
     data_dir = resolve_data_dir(args.data_dir)
     services = services_status(data_dir)
@@ -268,7 +268,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     import time
 
     from sdpbatch.control.configdb import Config
-    from sdpbatch.control.vocabulary import ENDED, workflow_deployment_id
+    from sdpbatch.vocabulary import ENDED, workflow_deployment_id
 
     with control_errors(), Config() as config:
         for txn in config.txn():

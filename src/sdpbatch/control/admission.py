@@ -26,7 +26,6 @@ from pathlib import Path
 
 from sdpbatch.control.buffers import BufferError, check_buffer_name
 from sdpbatch.control.resources import Capacity, ResourceRequest, machine_capacity, never_fits
-from sdpbatch.control.vocabulary import default_buffer_name
 from sdpbatch.control.workflow_catalogue import (
     WorkflowSpec,
     find_workflow,
@@ -35,6 +34,7 @@ from sdpbatch.control.workflow_catalogue import (
     workflow_key,
 )
 from sdpbatch.parameters import PATH_FIELDS, ParameterError, Parameters, parse_parameters
+from sdpbatch.vocabulary import default_buffer_name
 
 ALLOWED_DIRS_ENV = "SDPBATCH_ALLOWED_DIRS"
 

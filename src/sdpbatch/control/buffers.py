@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sdpbatch.control.configdb import Config, ConfigError, ConfigVanished
 from sdpbatch.control.configdb.ids import DEPLOYMENT_ID
-from sdpbatch.control.vocabulary import ENDED, buffer_key
+from sdpbatch.vocabulary import ENDED, buffer_key
 
 RESERVED = frozenset({"logs", "dask", "etcd", "tango", "run", "tmp", "state"})
 """Directories of the data root used by the system itself, never buffer names."""

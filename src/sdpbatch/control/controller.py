@@ -41,7 +41,8 @@ from sdpbatch.control.resources import (
     machine_capacity,
     never_fits,
 )
-from sdpbatch.control.vocabulary import (
+from sdpbatch.control.workflow_catalogue import workflow_key
+from sdpbatch.vocabulary import (
     ACTIVE_OWNED,
     DEPLOY,
     DEPLOYMENT_ENDED,
@@ -53,7 +54,6 @@ from sdpbatch.control.vocabulary import (
     block_deployment_prefix,
     workflow_deployment_id,
 )
-from sdpbatch.control.workflow_catalogue import workflow_key
 
 LOG = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from sdpbatch.control.system.processes import (
     start_process,
     stop_process,
 )
-from sdpbatch.control.vocabulary import (
+from sdpbatch.vocabulary import (
     ENDED,
     DeploymentStatus,
     DeploymentType,

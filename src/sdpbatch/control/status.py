@@ -11,8 +11,8 @@ from sdpbatch.control.buffers import directory_size
 from sdpbatch.control.configdb import Config, Transaction
 from sdpbatch.control.engines import engine_status
 from sdpbatch.control.system.processes import is_alive
-from sdpbatch.control.vocabulary import ACTIVE_OWNED, NEW
 from sdpbatch.control.workflow_catalogue import workflow_key
+from sdpbatch.vocabulary import ACTIVE_OWNED, NEW
 
 
 def system_status(config: Config) -> dict:

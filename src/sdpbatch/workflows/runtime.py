@@ -28,7 +28,7 @@ from pathlib import Path
 from sdpbatch.control.buffers import check_buffer_name
 from sdpbatch.control.configdb import FOREVER, Config, ConfigError
 from sdpbatch.control.deployer import LOG_PATH_ENV
-from sdpbatch.control.vocabulary import (
+from sdpbatch.vocabulary import (
     DEPLOYMENT_ENDED,
     ENDED,
     BlockStatus,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 
-from sdpbatch.control.vocabulary import default_buffer_name
 from sdpbatch.control.workflow_catalogue import engine_size
+from sdpbatch.vocabulary import default_buffer_name
 from sdpbatch.workflows.runtime import ProcessingBlock
 
 LOG = logging.getLogger("test_dask")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from sdpbatch.control.vocabulary import ENDED, SBI_ENDED
+from sdpbatch.vocabulary import ENDED, SBI_ENDED
 from sdpbatch.workflows.runtime import BlockEnded, ProcessingBlock, WorkflowError
 
 LOG = logging.getLogger("test_realtime")

@@ -1,6 +1,6 @@
 """One attempt of a configuration database transaction: recorded reads, buffered writes and
 the entity methods (scheduling block instances, processing blocks, deployments, subarrays,
-buffers, resources, components) under the keys of :mod:`sdpbatch.control.vocabulary`.
+buffers, resources, components) under the keys of :mod:`sdpbatch.vocabulary`.
 
 Created by :meth:`~sdpbatch.control.configdb.config.Config.txn`; see there for the loop.
 """
@@ -19,7 +19,7 @@ from sdpbatch.control.configdb.ids import (
     check_sbi_id,
     check_subarray_id,
 )
-from sdpbatch.control.vocabulary import (
+from sdpbatch.vocabulary import (
     BUFFER,
     COMPONENT,
     DEPLOY,

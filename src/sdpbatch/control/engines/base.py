@@ -16,8 +16,8 @@ from typing import Protocol
 
 from sdpbatch.control.resources import Capacity
 from sdpbatch.control.system.processes import ProcessRecord
-from sdpbatch.control.vocabulary import DeploymentStatus
 from sdpbatch.execution.worker_environment import worker_process_environment
+from sdpbatch.vocabulary import DeploymentStatus
 
 MAX_WORKERS = 256
 MAX_THREADS = 256

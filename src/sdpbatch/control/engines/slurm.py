@@ -35,7 +35,7 @@ from sdpbatch.control.engines.dask_processes import (
 )
 from sdpbatch.control.resources import Capacity, ResourceRequest, worker_memory_bytes
 from sdpbatch.control.system.processes import stop_process
-from sdpbatch.control.vocabulary import DeploymentStatus
+from sdpbatch.vocabulary import DeploymentStatus
 
 LOG = logging.getLogger(__name__)
 DEATH_TIMEOUT = 60  # s a worker waits for a lost scheduler before it exits (and its job ends)

@@ -14,7 +14,7 @@ import socket
 
 from sdpbatch.control.configdb import Config, ConfigError
 from sdpbatch.control.system.processes import stop_process
-from sdpbatch.control.vocabulary import ENDED, BlockStatus
+from sdpbatch.vocabulary import ENDED, BlockStatus
 
 LOG = logging.getLogger(__name__)
 DOWN_REASON = "stopped by sdpbatch down"
