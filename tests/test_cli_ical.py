@@ -42,7 +42,7 @@ def test_wsclean_style_ical_run(simulated, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["qa.json", "field1_gains.h5", "field1_restored.png"]
+        ["qa.json", "provenance.json", "field1_gains.h5", "field1_restored.png"]
         + [
             f"field1_{k}{c}.fits"
             for k in ("restored", "residual", "deconvolved")

@@ -23,7 +23,13 @@ FITS_PRODUCTS = [
     for suffix in ("", "_cube")
 ]
 ALL_PRODUCTS = sorted(
-    [*FITS_PRODUCTS, "ska_pipeline_ical_gains.h5", "qa.json", "ska_pipeline_ical_restored.png"]
+    [
+        *FITS_PRODUCTS,
+        "ska_pipeline_ical_gains.h5",
+        "qa.json",
+        "ska_pipeline_ical_restored.png",
+        "provenance.json",
+    ]
 )
 NPIX, CELL = 256, 0.0005
 SOURCE = (5.0, 0.0123, -0.0071)  # Jy, l, m: off the pixel grid

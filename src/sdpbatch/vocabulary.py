@@ -158,3 +158,9 @@ def allocation_key(pb_id: str) -> str:
 
 def component_key(name: str) -> str:
     return COMPONENT + name
+
+
+# --- product sets ---------------------------------------------------------------------------
+
+PROVENANCE = "provenance.json"
+"""The manifest of a product set (:mod:`sdpbatch.io.provenance`): where every file came from."""

@@ -2,7 +2,7 @@
 
 Each command is a thin handler: parse arguments, call the layer that does the work, print
 what was done.  The commands live by theme in :mod:`sdpbatch.cli.science`,
-:mod:`sdpbatch.cli.control` and :mod:`sdpbatch.cli.system`.
+:mod:`sdpbatch.cli.products`, :mod:`sdpbatch.cli.control` and :mod:`sdpbatch.cli.system`.
 
 Exit status: 0 done; 2 an error the user can fix (bad parameters or flags, missing or unreadable
 input, an output path that cannot be used), reported in one line naming what was typed, with
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from sdpbatch.cli.common import FILE_ONLY, UsageError, add_logging_options, setup_logging
 from sdpbatch.cli.control import add_control_commands
+from sdpbatch.cli.products import add_product_commands
 from sdpbatch.cli.science import add_science_commands
 from sdpbatch.cli.system import add_system_commands
 from sdpbatch.cli.web import add_web_command
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_logging_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_science_commands(sub)
+    add_product_commands(sub)
     add_control_commands(sub)
     add_system_commands(sub)
     add_web_command(sub)

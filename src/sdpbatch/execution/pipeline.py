@@ -38,7 +38,7 @@ import numpy as np
 
 from sdpbatch.execution.ical import IcalResult, run_ical
 from sdpbatch.execution.progress import Progress
-from sdpbatch.execution.runner import Runner
+from sdpbatch.execution.runner import InProcess, Runner, describe
 from sdpbatch.execution.writeback import write_back
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
@@ -47,6 +47,7 @@ from sdpbatch.io.ms_observation import read_telescope_name
 from sdpbatch.io.ms_read import MeasurementSetInfo
 from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.io.preview import write_preview_png
+from sdpbatch.io.provenance import environment, metadata_identity, write_manifest
 from sdpbatch.io.qa import write_qa
 from sdpbatch.io.skymodel_file import SkyModelFileError, read_sky_model
 from sdpbatch.parameters import CATALOGUE, FIELDS, NO_MODEL, ParameterError, Parameters
@@ -58,6 +59,7 @@ from sdpbatch.science.assess import (
     image_statistics,
     source_offsets_summary,
 )
+from sdpbatch.vocabulary import PROVENANCE
 
 LOG = logging.getLogger(__name__)
 WORKFLOW_LOG = logging.getLogger("batch_imaging")
@@ -191,6 +193,7 @@ def ical_pipeline(
         extra={"calibration_model": _model_record(model), "write_back": written_back},
         timings=timings,
         started=start,
+        runner=runner,
     )
     seconds = time.perf_counter() - start
     LOG.info("ICAL products in %s (%.1f s)", out_dir, seconds)
@@ -221,7 +224,9 @@ def _references(params: Parameters, truth_dir: Path | None):
     return truth, model
 
 
-def _write_products(out_dir: Path, result, params, infos, *, truth, extra, timings, started):
+def _write_products(
+    out_dir: Path, result, params, infos, *, truth, extra, timings, started, runner
+):
     """Images, gains, preview and qa.json (with ``extra`` entries) staged beside ``out_dir``,
     then moved in; (paths by role, the qa record)."""
     write_start = time.perf_counter()
@@ -244,19 +249,42 @@ def _write_products(out_dir: Path, result, params, infos, *, truth, extra, timin
         timings = {**timings, "write": now - write_start, "total": now - started}
         qa = {**build_qa(result, params, infos, truth=truth, timings=timings), **extra}
         written["qa"] = write_qa(staging / QA, qa)
-        return _move_into(staging, out_dir, written), qa
+        manifest = write_manifest(
+            staging,
+            files=list(written.values()),
+            record=_provenance_record(params, infos, runner=runner, timings=timings),
+        )
+        return _move_into(staging, out_dir, written, manifest=manifest), qa
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _move_into(staging: Path, out_dir: Path, written: dict[str, Path]) -> dict[str, Path]:
-    """Rename the staged files into ``out_dir`` (same filesystem: each rename is atomic)."""
+def _provenance_record(params, infos, *, runner, timings) -> dict[str, Any]:
+    """What the manifest says of the run beside the software: parameters as resolved, the
+    inputs' identities, the engine and its workers, the stage times."""
+    return {
+        "parameters": params.to_dict(),
+        "inputs": [metadata_identity(info) for info in infos],
+        "engine": describe(runner if runner is not None else InProcess(params.threads_per_worker)),
+        "stages": timings,
+        "resumed_from": [],
+    }
+
+
+def _move_into(
+    staging: Path, out_dir: Path, written: dict[str, Path], *, manifest: Path
+) -> dict[str, Path]:
+    """Rename the staged files into ``out_dir`` (same filesystem: each rename is atomic), the
+    manifest last: an earlier manifest goes first, so it never describes a mix of files."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / manifest.name).unlink(missing_ok=True)
     final = {}
     for role, path in written.items():
         target = out_dir / path.name
         os.replace(path, target)
         final[role] = target
+    final["provenance"] = out_dir / manifest.name
+    os.replace(manifest, final["provenance"])
     return final
 
 
@@ -274,6 +302,7 @@ def _write_images(
             f"nmajor {params.nmajor} niter {params.niter} gain {params.clean_gain} "
             f"scales {params.scales} nmoment {params.nmoment} selfcal {params.selfcal} "
             f"context {params.calibration_context} weighting {params.weighting}",
+            *_software_history(),
         ],
     )
     freqs = np.asarray(result.frequencies, dtype=np.float64)
@@ -307,6 +336,13 @@ def _write_images(
             **common,
         )
     return written
+
+
+def _software_history() -> list[str]:
+    """FITS HISTORY lines naming the software (the manifest beside the file has the rest)."""
+    env = environment()
+    deps = " ".join(f"{name} {v}" for name, v in env["dependencies"].items() if v)
+    return [f"sdpbatch {env['sdpbatch']} python {env['python']}", deps, f"provenance: {PROVENANCE}"]
 
 
 def _even_axis(freqs: np.ndarray) -> np.ndarray:

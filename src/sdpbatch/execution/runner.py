@@ -152,3 +152,13 @@ class OnDask:
 def workers_on_host(slots: Iterable[WorkerSlot], host: str) -> int:
     """How many of ``slots`` run on ``host``."""
     return sum(1 for s in slots if s.host == host)
+
+
+def describe(runner: Runner) -> dict[str, Any]:
+    """Where a run ran, for its provenance: the kind of runner and its workers."""
+    kind = "dask" if isinstance(runner, OnDask) else "in-process"
+    workers = [{"host": s.host, "threads": s.nthreads} for s in runner.slots]
+    record: dict[str, Any] = {"kind": kind, "workers": workers}
+    if isinstance(runner, OnDask):
+        record["scheduler"] = runner.client.scheduler.address
+    return record

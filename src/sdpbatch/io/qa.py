@@ -12,14 +12,14 @@ import numpy as np
 from sdpbatch.io.atomic import atomic_path
 
 
-def _plain(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """JSON-compatible copy: numpy scalars/arrays to Python, non-finite floats to None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return json_ready(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, Path):
@@ -31,7 +31,7 @@ def _plain(value: Any) -> Any:
 
 def write_qa(path: str | Path, qa: dict) -> Path:
     """Write ``qa`` to ``path`` as indented JSON with sorted keys (strict JSON: inf/nan -> null)."""
-    text = json.dumps(_plain(qa), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    text = json.dumps(json_ready(qa), indent=2, sort_keys=True, allow_nan=False) + "\n"
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
