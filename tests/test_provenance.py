@@ -112,3 +112,22 @@ def test_verify_without_a_manifest_is_a_user_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "no provenance.json" in err
     assert main(["verify", str(tmp_path / "nowhere")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_a_run_leaves_both_buffers_verifiable_and_records_the_write_back(tmp_path, capsys):
+    params = {"n_workers": 1, "rmax": 250.0, "ntimes": 2, "nfreqwin": 2, "npixel": 128,
+              "cellsize": 0.0015, "nmajor": 1, "niter": 100, "flux_limit": 5.0,
+              "write_model": True, "buffer_vis": "v", "buffer_img": "i"}  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps(params))
+    code = main(["run", str(tmp_path / "p.json"), "--out", str(tmp_path / "d"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    vis = tmp_path / "d" / "v"
+    manifest = json.loads((vis / "provenance.json").read_text())
+    ms_names = sorted(p.name for p in vis.glob("*.ms"))
+    assert len(ms_names) == 2 and set(ms_names) <= set(manifest["files"])
+    assert "truth_skymodel.txt" in manifest["files"]
+    assert manifest["stages"]["simulate"] > 0 and manifest["parameters"]["ntimes"] == 2
+    (change,) = manifest["changes"]
+    assert change["what"] == "ICAL wrote MODEL_DATA" and change["files"] == ms_names
+    for folder in (vis, tmp_path / "d" / "i"):
+        assert main(["verify", str(folder)]) == 0, capsys.readouterr().out

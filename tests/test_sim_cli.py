@@ -39,7 +39,7 @@ def test_simulate_writes_products(tmp_path, capsys):
         "truth_gains.h5",
         "truth_skymodel.txt",
     ]
-    assert names == sorted(expected)
+    assert names == sorted([*expected, "provenance.json"])
     assert all(any(line.endswith(n) for line in printed) for n in expected)
     assert "3 windows, 3 channels in all x 3 times" in printed[-1]
     summary = json.loads((out / "simulation.json").read_text())

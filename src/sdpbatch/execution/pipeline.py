@@ -47,7 +47,7 @@ from sdpbatch.io.ms_observation import read_telescope_name
 from sdpbatch.io.ms_read import MeasurementSetInfo
 from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.io.preview import write_preview_png
-from sdpbatch.io.provenance import environment, metadata_identity, write_manifest
+from sdpbatch.io.provenance import environment, metadata_identity, record_change, write_manifest
 from sdpbatch.io.qa import write_qa
 from sdpbatch.io.skymodel_file import SkyModelFileError, read_sky_model
 from sdpbatch.parameters import CATALOGUE, FIELDS, NO_MODEL, ParameterError, Parameters
@@ -182,6 +182,7 @@ def ical_pipeline(
     written_back = write_back(infos, result, params, runner=runner)
     for window, columns in written_back.items():
         LOG.info("Wrote %s into %s", " and ".join(columns), window)
+    _record_write_back(written_back, infos)
     write_start = time.perf_counter()
     timings = {**result.timings, "write_back": write_start - start - result.timings["total"]}
     final, qa = _write_products(
@@ -201,6 +202,14 @@ def ical_pipeline(
     return IcalProducts(
         out_dir=Path(out_dir), paths=final, qa=qa, seconds=seconds, stage_intervals=intervals
     )
+
+
+def _record_write_back(written_back: dict[str, list[str]], infos) -> None:
+    """The columns ICAL wrote into MeasurementSets that a manifest lists (a simulation's)."""
+    columns = sorted({c for cols in written_back.values() for c in cols})
+    if columns:  # every window is written with the same columns
+        changed = sorted({info.path for info in infos})
+        record_change(changed, what=f"ICAL wrote {' and '.join(columns)}")
 
 
 def _model_record(model) -> dict | None:

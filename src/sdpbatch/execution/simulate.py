@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from sdpbatch.execution.progress import NoProgress, Progress
-from sdpbatch.execution.runner import InProcess, Runner
+from sdpbatch.execution.runner import InProcess, Runner, describe
 from sdpbatch.io.atomic import remove_partials
 from sdpbatch.io.layout_file import load_layout
 from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
+from sdpbatch.io.provenance import write_manifest
 from sdpbatch.io.skymodel_file import read_sky_model
 from sdpbatch.io.truth import write_truth
 from sdpbatch.parameters import GLEAM_LIKE, ParameterError, Parameters
@@ -356,6 +357,16 @@ def simulate(
         phase_centre=setup.phase_centre,
         summary=_summary(setup, ms_paths),
     )
+    seconds = time.perf_counter() - start
+    write_manifest(
+        out_dir,
+        files=[*ms_paths, *truth_paths],
+        record={
+            "parameters": params.to_dict(),
+            "engine": describe(runner or InProcess()),
+            "stages": {"simulate": seconds},
+        },
+    )
     return SimulationProducts(
         ms_paths=ms_paths,
         truth_dir=out_dir,
@@ -366,5 +377,5 @@ def simulate(
         nfreqwin=params.nfreqwin,
         nsources=len(setup.sky),
         nvis=setup.nbaselines * params.ntimes * params.nfreqwin,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
     )

@@ -14,12 +14,15 @@ files are the ones written::
       "engine": {"kind": "dask" | "in-process", "workers": [...]},
       "stages": {"read": 0.7, ...},               # seconds
       "resumed_from": [],                         # cycles a resumed run took up
-      "files": {"<name>": {"bytes": 123, "sha256": "..."}, ...}
+      "files": {"<name>": {"bytes": 123, "sha256": "..."}, ...},
+      "changes": [{"when", "what", "files"}, ...]  # later writes into listed files
     }
 
 A MeasurementSet (a directory) is one entry whose checksum covers every file in it, in
 sorted order, with their relative names.  :func:`verify` compares a folder with its manifest:
-a file missing, changed (size or checksum) or not in the manifest.
+a file missing, changed (size or checksum) or not in the manifest.  A later step that writes
+into a listed file on purpose (ICAL's MODEL_DATA and CORRECTED_DATA in the simulation's
+MeasurementSets) records it with :func:`record_change`: the new checksums and what it did.
 """
 
 from __future__ import annotations
@@ -141,12 +144,40 @@ def write_manifest(
     directory = Path(directory)
     manifest = {
         "format": FORMAT,
-        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _now(),
         **environment(),
         **record,
         "files": {p.name: checksum(p) for p in sorted(files)},
     }
     return write_qa(directory / PROVENANCE, manifest)
+
+
+def record_change(paths: list[Path], *, what: str) -> list[Path]:
+    """After ``paths`` were written into on purpose: in each manifest that lists one of them
+    (``provenance.json`` of its folder), its new checksum and a ``changes`` entry saying
+    ``what``; the manifests updated (atomically).  Files no manifest lists are left alone."""
+    by_folder: dict[Path, list[Path]] = {}
+    for path in map(Path, paths):
+        by_folder.setdefault(path.parent, []).append(path)
+    updated = []
+    for folder, members in sorted(by_folder.items()):
+        if not (folder / PROVENANCE).is_file():
+            continue
+        manifest = read_manifest(folder)
+        listed = [p for p in members if p.name in manifest["files"]]
+        if not listed:
+            continue
+        for path in listed:
+            manifest["files"][path.name] = checksum(path)
+        manifest.setdefault("changes", []).append(
+            {"when": _now(), "what": what, "files": sorted(p.name for p in listed)}
+        )
+        updated.append(write_qa(folder / PROVENANCE, manifest))
+    return updated
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
