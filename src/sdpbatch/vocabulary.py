@@ -164,3 +164,5 @@ def component_key(name: str) -> str:
 
 PROVENANCE = "provenance.json"
 """The manifest of a product set (:mod:`sdpbatch.io.provenance`): where every file came from."""
+CHECKPOINT_SUFFIX = ".checkpoint"
+"""A run's checkpoint is the folder ``<products folder><CHECKPOINT_SUFFIX>`` beside it."""

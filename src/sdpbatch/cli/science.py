@@ -61,6 +61,7 @@ def _add_ical(sub: argparse._SubParsersAction) -> None:
         help="folder with the simulation's truth files to compare with (default: the "
         "MeasurementSets' folder, when it holds them)",
     )
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     _add_cluster_options(p)
     add_parameter_options(p, "ical")
     p.set_defaults(handler=_cmd_ical)
@@ -84,12 +85,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="data root that receives the visibility and image buffers (--data-dir is the "
         "older spelling)",
     )
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     _add_cluster_options(p)
     add_parameter_options(p, "run")
     p.set_defaults(handler=_cmd_run)
 
 
 PARAMS_HELP = "parameter JSON file (the seed's format)"
+RESUME_HELP = (
+    "go on from the checkpoint a stopped run of the same inputs and parameters left beside "
+    "the products (its complete major cycles are not made again; the products are the same "
+    "as an uninterrupted run's); without one, start from the beginning"
+)
 OUT_HELP = "directory for the products (created if missing)"
 
 
@@ -217,6 +224,7 @@ def _cmd_ical(args: argparse.Namespace) -> int:
             truth_dir=truth_dir,
             progress=progress_display(args),
             infos=infos,
+            resume=args.resume,
         )
     _print_ical_products(products)
     return 0
@@ -257,7 +265,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     needs = run_space(params, vis_dir, img_dir)
     with guarded_output(needs), _runner(params, args.scheduler) as runner:
         products = batch_imaging_pipeline(
-            params, vis_dir, img_dir, runner=runner, progress=progress_display(args)
+            params,
+            vis_dir,
+            img_dir,
+            runner=runner,
+            progress=progress_display(args),
+            resume=args.resume,
         )
     for path in products.simulation.ms_paths:
         print(path)

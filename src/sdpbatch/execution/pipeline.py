@@ -37,10 +37,18 @@ from typing import Any
 import numpy as np
 
 from sdpbatch.execution.ical import IcalResult, run_ical
+from sdpbatch.execution.ical.checkpoint import check_fingerprint
 from sdpbatch.execution.progress import Progress
 from sdpbatch.execution.runner import InProcess, Runner, describe
 from sdpbatch.execution.writeback import write_back
 from sdpbatch.io.atomic import TEMP_MARK
+from sdpbatch.io.checkpoint import (
+    CheckpointError,
+    checkpoint_dir,
+    read_checkpoint,
+    remove_checkpoint,
+    remove_checkpoint_partials,
+)
 from sdpbatch.io.fits_image import write_fits_image
 from sdpbatch.io.gaintable import GainTable, write_gain_terms
 from sdpbatch.io.ms_observation import read_telescope_name
@@ -150,13 +158,17 @@ def ical_pipeline(
     truth_dir: str | Path | None = None,
     progress: Progress | None = None,
     infos: list[MeasurementSetInfo] | None = None,
+    resume: bool = False,
 ) -> IcalProducts:
     """Self-calibrate and image ``ms_paths``; write the products into ``out_dir`` atomically.
 
     ``runner``: where the work runs (default this process); ``truth_dir``: a simulation output
     folder; when it holds ``truth_skymodel.txt`` and ``truth_gains.h5`` the QA compares the
     results with that truth; ``infos``: the metadata from :func:`check_measurement_sets`
-    when the caller has checked the MeasurementSets already.
+    when the caller has checked the MeasurementSets already; ``resume``: go on from the
+    checkpoint beside ``out_dir`` that a stopped run of the same inputs and parameters left
+    (:mod:`sdpbatch.execution.ical.checkpoint`), if there is one.  The checkpoint is kept
+    after each major cycle and removed once the products are written.
     """
     start = time.perf_counter()
     paths = [Path(p) for p in ms_paths]
@@ -165,6 +177,8 @@ def ical_pipeline(
             paths, data_column=params.data_column, field=params.field, spw=params.spw
         )
     truth, model = _references(params, Path(truth_dir) if truth_dir else None)
+    saved = checkpoint_dir(out_dir)
+    taken_up = _checkpoint_to_resume(saved, params, infos) if resume else None
     LOG.info(
         "ICAL of %d MeasurementSet(s): %d rows x %d channels in all",
         len(paths),
@@ -178,6 +192,8 @@ def ical_pipeline(
         progress=progress,
         sky_model=None if model is None else model[1],
         infos=infos,
+        checkpoint=saved,
+        resume=taken_up,
     )
     written_back = write_back(infos, result, params, runner=runner)
     for window, columns in written_back.items():
@@ -195,13 +211,30 @@ def ical_pipeline(
         timings=timings,
         started=start,
         runner=runner,
+        resumed_from=result.resumed_from,
     )
+    remove_checkpoint(saved)
     seconds = time.perf_counter() - start
     LOG.info("ICAL products in %s (%.1f s)", out_dir, seconds)
     intervals = [*result.stage_intervals, ("write", write_start, time.perf_counter())]
     return IcalProducts(
         out_dir=Path(out_dir), paths=final, qa=qa, seconds=seconds, stage_intervals=intervals
     )
+
+
+def _checkpoint_to_resume(path: Path, params: Parameters, infos):
+    """The checkpoint at ``path`` when it fits this run (else ``ParameterError`` naming
+    ``resume``); None, with a warning, when there is none."""
+    remove_checkpoint_partials(path)
+    try:
+        found = read_checkpoint(path)
+    except CheckpointError as err:
+        raise ParameterError("resume", str(err)) from None
+    if found is None:
+        LOG.warning("resume: no checkpoint at %s, so the run starts from the beginning", path)
+        return None
+    check_fingerprint(found, params, infos, where=str(path))
+    return found
 
 
 def _record_write_back(written_back: dict[str, list[str]], infos) -> None:
@@ -234,7 +267,7 @@ def _references(params: Parameters, truth_dir: Path | None):
 
 
 def _write_products(
-    out_dir: Path, result, params, infos, *, truth, extra, timings, started, runner
+    out_dir: Path, result, params, infos, *, truth, extra, timings, started, runner, resumed_from
 ):
     """Images, gains, preview and qa.json (with ``extra`` entries) staged beside ``out_dir``,
     then moved in; (paths by role, the qa record)."""
@@ -261,14 +294,16 @@ def _write_products(
         manifest = write_manifest(
             staging,
             files=list(written.values()),
-            record=_provenance_record(params, infos, runner=runner, timings=timings),
+            record=_provenance_record(
+                params, infos, runner=runner, timings=timings, resumed_from=resumed_from
+            ),
         )
         return _move_into(staging, out_dir, written, manifest=manifest), qa
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _provenance_record(params, infos, *, runner, timings) -> dict[str, Any]:
+def _provenance_record(params, infos, *, runner, timings, resumed_from) -> dict[str, Any]:
     """What the manifest says of the run beside the software: parameters as resolved, the
     inputs' identities, the engine and its workers, the stage times."""
     return {
@@ -276,7 +311,7 @@ def _provenance_record(params, infos, *, runner, timings) -> dict[str, Any]:
         "inputs": [metadata_identity(info) for info in infos],
         "engine": describe(runner if runner is not None else InProcess(params.threads_per_worker)),
         "stages": timings,
-        "resumed_from": [],
+        "resumed_from": resumed_from,
     }
 
 
@@ -497,22 +532,36 @@ def batch_imaging_pipeline(
     *,
     runner: Runner | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> BatchImagingProducts:
-    """The seed's batch imaging workflow: simulate into ``vis_dir``, then ICAL into ``img_dir``."""
-    from sdpbatch.execution.simulate import simulate
+    """The seed's batch imaging workflow: simulate into ``vis_dir``, then ICAL into ``img_dir``.
+
+    ``resume``: a simulation already complete in ``vis_dir`` for these parameters is reused,
+    and ICAL goes on from its checkpoint (see :func:`ical_pipeline`)."""
+    from sdpbatch.execution.simulate import reusable_simulation, simulate
 
     calibration_model(params, None)  # a bad component list fails before simulating
-    WORKFLOW_LOG.info("Running simulation pipeline")
-    simulation = simulate(params, Path(vis_dir), runner=runner, progress=progress)
-    WORKFLOW_LOG.info(
-        "Simulated %d MeasurementSets in %s (%.1f s)",
-        len(simulation.ms_paths),
-        vis_dir,
-        simulation.seconds,
-    )
+    simulation = reusable_simulation(params, Path(vis_dir)) if resume else None
+    if simulation is not None:
+        WORKFLOW_LOG.info("Reusing the simulation in %s (complete: it verifies)", vis_dir)
+    else:
+        WORKFLOW_LOG.info("Running simulation pipeline")
+        simulation = simulate(params, Path(vis_dir), runner=runner, progress=progress)
+        WORKFLOW_LOG.info(
+            "Simulated %d MeasurementSets in %s (%.1f s)",
+            len(simulation.ms_paths),
+            vis_dir,
+            simulation.seconds,
+        )
     WORKFLOW_LOG.info("Running ICAL pipeline")
     ical = ical_pipeline(
-        simulation.ms_paths, img_dir, params, runner=runner, truth_dir=vis_dir, progress=progress
+        simulation.ms_paths,
+        img_dir,
+        params,
+        runner=runner,
+        truth_dir=vis_dir,
+        progress=progress,
+        resume=resume,
     )
     WORKFLOW_LOG.info("ICAL products are in %s (%.1f s)", img_dir, ical.seconds)
     for role in ("restored", "residual", "deconvolved", "gains", "qa"):

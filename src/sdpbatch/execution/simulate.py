@@ -16,6 +16,7 @@ Random numbers (reproducible from ``params.seed``):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -31,8 +32,8 @@ from sdpbatch.io.layout_file import load_layout
 from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
 from sdpbatch.io.provenance import write_manifest
 from sdpbatch.io.skymodel_file import read_sky_model
-from sdpbatch.io.truth import write_truth
-from sdpbatch.parameters import GLEAM_LIKE, ParameterError, Parameters
+from sdpbatch.io.truth import SUMMARY_FILE, write_truth
+from sdpbatch.parameters import GLEAM_LIKE, RESULT_NEUTRAL, ParameterError, Parameters
 from sdpbatch.science.constants import STATION_DIAMETER
 from sdpbatch.science.gains import corrupt, random_gains
 from sdpbatch.science.layouts import enu_to_itrf, select_stations, site_itrf, smallest_useful_rmax
@@ -57,6 +58,7 @@ from sdpbatch.science.skymodel import (
 )
 from sdpbatch.science.uvw import antenna_uvw, baseline_uvw
 from sdpbatch.science.visibility import Visibilities
+from sdpbatch.vocabulary import PROVENANCE
 
 LOG = logging.getLogger(__name__)
 
@@ -331,6 +333,7 @@ def simulate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partials(out_dir)
+    (out_dir / PROVENANCE).unlink(missing_ok=True)  # it would describe a mix of old and new
     windows = range(params.nfreqwin // params.channels_per_window)
     LOG.info(
         "Simulating %d windows of %d channel(s) x %d times x %d baselines (%d stations, "
@@ -378,4 +381,38 @@ def simulate(
         nsources=len(setup.sky),
         nvis=setup.nbaselines * params.ntimes * params.nfreqwin,
         seconds=seconds,
+    )
+
+
+def reusable_simulation(params: Parameters, out_dir: Path) -> SimulationProducts | None:
+    """The simulation already complete in ``out_dir`` for these parameters (its
+    ``provenance.json`` verifies and names the same parameters, but for those that change no
+    visibility), else None and why in the log."""
+    from sdpbatch.io.provenance import ProvenanceError, read_manifest, verify
+
+    try:
+        manifest, found = read_manifest(out_dir), verify(out_dir)
+    except ProvenanceError as err:
+        LOG.info("Simulating again: %s", err)
+        return None
+    if not found.ok:
+        LOG.info("Simulating again: %s is not as written", ", ".join(found.missing + found.changed))
+        return None
+    now, then = params.to_dict(), manifest.get("parameters", {})
+    changed = sorted(k for k in now if k not in RESULT_NEUTRAL and now[k] != then.get(k))
+    if changed:
+        LOG.info("Simulating again: made with other %s", ", ".join(changed))
+        return None
+    summary = json.loads((out_dir / SUMMARY_FILE).read_text())
+    ms_paths = [out_dir / name for name in summary["measurement_sets"]]
+    return SimulationProducts(
+        ms_paths=ms_paths,
+        truth_dir=out_dir,
+        truth_paths=[out_dir / n for n in manifest["files"] if out_dir / n not in ms_paths],
+        nstations=summary["nstations"],
+        nbaselines=summary["nbaselines"],
+        ntimes=summary["ntimes"],
+        nfreqwin=summary["nfreqwin"],
+        nsources=summary["nsources"],
+        nvis=summary["nbaselines"] * summary["ntimes"] * summary["nfreqwin"],
     )

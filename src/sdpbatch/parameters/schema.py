@@ -263,3 +263,17 @@ PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "calibration_model": (CATALOGUE, NO_MODEL),
 }
 """Fields that name a file unless they hold one of their special values (in schema order)."""
+
+RESULT_NEUTRAL = frozenset(
+    {
+        "n_workers",
+        "threads_per_worker",
+        "buffer_vis",
+        "buffer_img",
+        "prefix",
+        "write_model",
+        "write_corrected",
+    }
+)
+"""Fields that decide where and how fast a run goes, or what it also writes, not its images,
+gains or visibilities: a run may be resumed, or its simulation reused, with other values."""

@@ -185,3 +185,18 @@ def final_images(
     )
     trim_memory()
     return final
+
+
+def pack(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """(pixel indices, values (nterm, npix), shape) of the pixels where any term of ``image``
+    (nterm, N, N) is not zero."""
+    flat = np.asarray(image).reshape(image.shape[0], -1)
+    index = np.flatnonzero(np.any(flat != 0, axis=0))
+    return index, flat[:, index], tuple(image.shape)
+
+
+def unpack(index: np.ndarray, values: np.ndarray, shape, dtype=np.float64) -> np.ndarray:
+    """The image :func:`pack` took apart."""
+    flat = np.zeros((shape[0], int(np.prod(shape[1:]))), dtype=dtype)
+    flat[:, index] = values
+    return flat.reshape(shape)

@@ -21,6 +21,7 @@ from sdpbatch.execution.ical.combine import (
     clean_cycle,
     clean_stats,
     increment_of,
+    pack,
     psf_beam,
     psf_taylor,
     sum_arrays,
@@ -222,7 +223,9 @@ def first_cycle(run: Run, imaging: Imaging, sky_model: SkyModel | None) -> Cycle
 
 
 def predict(run: Run, imaging: Imaging, state: CycleState, name: str) -> None:
-    """Model visibilities of every group updated with the last minor cycle's increment."""
+    """Model visibilities of every group updated with the last minor cycle's increment (kept,
+    packed, in ``state.predicted``: a resumed run predicts them again in this order)."""
+    state.predicted.append(run.one(pack, f"{name}-packed", state.increment))
     state.model_vis = run.per_group(
         group_predict,
         name,
@@ -309,6 +312,7 @@ def back_to_best(run: Run, state: CycleState) -> None:
     state.model = state.increment = best["model"]
     state.gains = dict(best["gains"])
     state.model_vis = [None] * run.ngroups
+    state.predicted = []
 
 
 UNDO_FRACTION = 0.9

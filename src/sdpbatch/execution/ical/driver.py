@@ -22,6 +22,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from sdpbatch.execution.ical.checkpoint import capture, fingerprint, restore
 from sdpbatch.execution.ical.cycles import (
     back_to_best,
     diverging,
@@ -38,6 +39,7 @@ from sdpbatch.execution.ical.settings import CalibrationSchedule, IcalSettings, 
 from sdpbatch.execution.ical.state import Run
 from sdpbatch.execution.progress import NoProgress, Progress
 from sdpbatch.execution.runner import InProcess, Runner
+from sdpbatch.io.checkpoint import Checkpoint, write_checkpoint
 from sdpbatch.io.ms_read import MeasurementSetInfo
 from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.parameters import Parameters
@@ -55,6 +57,8 @@ def run_ical(
     progress: Progress | None = None,
     sky_model: SkyModel | None = None,
     infos: list[MeasurementSetInfo] | None = None,
+    checkpoint: Path | None = None,
+    resume: Checkpoint | None = None,
 ) -> IcalResult:
     """Self-calibrate and image MeasurementSets (one per frequency window); write nothing.
 
@@ -74,27 +78,65 @@ def run_ical(
         sits where the catalogue says; None: self-calibration alone, whose images carry the
         common shift of the phase gradient it cannot determine.
     infos : the MeasurementSets' metadata from :func:`check_measurement_sets`, if already read.
+    checkpoint : where to keep the run's checkpoint (:mod:`~.checkpoint`), written after
+        each major cycle; None: no checkpoint.
+    resume : a checkpoint to go on from (its fingerprint checked by the caller): the cycles
+        it holds are not made again, and the results are those of the run it came from.
     """
     run = _start(ms_paths, params, runner, settings or IcalSettings(), progress, infos)
+    history = (
+        [] if resume is None else [*resume.meta["resumed_from"], resume.meta["next_cycle"] - 1]
+    )
+    saved = _Checkpoints(run, checkpoint, history)
     try:
         imaging = read(run)
-        state = first_cycle(run, imaging, sky_model)
-        for cycle in range(1, params.nmajor + 1):
+        if resume is None:
+            state, first = first_cycle(run, imaging, sky_model), 1
+            saved.write(state, next_cycle=1)
+        else:
+            state, first = restore(run, imaging, resume)
+            LOG.info(
+                "ICAL resumed after cycle %d: %s",
+                first - 1,
+                "the finish is left" if first > params.nmajor else f"cycle {first} is next",
+            )
+        for cycle in range(first, params.nmajor + 1):
             major_cycle(run, imaging, state, cycle)
             if diverging(state):
                 back_to_best(run, state)
-                break
-            if cycle < params.nmajor and settled(run, state, cycle):
+            elif cycle < params.nmajor and settled(run, state, cycle):
                 LOG.info(
                     "ICAL settled after cycle %d of %d: nothing left above the clean "
                     "threshold and no new gain term due, so further cycles would repeat it",
                     cycle,
                     params.nmajor,
                 )
-                break
-        return finish(run, imaging, state)
+            else:
+                saved.write(state, next_cycle=cycle + 1)
+                continue
+            saved.write(state, next_cycle=params.nmajor + 1)
+            break
+        result = finish(run, imaging, state)
+        result.resumed_from = history
+        return result
     finally:
         run.runner.run_everywhere(remove_scratch, run.run_id)
+
+
+class _Checkpoints:
+    """Writes the run's checkpoint at each major-cycle boundary, when it has a place."""
+
+    def __init__(self, run: Run, path: Path | None, resumed_from: list[int]):
+        self.run, self.path, self.resumed_from = run, path, resumed_from
+        self.fingerprint = None if path is None else fingerprint(run.params, run.infos)
+
+    def write(self, state, *, next_cycle: int) -> None:
+        if self.path is None:
+            return
+        content = capture(self.run, state, next_cycle=next_cycle, fingerprint_=self.fingerprint)
+        content.meta["resumed_from"] = self.resumed_from
+        write_checkpoint(self.path, content)
+        self.run.clock.lap("checkpoint")
 
 
 def _start(ms_paths, params, runner, settings, progress, infos) -> Run:

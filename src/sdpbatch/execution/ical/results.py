@@ -110,6 +110,8 @@ class IcalResult:
     residual's robust rms with and without it)."""
     timings: dict[str, float] = field(default_factory=dict)
     stage_intervals: list[tuple[str, float, float]] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)
+    """The cycles after which the run was taken up from a checkpoint, in order."""
     """(stage, start, end) on the ``time.perf_counter`` clock: for benchmarks' memory per stage."""
 
     IMAGES = ("model_taylor", "residual_taylor", "restored", "model_cube", "residual_cube")

@@ -134,3 +134,4 @@ class CycleState:
     disabled: set[str] = field(default_factory=set)  # terms undone: not solved any more
     undone: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=dict)  # the cycle of highest dynamic range: its model, gains
+    predicted: list = field(default_factory=list)  # the increments in model_vis, packed, in order

@@ -1,0 +1,137 @@
+"""Checkpoints of an ICAL run at every major-cycle boundary, and the resume from one.
+
+A checkpoint holds what the cycles changed (:class:`~.state.CycleState`) without any
+visibilities: the model, the increment not yet predicted, the increments already predicted
+into the model visibilities (in order), the gains, the sky-model anchors, the best cycle,
+the cycle records, the terms undone.  Models and increments are kept sparse (the pixels any
+Taylor term uses), so a checkpoint is a few MB.
+
+Resuming reads the data again, makes the PSF again (one gridding pass), then predicts the
+stored increments one after the other, exactly as the run did: the model visibilities, and so
+everything after, are the same numbers as those of the run that was stopped.  A checkpoint is
+used only for the same inputs and the same parameters, but for those that do not change the
+results (:data:`sdpbatch.parameters.RESULT_NEUTRAL`): a run may resume on another number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+
+from sdpbatch.execution.ical.combine import pack, psf_beam, unpack
+from sdpbatch.execution.ical.cycles import make_psf, predict
+from sdpbatch.execution.ical.results import CycleRecord
+from sdpbatch.execution.ical.state import CycleState, Imaging, Run
+from sdpbatch.io.checkpoint import Checkpoint
+from sdpbatch.io.provenance import metadata_identity
+from sdpbatch.io.qa import json_ready
+from sdpbatch.parameters import RESULT_NEUTRAL, ParameterError, Parameters
+
+LOG = logging.getLogger("sdpbatch.execution.ical")
+
+
+def fingerprint(params: Parameters, infos) -> dict[str, Any]:
+    """What must be the same for a checkpoint to be taken up: the parameters that decide the
+    results and the inputs' identities."""
+    decisive = {k: v for k, v in params.to_dict().items() if k not in RESULT_NEUTRAL}
+    found = {"parameters": decisive, "inputs": [metadata_identity(i) for i in infos]}
+    return json.loads(json.dumps(json_ready(found)))  # as a stored one reads back
+
+
+def check_fingerprint(checkpoint: Checkpoint, params: Parameters, infos, where: str) -> None:
+    """Refuse (``ParameterError`` naming ``resume``) a checkpoint made for another run."""
+    now = fingerprint(params, infos)
+    then = checkpoint.meta["fingerprint"]
+    if now["inputs"] != then["inputs"]:
+        raise ParameterError("resume", f"the checkpoint {where} is of other MeasurementSets")
+    changed = sorted(
+        k for k in set(now["parameters"]) | set(then["parameters"])
+        if now["parameters"].get(k) != then["parameters"].get(k)
+    )  # fmt: skip
+    if changed:
+        shown = ", ".join(
+            f"{k} {then['parameters'].get(k)!r} there, {now['parameters'].get(k)!r} now"
+            for k in changed
+        )
+        raise ParameterError("resume", f"the checkpoint {where} was made with {shown}")
+
+
+# --- save and restore -------------------------------------------------------------------------
+
+
+def _put(arrays: dict, name: str, packed) -> None:
+    index, values, shape = packed
+    arrays[f"{name}.index"], arrays[f"{name}.values"] = index, values
+    arrays[f"{name}.shape"] = np.asarray(shape, dtype=np.int64)
+
+
+def _take(arrays: dict, name: str) -> np.ndarray:
+    values = arrays[f"{name}.values"]
+    return unpack(arrays[f"{name}.index"], values, arrays[f"{name}.shape"], values.dtype)
+
+
+def capture(run: Run, state: CycleState, *, next_cycle: int, fingerprint_: dict) -> Checkpoint:
+    """The checkpoint of ``state`` before major cycle ``next_cycle`` (past ``nmajor``: only
+    the finish is left)."""
+    best_is_model = state.best.get("model") is state.model
+    handles = [
+        *state.predicted,
+        run.one(pack, "checkpoint-increment", state.increment),
+        run.one(pack, "checkpoint-model", state.model),
+        None if best_is_model else run.one(pack, "checkpoint-best", state.best["model"]),
+    ]
+    packed = run.runner.gather([h for h in handles if h is not None])
+    arrays: dict[str, np.ndarray] = {}
+    for k, item in enumerate(packed[: len(state.predicted)]):
+        _put(arrays, f"predicted{k}", item)
+    _put(arrays, "increment", packed[len(state.predicted)])
+    _put(arrays, "model", packed[len(state.predicted) + 1])
+    if not best_is_model:
+        _put(arrays, "best", packed[-1])
+    for prefix, gains in (("gains", state.gains), ("anchors", state.anchors)):
+        arrays.update({f"{prefix}.{t}": g for t, g in gains.items()})
+    arrays.update({f"best_gains.{t}": g for t, g in state.best["gains"].items()})
+    meta = {
+        "fingerprint": fingerprint_,
+        "next_cycle": next_cycle,
+        "predicted": len(state.predicted),
+        "cycles": [r.to_dict() for r in state.cycles],
+        "disabled": sorted(state.disabled),
+        "undone": state.undone,
+        "best": {"cycle": state.best["cycle"], "dynamic_range": state.best["dynamic_range"]},
+        "best_is_model": best_is_model,
+    }
+    return Checkpoint(meta=meta, arrays=arrays)
+
+
+def _named(arrays: dict, prefix: str) -> dict[str, np.ndarray]:
+    return {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+
+def restore(run: Run, imaging: Imaging, checkpoint: Checkpoint) -> tuple[CycleState, int]:
+    """The cycle state a checkpoint describes, on this run's workers, and the major cycle to
+    go on with.  The PSF is made again and the model visibilities predicted again from the
+    stored increments, in their order."""
+    meta, arrays = checkpoint.meta, checkpoint.arrays
+    state = make_psf(run, imaging)
+    state.beam = run.runner.gather(run.one(psf_beam, "beam", state.psf, imaging.setup.cellsize))
+    state.model_vis = [None] * run.ngroups
+    for k in range(meta["predicted"]):
+        state.increment = run.runner.scatter(_take(arrays, f"predicted{k}"))
+        predict(run, imaging, state, f"predict-again-{k}")
+    state.increment = run.runner.scatter(_take(arrays, "increment"))
+    state.model = run.one(np.asarray, "model-again", _take(arrays, "model"))
+    state.gains = _named(arrays, "gains")
+    state.anchors = _named(arrays, "anchors")
+    state.cycles = [CycleRecord(**{**r, "solved": tuple(r["solved"])}) for r in meta["cycles"]]
+    state.disabled = set(meta["disabled"])
+    state.undone = list(meta["undone"])
+    best_model = state.model if meta["best_is_model"] else run.one(
+        np.asarray, "best-again", _take(arrays, "best")
+    )  # fmt: skip
+    state.best = {**meta["best"], "model": best_model, "gains": _named(arrays, "best_gains")}
+    run.clock.lap("resume")
+    return state, int(meta["next_cycle"])

@@ -1,0 +1,204 @@
+"""Checkpoints and resume: an ICAL run stopped anywhere (an exception at every cycle boundary,
+SIGKILL at five points of its timeline) and resumed gives the uninterrupted run's products;
+1 and 2 workers and other chunkings give the same images; a checkpoint of another run is
+refused; `run --resume` reuses a complete simulation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from casacore_ms_builder import MsSpec, build_ms, random_enu
+from sdpbatch.cli import main
+from sdpbatch.execution.ical import driver
+from sdpbatch.execution.ical.driver import run_ical
+from sdpbatch.execution.ical.settings import IcalSettings
+from sdpbatch.io.checkpoint import read_checkpoint
+from sdpbatch.io.gaintable import read_gain_table
+from sdpbatch.parameters import Parameters
+
+PARAMS = dict(
+    npixel=256,
+    cellsize=0.0005,
+    nmajor=5,
+    niter=1000,
+    threshold=0.001,
+    fractional_threshold=0.05,
+    scales=[0],
+    nmoment=2,
+    psf_support=64,
+    calibration_context="TG",
+    first_selfcal_G=2,
+)
+IMAGES = [f"ska_pipeline_ical_{k}{c}.fits" for k in ("restored", "residual", "deconvolved")
+          for c in ("", "_cube")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def observation(tmp_path_factory):
+    path = tmp_path_factory.mktemp("resume") / "obs.ms"
+    rng = np.random.default_rng(21)
+    spec = MsSpec(
+        enu=random_enu(30, 600.0, seed=11),
+        frequencies=np.array([96e6, 99e6, 102e6, 105e6]),
+        ntimes=3,
+        sources=[(5.0, 0.0123, -0.0071), (1.0, -0.031, 0.022)],
+        gains=np.exp(1j * rng.normal(0, 0.7, (3, 30))),
+    )
+    build_ms(path, spec)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(observation):
+    return run_ical([observation], Parameters(**PARAMS))
+
+
+def _same(a, b) -> None:
+    """Bit for bit: images, model and every term's gains."""
+    assert np.array_equal(a.restored, b.restored)
+    assert np.array_equal(a.residual_taylor, b.residual_taylor)
+    assert np.array_equal(a.model_taylor, b.model_taylor)
+    assert set(a.solutions) == set(b.solutions)
+    for term in a.solutions:
+        assert np.array_equal(a.solutions[term].gains, b.solutions[term].gains)
+    assert [c.to_dict()["peak"] for c in a.cycles] == [c.to_dict()["peak"] for c in b.cycles]
+
+
+@pytest.mark.parametrize("stop", [1, 2, 3, 4, 5, "finish"])
+def test_stopped_at_any_cycle_and_resumed_gives_the_same_numbers(
+    observation, uninterrupted, tmp_path, monkeypatch, stop
+):
+    params, saved = Parameters(**PARAMS), tmp_path / "img.checkpoint"
+    where, real = ("major_cycle", driver.major_cycle) if stop != "finish" else ("finish", None)
+
+    def stopped(*args):
+        if stop == "finish" or args[-1] == stop:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(driver, where, stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_ical([observation], params, checkpoint=saved)
+    monkeypatch.undo()
+    checkpoint = read_checkpoint(saved)
+    assert checkpoint.meta["next_cycle"] == (6 if stop == "finish" else stop)
+    assert sum(a.nbytes for a in checkpoint.arrays.values()) < 200_000  # no visibilities
+    resumed = run_ical([observation], params, checkpoint=saved, resume=checkpoint)
+    _same(uninterrupted, resumed)
+    assert resumed.resumed_from == [checkpoint.meta["next_cycle"] - 1]
+    assert len(resumed.cycles) == 6
+
+
+def test_other_workers_and_chunks_give_the_same_images(observation, uninterrupted):
+    params = Parameters(**PARAMS)
+    chunked = run_ical(
+        [observation], params, settings=IcalSettings(chunk_visibilities=2000)
+    )  # several time chunks per channel block: other partial sums, the same images
+    peak = np.abs(uninterrupted.restored).max()
+    assert np.abs(chunked.restored - uninterrupted.restored).max() < 1e-6 * peak
+    again = run_ical([observation], params)
+    _same(uninterrupted, again)  # run to run on one layout: bit for bit
+
+
+def _ical(observation, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "sdpbatch.cli", "ical", str(observation), "--out", str(out),
+            "--params", str(out.parent / "p.json"), "--no-progress", *extra]  # fmt: skip
+
+
+def _killed_at(command: list[str], pattern: str) -> str:
+    """Run ``command``; SIGKILL it as soon as a log line contains ``pattern``; its log."""
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        seen.append(line)
+        if pattern in line or time.monotonic() > deadline:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-5:])
+    return "".join(seen)
+
+
+def _products(out) -> dict[str, np.ndarray]:
+    found = {name: fits.getdata(out / name) for name in IMAGES}
+    gains = read_gain_table(out / "ska_pipeline_ical_gains.h5")
+    return {**found, "gains": gains.gains}
+
+
+def test_sigkill_at_five_points_then_resume_gives_the_uninterrupted_products(observation, tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps({**PARAMS, "n_workers": 1}))
+    whole = tmp_path / "whole"
+    subprocess.run(_ical(observation, whole), check=True, capture_output=True, timeout=300)
+    expected = _products(whole)
+    points = ["ICAL image", "ICAL cycle 1: peak", "ICAL cycle 3: G solved",
+              "ICAL cycle 5: peak", "ICAL final"]  # fmt: skip
+    for point in points:
+        out = tmp_path / f"killed-{len(point)}"
+        _killed_at(_ical(observation, out), point)
+        done = subprocess.run(_ical(observation, out, "--resume"), capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = _products(out)
+        for name, value in expected.items():
+            assert np.array_equal(got[name], value), (point, name)
+        manifest = json.loads((out / "provenance.json").read_text())
+        resumed = [line for line in done.stderr.splitlines() if "ICAL resumed after cycle" in line]
+        assert len(resumed) == len(manifest["resumed_from"]) <= 1, point
+        assert not (tmp_path / f"{out.name}.checkpoint").exists()  # gone with the products
+        assert not list(tmp_path.glob("*.partial-*"))
+
+
+def test_a_checkpoint_of_other_parameters_is_refused_in_one_line(observation, tmp_path, capsys):
+    (tmp_path / "p.json").write_text(json.dumps(PARAMS))
+    out = tmp_path / "img"
+    _killed_at(_ical(observation, out), "ICAL cycle 2: peak")
+    assert read_checkpoint(tmp_path / "img.checkpoint") is not None
+    code = main(["ical", str(observation), "--out", str(out), "--params",
+                 str(tmp_path / "p.json"), "-niter", "500", "--resume"])  # fmt: skip
+    assert code == 2
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err.startswith("sdpbatch ical: error: parameter 'resume': the checkpoint ")
+    assert err.endswith("was made with niter 1000 there, 500 now")
+
+
+def test_one_and_two_workers_give_the_same_images(observation, tmp_path, capsys):
+    found = {}
+    for n in (1, 2):
+        (tmp_path / "p.json").write_text(json.dumps({**PARAMS, "n_workers": n}))
+        out = tmp_path / f"w{n}"
+        assert main(_ical(observation, out)[3:]) == 0, capsys.readouterr().err
+        found[n] = _products(out)
+    peak = np.abs(found[1]["ska_pipeline_ical_restored.fits"]).max()
+    for name in IMAGES:
+        assert np.abs(found[1][name] - found[2][name]).max() < 1e-6 * peak, name
+
+
+def test_run_resume_reuses_a_complete_simulation(tmp_path, capsys, caplog):
+    params = {"n_workers": 1, "rmax": 250.0, "ntimes": 2, "nfreqwin": 2, "npixel": 128,
+              "cellsize": 0.0015, "nmajor": 1, "niter": 100, "flux_limit": 5.0,
+              "buffer_vis": "v", "buffer_img": "i"}  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps(params))
+    command = ["run", str(tmp_path / "p.json"), "--out", str(tmp_path / "d"), "--no-progress"]
+    assert main(command) == 0
+    ms = sorted((tmp_path / "d" / "v").glob("*.ms"))
+    written = [(p / "table.f0").stat().st_mtime_ns for p in ms]
+    caplog.clear()
+    assert main([*command, "--resume"]) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("Reusing the simulation in") for m in messages)
+    assert "Running simulation pipeline" not in messages
+    assert [(p / "table.f0").stat().st_mtime_ns for p in ms] == written
+    (tmp_path / "d" / "v" / "truth_gains.h5").write_bytes(b"changed")
+    caplog.clear()
+    assert main([*command, "--resume"]) == 0  # no longer complete: simulated again
+    assert "Running simulation pipeline" in [r.getMessage() for r in caplog.records]
