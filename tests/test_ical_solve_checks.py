@@ -14,6 +14,7 @@ import pytest
 
 from sdpbatch.science.anchor import anchor_phase_gradient
 from sdpbatch.science.solve import (
+    SolverOptions,
     baseline_flags,
     baseline_gains,
     compress,
@@ -21,6 +22,8 @@ from sdpbatch.science.solve import (
     stefcal,
 )
 from test_ical_solve import SOURCES, point_sources, small_array
+
+OPTIONS = SolverOptions()  # ICAL's, the schema's defaults
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,9 @@ def test_amplitudes_recovered_within_the_predicted_noise(array):
     true = _gains(rng, nant)
     sigma = 3.0  # Jy per real/imaginary part, against ~8 Jy of sources
     data = _data(array, true, sigma=sigma, rng=rng)
-    sol = solve_term(_sums(array, data), term="G", initial=np.ones((1, nant, 1)), normalise=True)
+    sol = solve_term(
+        _sums(array, data), term="G", initial=np.ones((1, nant, 1)), normalise=True, options=OPTIONS
+    )
     assert not sol.flags.any() and sol.stats.converged
     # normalised: unit mean amplitude over the stations
     assert np.abs(sol.gains).mean() == pytest.approx(1.0, abs=1e-12)
@@ -105,6 +110,7 @@ def test_bandpass_per_channel_with_ripple(array):
         term="B",
         initial=np.ones((1, nant, nchan)),
         normalise=False,
+        options=OPTIONS,
     )
     assert not sol.flags.any()
     expected = true * np.conj(true[:, sol.stats.reference : sol.stats.reference + 1])
@@ -129,6 +135,7 @@ def test_station_without_data_is_flagged_and_others_are_unaffected(array):
         initial=np.ones((1, nant, 1)),
         fallback=previous,
         normalise=True,
+        options=OPTIONS,
     )
     assert np.all(np.isfinite(sol.gains))
     assert sol.flags[0, [0, 7], 0].all() and sol.flags.sum() == 2
@@ -156,9 +163,13 @@ def test_bad_model_is_normalised_and_reported_not_blown_up(array):
     nant = array["nant"]
     data = _data(array, _gains(rng, nant), sigma=0.1, rng=rng)
     initial = np.ones((1, nant, 1))
-    right = solve_term(_sums(array, data), term="G", initial=initial, normalise=True)
+    right = solve_term(
+        _sums(array, data), term="G", initial=initial, normalise=True, options=OPTIONS
+    )
     wrong = point_sources(array["uvw"], array["freq"], [(1.0, -0.07, 0.04)])
-    sol = solve_term(_sums(array, data, wrong), term="G", initial=initial, normalise=True)
+    sol = solve_term(
+        _sums(array, data, wrong), term="G", initial=initial, normalise=True, options=OPTIONS
+    )
     assert np.all(np.isfinite(sol.gains))
     good = ~sol.flags
     assert np.abs(sol.gains[good]).mean() == pytest.approx(1.0, abs=1e-12)
@@ -171,11 +182,17 @@ def test_low_signal_is_flagged(array):
     rng = np.random.default_rng(5)
     nant = array["nant"]
     data = _data(array, _gains(rng, nant), sigma=300.0, rng=rng)
-    sol = solve_term(_sums(array, data), term="G", initial=np.ones((1, nant, 1)), normalise=True)
+    sol = solve_term(
+        _sums(array, data), term="G", initial=np.ones((1, nant, 1)), normalise=True, options=OPTIONS
+    )
     assert sol.stats.flagged_low_snr == sol.flags.sum() > 0.9 * nant
     assert np.all(sol.snr[sol.flags] < 3.0)
     unflagged = solve_term(
-        _sums(array, data), term="G", initial=np.ones((1, nant, 1)), normalise=True, min_snr=0
+        _sums(array, data),
+        term="G",
+        initial=np.ones((1, nant, 1)),
+        normalise=True,
+        options=SolverOptions(min_snr=0),
     )
     assert unflagged.stats.flagged_fraction == 0.0  # min_snr 0 flags nothing
 
@@ -186,7 +203,9 @@ def test_broken_station_is_an_outlier_and_the_rest_is_solved_without_it(array):
     true = _gains(rng, nant, amp=0.1)
     true[0, 5, 0] *= 12.0  # a receiver gone wild
     data = _data(array, true, sigma=0.2, rng=rng)
-    sol = solve_term(_sums(array, data), term="G", initial=np.ones((1, nant, 1)), normalise=True)
+    sol = solve_term(
+        _sums(array, data), term="G", initial=np.ones((1, nant, 1)), normalise=True, options=OPTIONS
+    )
     assert sol.flags[0, 5, 0] and sol.stats.flagged_outlier == 1 and sol.flags.sum() == 1
     assert sol.gains[0, 5, 0] == 1.0  # the fallback (initial), not the wild value
     # normalised over the others only: unit mean, not dragged down by the outlier
@@ -207,6 +226,7 @@ def test_spike_in_one_channel_of_one_station_is_an_outlier(array):
         term="B",
         initial=np.ones((1, nant, nchan)),
         normalise=True,
+        options=OPTIONS,
     )
     assert sol.flags[0, 9, 3] and sol.flags.sum() == 1 and sol.stats.flagged_outlier == 1
 
@@ -218,8 +238,12 @@ def test_model_missing_flux_keeps_the_data_scale_when_normalised(array):
     true = _gains(rng, nant, amp=0.2)
     data = _data(array, true, sigma=0.05, rng=rng)
     half = _sums(array, data, 0.5 * array["model"])
-    kept = solve_term(half, term="G", initial=np.ones((1, nant, 1)), normalise=False)
-    scaled = solve_term(half, term="G", initial=np.ones((1, nant, 1)), normalise=True)
+    kept = solve_term(
+        half, term="G", initial=np.ones((1, nant, 1)), normalise=False, options=OPTIONS
+    )
+    scaled = solve_term(
+        half, term="G", initial=np.ones((1, nant, 1)), normalise=True, options=OPTIONS
+    )
     ratio = np.abs(kept.gains).mean() / np.abs(true).mean()
     assert ratio == pytest.approx(np.sqrt(2), rel=0.02)
     assert np.abs(scaled.gains).mean() == pytest.approx(1.0, abs=1e-12)
@@ -233,10 +257,18 @@ def test_undamped_iteration_is_reported_as_diverged(array):
     nant = array["nant"]
     data = _data(array, _gains(rng, nant), sigma=0.1, rng=rng)
     sums = _sums(array, data)
-    sol = solve_term(sums, term="G", initial=np.ones((1, nant, 1)), normalise=True, step=1.0)
+    sol = solve_term(
+        sums,
+        term="G",
+        initial=np.ones((1, nant, 1)),
+        normalise=True,
+        options=SolverOptions(step=1.0),
+    )
     assert not sol.stats.converged and sol.stats.flagged_diverged == nant
     assert np.all(sol.gains == 1.0)  # all fall back to the initial gains
-    damped = solve_term(sums, term="G", initial=np.ones((1, nant, 1)), normalise=True)
+    damped = solve_term(
+        sums, term="G", initial=np.ones((1, nant, 1)), normalise=True, options=OPTIONS
+    )
     assert damped.stats.converged and damped.stats.iterations < 100
 
 
@@ -245,7 +277,9 @@ def test_phase_only_term_and_stats_for_the_report(array):
     nant = array["nant"]
     true = np.exp(1j * rng.normal(0, 1, (1, nant, 1)))
     data = _data(array, true, sigma=0.5, rng=rng)
-    sol = solve_term(_sums(array, data), term="T", initial=np.ones((1, nant, 1)), normalise=True)
+    sol = solve_term(
+        _sums(array, data), term="T", initial=np.ones((1, nant, 1)), normalise=True, options=OPTIONS
+    )
     np.testing.assert_allclose(np.abs(sol.gains), 1.0)
     report = json.loads(json.dumps(sol.stats.as_dict()))
     assert report["term"] == "T" and report["solutions"] == nant
@@ -258,7 +292,7 @@ def test_stefcal_leaves_cells_without_data_alone():
     b = np.zeros((2, 3, 3))
     b[1] = 1.0 - np.eye(3)
     a[1] = b[1] * 4.0  # all gains 2
-    g, iterations, change = stefcal(a, b, np.ones((2, 3)), phase_only=False)
+    g, iterations, change = stefcal(a, b, np.ones((2, 3)), phase_only=False, options=OPTIONS)
     np.testing.assert_array_equal(g[0], 1.0)
     assert iterations[0] == 0 and iterations[1] > 0
     np.testing.assert_allclose(g[1], 2.0, rtol=1e-10)

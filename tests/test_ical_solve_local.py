@@ -27,6 +27,7 @@ from sdpbatch.io.ms_read import read_measurement_set_times
 from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.parameters import Parameters
 from sdpbatch.science.solve import (
+    SolverOptions,
     combine_sums,
     compress,
     finish_term,
@@ -37,6 +38,8 @@ from sdpbatch.science.solve import (
 )
 from test_ical_driver import imaging_setup
 from test_ical_solve import SOURCES, corrupt, point_sources, random_phases, small_array
+
+OPTIONS = SolverOptions()  # ICAL's, the schema's defaults
 
 
 def test_interval_owners():
@@ -68,12 +71,14 @@ def test_cells_solved_apart_give_the_term_of_one_solve():
         interval=interval,
     )
     initial = np.ones((4, nant, 1), complex)
-    whole = solve_term(sums, term="G", initial=initial, normalise=True)
+    whole = solve_term(sums, term="G", initial=initial, normalise=True, options=OPTIONS)
     parts = [
-        solve_cells(sums.select(pick), initial=initial, phase_only=False)
+        solve_cells(sums.select(pick), initial=initial, phase_only=False, options=OPTIONS)
         for pick in (sums.interval < 2, sums.interval >= 2)
     ]
-    apart = finish_term(join_cells(*parts), term="G", initial=initial, normalise=True)
+    apart = finish_term(
+        join_cells(*parts), term="G", initial=initial, normalise=True, options=OPTIONS
+    )
     assert whole.flags.any()  # the checks had something to do
     assert np.array_equal(apart.flags, whole.flags)
     assert np.allclose(apart.gains, whole.gains, rtol=0, atol=1e-12)
@@ -142,14 +147,14 @@ def test_groups_solve_their_own_intervals(four_times, monkeypatch, tmp_path, ter
 
     monkeypatch.setattr(_LocalSolver, "add", counted)
     parts = [
-        group_solve(g, mv, LocalCells(boundaries, owners == k), gains, term)
+        group_solve(g, mv, LocalCells(boundaries, owners == k), gains, term, OPTIONS)
         for k, (g, mv) in enumerate(zip(groups, models, strict=True))
     ]
-    apart = _solved(merge_partial(*parts), term, gains[term], True)
+    apart = _solved(merge_partial(*parts), term, gains[term], True, OPTIONS)
 
     pairs = [p for g, mv in zip(groups, models, strict=True) for p in with_models(g, mv)]
     sums = combine_sums([_block_sums(b, m, gains, term) for b, m in pairs])
-    whole = solve_term(sums, term=term, initial=gains[term], normalise=True)
+    whole = solve_term(sums, term=term, initial=gains[term], normalise=True, options=OPTIONS)
     assert np.allclose(apart.gains, whole.gains, rtol=0, atol=1e-10)
     assert np.array_equal(apart.flags, whole.flags)
     if interval == 0.0:  # each group holds two integrations, its running total one at most
@@ -171,5 +176,5 @@ def test_items_out_of_time_order_are_refused(four_times, monkeypatch, tmp_path):
     local = LocalCells(boundaries, interval_owners(boundaries, group_times) == 0)
     chunks = ((c, ((b, b.vis) for b in group.chunk_blocks(c))) for c in (1, 0))
     with pytest.raises(RuntimeError, match="out of time order"):
-        _solve_chunks(group, chunks, gains, "T", local)
+        _solve_chunks(group, chunks, gains, "T", local, OPTIONS)
     remove_scratch("local-solve")

@@ -11,7 +11,7 @@ from sdpbatch.io.ms_read import read_measurement_set, read_measurement_set_metad
 from sdpbatch.io.skymodel_file import read_sky_model
 from sdpbatch.science.predict import predict_point_sources
 from sdpbatch.science.skymodel import SkyModel, gaussian_taper_matrix, lmn
-from sdpbatch.science.solve import baseline_gains, compress, solve_term
+from sdpbatch.science.solve import SolverOptions, baseline_gains, compress, solve_term
 
 
 def _sky_model(truth, components=SKY) -> SkyModel:
@@ -102,7 +102,7 @@ def _solve(vis, model, term, *, initial=None, normalise=True):
         flag=vis.flag,
     )
     start = np.ones((1, vis.antenna_positions.shape[0], nfreq)) if initial is None else initial
-    return solve_term(sums, term=term, initial=start, normalise=normalise)
+    return solve_term(sums, term=term, initial=start, normalise=normalise, options=SolverOptions())
 
 
 def _expected(truth_gains, solution):

@@ -1,6 +1,7 @@
 """Write ICAL's result back into the MeasurementSets: MODEL_DATA and CORRECTED_DATA.
 
-One task per window (a MeasurementSet's field and spectral window) on the run's runner:
+One task per window (a MeasurementSet's field and spectral window) on the run's runner, with
+the window's metadata as the run checked them (not read again):
 
 - MODEL_DATA: the final model predicted exactly for every channel of the window
   (``V_c = sum_k t_c^k degrid(model_k)``, at the run's ``epsilon``), time chunk by time
@@ -99,7 +100,7 @@ def write_back_window(
                 Path(tmp) / "model.npy", mode="w+", dtype=np.complex64, shape=shape
             )
             _predict_window(info, data_column, model, out, rows, times)
-            write_model_data(info.path, out, field=info.field_id, spw=info.spw_id)
+            write_model_data(info, out)
             del out
         written.append("MODEL_DATA")
     if terms:
@@ -108,9 +109,7 @@ def write_back_window(
             GainTerm(g, b, channels if per_channel else np.zeros(info.nchan, np.int64))
             for g, b, per_channel in terms
         ]
-        write_corrected_data(
-            info.path, gains, field=info.field_id, spw=info.spw_id, data_column=data_column
-        )
+        write_corrected_data(info, gains, data_column=data_column)
         written.append("CORRECTED_DATA")
     return written
 

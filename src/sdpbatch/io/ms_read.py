@@ -35,7 +35,7 @@ from sdpbatch.io.ms_windows import (
     read_measurement_set_metadata,
     read_measurement_set_windows,
     row_blocks,
-    stokes_i_plan,
+    stokes_i_pair,
 )
 from sdpbatch.science.visibility import Visibilities
 
@@ -179,8 +179,7 @@ def read_measurement_set(
             path, f"channels {first}..{stop - 1} outside the {info.nchan} of the window"
         )
     cells = None if (first, stop) == (0, info.nchan) else slice(first, stop)
-    with open_table(path, "POLARIZATION") as tab:
-        _, pair = stokes_i_plan(path, list(tab.getcell("CORR_TYPE", info.polarization_id)))
+    pair = stokes_i_pair(path, info.correlations)  # from the checked metadata, not read again
     keep = window_rows(path, info, time_range=time_range, rows=rows)
     nkeep = int(keep.sum())
     if nkeep == 0 and time_range is None and rows is None:

@@ -390,9 +390,15 @@ def _phase_centre(path: Path, field_id: int) -> tuple[float, float]:
 def stokes_i_plan(path: Path, corr_types: list[int]) -> tuple[list[str], tuple[int, ...]]:
     """Names of the correlations and the indices that make Stokes I."""
     names = [STOKES_NAMES.get(int(c), f"type {int(c)}") for c in corr_types]
+    return names, stokes_i_pair(path, names)
+
+
+def stokes_i_pair(path: Path, names: list[str]) -> tuple[int, ...]:
+    """The indices of the correlations ``names`` (a window's ``correlations``) that make
+    Stokes I."""
     for pair in (("I",), ("XX", "YY"), ("RR", "LL")):
         if all(p in names for p in pair):
-            return names, tuple(names.index(p) for p in pair)
+            return tuple(names.index(p) for p in pair)
     raise MeasurementSetError(
         path,
         f"correlations {names} do not give Stokes I; supported: I, XX+YY (linear), RR+LL "

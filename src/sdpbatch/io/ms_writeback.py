@@ -7,7 +7,11 @@ So that DP3, WSClean and CASA can carry on from ICAL's result, as they do from e
   autocorrelations get 0;
 - ``CORRECTED_DATA``: the window's rows of ``DATA`` (every correlation, autocorrelations too)
   divided by the product of the gain terms ``g_p conj(g_q)`` (p = ANTENNA1), the convention
-  of DP3's applycal: ``DATA_pq = g_p conj(g_q) TRUE_pq``.
+  of DP3's applycal: ``DATA_pq = g_p conj(g_q) TRUE_pq`` (the one gain correction,
+  :func:`sdpbatch.science.solve.correct`).
+
+A window is given as the run checked it (its :class:`MeasurementSetInfo`): its metadata are
+not read again; only the rows' ids are, in the pass that writes them.
 
 Both columns are written as the MeasurementSet v2 defines them (complex, one ``(nchan,
 ncorr)`` cell per row, the shape of DATA), in tiled storage.  Rows of other windows keep the
@@ -31,13 +35,9 @@ from pathlib import Path
 import numpy as np
 from casacore import tables
 
-from sdpbatch.io.ms_read import BLOCK_ROWS, window_rows
-from sdpbatch.io.ms_windows import (
-    MeasurementSetInfo,
-    open_table,
-    read_measurement_set_metadata,
-)
-from sdpbatch.science.solve import baseline_gains, interval_index
+from sdpbatch.io.ms_read import BLOCK_ROWS
+from sdpbatch.io.ms_windows import MeasurementSetInfo, open_table, read_columns, row_blocks
+from sdpbatch.science.solve import baseline_gains, correct, interval_index
 
 TEMP_PREFIX = "SDPBATCH_NEW_"
 OLD_PREFIX = "SDPBATCH_OLD_"
@@ -117,24 +117,49 @@ def _runs(key: np.ndarray) -> Iterator[tuple[int, int]]:
     yield from zip(bounds[:-1], bounds[1:], strict=True)
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The main table's rows as a write sees them: DATA_DESC_ID, in the window, and in the
+    window and a cross-correlation (one bool a row)."""
+
+    ddid: np.ndarray
+    in_window: np.ndarray
+    cross: np.ndarray
+
+
+def _window_rows(main: tables.table, info: MeasurementSetInfo) -> _Rows:
+    """The rows of window ``info`` (its field and data descriptions), read once, a block of
+    rows at a time."""
+    ddid, in_window, cross = [np.zeros(0, np.int64)], [np.zeros(0, bool)], [np.zeros(0, bool)]
+    for start, n in row_blocks(main.nrows()):
+        c = read_columns(main, ("DATA_DESC_ID", "FIELD_ID", "ANTENNA1", "ANTENNA2"), start, n)
+        mine = np.isin(c["DATA_DESC_ID"], info.data_desc_ids) & (c["FIELD_ID"] == info.field_id)
+        ddid.append(c["DATA_DESC_ID"].astype(np.int64))
+        in_window.append(mine)
+        cross.append(mine & (c["ANTENNA1"] != c["ANTENNA2"]))
+    return _Rows(*(np.concatenate(x) for x in (ddid, in_window, cross)))
+
+
 def _replace_column(
-    path: Path,
+    info: MeasurementSetInfo,
     target: str,
-    in_window: np.ndarray,
-    fill: Callable[[tables.table, int, int], np.ndarray],
+    fill: Callable[[tables.table, _Rows], Callable[[int, int], np.ndarray]],
     other: str | None,
     block_rows: int,
 ) -> None:
-    """Write ``target`` atomically: ``fill(main, start, stop)`` for the runs of rows in the
-    window; the other rows from ``target`` if it exists, else from ``other`` (a column name),
-    else zeros."""
+    """Write ``target`` atomically: ``fill(main, rows)(start, stop)`` for the runs of rows in
+    the window; the other rows from ``target`` if it exists, else from ``other`` (a column
+    name), else zeros."""
+    path = Path(info.path)
     recover_columns(path)
     with open_table(path, writable=True) as main:
+        rows = _window_rows(main, info)
+        writer = fill(main, rows)
         temp = TEMP_PREFIX + target
         _add_like_data(main, temp)
         try:
             source = target if target in main.colnames() else other
-            _fill_column(main, temp, in_window, fill, source, block_rows)
+            _fill_column(main, temp, rows, writer, source, block_rows)
             main.flush()
         except BaseException:
             main.removecols([temp])
@@ -146,16 +171,16 @@ def _replace_column(
     recover_columns(path)  # removes the old column
 
 
-def _fill_column(main, name, in_window, fill, source, block_rows) -> None:
+def _fill_column(main, name, rows: _Rows, fill, source, block_rows) -> None:
     """Write every row of column ``name`` block by block (see :func:`_replace_column`), in
     runs of rows of one window or one other data description (cells of one shape)."""
     nrow = main.nrows()
-    key = 2 * main.getcol("DATA_DESC_ID").astype(np.int64) + in_window
+    key = 2 * rows.ddid + rows.in_window
     for block in range(0, nrow, block_rows):
         for start, end in _runs(key[block : min(nrow, block + block_rows)]):
             first, n = block + start, end - start
-            if in_window[first]:
-                values = fill(main, first, first + n)
+            if rows.in_window[first]:
+                values = fill(first, first + n)
             elif source is None:
                 values = np.zeros((n, *main.getcell("DATA", first).shape), np.complex64)
             else:
@@ -163,92 +188,80 @@ def _fill_column(main, name, in_window, fill, source, block_rows) -> None:
             main.putcol(name, values, first, n)
 
 
-def _window_and_rows(path, field, spw) -> tuple[MeasurementSetInfo, np.ndarray, np.ndarray]:
-    info = read_measurement_set_metadata(path, field=field, spw=spw)
-    return info, window_rows(path, info), window_rows(path, info, autocorrelations=True)
-
-
 def write_model_data(
-    path: str | Path,
-    model_vis: np.ndarray,
-    *,
-    field: int | str | None = None,
-    spw: int | None = None,
-    block_rows: int = BLOCK_ROWS,
+    info: MeasurementSetInfo, model_vis: np.ndarray, *, block_rows: int = BLOCK_ROWS
 ) -> Path:
     """Put a window's model visibilities into MODEL_DATA (atomically; see the module).
 
     Parameters
     ----------
-    path : the MeasurementSet.
+    info : the window, as the run checked it (its metadata are not read again).
     model_vis : (nrow, nchan) complex Stokes I, one row per cross-correlation row of the
         window in table order (the rows :func:`sdpbatch.io.ms_read.read_measurement_set`
-        returns for the same ``field``/``spw``); any array indexable by row slices (a
-        ``numpy.memmap`` keeps it out of memory).
-    field, spw : the window (see :func:`sdpbatch.io.ms_read.read_measurement_set_windows`).
+        returns for the window); any array indexable by row slices (a ``numpy.memmap`` keeps
+        it out of memory).
     """
-    path = Path(path)
-    info, cross, rows = _window_and_rows(path, field, spw)
-    expected = (int(cross.sum()), info.nchan)
-    if tuple(np.shape(model_vis)) != expected:
-        raise ValueError(f"model_vis has shape {np.shape(model_vis)}, the window {expected}")
     hands = [k for k, c in enumerate(info.correlations) if c in PARALLEL_HANDS]
-    order = np.cumsum(cross) - 1  # row of model_vis for each cross-correlation row
 
-    def fill(main: tables.table, start: int, stop: int) -> np.ndarray:
-        out = np.zeros((stop - start, info.nchan, len(info.correlations)), np.complex64)
-        is_cross = cross[start:stop]
-        picked = order[start:stop][is_cross]
-        if picked.size:
-            block = np.asarray(model_vis[picked[0] : picked[-1] + 1])[picked - picked[0]]
-            for k in hands:
-                out[is_cross, :, k] = block
-        return out
+    def fill(main: tables.table, rows: _Rows) -> Callable[[int, int], np.ndarray]:
+        expected = (int(rows.cross.sum()), info.nchan)
+        if tuple(np.shape(model_vis)) != expected:
+            raise ValueError(f"model_vis has shape {np.shape(model_vis)}, the window {expected}")
+        order = np.cumsum(rows.cross) - 1  # row of model_vis for each cross-correlation row
 
-    _replace_column(path, "MODEL_DATA", rows, fill, None, block_rows)
-    return path
+        def values(start: int, stop: int) -> np.ndarray:
+            out = np.zeros((stop - start, info.nchan, len(info.correlations)), np.complex64)
+            is_cross = rows.cross[start:stop]
+            picked = order[start:stop][is_cross]
+            if picked.size:
+                block = np.asarray(model_vis[picked[0] : picked[-1] + 1])[picked - picked[0]]
+                for k in hands:
+                    out[is_cross, :, k] = block
+            return out
+
+        return values
+
+    _replace_column(info, "MODEL_DATA", fill, None, block_rows)
+    return Path(info.path)
 
 
 def write_corrected_data(
-    path: str | Path,
+    info: MeasurementSetInfo,
     gains: Sequence[GainTerm],
     *,
-    field: int | str | None = None,
-    spw: int | None = None,
     data_column: str = "DATA",
     block_rows: int = BLOCK_ROWS,
 ) -> Path:
     """Put a window's ``data_column`` corrected by ``gains`` into CORRECTED_DATA (atomically).
 
-    Every correlation of every row of the window (autocorrelations included) is divided by
-    the product over the terms of ``g_p conj(g_q)`` at the row's time and channel; a zero or
-    non-finite gain product gives 0.  FLAG is not changed.
+    ``info``: the window, as the run checked it (its metadata are not read again).  Every
+    correlation of every row of the window (autocorrelations included) is corrected by the
+    product over the terms of ``g_p conj(g_q)`` at the row's time and channel
+    (:func:`sdpbatch.science.solve.correct`: a zero or non-finite gain product gives 0).
+    FLAG is not changed.
     """
-    path = Path(path)
-    info, _, rows = _window_and_rows(path, field, spw)
     for term in gains:
         if np.shape(term.channel) != (info.nchan,):
             raise ValueError(
                 f"a gain term maps {np.shape(term.channel)} channels, not {info.nchan}"
             )
 
-    def fill(main: tables.table, start: int, stop: int) -> np.ndarray:
-        data = main.getcol(data_column, start, stop - start)
-        times = main.getcol("TIME", start, stop - start)
-        a1 = main.getcol("ANTENNA1", start, stop - start)
-        a2 = main.getcol("ANTENNA2", start, stop - start)
-        product = np.ones(data.shape[:2], np.complex128)
-        for term in gains:
-            product *= baseline_gains(
-                term.gains,
-                interval=interval_index(times, term.boundaries),
-                antenna1=a1,
-                antenna2=a2,
-                channel=np.asarray(term.channel),
-            )
-        inverse = np.zeros(product.shape, np.complex64)
-        np.divide(1.0, product, out=inverse, where=np.isfinite(product) & (product != 0))
-        return data * inverse[:, :, None]
+    def fill(main: tables.table, rows: _Rows) -> Callable[[int, int], np.ndarray]:
+        def values(start: int, stop: int) -> np.ndarray:
+            data = main.getcol(data_column, start, stop - start)
+            c = read_columns(main, ("TIME", "ANTENNA1", "ANTENNA2"), start, stop - start)
+            product = np.ones(data.shape[:2], np.complex128)
+            for term in gains:
+                product *= baseline_gains(
+                    term.gains,
+                    interval=interval_index(c["TIME"], term.boundaries),
+                    antenna1=c["ANTENNA1"],
+                    antenna2=c["ANTENNA2"],
+                    channel=np.asarray(term.channel),
+                )
+            return correct(data, product[:, :, None]).astype(np.complex64)
 
-    _replace_column(path, "CORRECTED_DATA", rows, fill, data_column, block_rows)
-    return path
+        return values
+
+    _replace_column(info, "CORRECTED_DATA", fill, data_column, block_rows)
+    return Path(info.path)

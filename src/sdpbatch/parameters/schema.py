@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sdpbatch.parameters.gain_terms import TERMS
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,95}$")
 """A name that may become one directory under a data root: the rule of deployment ids."""
 FILE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -81,6 +83,24 @@ def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
 
 def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
+
+
+def _term_fields() -> tuple[Field, ...]:
+    """Each gain term's schedule: its first self-calibration cycle, then the solution
+    intervals that are parameters (:data:`~sdpbatch.parameters.gain_terms.TERMS`)."""
+    first = [
+        Field(t.first_parameter, "int", t.first_cycle, f"first major cycle that solves {t.name}",
+              _range(0, 100), "0 to 100", "calibration", f"--first-selfcal-{t.name} N")
+        for t in TERMS.values()
+    ]  # fmt: skip
+    intervals = [
+        Field(t.interval_parameter, "optional-float", t.interval,
+              f"solution interval of {t.name} (s) (null: the whole observation)",
+              _optional(lambda v: v > 0 and math.isfinite(v)), "> 0 s, or null", "calibration",
+              f"--timeslice-{t.name} SECONDS")
+        for t in TERMS.values() if t.interval_parameter
+    ]  # fmt: skip
+    return (*first, *intervals)
 
 
 SAFE_ALLOWED = "a safe directory name: letters, digits and '-', 1 to 96, not starting with '-'"
@@ -218,19 +238,30 @@ SCHEMA: tuple[Field, ...] = (
           lambda v: bool(v.strip()), "'catalogue', 'none' or a file path", "calibration",
           "--sky-model FILE"),
     Field("calibration_context", "str", "T",
-          "gain terms to solve: T (phase per integration), G (amp+phase), B (bandpass)",
-          lambda v: bool(re.match(r"^T?G?B?$", v)) and bool(v),
-          "a non-empty subsequence of 'TGB'", "calibration", "--context TGB"),
-    Field("first_selfcal_T", "int", 0, "first major cycle that solves T", _range(0, 100),
-          "0 to 100", "calibration", "--first-selfcal-T N"),
-    Field("first_selfcal_G", "int", 3, "first major cycle that solves G", _range(0, 100),
-          "0 to 100", "calibration", "--first-selfcal-G N"),
-    Field("first_selfcal_B", "int", 4, "first major cycle that solves B", _range(0, 100),
-          "0 to 100", "calibration", "--first-selfcal-B N"),
-    Field("timeslice_G", "optional-float", None,
-          "solution interval of G (s) (null: the whole observation)",
-          _optional(lambda v: v > 0 and math.isfinite(v)), "> 0 s, or null", "calibration",
-          "--timeslice-G SECONDS"),
+          "gain terms to solve: " + ", ".join(f"{t.name} ({t.meaning})" for t in TERMS.values()),
+          lambda v: bool(v) and bool(re.fullmatch("".join(f"{re.escape(t)}?" for t in TERMS), v)),
+          f"a non-empty subsequence of '{''.join(TERMS)}'", "calibration",
+          f"--context {''.join(TERMS)}"),
+    *_term_fields(),
+    Field("solve_tolerance", "float", 1e-10,
+          "StEFCal stops a solution cell once the largest change of its gains relative to its "
+          "largest gain falls below this",
+          _range(0.0, 1e-2, lo_open=True), "> 0 and <= 1e-2", "calibration"),
+    Field("solve_max_iterations", "int", 500, "most StEFCal iterations of a solution cell",
+          _range(1, 100000), "1 to 100000", "calibration"),
+    Field("solve_step", "float", 0.5,
+          "StEFCal's damping: each iteration moves the gains this fraction of the way to the "
+          "new estimate (0.5 cancels the undamped update's overshoot to first order)",
+          _range(0.0, 1.0, lo_open=True), "> 0 and <= 1", "calibration"),
+    Field("solve_min_snr", "float", 3.0,
+          "solutions below this signal-to-noise are flagged (CASA gaincal's minsnr; 0 flags "
+          "none)",
+          _range(0.0, 1e6), "0 to 1e6", "calibration"),
+    Field("solve_outlier_sigma", "float", 8.0,
+          "a station's amplitude beyond this many robust standard deviations of log|g| from "
+          "the others of its cell, or a cell's from the station's other cells, is flagged "
+          "(with 30 % amplitude scatter: beyond a factor ~11 from the median)",
+          _range(0.0, 1e6, lo_open=True), "> 0 and <= 1e6", "calibration"),
     # --- data selection and write-back -----------------------------------------------------------
     Field("data_column", "str", "DATA", "MeasurementSet column that ICAL reads",
           lambda v: bool(COLUMN.match(v)), "a column name, e.g. DATA or CORRECTED_DATA",

@@ -10,9 +10,9 @@ across rows, channels and windows; only these small arrays meet for the solve
 checks of :mod:`sdpbatch.science.solution_checks` (signal-to-noise, outliers, normalisation):
 flagged solutions get a fallback gain and are reported in :class:`GainSolution`.
 
-Solution terms as in the seed's library: "T" phase-only per integration, "G" amplitude and phase
-per interval (``timeslice_G`` seconds or the whole observation), "B" amplitude and phase per
-channel over the whole observation.
+The gain terms ("T" phase-only per integration, "G", "B"; what each solves and over which
+intervals) are the one table :data:`sdpbatch.parameters.gain_terms.TERMS`; how the cells are
+solved and judged, :class:`SolverOptions` (the schema's ``solve_*`` parameters).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sdpbatch.parameters.gain_terms import TERMS, GainTerm
 from sdpbatch.science.solution_checks import (
     REASONS,
     SolutionStats,
@@ -31,9 +32,8 @@ from sdpbatch.science.solution_checks import (
     solution_stats,
 )
 from sdpbatch.science.solve_cells import (
-    MIN_SNR,
-    OUTLIER_SIGMA,
     CellSolutions,
+    SolverOptions,
     join_cells,
     solve_cells,
     stefcal,
@@ -48,33 +48,16 @@ from sdpbatch.science.solve_sums import (
 
 __all__ = [  # the sums and cells are defined apart and used through this module
     "SolveSums", "accumulate", "combine_sums", "compress", "row_slices",
-    "CellSolutions", "join_cells", "solve_cells", "MIN_SNR", "OUTLIER_SIGMA",
-    "GainSolution", "finish_term", "SolutionStats", "TERMS",
-    "SOLUTION_TERMS", "baseline_flags", "baseline_gains", "correct",
-    "interval_index", "reference_phases", "solution_intervals", "solve_gains", "solve_term",
+    "CellSolutions", "join_cells", "solve_cells", "SolverOptions",
+    "GainSolution", "finish_term", "SolutionStats", "TERMS", "GainTerm",
+    "baseline_flags", "baseline_gains", "correct",
+    "interval_index", "reference_phases", "solution_intervals", "solve_term",
     "stefcal",
 ]  # fmt: skip
 
-SOLUTION_TERMS = ("T", "G", "B")
-
-
-@dataclass(frozen=True)
-class TermSpec:
-    """How one gain term is solved: phase-only or not, per channel or not."""
-
-    phase_only: bool
-    per_channel: bool
-
-
-TERMS: dict[str, TermSpec] = {
-    "T": TermSpec(phase_only=True, per_channel=False),
-    "G": TermSpec(phase_only=False, per_channel=False),
-    "B": TermSpec(phase_only=False, per_channel=True),
-}
-
 
 def reference_phases(
-    gains: np.ndarray, reference: int = 0, flags: np.ndarray | None = None
+    gains: np.ndarray, reference: int, flags: np.ndarray | None = None
 ) -> np.ndarray:
     """Gains (..., nant, nfreq) rotated so that station ``reference`` has phase zero.
 
@@ -118,14 +101,8 @@ def solve_term(
     term: str,
     initial: np.ndarray,
     normalise: bool,
+    options: SolverOptions,
     fallback: np.ndarray | None = None,
-    min_snr: float = MIN_SNR,
-    outlier_sigma: float = OUTLIER_SIGMA,
-    step: float = 0.5,
-    reference: int = 0,
-    max_iterations: int = 500,
-    tolerance: float = 1e-10,
-    max_batch_bytes: int = 64 * 2**20,
 ) -> GainSolution:
     """Solve one gain term from its combined sums, with the checks that keep it sane:
     :func:`solve_cells` then :func:`finish_term` (which a cluster runs apart: the cells where
@@ -137,29 +114,13 @@ def solve_term(
     term : "T" (phase-only), "G" or "B" (amplitude and phase).
     initial : (nint, nant, nfreq) complex starting gains (e.g. the previous solution); its shape
         sets the number of intervals, stations and solution channels.
-    normalise, fallback, reference : of :func:`finish_term`.
-    min_snr, outlier_sigma, step, max_iterations, tolerance, max_batch_bytes : of
-        :func:`solve_cells` (``outlier_sigma`` also of :func:`finish_term`).
+    normalise, fallback : of :func:`finish_term`.
+    options : of :func:`solve_cells` and :func:`finish_term`.
     """
-    cells = solve_cells(
-        sums,
-        initial=initial,
-        phase_only=_term_spec(term).phase_only,
-        min_snr=min_snr,
-        outlier_sigma=outlier_sigma,
-        step=step,
-        max_iterations=max_iterations,
-        tolerance=tolerance,
-        max_batch_bytes=max_batch_bytes,
-    )
+    phase_only = _term(term).phase_only
+    cells = solve_cells(sums, initial=initial, phase_only=phase_only, options=options)
     return finish_term(
-        cells,
-        term=term,
-        initial=initial,
-        normalise=normalise,
-        fallback=fallback,
-        outlier_sigma=outlier_sigma,
-        reference=reference,
+        cells, term=term, initial=initial, normalise=normalise, options=options, fallback=fallback
     )
 
 
@@ -169,9 +130,8 @@ def finish_term(
     term: str,
     initial: np.ndarray,
     normalise: bool,
+    options: SolverOptions,
     fallback: np.ndarray | None = None,
-    outlier_sigma: float = OUTLIER_SIGMA,
-    reference: int = 0,
 ) -> GainSolution:
     """The term's solution from the solutions of its cells: the checks across cells.
 
@@ -182,14 +142,15 @@ def finish_term(
     initial : (nint, nant, nfreq) complex, the starting gains the cells were solved from.
     normalise : amplitudes to unit mean over the unflagged stations of each (interval, channel)
         (self-calibration); False keeps the model's flux scale (a catalogue's).
+    options : its ``outlier_sigma``: a cell whose relative amplitude lies beyond this many
+        robust standard deviations from the station's other cells is flagged (inf: none);
+        its ``reference``: the preferred reference station (another is taken if it has fewer
+        unflagged solutions than the best station).
     fallback : (nint, nant, nfreq) gains given to flagged solutions; default ``initial``
         (pass ones to leave flagged stations uncorrected).
-    outlier_sigma : a cell whose relative amplitude lies beyond this many robust standard
-        deviations from the station's other cells is flagged (inf: none).
-    reference : the preferred reference station (another is taken if it has fewer unflagged
-        solutions than the best station).
     """
-    spec = _term_spec(term)
+    spec = _term(term)
+    outlier_sigma = options.outlier_sigma
     initial = np.asarray(initial, dtype=np.complex128)
     fallback = initial if fallback is None else np.asarray(fallback, dtype=np.complex128)
     fallback = np.where(np.isfinite(fallback), fallback, 1.0)
@@ -200,7 +161,7 @@ def finish_term(
     normalised = normalise and not spec.phase_only
     if normalised:  # over the stations of each (interval, channel)
         gains = normalise_amplitudes(gains.swapaxes(1, 2), flags.swapaxes(1, 2)).swapaxes(1, 2)
-    ref = choose_reference(flags, reference)
+    ref = choose_reference(flags, options.reference)
     gains = np.where(flags, fallback, reference_phases(gains, ref, flags))
     stats = solution_stats(
         term,
@@ -222,38 +183,10 @@ def _station_outliers(gains: np.ndarray, flagged: np.ndarray, sigma: float) -> n
     return amplitude_outliers(relative, flagged, axis=(0, 2), sigma=sigma)
 
 
-def _term_spec(term: str) -> TermSpec:
+def _term(term: str) -> GainTerm:
     if term not in TERMS:
-        raise ValueError(f"gain term {term!r} is not known; allowed: {', '.join(SOLUTION_TERMS)}")
+        raise ValueError(f"gain term {term!r} is not known; allowed: {', '.join(TERMS)}")
     return TERMS[term]
-
-
-def solve_gains(
-    sums: SolveSums,
-    *,
-    term: str,
-    initial: np.ndarray,
-    reference: int = 0,
-    max_iterations: int = 500,
-    tolerance: float = 1e-12,
-    max_batch_bytes: int = 64 * 2**20,
-) -> np.ndarray:
-    """The gains of :func:`solve_term` without its checks (no normalisation, no SNR or
-    outlier flags; solutions without data keep ``initial``): the interface of the driver
-    until it takes the :class:`GainSolution`.  Returns (nint, nant, nfreq) complex.
-    """
-    return solve_term(
-        sums,
-        term=term,
-        initial=initial,
-        normalise=False,
-        min_snr=0.0,
-        outlier_sigma=np.inf,
-        reference=reference,
-        max_iterations=max_iterations,
-        tolerance=tolerance,
-        max_batch_bytes=max_batch_bytes,
-    ).gains
 
 
 # --- solution intervals and applying gains -------------------------------------------------------
@@ -328,6 +261,9 @@ def baseline_flags(
 
 
 def correct(vis: np.ndarray, baseline_gain: np.ndarray) -> np.ndarray:
-    """Corrected visibilities ``vis / (g_p conj(g_q))`` (zero where the gain product is zero)."""
+    """Corrected visibilities ``vis / (g_p conj(g_q))``: zero where the gain product is zero or
+    not finite.  ``baseline_gain`` broadcasts against ``vis`` (e.g. (nrow, nchan, 1) for every
+    correlation of a row)."""
+    usable = np.isfinite(baseline_gain) & (baseline_gain != 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(baseline_gain != 0, vis / baseline_gain, 0.0)
+        return np.where(usable, vis / baseline_gain, 0.0)

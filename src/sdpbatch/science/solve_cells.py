@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sdpbatch.parameters import FIELDS, Parameters
 from sdpbatch.science.solution_checks import (
     DIVERGED_CHANGE,
     REASONS,
@@ -26,14 +27,45 @@ from sdpbatch.science.solution_checks import (
 )
 from sdpbatch.science.solve_sums import VALUES, SolveSums
 
-MIN_SNR = 3.0
-"""Default minimum signal-to-noise of a solution (CASA gaincal's ``minsnr``)."""
 
-OUTLIER_SIGMA = 8.0
-"""Default outlier threshold, in robust standard deviations of ``log |g|``: with 30 %
-amplitude scatter a station is an outlier beyond a factor ~11 from the median (the robust
-spread of 30 stations is itself uncertain by ~25 %, so a genuine 3-sigma station must not be
-caught); with alike stations, beyond a factor exp(8 x 0.1) = 2.2 (:data:`OUTLIER_FLOOR`)."""
+@dataclass(frozen=True, kw_only=True)
+class SolverOptions:
+    """How the cells of a term are solved and judged: the schema's ``solve_*`` parameters
+    (their defaults are the schema's), the reference station and the memory of a batch.
+
+    tolerance, max_iterations, step : of :func:`stefcal`.
+    min_snr : solutions below this signal-to-noise are flagged (0 flags none).
+    outlier_sigma : amplitudes beyond this many robust standard deviations of ``log |g|``
+        among a cell's stations are flagged and the cell solved again without them, and a
+        cell's beyond them from the station's other cells (inf: none).  With 30 % amplitude
+        scatter a station is an outlier beyond a factor ~11 from the median at 8 (the robust
+        spread of 30 stations is itself uncertain by ~25 %, so a genuine 3-sigma station must
+        not be caught); with alike stations, beyond a factor exp(8 x 0.1) = 2.2
+        (:data:`~sdpbatch.science.solution_checks.OUTLIER_FLOOR`).
+    reference : the preferred reference station (another is taken if it has fewer unflagged
+        solutions than the best station).
+    max_batch_bytes : memory of the cells solved together (results do not depend on it).
+    """
+
+    tolerance: float = FIELDS["solve_tolerance"].default
+    max_iterations: int = FIELDS["solve_max_iterations"].default
+    step: float = FIELDS["solve_step"].default
+    min_snr: float = FIELDS["solve_min_snr"].default
+    outlier_sigma: float = FIELDS["solve_outlier_sigma"].default
+    reference: int = 0
+    max_batch_bytes: int = 64 * 2**20
+
+    @classmethod
+    def from_parameters(cls, params: Parameters) -> SolverOptions:
+        """The options the parameters ask for (the others at their defaults)."""
+        return cls(
+            tolerance=params.solve_tolerance,
+            max_iterations=params.solve_max_iterations,
+            step=params.solve_step,
+            min_snr=params.solve_min_snr,
+            outlier_sigma=params.solve_outlier_sigma,
+        )
+
 
 NO_DATA = 1 + REASONS.index("no_data")
 """The flag reason of a cell without data (reasons are 0 = good, else 1 + index in REASONS)."""
@@ -102,12 +134,7 @@ def solve_cells(
     *,
     initial: np.ndarray,
     phase_only: bool,
-    min_snr: float = MIN_SNR,
-    outlier_sigma: float = OUTLIER_SIGMA,
-    step: float = 0.5,
-    max_iterations: int = 500,
-    tolerance: float = 1e-10,
-    max_batch_bytes: int = 64 * 2**20,
+    options: SolverOptions,
 ) -> CellSolutions:
     """Solve every cell that has solve sums, batch by batch.
 
@@ -117,20 +144,17 @@ def solve_cells(
     initial : (nint, nant, nfreq) complex starting gains of the whole term (its shape sets the
         numbers of intervals, stations and solution channels).
     phase_only : keep |g| = 1 (the "T" term).
-    min_snr : solutions below this signal-to-noise are flagged (0 flags none).
-    outlier_sigma : amplitudes beyond this many robust standard deviations among a cell's
-        stations are flagged and the cell solved again without them (inf: none).
-    step, max_iterations, tolerance : of :func:`stefcal`.
-    max_batch_bytes : memory of the cells solved together.
+    options : tolerance, iterations and damping of :func:`stefcal`, the minimum signal-to-noise,
+        the outliers among a cell's stations, the memory of a batch.
     """
     initial = np.asarray(initial, dtype=np.complex128)
     _check_fit(sums, initial.shape)
-    checks = _Checks(phase_only, min_snr, outlier_sigma, step, max_iterations, tolerance)
     nant, nfreq = initial.shape[1:]
     parts = [CellSolutions.none(nant)]
-    for cells, dense in _batches(sums, nant, nfreq, max_batch_bytes):
+    for cells, dense in _batches(sums, nant, nfreq, options.max_batch_bytes):
         it, ch = np.divmod(cells, nfreq)
-        parts.append(CellSolutions(cells, *_solve_batch(dense, initial[it, :, ch], checks)))
+        solved = _solve_batch(dense, initial[it, :, ch], phase_only, options)
+        parts.append(CellSolutions(cells, *solved))
     return join_cells(*parts)
 
 
@@ -140,9 +164,7 @@ def stefcal(
     initial: np.ndarray,
     *,
     phase_only: bool,
-    step: float = 0.5,
-    max_iterations: int = 500,
-    tolerance: float = 1e-12,
+    options: SolverOptions,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Damped StEFCal for a batch of independent solutions.
 
@@ -152,17 +174,18 @@ def stefcal(
     b : (nsol, nant, nant) real symmetric, ``B[p, q] = sum w |M_pq|^2``.
     initial : (nsol, nant) complex starting gains.
     phase_only : keep |g| = 1.
-    step : each iteration moves the gains this fraction of the way to the new estimate
-        (0 < step <= 1).  The undamped update overshoots the solution by about as much as
-        the error (Salvini & Wijnholds 2014), so 0.5 cancels that to first order.
-    max_iterations, tolerance : a cell stops once the largest change of its gains relative
-        to its largest gain falls below ``tolerance``.
+    options : its ``step``: each iteration moves the gains this fraction of the way to the new
+        estimate (0 < step <= 1); the undamped update overshoots the solution by about as
+        much as the error (Salvini & Wijnholds 2014), so 0.5 cancels that to first order.
+        Its ``max_iterations``, ``tolerance``: a cell stops once the largest change of its
+        gains relative to its largest gain falls below ``tolerance``.
 
     Each iteration sets ``g_p = sum_q A_pq g_q / sum_q B_pq |g_q|^2`` (the least-squares gain of
     station p with the others fixed), or its phase for phase-only gains.  Stations without data
     keep their initial gain.  Returns gains (nsol, nant), iterations (nsol,) int and the last
     relative change (nsol,) of each cell (``< tolerance`` if it converged).
     """
+    step, tolerance = options.step, options.tolerance
     if not 0.0 < step <= 1.0:
         raise ValueError(f"stefcal step must be in (0, 1], got {step}")
     g = np.array(initial, dtype=np.complex128)
@@ -175,7 +198,7 @@ def stefcal(
     change = np.zeros(nsol)
     active = np.flatnonzero(has_data.any(axis=1))
     sub_a, sub_b, sub_data = a[active], b[active], has_data[active]
-    for iteration in range(1, max_iterations + 1):
+    for iteration in range(1, options.max_iterations + 1):
         if active.size == 0:
             break
         old = g[active]
@@ -241,25 +264,15 @@ def _batches(sums: SolveSums, nant: int, nfreq: int, max_bytes: int):
         yield chunk, dense
 
 
-@dataclass(frozen=True)
-class _Checks:
-    """How :func:`_solve_batch` solves and judges a batch (the arguments of solve_cells)."""
-
-    phase_only: bool
-    min_snr: float
-    outlier_sigma: float
-    step: float
-    max_iterations: int
-    tolerance: float
-
-
-def _solve_batch(dense: dict[str, np.ndarray], initial: np.ndarray, checks: _Checks):
+def _solve_batch(
+    dense: dict[str, np.ndarray], initial: np.ndarray, phase_only: bool, options: SolverOptions
+):
     """Solve a batch of cells; flag, drop the outlier stations and solve once more if any.
 
     Returns gains, snr, reasons (0 = good, else 1 + index in REASONS), the most iterations
     taken, and whether every cell converged.
     """
-    phase_only, outlier_sigma = checks.phase_only, checks.outlier_sigma
+    outlier_sigma = options.outlier_sigma
     most, all_converged = 0, True
     dropped = np.zeros(initial.shape, dtype=bool)
     for _ in range(2):
@@ -268,20 +281,18 @@ def _solve_batch(dense: dict[str, np.ndarray], initial: np.ndarray, checks: _Che
             dense["b"],
             initial,
             phase_only=phase_only,
-            step=checks.step,
-            max_iterations=checks.max_iterations,
-            tolerance=checks.tolerance,
+            options=options,
         )
         has_data = dense["b"].sum(axis=2) > 0
         snr = solution_snr(**dense, gains=g, phase_only=phase_only)
         most = max(most, int(iterations.max(initial=0)))
-        converged = (change < checks.tolerance) | ~has_data.any(axis=1)
+        converged = (change < options.tolerance) | ~has_data.any(axis=1)
         all_converged = all_converged and bool(np.all(converged))
         reasons = np.zeros(g.shape, dtype=np.int8)
         diverged = ~(change <= DIVERGED_CHANGE)[:, None] | ~np.isfinite(g)
         for name, bad in (
             ("diverged", diverged),
-            ("low_snr", snr < checks.min_snr),
+            ("low_snr", snr < options.min_snr),
             ("no_data", ~has_data),
         ):  # the last set wins: an entry keeps its first reason in REASONS
             reasons[bad] = 1 + REASONS.index(name)

@@ -31,6 +31,7 @@ from sdpbatch.science.skymodel import SkyModel, gaussian_taper_matrix, lmn
 from sdpbatch.science.solve import (
     TERMS,
     GainSolution,
+    SolverOptions,
     finish_term,
     join_cells,
     solve_cells,
@@ -70,13 +71,20 @@ def solve_sky_model(
     return terms, solve(run, imaging, state, 0, terms, sky=components)
 
 
-def _solved(partial: PartialSolve, term: str, initial: np.ndarray, normalise: bool) -> GainSolution:
+def _solved(
+    partial: PartialSolve,
+    term: str,
+    initial: np.ndarray,
+    normalise: bool,
+    options: SolverOptions,
+) -> GainSolution:
     """The term from the groups' solved cells and the sums of the cells they share."""
     cells = partial.cells
     if partial.sums is not None:
-        shared = solve_cells(partial.sums, initial=initial, phase_only=TERMS[term].phase_only)
+        phase_only = TERMS[term].phase_only
+        shared = solve_cells(partial.sums, initial=initial, phase_only=phase_only, options=options)
         cells = join_cells(cells, shared)
-    return finish_term(cells, term=term, initial=initial, normalise=normalise)
+    return finish_term(cells, term=term, initial=initial, normalise=normalise, options=options)
 
 
 def _local_cells(imaging: Imaging, term: str) -> list[LocalCells]:
@@ -89,6 +97,7 @@ def _solve_term(run: Run, imaging: Imaging, state: CycleState, name: str, term: 
     """One term's solution: cells solved per group, the shared ones summed on the cluster,
     finished on worker 0."""
     local = _local_cells(imaging, term)
+    options = run.schedule.solver
     if sky is None:
         handles = run.per_group(
             group_solve,
@@ -96,16 +105,16 @@ def _solve_term(run: Run, imaging: Imaging, state: CycleState, name: str, term: 
             imaging.groups,
             state.model_vis,
             local,
-            shared=(state.gains, term),
+            shared=(state.gains, term, options),
         )
     else:
-        shared = (*sky, state.gains, term)
+        shared = (*sky, state.gains, term, options)
         handles = run.per_group(
             group_sky_model_solve, f"sky-solve-part-{name}", imaging.groups, local, shared=shared
         )
     partial = run.tree(merge_partial, f"solve-merge-{name}", handles)
     normalise = sky is None  # a catalogue's flux is the scale; self-calibration has none
-    task = run.one(_solved, f"solve-{name}", partial, term, state.gains[term], normalise)
+    task = run.one(_solved, f"solve-{name}", partial, term, state.gains[term], normalise, options)
     return run.runner.gather(task)
 
 

@@ -3,7 +3,8 @@
 :class:`IcalSettings` holds the knobs that bound memory and cost (not science: they never
 change a result); :class:`ImagingSetup` the small description of the imaging that every task
 receives; :class:`CleanSettings` the minor cycle's; :class:`CalibrationSchedule` which gain
-terms are solved when, and over which intervals.  All are built from :class:`Parameters`.
+terms are solved when, over which intervals and with which solver options.  All but
+:class:`IcalSettings` are built from :class:`Parameters`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from sdpbatch.execution.runner import Runner, workers_on_host
 from sdpbatch.parameters import Parameters
-from sdpbatch.science.solve import solution_intervals
+from sdpbatch.science.solve import TERMS, GainTerm, SolverOptions, solution_intervals
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,27 +132,28 @@ def resolve_threads(runner: Runner, ngroups: int) -> Threads:
 
 @dataclass(frozen=True)
 class CalibrationSchedule:
-    """Which gain terms are solved in which calibration iteration, over which intervals.
+    """Which gain terms are solved in which calibration iteration, over which intervals, how.
 
     ``first[term]``: the calibration iteration (0 = first major cycle) from which ``term`` is
     solved; ``spans[term]``: its solution interval in seconds (0: per integration, None: the
-    whole observation).
+    whole observation); ``solver``: how every term's cells are solved and judged.
     """
 
     first: dict[str, int]
     spans: dict[str, float | None]
     selfcal: bool
+    solver: SolverOptions
 
     @classmethod
     def from_parameters(cls, params: Parameters) -> CalibrationSchedule:
-        first = {"T": params.first_selfcal_T, "G": params.first_selfcal_G}
-        first["B"] = params.first_selfcal_B
-        spans = {"T": 0.0, "G": params.timeslice_G, "B": None}
-        context = params.calibration_context
+        """The terms of ``calibration_context``, each with the parameters
+        :data:`~sdpbatch.science.solve.TERMS` names for it."""
+        terms = [TERMS[name] for name in params.calibration_context]
         return cls(
-            first={t: first[t] for t in context},
-            spans={t: spans[t] for t in context},
+            first={t.name: getattr(params, t.first_parameter) for t in terms},
+            spans={t.name: _span(params, t) for t in terms},
             selfcal=params.selfcal,
+            solver=SolverOptions.from_parameters(params),
         )
 
     def terms_at(self, iteration: int) -> list[str]:
@@ -170,3 +172,9 @@ class CalibrationSchedule:
     def intervals(self, times: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Solution interval (boundaries, centres) per term for the distinct ``times``."""
         return {t: solution_intervals(times, span) for t, span in self.spans.items()}
+
+
+def _span(params: Parameters, term: GainTerm) -> float | None:
+    """A term's solution interval: its parameter's value, or its fixed interval."""
+    name = term.interval_parameter
+    return term.interval if name is None else getattr(params, name)

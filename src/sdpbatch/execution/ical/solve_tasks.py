@@ -25,6 +25,7 @@ from sdpbatch.science.skymodel import SkyModel
 from sdpbatch.science.solve import (
     TERMS,
     CellSolutions,
+    SolverOptions,
     SolveSums,
     accumulate,
     combine_sums,
@@ -101,8 +102,8 @@ def _block_sums(b: Block, model: np.ndarray, gains: Gains, term: str) -> SolveSu
 class _LocalSolver:
     """Sums a group's chunks in time order and solves its local intervals once complete."""
 
-    def __init__(self, gains: Gains, term: str, local: LocalCells):
-        self.gains, self.term, self.local = gains, term, local
+    def __init__(self, gains: Gains, term: str, local: LocalCells, options: SolverOptions):
+        self.gains, self.term, self.local, self.options = gains, term, local, options
         self.total: SolveSums | None = None
         self.solved = [CellSolutions.none(gains[term].shape[1])]
         self.done = np.zeros(local.local.size, dtype=bool)
@@ -128,6 +129,7 @@ class _LocalSolver:
                 self.total.select(pick),
                 initial=self.gains[self.term],
                 phase_only=TERMS[self.term].phase_only,
+                options=self.options,
             )
             self.solved.append(cells)
             self.total = self.total.select(~pick)
@@ -144,10 +146,11 @@ def _solve_chunks(
     gains: Gains,
     term: str,
     local: LocalCells,
+    options: SolverOptions,
 ) -> PartialSolve:
     """Sum ``(chunk, its (block, model) pairs)`` chunk after chunk (the group's chunks are in
     time order); before each chunk, solve the local intervals that end by its first time."""
-    solver = _LocalSolver(gains, term, local)
+    solver = _LocalSolver(gains, term, local, options)
     for c, pairs in chunks:
         time_range = group.chunks[c].item.time_range
         solver.flush(-np.inf if time_range is None else time_range[0])
@@ -159,11 +162,16 @@ def _solve_chunks(
 
 @trimmed
 def group_solve(
-    group: Group, model_vis: ModelVis, local: LocalCells, gains: Gains, term: str
+    group: Group,
+    model_vis: ModelVis,
+    local: LocalCells,
+    gains: Gains,
+    term: str,
+    options: SolverOptions,
 ) -> PartialSolve:
     """``term`` solved against a group's model visibilities, as far as the group can."""
     chunks = ((c, with_chunk_models(group, c, model_vis)) for c in range(len(group.chunks)))
-    return _solve_chunks(group, chunks, gains, term, local)
+    return _solve_chunks(group, chunks, gains, term, local, options)
 
 
 @trimmed
@@ -175,6 +183,7 @@ def group_sky_model_solve(
     shape: np.ndarray,
     gains: Gains,
     term: str,
+    options: SolverOptions,
 ) -> PartialSolve:
     """``term`` solved against the exact visibilities of ``sky``, as far as the group can.
 
@@ -197,4 +206,4 @@ def group_sky_model_solve(
         return ((b, predicted(b)) for b in group.chunk_blocks(c))
 
     chunks = ((c, pairs(c)) for c in range(len(group.chunks)))
-    return _solve_chunks(group, chunks, gains, term, local)
+    return _solve_chunks(group, chunks, gains, term, local, options)
