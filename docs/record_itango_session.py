@@ -134,9 +134,11 @@ def seed_session(env: dict[str, str], t: Transcript) -> None:
         workflows = {workflow_deployment_id(pb) for pb in (realtime, batch)}
         wait_until(
             "the real-time block RUNNING, the batch block WAITING, their workflows running",
-            lambda: (block_status(config, realtime), block_status(config, batch))
-            == ("RUNNING", "WAITING")
-            and deployments(config, running=True) == workflows,
+            lambda: (
+                (block_status(config, realtime), block_status(config, batch))
+                == ("RUNNING", "WAITING")
+                and deployments(config, running=True) == workflows
+            ),
             120,
         )
         t.entry("!sdpbatch status", sdpbatch("status", env=env))
@@ -146,8 +148,10 @@ def seed_session(env: dict[str, str], t: Transcript) -> None:
         t.entry(f"!sdpbatch logs --follow {batch}", log)
         wait_until(
             "both blocks FINISHED and their processes removed",
-            lambda: {block_status(config, pb) for pb in (realtime, batch)} == {"FINISHED"}
-            and not [d for d in deployments(config) if pb_of_deployment(d)],
+            lambda: (
+                {block_status(config, pb) for pb in (realtime, batch)} == {"FINISHED"}
+                and not [dep for dep in deployments(config) if pb_of_deployment(dep)]
+            ),
             120,
         )
         t.entry("!sdpbatch status", sdpbatch("status", env=env))
@@ -176,8 +180,10 @@ def bad_configurations() -> list[tuple[str, str]]:
         ("schema violation", variant(1, lambda c: c["processing_blocks"][1].update(priority=1))),
         ("unknown workflow", variant(2, realtime_workflow)),
         ("bad batch parameter", variant(3, batch_parameter("nfreqwin", 0))),
-        ("a file outside the allowed directories", variant(4, batch_parameter("sky_model",
-                                                                              "/etc/passwd"))),
+        (
+            "a file outside the allowed directories",
+            variant(4, batch_parameter("sky_model", "/etc/passwd")),
+        ),
         ("more than the machine can ever hold", variant(5, batch_parameter("n_workers", 200))),
     ]
 
@@ -248,6 +254,7 @@ def stable(text: str, data_dir: Path, exports: dict[str, str], pids: dict[str, s
     ports = [exports["TANGO_HOST"].rsplit(":", 1)[1], exports["SDP_CONFIG_PORT"], web]
     for k, port in enumerate(p for p in ports if p.isdigit()):
         text = re.sub(rf"\b{port}\b", str(45001 + k), text)
+
     def number(match: re.Match) -> str:
         return pids.setdefault(match.group(0), str(20001 + len(pids)))
 

@@ -20,9 +20,7 @@ def _requirements() -> list[Requirement]:
 
 def test_every_dependency_is_pinned_or_capped():
     loose = [
-        str(r)
-        for r in _requirements()
-        if not any(s.operator in ("==", "<") for s in r.specifier)
+        str(r) for r in _requirements() if not any(s.operator in ("==", "<") for s in r.specifier)
     ]
     assert not loose, f"no upper bound: {loose}"
 
