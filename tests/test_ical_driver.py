@@ -18,7 +18,7 @@ from sdpbatch.execution.ical.plan import channel_blocks, work_items
 from sdpbatch.execution.ical.scratch import load_chunk, remove_scratch
 from sdpbatch.execution.ical.settings import ImagingSetup
 from sdpbatch.execution.ical.tasks import group_predict, group_residual, with_models
-from sdpbatch.execution.runner import OnDask
+from sdpbatch.execution.runner import InProcess, OnDask, WorkerSlot, describe_slots
 from sdpbatch.execution.simulate import simulate
 from sdpbatch.io.ms_read import read_measurement_set_times
 from sdpbatch.io.ms_set import check_measurement_sets
@@ -176,16 +176,28 @@ def test_cluster_equals_in_process(observation, selfcal, caplog, split):
     the threads of the host: the single-process result either way."""
     params, paths, _ = observation
     settings = IcalSettings(group_visibilities=1 if split else 4_000_000)
-    with dask_client(2, threads_per_worker=1) as client, caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), dask_client(2, threads_per_worker=1) as client:
         on_cluster = run_ical(paths, params, runner=OnDask(client), settings=settings)
     # summing the groups in another order moves the converged gains by ~4e-8 (StEFCal stops at
     # a relative change of 1e-6): the same solution, within the solver's tolerance
     assert selfcal.differences(on_cluster, image_rtol=1e-6, gain_atol=1e-6) == []
     threads = 1 if split else min(2, os.cpu_count())
     groups = 2 if split else 1
-    expected = f"3 work item(s) in {groups} group(s) on 2 worker(s), {threads} thread(s) each"
+    # the cluster as started and as ICAL uses it: the same workers, each group's threads
+    assert "Started Dask LocalCluster: 2 worker(s) x 1 thread(s), scheduler" in caplog.text
+    expected = (
+        f"3 work item(s) in {groups} group(s) on 2 worker(s) x 1 thread(s); "
+        f"a group computes with {threads} thread(s)"
+    )
     assert expected in caplog.text
     assert "ICAL cycle 5" in caplog.text
+
+
+def test_where_tasks_run_is_described_from_the_workers():
+    """The one description of a runner's workers that the cluster's and ICAL's lines use."""
+    assert describe_slots(InProcess(2).slots) == "this process x 2 thread(s)"
+    mixed = [WorkerSlot("tcp://a", "h", 1), WorkerSlot("tcp://b", "h", 2)]
+    assert describe_slots(mixed) == "2 worker(s) x 1 to 2 thread(s)"
 
 
 def test_progress_reaches_its_end_when_ical_settles_early(observation):

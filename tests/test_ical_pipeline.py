@@ -286,9 +286,11 @@ def test_failure_while_writing_keeps_earlier_products(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ms", "img", "params.json"]
 
 
-def test_ical_without_n_workers_uses_this_process_and_every_core(tmp_path, caplog, monkeypatch):
+def test_ical_without_n_workers_uses_this_process_and_every_core(
+    tmp_path, caplog, monkeypatch, capsys
+):
     """`sdpbatch ical` with no n_workers starts no Dask cluster: it runs in this process on
-    the cores there are, and says so."""
+    the cores there are, says so, and its help gives that as the defaults."""
     import logging
     import os
 
@@ -307,6 +309,12 @@ def test_ical_without_n_workers_uses_this_process_and_every_core(tmp_path, caplo
     cores = os.cpu_count()
     assert f"ICAL runs in this process with {cores} thread(s) ({cores} core(s) here" in caplog.text
     assert qa_of(tmp_path / "img")["parameters"]["threads_per_worker"] == cores
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["ical", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[JSON: n_workers; default not set: ICAL runs in this process, no Dask cluster]" in text
+    assert "[JSON: threads_per_worker; default this machine's cores when n_workers" in text
 
 
 def test_an_image_too_large_for_the_memory_is_refused_before_gridding(tmp_path, capsys):

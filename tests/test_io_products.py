@@ -75,7 +75,7 @@ def test_preview_has_radec_axes_the_clean_beam_and_the_centre(tmp_path):
     assert world.ra.deg == pytest.approx(np.degrees(ra), abs=1e-6)
     assert world.dec.deg == pytest.approx(np.degrees(dec), abs=1e-6)
     (ellipse,) = [p for p in ax.patches if isinstance(p, Ellipse)]
-    assert (ellipse.width, ellipse.height) == pytest.approx((8.0, 4.0))
+    assert (float(ellipse.width), float(ellipse.height)) == pytest.approx((8.0, 4.0))
     assert ellipse.angle == pytest.approx(120.0)  # PA 30 deg from north through east (left)
     (cross,) = ax.lines
     # Values, not types: world_to_pixel_values gives 0-d arrays with some astropy versions.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from sdpbatch.parameters import (
     parse_parameters,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 
 SEED_EXAMPLE = {
     "n_workers": 4,
@@ -181,7 +183,38 @@ def test_every_field_has_help():
 
 
 def test_parameter_docs_match_the_schema():
-    page = (Path(__file__).resolve().parents[1] / "docs" / "parameters.md").read_text()
-    assert page.rstrip().endswith(describe_parameters().rstrip()), (
-        "docs/parameters.md is out of date: regenerate it from `sdpbatch params`"
+    """docs/parameters.md is its introduction, then exactly the table ``sdpbatch params``
+    prints (defaults, ical's own defaults included)."""
+    page = (ROOT / "docs" / "parameters.md").read_text()
+    introduction, table = page.split("\n| parameter | flag |", 1)
+    assert "| parameter | flag |" + table == describe_parameters() + "\n", (
+        "docs/parameters.md is out of date: put the output of `sdpbatch params` after its "
+        "introduction"
     )
+    assert "default" not in introduction  # the defaults are the table's
+
+
+README_DEFAULTS = {  # field: (where the README states its default, the value as the schema's)
+    "channel_blocks": (r"`channel_blocks`, default (\d+)\)", int),
+    "catalogue_flux_error": (r"by default ([\d.]+) % in flux", lambda v: float(v) / 100),
+    "catalogue_position_error": (r"% in flux and ([\d.]+)″ in position", float),
+    "prefix": (r"`prefix` parameter \(`-name`; by default `([\w.-]+)`\)", str),
+}
+
+
+def test_defaults_stated_in_the_readme_are_the_schemas():
+    """Every line of the README that states a default is one of README_DEFAULTS, and each
+    states the schema's value."""
+    text = (ROOT / "README.md").read_text().replace("\n  ", " ")  # a list item is one line
+    for name, (pattern, value) in README_DEFAULTS.items():
+        found = re.search(pattern, text)
+        assert found, f"README no longer states {name}'s default as {pattern!r}"
+        assert value(found.group(1)) == FIELDS[name].default, name
+    stating = [line for line in text.splitlines() if re.search(r"\bdefault\b", line)]
+    unchecked = [
+        line
+        for line in stating
+        if not any(re.search(p, line) for p, _ in README_DEFAULTS.values())
+        and "JSON name, flag, default" not in line  # `sdpbatch params` lists them
+    ]
+    assert not unchecked, f"a default the test does not check: {unchecked}"

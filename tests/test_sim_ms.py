@@ -67,7 +67,7 @@ def test_tables_and_shapes(simulated):
     with _open(path, "POLARIZATION") as t:
         assert list(t.getcol("CORR_TYPE")[0]) == [9, 12]
     with _open(path, "OBSERVATION") as t:
-        assert t.getcol("TELESCOPE_NAME") == ["SKA1-Low"]
+        assert list(t.getcol("TELESCOPE_NAME")) == ["SKA1-Low"]
 
 
 def test_data_are_the_truth_sky_model(simulated):

@@ -40,6 +40,16 @@ SECTION_COMMANDS: dict[str, tuple[str, ...]] = {
 }
 """Which ``sdpbatch`` commands offer the flags of each section of the schema."""
 
+COMMAND_DEFAULTS: dict[str, dict[str, str]] = {
+    "ical": {
+        "n_workers": "not set: ICAL runs in this process, no Dask cluster",
+        "threads_per_worker": "this machine's cores when n_workers is not set, else 1",
+    },
+}
+"""Defaults a command chooses instead of the schema's, as its help and ``sdpbatch params`` say:
+``ical`` given no ``n_workers`` (and no scheduler) runs in this process on every core
+(``cli.science._fit_to_machine``)."""
+
 DEST = "param__"
 NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 ANGLE_UNITS = {
@@ -143,6 +153,7 @@ def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None
         if f.section not in groups:
             groups[f.section] = parser.add_argument_group(f"{f.section} parameters")
         default = "null" if f.default is None else f.default
+        default = COMMAND_DEFAULTS.get(command, {}).get(f.name, default)
         text = f"{f.help} [JSON: {f.name}; default {default}]".replace("%", "%%")
         common = dict(dest=DEST + f.name, default=argparse.SUPPRESS, help=text)
         if f.kind == "bool":
@@ -228,8 +239,13 @@ def describe_parameters() -> str:
     ]
     for f in SCHEMA:
         commands = ", ".join(SECTION_COMMANDS[f.section])
+        default = f"`{json.dumps(f.default)}`" + "".join(
+            f" ({command}: {chosen[f.name]})"
+            for command, chosen in COMMAND_DEFAULTS.items()
+            if f.name in chosen
+        )
         rows.append(
-            f"| `{f.name}` | `{f.usage}` | {commands} | `{json.dumps(f.default)}` "
+            f"| `{f.name}` | `{f.usage}` | {commands} | {default} "
             f"| {f.allowed or f.kind} | {f.help} |"
         )
     return "\n".join(rows)

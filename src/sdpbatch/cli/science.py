@@ -105,7 +105,7 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
         "--scheduler",
         default=None,
         help="address of an existing Dask scheduler (default: $SDPBATCH_SCHEDULER, else a "
-        "LocalCluster of n_workers processes)",
+        "LocalCluster of n_workers processes; with n_workers 1 this process, no cluster)",
     )
     p.add_argument(
         "--no-progress",
@@ -232,7 +232,8 @@ def _cmd_ical(args: argparse.Namespace) -> int:
 
 def _fit_to_machine(params, args: argparse.Namespace):
     """Without n_workers (and no scheduler), ``ical`` runs in this process on every core:
-    the seed's four single-thread workers would only split one machine's cores."""
+    the seed's four single-thread workers would only split one machine's cores (its help and
+    ``sdpbatch params`` say so: ``cli.options.COMMAND_DEFAULTS``)."""
     import logging
 
     given = set(read_parameter_file(args.params)) if args.params else set()

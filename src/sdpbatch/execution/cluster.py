@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import dask
 from distributed import Client, LocalCluster
 
-from sdpbatch.execution.runner import InProcess, OnDask, Runner
+from sdpbatch.execution.runner import InProcess, OnDask, Runner, dask_slots, describe_slots
 from sdpbatch.execution.worker_environment import (
     THREADS_ENV,
     nanny_config,
@@ -70,10 +70,10 @@ def _existing_cluster(scheduler: str, *, threads_per_worker: int) -> Iterator[Cl
     try:
         client.run(set_worker_threads, threads_per_worker)
         LOG.info(
-            "Connected to Dask scheduler %s (dashboard %s), %d workers",
+            "Connected to Dask scheduler %s (dashboard %s): %s",
             scheduler,
             client.dashboard_link,
-            len(client.scheduler_info()["workers"]),
+            describe_slots(dask_slots(client)),
         )
         yield client
     finally:
@@ -101,9 +101,8 @@ def _local_cluster(
         Client(cluster) as client,
     ):
         LOG.info(
-            "Started Dask LocalCluster: %d workers x %d threads, scheduler %s, dashboard %s",
-            n_workers,
-            threads_per_worker,
+            "Started Dask LocalCluster: %s, scheduler %s, dashboard %s",
+            describe_slots(dask_slots(client)),
             cluster.scheduler_address,
             client.dashboard_link,
         )

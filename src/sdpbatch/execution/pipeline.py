@@ -39,7 +39,7 @@ import numpy as np
 from sdpbatch.execution.ical import IcalResult, run_ical
 from sdpbatch.execution.ical.checkpoint import check_fingerprint
 from sdpbatch.execution.progress import Progress
-from sdpbatch.execution.runner import InProcess, Runner, describe
+from sdpbatch.execution.runner import InProcess, Runner, runner_record
 from sdpbatch.execution.writeback import write_back
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.checkpoint import (
@@ -309,7 +309,9 @@ def _provenance_record(params, infos, *, runner, timings, resumed_from) -> dict[
     return {
         "parameters": params.to_dict(),
         "inputs": [metadata_identity(info) for info in infos],
-        "engine": describe(runner if runner is not None else InProcess(params.threads_per_worker)),
+        "engine": runner_record(
+            runner if runner is not None else InProcess(params.threads_per_worker)
+        ),
         "stages": timings,
         "resumed_from": resumed_from,
     }

@@ -94,13 +94,9 @@ class OnDask:
 
     def __init__(self, client):
         self.client = client
-        info = client.scheduler_info()["workers"]
-        if not info:
+        self.slots = dask_slots(client)
+        if not self.slots:
             raise RuntimeError("the Dask cluster has no workers")
-        self.slots = [
-            WorkerSlot(address, info[address]["host"], int(info[address]["nthreads"]))
-            for address in sorted(info)
-        ]
         self.token = uuid.uuid4().hex[:8]
 
     def submit(self, fn: Callable, *args: Any, key: str, slot: int | None = None) -> Any:
@@ -154,7 +150,7 @@ def workers_on_host(slots: Iterable[WorkerSlot], host: str) -> int:
     return sum(1 for s in slots if s.host == host)
 
 
-def describe(runner: Runner) -> dict[str, Any]:
+def runner_record(runner: Runner) -> dict[str, Any]:
     """Where a run ran, for its provenance: the kind of runner and its workers."""
     kind = "dask" if isinstance(runner, OnDask) else "in-process"
     workers = [{"host": s.host, "threads": s.nthreads} for s in runner.slots]
@@ -162,3 +158,18 @@ def describe(runner: Runner) -> dict[str, Any]:
     if isinstance(runner, OnDask):
         record["scheduler"] = runner.client.scheduler.address
     return record
+
+
+def dask_slots(client) -> list[WorkerSlot]:
+    """The workers of ``client``'s cluster as the scheduler knows them, by address."""
+    info = client.scheduler_info()["workers"]
+    return [WorkerSlot(a, info[a]["host"], int(info[a]["nthreads"])) for a in sorted(info)]
+
+
+def describe_slots(slots: list[WorkerSlot]) -> str:
+    """Where tasks run, for a log line: ``4 worker(s) x 1 thread(s)``, ``this process x 2
+    thread(s)``, or ``3 worker(s) x 1 to 2 thread(s)`` when they differ."""
+    counts = sorted({s.nthreads for s in slots})
+    threads = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    where = "this process" if [s.address for s in slots] == [""] else f"{len(slots)} worker(s)"
+    return f"{where} x {threads} thread(s)"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sdpbatch.execution.progress import NoProgress, Progress
-from sdpbatch.execution.runner import InProcess, Runner, describe
+from sdpbatch.execution.runner import InProcess, Runner, runner_record
 from sdpbatch.io.atomic import remove_partials
 from sdpbatch.io.layout_file import load_layout
 from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
@@ -366,7 +366,7 @@ def simulate(
         files=[*ms_paths, *truth_paths],
         record={
             "parameters": params.to_dict(),
-            "engine": describe(runner or InProcess()),
+            "engine": runner_record(runner or InProcess()),
             "stages": {"simulate": seconds},
         },
     )

@@ -38,7 +38,7 @@ from sdpbatch.execution.ical.scratch import remove_scratch
 from sdpbatch.execution.ical.settings import CalibrationSchedule, IcalSettings, resolve_threads
 from sdpbatch.execution.ical.state import Run
 from sdpbatch.execution.progress import NoProgress, Progress
-from sdpbatch.execution.runner import InProcess, Runner
+from sdpbatch.execution.runner import InProcess, Runner, describe_slots
 from sdpbatch.io.checkpoint import Checkpoint, write_checkpoint
 from sdpbatch.io.ms_read import MeasurementSetInfo
 from sdpbatch.io.ms_set import check_measurement_sets
@@ -154,12 +154,12 @@ def _start(ms_paths, params, runner, settings, progress, infos) -> Run:
     groups = assign(items, max(1, ngroups))
     threads = resolve_threads(runner, len(groups))
     LOG.info(
-        "ICAL: %d channel block(s), %d work item(s) in %d group(s) on %d worker(s), "
-        "%d thread(s) each",
+        "ICAL: %d channel block(s), %d work item(s) in %d group(s) on %s; "
+        "a group computes with %d thread(s)",
         len(blocks),
         len(items),
         len(groups),
-        len(runner.slots),
+        describe_slots(runner.slots),
         threads.group,
     )
     bar = progress or NoProgress()
