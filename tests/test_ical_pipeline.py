@@ -11,6 +11,7 @@ from astropy.io import fits
 
 from casacore_ms_builder import MsSpec, build_ms, random_enu
 from sdpbatch.cli import main
+from sdpbatch.io.checkpoint import read_checkpoint
 from sdpbatch.io.fits_image import read_fits_image, write_fits_image
 from sdpbatch.io.gaintable import read_gain_table
 from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
@@ -283,7 +284,10 @@ def test_failure_while_writing_keeps_earlier_products(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         pipeline.ical_pipeline([tmp_path / "good.ms"], out, params)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ms", "img", "params.json"]
+    names = ["good.ms", "img", "img.checkpoint", "params.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    # the checkpoint stays for --resume: only the finish and the write are left
+    assert read_checkpoint(tmp_path / "img.checkpoint").meta["next_cycle"] == 2
 
 
 def test_ical_without_n_workers_uses_this_process_and_every_core(
