@@ -12,7 +12,7 @@ from sdpbatch.control.configdb import Config, Transaction
 from sdpbatch.control.engines import engine_status
 from sdpbatch.control.system.processes import is_alive
 from sdpbatch.control.workflow_catalogue import workflow_key
-from sdpbatch.vocabulary import ACTIVE_OWNED, NEW
+from sdpbatch.vocabulary import ACTIVE_OWNED, NEW, deployment_display_status
 
 
 def system_status(config: Config) -> dict:
@@ -63,7 +63,7 @@ def _deployment(txn: Transaction, deploy_id: str) -> dict:
     return {
         "id": deploy_id,
         "type": dep.get("type") or state.get("type"),
-        "status": state.get("status", "PENDING") if dep else "REMOVING",
+        "status": deployment_display_status(dep, state),
         "scheduler_address": state.get("scheduler_address"),
         "processes": state.get("processes", []),
         "jobs": state.get("jobs", []),

@@ -5,21 +5,21 @@ one is bad) -> run ICAL (:func:`sdpbatch.execution.ical.run_ical`) -> write the 
 staging folder beside ``out_dir`` -> move them in.  A failure anywhere leaves ``out_dir`` as it
 was (earlier products are kept).
 
-Products in ``out_dir``:
+Products in ``out_dir``, named by :func:`sdpbatch.vocabulary.product_files` from the ``prefix``
+parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
 
-Names start with the ``prefix`` parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
-
-- ``ska_pipeline_ical_restored.fits`` (MFS, Jy/beam, BMAJ/BMIN/BPA), ``..._residual.fits``
-  (MFS Taylor-0 residual, Jy/beam), ``..._deconvolved.fits`` (Taylor-0 model, Jy/pixel);
-- ``ska_pipeline_ical_{restored,residual,deconvolved}_cube.fits``: one plane per window;
-- ``ska_pipeline_ical_gains.h5``: solved gains in the H5parm layout
+- ``<prefix>_restored.fits`` (MFS, Jy/beam, BMAJ/BMIN/BPA), ``<prefix>_residual.fits``
+  (MFS Taylor-0 residual, Jy/beam), ``<prefix>_deconvolved.fits`` (Taylor-0 model, Jy/pixel);
+- ``<prefix>_{restored,residual,deconvolved}_cube.fits``: one plane per window;
+- ``<prefix>_gains.h5``: solved gains in the H5parm layout
   (:mod:`sdpbatch.io.gaintable`); term k of the calibration context in soltabs
   ``phase00k`` / ``amplitude00k`` (attribute ``TERM`` = "T", "G" or "B"; "none", unit gains,
   without self-calibration);
-- ``qa.json``: image statistics, per-cycle statistics, timings and, with the simulation's
-  truth, the solved-vs-true gain phase error and the brightest sources' recovered flux and
-  position;
-- ``ska_pipeline_ical_restored.png``: a preview.
+- ``qa.json``: the parameters (so the ``prefix`` the others were named with), image
+  statistics, per-cycle statistics, timings and, with the simulation's truth, the
+  solved-vs-true gain phase error and the brightest sources' recovered flux and position;
+  moved in last, so it always describes a complete set;
+- ``<prefix>_restored.png``: a preview.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.io.preview import write_preview_png
 from sdpbatch.io.qa import write_qa
 from sdpbatch.io.skymodel_file import SkyModelFileError, read_sky_model
-from sdpbatch.parameters import CATALOGUE, FIELDS, NO_MODEL, ParameterError, Parameters
+from sdpbatch.parameters import CATALOGUE, NO_MODEL, ParameterError, Parameters
 from sdpbatch.science.assess import (
     brightest_sources,
     gain_phase_error,
@@ -58,18 +58,11 @@ from sdpbatch.science.assess import (
     image_statistics,
     source_offsets_summary,
 )
+from sdpbatch.vocabulary import product_files
 
 LOG = logging.getLogger(__name__)
 WORKFLOW_LOG = logging.getLogger("batch_imaging")
 
-PREFIX = FIELDS["prefix"].default
-"""The products' names by default (the ``prefix`` parameter, WSClean's ``-name``)."""
-RESTORED = f"{PREFIX}_restored.fits"
-RESIDUAL = f"{PREFIX}_residual.fits"
-DECONVOLVED = f"{PREFIX}_deconvolved.fits"
-GAINS = f"{PREFIX}_gains.h5"
-PREVIEW = f"{PREFIX}_restored.png"
-QA = "qa.json"
 NBRIGHTEST = 10
 
 
@@ -228,11 +221,12 @@ def _write_products(out_dir: Path, result, params, infos, *, truth, extra, timin
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f"{out_dir.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
+    names = product_files(params.prefix)
     try:
         written = _write_images(staging, result, infos, params)
-        written["gains"] = _write_gains(staging / f"{params.prefix}_gains.h5", result)
+        written["gains"] = _write_gains(staging / names["gains"], result)
         written["preview"] = write_preview_png(
-            staging / f"{params.prefix}_restored.png",
+            staging / names["preview"],
             result.restored,
             cellsize=result.cellsize,
             phase_centre=result.phase_centre,
@@ -243,14 +237,15 @@ def _write_products(out_dir: Path, result, params, infos, *, truth, extra, timin
         now = time.perf_counter()
         timings = {**timings, "write": now - write_start, "total": now - started}
         qa = {**build_qa(result, params, infos, truth=truth, timings=timings), **extra}
-        written["qa"] = write_qa(staging / QA, qa)
+        written["qa"] = write_qa(staging / names["qa"], qa)  # last: moved in last
         return _move_into(staging, out_dir, written), qa
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _move_into(staging: Path, out_dir: Path, written: dict[str, Path]) -> dict[str, Path]:
-    """Rename the staged files into ``out_dir`` (same filesystem: each rename is atomic)."""
+    """Rename the staged files into ``out_dir`` (same filesystem: each rename is atomic), in
+    the order of ``written``: qa.json, the record that names the set, comes last."""
     out_dir.mkdir(parents=True, exist_ok=True)
     final = {}
     for role, path in written.items():
@@ -292,13 +287,14 @@ def _write_images(
         "residual_cube": (result.residual_cube, "Jy/beam", None, cube),
         "deconvolved_cube": (result.model_cube, "Jy/pixel", None, cube),
     }
+    names = product_files(params.prefix)
     written = {}
     for role, (image, bunit, beam_, axis) in items.items():
         extra = {}
         if axis is cube and not np.allclose(cube_freqs, freqs):
             extra["HISTORY"] = "window frequencies (Hz): " + " ".join(f"{f:.1f}" for f in freqs)
         written[role] = write_fits_image(
-            staging / f"{params.prefix}_{role}.fits",
+            staging / names[role],
             np.asarray(image),
             bunit=bunit,
             beam=beam_,
