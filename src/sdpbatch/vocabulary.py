@@ -187,6 +187,14 @@ def product_files(prefix: str) -> dict[str, str]:
     return {**{role: prefix + end for role, end in PRODUCT_SUFFIXES.items()}, "qa": QA_FILE}
 
 
+TRUTH_SKYMODEL_FILE = "truth_skymodel.txt"
+"""The simulation's sky as the visibilities hold it (:mod:`sdpbatch.io.truth`)."""
+CATALOGUE_FILE = "catalogue_skymodel.txt"
+"""The simulation's catalogue of its field (the sky with a survey's errors)."""
+TRUTH_GAINS_FILE = "truth_gains.h5"
+"""The simulation's true station gains."""
+
+
 # --- addresses -------------------------------------------------------------------------------
 
 LOOPBACK = "127.0.0.1"

@@ -58,7 +58,12 @@ from sdpbatch.science.assess import (
     image_statistics,
     source_offsets_summary,
 )
-from sdpbatch.vocabulary import product_files
+from sdpbatch.vocabulary import (
+    CATALOGUE_FILE,
+    TRUTH_GAINS_FILE,
+    TRUTH_SKYMODEL_FILE,
+    product_files,
+)
 
 LOG = logging.getLogger(__name__)
 WORKFLOW_LOG = logging.getLogger("batch_imaging")
@@ -93,10 +98,8 @@ class BatchImagingProducts:
 
 
 def truth_present(truth_dir: Path | None) -> bool:
-    from sdpbatch.io.truth import GAINS_FILE, SKYMODEL_FILE
-
     return truth_dir is not None and all(
-        (Path(truth_dir) / name).is_file() for name in (SKYMODEL_FILE, GAINS_FILE)
+        (Path(truth_dir) / name).is_file() for name in (TRUTH_SKYMODEL_FILE, TRUTH_GAINS_FILE)
     )
 
 
@@ -108,8 +111,6 @@ def calibration_model(params: Parameters, truth_dir: Path | None):
     truth) when it is there; a file path must name a readable component list, else
     ParameterError (callers check it before any work).
     """
-    from sdpbatch.io.truth import CATALOGUE_FILE
-
     choice = params.calibration_model
     if choice == NO_MODEL:
         return None

@@ -17,6 +17,7 @@ from typing import Any
 
 from sdpbatch.vocabulary import (
     BUFFER_NAME_ALLOWED,
+    CATALOGUE_FILE,
     DEFAULT_PRODUCT_PREFIX,
     is_buffer_name,
     product_files,
@@ -130,7 +131,7 @@ SCHEMA: tuple[Field, ...] = (
           _range(0.0, 1e4, lo_open=True), "> 0 Jy", "simulation"),
     Field("catalogue_flux_error", "float", 0.05,
           "fractional rms error of the fluxes in the catalogue the simulation writes for "
-          "calibration (catalogue_skymodel.txt; the sky itself is exact)",
+          f"calibration ({CATALOGUE_FILE}; the sky itself is exact)",
           _range(0.0, 1.0), "0 to 1", "simulation"),
     Field("catalogue_position_error", "float", 2.0,
           "rms error of each coordinate of the catalogue's positions (arcsec)",

@@ -176,7 +176,7 @@ class SlurmEngine:
                     **state,
                     "status": DeploymentStatus.FAILED,
                     "error": f"worker job {job_id} ended ({how}) and no replacements are left; "
-                    f"see {self.data_root / 'logs'}/{deploy_id}-job-*.log",
+                    f"see {Layout(self.data_root).logs}/{deploy_id}-job-*.log",
                 }
             new_id = self._submit(deploy_id, Path(state["job_script"]))
             LOG.info(
