@@ -71,6 +71,8 @@ def test_schema_and_dataclass_agree():
         ({"buffer_vis": "../escape"}, "buffer_vis", "safe directory name"),
         ({"buffer_img": "a/b"}, "buffer_img", "safe directory name"),
         ({"buffer_img": ""}, "buffer_img", "safe directory name"),
+        ({"prefix": "field1\n"}, "prefix", "no path"),
+        ({"prefix": "../field1"}, "prefix", "no path"),
         ({"buffer_img": SEED_EXAMPLE["buffer_vis"]}, "buffer_img", "differ"),
         ({"scales": [0, -3]}, "scales", "0 to 1000"),
         ({"scales": "0,3"}, "scales", "list of integers"),

@@ -160,7 +160,7 @@ def test_the_check_leaves_docstrings_and_labels(source: str):
 GOOD_NAMES = ["buff-pb-1-vis", "a", "A-b-c-1", "x" * 96, "logs2"]
 BAD_NAMES = [
     "", ".", "..", "../x", "a/b", "-rf", "-", ".hidden", "a..b", "a.b", "a_b", "a b", "x" * 97,
-    "logs", "LOGS", "dask", "etcd", "tango", "state", "buff\x00",
+    "logs", "LOGS", "dask", "etcd", "tango", "state", "buff\x00", "buff\n",
 ]  # fmt: skip
 
 

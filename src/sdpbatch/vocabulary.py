@@ -128,20 +128,6 @@ def default_buffer_name(pb_id: str, kind: str) -> str:
     return f"buff-{pb_id}-{kind}"
 
 
-BUFFER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,95}$")
-"""A buffer name: one directory under the data root (no leading '-', no '.', no '/')."""
-
-
-def is_buffer_name(name: object) -> bool:
-    """True if ``name`` may name a buffer: :data:`BUFFER_NAME` and none of the data root's
-    own folders (:data:`RESERVED_DIRS`, in any case)."""
-    return (
-        isinstance(name, str)
-        and bool(BUFFER_NAME.match(name))
-        and name.lower() not in RESERVED_DIRS
-    )
-
-
 # --- the data root ---------------------------------------------------------------------------
 
 LOGS_DIR = "logs"
@@ -157,6 +143,19 @@ BUFFER_NAME_ALLOWED = (
     f"'-', not one of {', '.join(sorted(RESERVED_DIRS))}"
 )
 
+BUFFER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,95}$")
+"""A buffer name: one directory under the data root (no leading '-', no '.', no '/')."""
+
+
+def is_buffer_name(name: object) -> bool:
+    """True if ``name`` may name a buffer: :data:`BUFFER_NAME` and none of the data root's
+    own folders (:data:`RESERVED_DIRS`, in any case)."""
+    return (
+        isinstance(name, str)
+        and bool(BUFFER_NAME.fullmatch(name))
+        and name.lower() not in RESERVED_DIRS
+    )
+
 
 def log_file_name(deploy_id: str) -> str:
     """The log of a deployment (or a component) in :data:`LOGS_DIR`."""
@@ -168,7 +167,8 @@ def log_file_name(deploy_id: str) -> str:
 DEFAULT_PRODUCT_PREFIX = "ska_pipeline_ical"
 """How the ICAL products are named by default (the ``prefix`` parameter, WSClean's ``-name``)."""
 QA_FILE = "qa.json"
-"""The quality record of a product set; it names no prefix and is moved in last."""
+"""The quality record of a product set (no prefix): its parameters hold the set's prefix, and
+the pipeline moves it in last, so it always names a complete set."""
 PRODUCT_SUFFIXES = {
     "restored": "_restored.fits",
     "residual": "_residual.fits",

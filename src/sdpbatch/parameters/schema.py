@@ -36,7 +36,7 @@ NO_MODEL = "none"
 
 def is_file_prefix(name: str) -> bool:
     """True if ``name`` can prefix product file names in an output folder."""
-    return bool(FILE_PREFIX.match(name)) and ".." not in name
+    return bool(FILE_PREFIX.fullmatch(name)) and ".." not in name
 
 
 @dataclass(frozen=True)

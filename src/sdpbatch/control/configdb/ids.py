@@ -36,7 +36,7 @@ class InvalidId(ConfigError, ValueError):
 def check_id(kind: str, value: object) -> str:
     """Return ``value`` if it is a valid id of ``kind``, else raise :class:`InvalidId`."""
     pattern, allowed = _RULES[kind]
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise InvalidId(f"invalid {kind} id {value!r}: allowed are {allowed}")
     return value
 
