@@ -68,6 +68,7 @@ def product_set(root: DataRoot, buffer: str) -> ProductSet:
 
 
 def has_product(root: DataRoot, buffer: str) -> bool:
+    """Whether ``buffer`` holds a complete product set (what the pages link to)."""
     try:
         product_set(root, buffer)
     except NoProduct:
