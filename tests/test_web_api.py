@@ -114,6 +114,7 @@ def test_overview_and_block_show_the_database(site):
     assert blocks[PB_BATCH]["status"] == "FAILED"
     assert blocks[PB_BATCH]["reason"] == "disk full (test)"
     assert blocks[PB_BATCH]["dependencies"] == [PB_RT]
+    assert blocks[PB_RT]["resources_held"] and not blocks[PB_BATCH]["resources_held"]
     assert [b["name"] for b in snapshot["buffers"]] == [IMG] and snapshot["buffers"][0]["product"]
 
     block = get_json(url, f"/api/blocks/{PB_BATCH}")
