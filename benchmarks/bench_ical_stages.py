@@ -40,9 +40,10 @@ from sdpbatch.execution.ical import run_ical  # noqa: E402
 from sdpbatch.execution.pipeline import calibration_model  # noqa: E402
 from sdpbatch.execution.runner import OnDask  # noqa: E402
 from sdpbatch.execution.simulate import simulate  # noqa: E402
-from sdpbatch.io.truth import CATALOGUE_FILE, read_truth  # noqa: E402
+from sdpbatch.io.truth import read_truth  # noqa: E402
 from sdpbatch.parameters import load_parameters, parse_parameters  # noqa: E402
 from sdpbatch.science.assess import gain_phase_error, measure_source, sky_to_pixel  # noqa: E402
+from sdpbatch.vocabulary import CATALOGUE_FILE, TRUTH_GAINS_FILE  # noqa: E402
 
 MIB = 2**20
 
@@ -142,7 +143,7 @@ def main() -> None:
     params = params.replace(**overrides)
     params = params.replace(threads_per_worker=args.threads)
 
-    if not all((args.data / name).exists() for name in ("truth_gains.h5", CATALOGUE_FILE)):
+    if not all((args.data / name).exists() for name in (TRUTH_GAINS_FILE, CATALOGUE_FILE)):
         t0 = time.perf_counter()
         simulate(params, args.data)
         print(f"simulated into {args.data} in {time.perf_counter() - t0:.1f} s")

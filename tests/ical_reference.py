@@ -63,8 +63,8 @@ def simulate_case(case: Case, out: Path):
     """(Parameters, MeasurementSet paths, catalogue SkyModel or None) of a case."""
     from sdpbatch.execution.simulate import simulate
     from sdpbatch.io.skymodel_file import read_sky_model
-    from sdpbatch.io.truth import CATALOGUE_FILE
     from sdpbatch.parameters import Parameters
+    from sdpbatch.vocabulary import CATALOGUE_FILE
 
     params = Parameters(**SMALL, **case.params)
     products = simulate(params, out)

@@ -70,7 +70,7 @@ def test_entities_round_trip_and_errors(connect):
     with pytest.raises(ConfigVanished):
         for txn in config.txn():
             txn.update_pb_state("pb-missing", {"status": "RUNNING"})
-    for bad in ("pb_a", "", "x" * 65, "pb/a", "../x"):
+    for bad in ("pb_a", "", "x" * 65, "pb/a", "../x", "pb-a\n"):
         with pytest.raises(InvalidId, match="processing block"):
             for txn in config.txn():
                 txn.create_pb(_pb(bad))

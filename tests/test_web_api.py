@@ -19,7 +19,7 @@ from etcd_fixture import *  # noqa: F403  (fixtures etcd_server, etcd_clean)
 from sdpbatch.control.buffers import make_buffer
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.system.processes import stop_process
-from sdpbatch.execution.pipeline import RESTORED
+from sdpbatch.vocabulary import DEFAULT_PRODUCT_PREFIX, product_files
 from web_fixture import EventStream, get, get_json, make_product, start_web
 
 SBI_ID = "sbi-web-20200101-00000"
@@ -114,6 +114,7 @@ def test_overview_and_block_show_the_database(site):
     assert blocks[PB_BATCH]["status"] == "FAILED"
     assert blocks[PB_BATCH]["reason"] == "disk full (test)"
     assert blocks[PB_BATCH]["dependencies"] == [PB_RT]
+    assert blocks[PB_RT]["resources_held"] and not blocks[PB_BATCH]["resources_held"]
     assert [b["name"] for b in snapshot["buffers"]] == [IMG] and snapshot["buffers"][0]["product"]
 
     block = get_json(url, f"/api/blocks/{PB_BATCH}")
@@ -126,7 +127,7 @@ def test_overview_and_block_show_the_database(site):
     assert dask["processes"][0]["alive"] is True and dask["log"] == f"logs/{DASK}.log"
     [buffer] = block["buffers"]
     files = {f["name"]: f for f in buffer["files"]}
-    for name in (RESTORED, "qa.json"):
+    for name in (product_files(DEFAULT_PRODUCT_PREFIX)["restored"], "qa.json"):
         assert files[name]["size_bytes"] == (site["data"] / IMG / name).stat().st_size
     assert buffer["product"] is True
     assert [d["id"] for d in block["deployments"]] == [IMG]  # the buffer's deployment entry
@@ -281,6 +282,35 @@ def test_the_product_is_shown_as_the_files_hold_it(site, tmp_path):
         (tmp_path / f"{figure}.png").write_bytes(body)
         assert mpimg.imread(tmp_path / f"{figure}.png").shape[0] > 300
     assert get(url, f"/render/{IMG}/other.png")[0] == 404
+
+
+def test_a_product_named_otherwise_is_shown_with_its_images(site, tmp_path):
+    """A block run with ``prefix`` (``-name``) field1: the overview, the block and the product
+    page show it, with its images, as they show a product of the default name."""
+    url, config, data = site["url"], site["config"], site["data"]
+    custom = f"buff-{PB_BATCH}-named"
+    make_buffer(config, data, custom, pb_id=PB_BATCH)
+    make_product(data / custom, prefix="field1")
+    assert not (data / custom / product_files(DEFAULT_PRODUCT_PREFIX)["restored"]).exists()
+    buffers = {b["name"]: b for b in get_json(url, "/api/overview")["buffers"]}
+    assert buffers[custom]["product"] is True and buffers[IMG]["product"] is True
+    block = {b["name"]: b for b in get_json(url, f"/api/blocks/{PB_BATCH}")["buffers"]}
+    assert block[custom]["product"] is True
+
+    view = get_json(url, f"/api/products/{custom}")
+    assert view["prefix"] == "field1"
+    assert {role: s["file"] for role, s in view["images"].items()} == {
+        "restored": "field1_restored.fits", "residual": "field1_residual.fits"
+    }  # fmt: skip
+    assert view["gains"] == [{"term": "G", "stations": 6, "times": 4, "frequencies": 1}]
+    assert len(get_json(url, f"/api/products/{custom}/gains")["terms"]) == 1
+    status, headers, body = get(url, f"/products/{custom}")  # the page: its script reads these
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    for figure in (*view["images"], "gains", "qa"):
+        status, headers, body = get(url, f"/render/{custom}/{figure}.png")
+        assert status == 200 and headers["Content-Type"] == "image/png", figure
+        (tmp_path / f"{figure}.png").write_bytes(body)
+        assert mpimg.imread(tmp_path / f"{figure}.png").shape[0] > 300
 
 
 def test_the_command_refuses_bad_input(tmp_path):

@@ -10,11 +10,18 @@ import numpy as np
 import pytest
 from matplotlib.patches import Ellipse
 
-from sdpbatch.execution.pipeline import GAINS, QA, RESIDUAL, RESTORED
 from sdpbatch.io.qa import read_qa
 from sdpbatch.web import render
 from sdpbatch.web.files import LOG_CHUNK, DataRoot, OutsideDataRoot, list_directory, read_log
-from sdpbatch.web.products import GainTerm, beam_of, gain_series, read_plane
+from sdpbatch.web.products import (
+    GainTerm,
+    NoProduct,
+    beam_of,
+    gain_series,
+    product_set,
+    product_view,
+    read_plane,
+)
 from web_fixture import make_product
 
 
@@ -31,7 +38,7 @@ def _sky_of_pixel(ix: int, iy: int, *, n: int, cell: float, centre: tuple[float,
 
 def test_image_shows_the_source_at_its_sky_position_with_the_beam(tmp_path):
     p = make_product(tmp_path / "img")
-    plane = read_plane(p.directory / RESTORED)
+    plane = read_plane(p.path("restored"))
     fig = render.image_figure(plane, title="t", beam=beam_of(plane.header))
     ax = fig.axes[0]
     shown = np.asarray(ax.images[0].get_array())
@@ -50,7 +57,7 @@ def test_image_shows_the_source_at_its_sky_position_with_the_beam(tmp_path):
     assert ellipse.width == pytest.approx(np.degrees(p.beam[1]) / cell_deg, rel=1e-9)
     assert ellipse.angle == pytest.approx(np.degrees(p.beam[2]), rel=1e-9)
     assert fig.axes[1].get_ylabel() == "Jy/beam"  # the colour bar, in BUNIT
-    residual = render.image_figure(read_plane(p.directory / RESIDUAL), title="r", beam=None,
+    residual = render.image_figure(read_plane(p.path("residual")), title="r", beam=None,
                                    symmetric=True)  # fmt: skip
     norm = residual.axes[0].images[0].norm
     assert norm.vmin == -norm.vmax and norm.vmax > 0  # linear about zero
@@ -67,7 +74,7 @@ def _artists(ax):
 
 def test_renders_follow_the_files_and_stay_cached(tmp_path):
     p = make_product(tmp_path / "img")
-    restored, residual = p.directory / RESTORED, p.directory / RESIDUAL
+    restored, residual = p.path("restored"), p.path("residual")
     first = render.image_png(residual, title="residual", beam_source=restored)
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     assert render.image_png(residual, title="residual", beam_source=restored) is first
@@ -82,7 +89,7 @@ def test_renders_follow_the_files_and_stay_cached(tmp_path):
 
 def test_gain_figure_plots_each_station_as_solved(tmp_path):
     p = make_product(tmp_path / "img")
-    fig = render.gains_figure(p.directory / GAINS)
+    fig = render.gains_figure(p.path("gains"))
     phase_ax, amp_ax = fig.axes[0], fig.axes[1]
     assert len(phase_ax.lines) == len(amp_ax.lines) == len(p.stations)
     for s, (phase, amp) in enumerate(zip(phase_ax.lines, amp_ax.lines, strict=True)):
@@ -109,7 +116,7 @@ def test_a_bandpass_is_plotted_over_frequency():
 
 def test_qa_figure_plots_the_cycles(tmp_path):
     p = make_product(tmp_path / "img")
-    fig = render.qa_figure(read_qa(p.directory / QA))
+    fig = render.qa_figure(read_qa(p.path("qa")))
     peak_ax, rms_ax = fig.axes[0], fig.axes[1]
     np.testing.assert_allclose(peak_ax.lines[0].get_ydata(), [c["peak"] for c in p.cycles])
     np.testing.assert_allclose(rms_ax.lines[0].get_ydata(), [c["rms"] for c in p.cycles])
@@ -119,6 +126,28 @@ def test_qa_figure_plots_the_cycles(tmp_path):
     assert notes == ["solved T", "solved T"]  # the terms solved in each cycle
     components = [bar.get_height() for bar in fig.axes[2].patches]
     assert components == [c["components"] for c in p.cycles]
+
+
+def test_a_product_set_is_the_one_its_qa_record_names(tmp_path):
+    """Any prefix: the files of the set ``qa.json`` names (moved in last: a complete set); an
+    earlier set under another prefix in the same buffer is not what is shown."""
+    root = DataRoot.at(tmp_path)
+    make_product(tmp_path / "buff-a", prefix="field1")
+    assert product_set(root, "buff-a").prefix == "field1"
+    view = product_view(root, "buff-a")
+    assert view["prefix"] == "field1" and set(view["images"]) == {"restored", "residual"}
+    assert view["images"]["restored"]["file"] == "field1_restored.fits"
+    assert view["gains"] and view["qa"]["cycles"] == 3
+    make_product(tmp_path / "buff-a", prefix="field2.v2", seed=4)  # a later run, renamed
+    assert product_view(root, "buff-a")["images"]["residual"]["file"] == "field2.v2_residual.fits"
+    qa = tmp_path / "buff-a" / "qa.json"
+    for record in ('{"parameters": {"prefix": "../buff-b/x"}}', '{"parameters": {}}', "[1]", "{"):
+        qa.write_text(record)
+        with pytest.raises(NoProduct):
+            product_set(root, "buff-a")
+    qa.write_text('{"parameters": {"prefix": "field3"}}')  # names a set that is not there
+    with pytest.raises(NoProduct, match="field3_restored.fits"):
+        product_set(root, "buff-a")
 
 
 def test_the_data_root_lets_out_only_buffers_and_logs(tmp_path):

@@ -20,10 +20,10 @@ import numpy as np
 
 from sdpbatch.control.system.etcd_server import free_port
 from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process
-from sdpbatch.execution.pipeline import GAINS, QA, RESIDUAL, RESTORED
 from sdpbatch.io.fits_image import write_fits_image
 from sdpbatch.io.gaintable import write_gain_table
 from sdpbatch.io.qa import write_qa
+from sdpbatch.vocabulary import DEFAULT_PRODUCT_PREFIX, product_files
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Product:
     """What a synthetic product holds, to compare with what the server shows."""
 
     directory: Path
+    prefix: str
     npixel: int
     cellsize: float  # rad
     phase_centre: tuple[float, float]  # rad
@@ -43,9 +44,17 @@ class Product:
     stations: list[str]
     cycles: list[dict]
 
+    def path(self, role: str) -> Path:
+        """The file of ``role`` (restored, residual, gains, qa)."""
+        return self.directory / product_files(self.prefix)[role]
 
-def make_product(directory: Path, *, seed: int = 3) -> Product:
-    """Restored and residual FITS, an H5parm gain table and a qa.json in ``directory``."""
+
+def make_product(
+    directory: Path, *, seed: int = 3, prefix: str = DEFAULT_PRODUCT_PREFIX
+) -> Product:
+    """Restored and residual FITS, an H5parm gain table and a qa.json (recording ``prefix``, as
+    the pipeline's does in its parameters) in ``directory``, named as the pipeline names them."""
+    names = product_files(prefix)
     rng = np.random.default_rng(seed)
     n, cell, centre = 64, np.radians(0.05), (np.radians(15.0), np.radians(-45.0))
     source = (n // 2 + 11, n // 2 - 7)  # 11 px east, 7 px south of the centre
@@ -54,8 +63,9 @@ def make_product(directory: Path, *, seed: int = 3) -> Product:
     image[source] = 5.0
     common = dict(phase_centre=centre, cellsize=cell, frequencies=[1.0e8], bandwidths=[1e6])
     directory.mkdir(parents=True, exist_ok=True)
-    write_fits_image(directory / RESTORED, image, bunit="Jy/beam", beam=beam, **common)
-    write_fits_image(directory / RESIDUAL, image - 5.0 * (image > 1), bunit="Jy/beam", **common)
+    write_fits_image(directory / names["restored"], image, bunit="Jy/beam", beam=beam, **common)
+    residual = image - 5.0 * (image > 1)
+    write_fits_image(directory / names["residual"], residual, bunit="Jy/beam", **common)
     ntime, nstation = 4, 6
     gains = np.exp(1j * rng.uniform(-np.pi, np.pi, (ntime, nstation, 1)))
     gains *= rng.uniform(0.8, 1.2, gains.shape)
@@ -64,7 +74,7 @@ def make_product(directory: Path, *, seed: int = 3) -> Product:
     times = 5.0e9 + 60.0 * np.arange(ntime)
     stations = [f"S{k:03d}" for k in range(nstation)]
     write_gain_table(
-        directory / GAINS,
+        directory / names["gains"],
         gains=gains,
         times=times,
         antenna_names=stations,
@@ -72,7 +82,7 @@ def make_product(directory: Path, *, seed: int = 3) -> Product:
         frequencies=[1.0e8],
         weights=weights,
     )
-    with h5py.File(directory / GAINS, "a") as f:  # as the pipeline marks its terms
+    with h5py.File(directory / names["gains"], "a") as f:  # as the pipeline marks its terms
         for tab in ("phase000", "amplitude000"):
             f[f"sol000/{tab}"].attrs["TERM"] = np.bytes_("G")
     cycles = [
@@ -84,8 +94,9 @@ def make_product(directory: Path, *, seed: int = 3) -> Product:
          "solved": []},
     ]  # fmt: skip
     write_qa(
-        directory / QA,
+        directory / names["qa"],
         {
+            "parameters": {"prefix": prefix},
             "cycles": cycles,
             "clean_beam_deg": dict(zip(("bmaj", "bmin", "bpa"), np.degrees(beam), strict=True)),
             "restored": {"peak": 5.0, "rms": 0.01, "dynamic_range": 500.0},
@@ -93,7 +104,7 @@ def make_product(directory: Path, *, seed: int = 3) -> Product:
         },
     )
     return Product(
-        directory, n, cell, centre, source, beam, gains, weights, times, np.array([1e8]),
+        directory, prefix, n, cell, centre, source, beam, gains, weights, times, np.array([1e8]),
         stations, cycles,
     )  # fmt: skip
 

@@ -1,8 +1,10 @@
-"""The words of the control plane, defined once: status values, deployment and buffer ids,
-and the configuration database's keys.
+"""The words of the system, defined once: status values, deployment and buffer ids and the
+buffer-name rule, the configuration database's keys, the data root's folders, the products'
+file names and the addresses.
 
-Every component (controller, deployer, workflow runtime, subarray device, command line) uses
-these names; none spells a status, an id pattern or a key by hand.
+Every component (controller, deployer, workflow runtime, subarray device, pipeline, web page,
+command line) uses these names; none spells a status, an id pattern, a key, a product file
+name, a folder or an address by hand (``tests/test_vocabulary.py`` checks the source).
 
 Keys (values are JSON, written with sorted keys)::
 
@@ -16,11 +18,13 @@ Keys (values are JSON, written with sorted keys)::
     /buffer/<name>               {name, pb_id, path, data_root, state, size_bytes, created}
     /resources/<pb_id>           resources a released block holds {threads, memory_bytes}
     /component/<name>-<pid>      a running controller or deployer, on its lease
+    /engine                      the system's execution engine {kind, address?, ...}
 """
 
 from __future__ import annotations
 
 import enum
+import re
 
 
 class BlockStatus(enum.StrEnum):
@@ -42,6 +46,10 @@ UNSUCCESSFUL = frozenset({BlockStatus.FAILED, BlockStatus.CANCELLED})
 """Ended states that cancel the blocks depending on it."""
 NEW = "NEW"
 """How status displays call a block that has no state yet (the controller has not seen it)."""
+PENDING = "PENDING"
+"""How status displays call a deployment the deployer has not realised yet (no state)."""
+REMOVING = "REMOVING"
+"""How status displays call a deployment whose entry is gone but whose state is still there."""
 
 
 class SbiStatus(enum.StrEnum):
@@ -68,6 +76,14 @@ class DeploymentStatus(enum.StrEnum):
 DEPLOYMENT_ENDED = frozenset({DeploymentStatus.EXITED, DeploymentStatus.FAILED})
 
 
+def deployment_display_status(entry: dict | None, state: dict | None) -> str:
+    """The status a display shows for a deployment: its recorded status, else
+    :data:`PENDING` (entry, no state yet) or :data:`REMOVING` (state, entry gone)."""
+    if not entry:
+        return REMOVING
+    return (state or {}).get("status", PENDING)
+
+
 class DeploymentType(enum.StrEnum):
     """Kinds of deployment entry the deployer realises."""
 
@@ -79,9 +95,13 @@ class DeploymentType(enum.StrEnum):
 # --- ids ------------------------------------------------------------------------------------
 
 
+PROCESS_DEPLOYMENT = "proc-"
+"""How the id of every process deployment of a block starts: ``proc-<pb_id>-<what>``."""
+
+
 def block_deployment_prefix(pb_id: str) -> str:
     """Every process deployment of a block starts with this (its buffers do not)."""
-    return f"proc-{pb_id}-"
+    return f"{PROCESS_DEPLOYMENT}{pb_id}-"
 
 
 def workflow_deployment_id(pb_id: str) -> str:
@@ -96,15 +116,97 @@ def dask_deployment_id(pb_id: str) -> str:
 
 def pb_of_deployment(deploy_id: str) -> str | None:
     """The block a ``proc-<pb_id>-<what>`` deployment belongs to, or None."""
-    if not deploy_id.startswith("proc-") or "-" not in deploy_id[5:]:
+    rest = deploy_id.removeprefix(PROCESS_DEPLOYMENT)
+    if rest == deploy_id or "-" not in rest:
         return None
-    return deploy_id[5:].rsplit("-", 1)[0]
+    return rest.rsplit("-", 1)[0]
 
 
 def default_buffer_name(pb_id: str, kind: str) -> str:
     """The buffer a block uses when its parameters name none: ``buff-<pb_id>-<kind>``
     (kind ``vis``, ``img``, ``out``)."""
     return f"buff-{pb_id}-{kind}"
+
+
+# --- the data root ---------------------------------------------------------------------------
+
+LOGS_DIR = "logs"
+"""The data root's folder of logs: ``logs/<deploy_id>.log`` of every deployment, the components'."""
+DASK_DIR = "dask"
+"""The data root's folder of Dask work directories: ``dask/<deploy_id>``."""
+ETCD_DIR = "etcd"
+TANGO_DIR = "tango"
+RESERVED_DIRS = frozenset({LOGS_DIR, DASK_DIR, ETCD_DIR, TANGO_DIR, "run", "tmp", "state"})
+"""Folders of the data root used by the system itself, never buffer names."""
+BUFFER_NAME_ALLOWED = (
+    "a safe directory name: letters, digits and '-', 1 to 96 characters, not starting with "
+    f"'-', not one of {', '.join(sorted(RESERVED_DIRS))}"
+)
+
+BUFFER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,95}$")
+"""A buffer name: one directory under the data root (no leading '-', no '.', no '/')."""
+
+
+def is_buffer_name(name: object) -> bool:
+    """True if ``name`` may name a buffer: :data:`BUFFER_NAME` and none of the data root's
+    own folders (:data:`RESERVED_DIRS`, in any case)."""
+    return (
+        isinstance(name, str)
+        and bool(BUFFER_NAME.fullmatch(name))
+        and name.lower() not in RESERVED_DIRS
+    )
+
+
+def log_file_name(deploy_id: str) -> str:
+    """The log of a deployment (or a component) in :data:`LOGS_DIR`."""
+    return f"{deploy_id}.log"
+
+
+# --- products ------------------------------------------------------------------------------
+
+DEFAULT_PRODUCT_PREFIX = "ska_pipeline_ical"
+"""How the ICAL products are named by default (the ``prefix`` parameter, WSClean's ``-name``)."""
+QA_FILE = "qa.json"
+"""The quality record of a product set (no prefix): its parameters hold the set's prefix, and
+the pipeline moves it in last, so it always names a complete set."""
+PRODUCT_SUFFIXES = {
+    "restored": "_restored.fits",
+    "residual": "_residual.fits",
+    "deconvolved": "_deconvolved.fits",
+    "restored_cube": "_restored_cube.fits",
+    "residual_cube": "_residual_cube.fits",
+    "deconvolved_cube": "_deconvolved_cube.fits",
+    "gains": "_gains.h5",
+    "preview": "_restored.png",
+}
+"""The file of each role of a product set, after its prefix."""
+
+
+def product_files(prefix: str) -> dict[str, str]:
+    """The file names of the product set named ``prefix``, by role (and ``qa``)."""
+    return {**{role: prefix + end for role, end in PRODUCT_SUFFIXES.items()}, "qa": QA_FILE}
+
+
+TRUTH_SKYMODEL_FILE = "truth_skymodel.txt"
+"""The simulation's sky as the visibilities hold it (:mod:`sdpbatch.io.truth`)."""
+CATALOGUE_FILE = "catalogue_skymodel.txt"
+"""The simulation's catalogue of its field (the sky with a survey's errors)."""
+TRUTH_GAINS_FILE = "truth_gains.h5"
+"""The simulation's true station gains."""
+PROVENANCE = "provenance.json"
+"""The manifest of a product set (:mod:`sdpbatch.io.provenance`): where every file came from."""
+CHECKPOINT_SUFFIX = ".checkpoint"
+"""A run's checkpoint is the folder ``<products folder><CHECKPOINT_SUFFIX>`` beside it."""
+
+
+# --- addresses -------------------------------------------------------------------------------
+
+LOOPBACK = "127.0.0.1"
+"""The address every server of the system binds to unless told otherwise."""
+LOOPBACK_NAMES = (LOOPBACK, "localhost")
+"""The host names that mean this machine's loopback."""
+ETCD_PORT = 2379
+"""etcd's client port when none is given."""
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -116,8 +218,10 @@ SUBARRAY = "/subarray/"
 BUFFER = "/buffer/"
 RESOURCES = "/resources/"
 COMPONENT = "/component/"
-TOP_LEVEL = (SB, PB, DEPLOY, SUBARRAY, BUFFER, RESOURCES, COMPONENT)
-"""Every prefix the system writes under."""
+ENGINE = "/engine"
+"""The key of the system's execution engine (one key, no children)."""
+TOP_LEVEL = (SB, PB, DEPLOY, SUBARRAY, BUFFER, RESOURCES, COMPONENT, ENGINE)
+"""Every prefix the system writes under (what a display of everything watches)."""
 
 
 def sbi_key(sbi_id: str) -> str:
@@ -158,11 +262,3 @@ def allocation_key(pb_id: str) -> str:
 
 def component_key(name: str) -> str:
     return COMPONENT + name
-
-
-# --- product sets ---------------------------------------------------------------------------
-
-PROVENANCE = "provenance.json"
-"""The manifest of a product set (:mod:`sdpbatch.io.provenance`): where every file came from."""
-CHECKPOINT_SUFFIX = ".checkpoint"
-"""A run's checkpoint is the folder ``<products folder><CHECKPOINT_SUFFIX>`` beside it."""

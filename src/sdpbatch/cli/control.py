@@ -14,7 +14,9 @@ from sdpbatch.cli.common import (
     control_errors,
     terminate_on_sigterm,
 )
-from sdpbatch.control.system.data_root import resolve_data_dir
+from sdpbatch.control.configdb.config import PORT_ENV
+from sdpbatch.control.system.data_root import Layout, resolve_data_dir
+from sdpbatch.vocabulary import ETCD_PORT, LOOPBACK
 
 
 def add_control_commands(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +35,7 @@ def _add_component_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("etcd", help="run the project's etcd server on loopback (foreground)")
     p.add_argument("--data-dir", type=Path, required=True, help="etcd data directory")
     p.add_argument(
-        "--port", type=int, default=None, help="client port (default $SDP_CONFIG_PORT or 2379)"
+        "--port", type=int, default=None, help=f"client port (default ${PORT_ENV} or {ETCD_PORT})"
     )
     p.add_argument(
         "--peer-port", type=int, default=None, help="peer port (default client port + 1)"
@@ -115,7 +117,7 @@ def _cmd_etcd(args: argparse.Namespace) -> int:
     from sdpbatch.control.system.etcd_server import start_etcd, wait_healthy
     from sdpbatch.control.system.processes import is_alive, stop_process
 
-    port = args.port or int(os.environ.get("SDP_CONFIG_PORT") or 2379)
+    port = args.port or int(os.environ.get(PORT_ENV) or ETCD_PORT)
     data_dir = args.data_dir.resolve()
     log_path = data_dir.parent / f"{data_dir.name}.log"
     record = start_etcd(
@@ -124,10 +126,10 @@ def _cmd_etcd(args: argparse.Namespace) -> int:
     terminate_on_sigterm()
     try:
         try:
-            wait_healthy("127.0.0.1", port, timeout=30)
+            wait_healthy(LOOPBACK, port, timeout=30)
         except TimeoutError as err:
             raise UsageError(f"{err}; see {log_path}") from None
-        print(f"etcd running on 127.0.0.1:{port} (pid {record.pid}), log {log_path}", flush=True)
+        print(f"etcd running on {LOOPBACK}:{port} (pid {record.pid}), log {log_path}", flush=True)
         while is_alive(record.pid):
             time.sleep(0.5)
         raise UsageError(f"etcd stopped; see {log_path}")
@@ -237,7 +239,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     def text_of(snapshot: dict) -> str:
         return format_services(snapshot["services"]) + "\n\n" + format_status(snapshot)
 
-    if system_down and "SDP_CONFIG_PORT" not in os.environ and not args.watch:
+    if system_down and PORT_ENV not in os.environ and not args.watch:
         only = {"services": services}
         print(json.dumps(only, indent=2) if args.json else format_services(services))
         return 0
@@ -268,16 +270,15 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     import time
 
     from sdpbatch.control.configdb import Config
-    from sdpbatch.vocabulary import ENDED, workflow_deployment_id
+    from sdpbatch.vocabulary import ENDED, log_file_name, workflow_deployment_id
 
     with control_errors(), Config() as config:
         for txn in config.txn():
             if txn.get_pb(args.pb_id) is None:
                 raise UsageError(f"no processing block {args.pb_id}")
             state = txn.get_pb_state(args.pb_id) or {}
-        default = (
-            resolve_data_dir(args.data_dir) / "logs" / f"{workflow_deployment_id(args.pb_id)}.log"
-        )
+        logs = Layout(resolve_data_dir(args.data_dir)).logs
+        default = logs / log_file_name(workflow_deployment_id(args.pb_id))
         path = Path(state.get("log") or default)
         position = 0
         while True:

@@ -14,6 +14,7 @@ from sdpbatch.cli.options import (
     parameters_from,
 )
 from sdpbatch.parameters import read_parameter_file
+from sdpbatch.vocabulary import TRUTH_GAINS_FILE, TRUTH_SKYMODEL_FILE
 
 
 def add_science_commands(sub: argparse._SubParsersAction) -> None:
@@ -206,7 +207,9 @@ def _cmd_ical(args: argparse.Namespace) -> int:
         args.ms, data_column=params.data_column, field=params.field, spw=params.spw
     )
     if args.truth and not truth_present(args.truth):
-        raise UsageError(f"--truth {args.truth}: no truth_skymodel.txt and truth_gains.h5 there")
+        raise UsageError(
+            f"--truth {args.truth}: no {TRUTH_SKYMODEL_FILE} and {TRUTH_GAINS_FILE} there"
+        )
     folders = {p.resolve().parent for p in args.ms}
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
     with named_as_typed(args):  # a --sky-model file that cannot be read

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sdpbatch.cli.common import UsageError, add_data_dir_option
 from sdpbatch.control.system.data_root import resolve_data_dir
+from sdpbatch.vocabulary import LOOPBACK
 
 
 def add_system_commands(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +65,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         "--dask-host",
         default=None,
         help="slurm: address the blocks' Dask schedulers listen on, reachable from the compute "
-        "nodes (default 127.0.0.1: a single-node cluster)",
+        f"nodes (default {LOOPBACK}: a single-node cluster)",
     )
 
 

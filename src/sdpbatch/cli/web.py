@@ -6,6 +6,7 @@ import argparse
 
 from sdpbatch.cli.common import UsageError, add_data_dir_option
 from sdpbatch.control.system.data_root import resolve_data_dir
+from sdpbatch.vocabulary import LOOPBACK
 
 DEFAULT_PORT = 8080
 
@@ -22,7 +23,7 @@ def add_web_command(sub: argparse._SubParsersAction) -> None:
     )
     add_data_dir_option(p, "data root to show")
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)"
+        "--host", default=LOOPBACK, help=f"address to listen on (default: {LOOPBACK}, loopback)"
     )
     p.add_argument(
         "--port",

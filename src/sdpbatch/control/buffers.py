@@ -12,11 +12,8 @@ import time
 from pathlib import Path
 
 from sdpbatch.control.configdb import Config, ConfigError, ConfigVanished
-from sdpbatch.control.configdb.ids import DEPLOYMENT_ID
+from sdpbatch.control.configdb.ids import InvalidId, check_buffer_id
 from sdpbatch.vocabulary import ENDED, buffer_key
-
-RESERVED = frozenset({"logs", "dask", "etcd", "tango", "run", "tmp", "state"})
-"""Directories of the data root used by the system itself, never buffer names."""
 
 
 class BufferError(ConfigError):
@@ -24,15 +21,12 @@ class BufferError(ConfigError):
 
 
 def check_buffer_name(name: object) -> str:
-    """A buffer name is one path component: letters, digits and '-' (1 to 96), not one of
-    the data root's own directories."""
-    if not isinstance(name, str) or not DEPLOYMENT_ID.match(name) or name.lower() in RESERVED:
-        raise BufferError(
-            f"invalid buffer name {name!r}: allowed are letters, digits and '-', "
-            "1 to 96 characters (a buffer is one directory under the data root), "
-            f"except {', '.join(sorted(RESERVED))}"
-        )
-    return name
+    """``name`` if it may name a buffer (the one rule, :func:`sdpbatch.vocabulary.is_buffer_name`:
+    one path component, not one of the data root's own folders), else :class:`BufferError`."""
+    try:
+        return check_buffer_id(name)
+    except InvalidId as err:
+        raise BufferError(str(err)) from None
 
 
 def buffer_path(data_root: Path, name: str) -> Path:

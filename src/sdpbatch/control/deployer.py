@@ -37,6 +37,7 @@ import psutil
 from sdpbatch.control import buffers
 from sdpbatch.control.configdb import Config, ConfigError
 from sdpbatch.control.engines import EngineError, Engines
+from sdpbatch.control.system.data_root import Layout
 from sdpbatch.control.system.processes import (
     ProcessRecord,
     exit_code,
@@ -47,6 +48,7 @@ from sdpbatch.vocabulary import (
     ENDED,
     DeploymentStatus,
     DeploymentType,
+    log_file_name,
     pb_of_deployment,
     workflow_deployment_id,
 )
@@ -72,14 +74,14 @@ class Deployer:
         self.data_root = Path(data_root).resolve()
         self.poll_interval = poll_interval
         self.engines = Engines(config, self.data_root)
-        (self.data_root / "logs").mkdir(parents=True, exist_ok=True)
+        Layout(self.data_root).logs.mkdir(parents=True, exist_ok=True)
         from sdpbatch.control.controller import component_info
 
         self.info = {**component_info("deployer"), "data_root": str(self.data_root)}
         self._ended_since: dict[str, float] = {}  # block -> when this deployer saw it end
 
     def log_path(self, deploy_id: str) -> Path:
-        return self.data_root / "logs" / f"{deploy_id}.log"
+        return Layout(self.data_root).logs / log_file_name(deploy_id)
 
     # --- the loop -----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from sdpbatch.control.configdb import Config, Transaction
 from sdpbatch.control.engines import engine_status
 from sdpbatch.control.system.processes import is_alive
 from sdpbatch.control.workflow_catalogue import workflow_key
-from sdpbatch.vocabulary import ACTIVE_OWNED, NEW
+from sdpbatch.vocabulary import ACTIVE_OWNED, NEW, deployment_display_status
 
 
 def system_status(config: Config) -> dict:
@@ -45,12 +45,14 @@ def system_status(config: Config) -> dict:
 def _block(txn: Transaction, pb_id: str) -> dict:
     pb = txn.get_pb(pb_id) or {}
     state = txn.get_pb_state(pb_id) or {}
+    status = state.get("status", NEW)
     return {
         "id": pb_id,
         "sbi_id": pb.get("sbi_id"),
         "workflow": workflow_key(pb.get("workflow", {})),
-        "status": state.get("status", NEW),
+        "status": status,
         "resources_available": bool(state.get("resources_available")),
+        "resources_held": bool(state.get("resources_available")) and status in ACTIVE_OWNED,
         "reason": state.get("reason"),
         "owner": txn.get_pb_owner(pb_id),
         "dependencies": [d["pb_id"] for d in pb.get("dependencies", [])],
@@ -63,7 +65,7 @@ def _deployment(txn: Transaction, deploy_id: str) -> dict:
     return {
         "id": deploy_id,
         "type": dep.get("type") or state.get("type"),
-        "status": state.get("status", "PENDING") if dep else "REMOVING",
+        "status": deployment_display_status(dep, state),
         "scheduler_address": state.get("scheduler_address"),
         "processes": state.get("processes", []),
         "jobs": state.get("jobs", []),
@@ -85,8 +87,7 @@ def format_status(snapshot: dict) -> str:
     lines = [*_engine_lines(snapshot.get("engine")), ""]
     lines += ["PROCESSING BLOCKS", f"  {'ID':<30} {'WORKFLOW':<30} {'STATUS':<10} NOTE"]
     for pb in snapshot["processing_blocks"]:
-        held = pb["resources_available"] and pb["status"] in ACTIVE_OWNED
-        note = pb["reason"] or ("resources held" if held else "")
+        note = pb["reason"] or ("resources held" if pb["resources_held"] else "")
         lines.append(f"  {pb['id']:<30} {pb['workflow']:<30} {pb['status']:<10} {note}")
     lines += ["", "DEPLOYMENTS", f"  {'ID':<44} {'TYPE':<8} {'STATUS':<9} PROCESSES"]
     for dep in snapshot["deployments"]:

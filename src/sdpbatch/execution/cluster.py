@@ -25,6 +25,7 @@ from sdpbatch.execution.worker_environment import (
     thread_environment,
     worker_threads,
 )
+from sdpbatch.vocabulary import LOOPBACK
 
 LOG = logging.getLogger(__name__)
 SCHEDULER_ENV = "SDPBATCH_SCHEDULER"
@@ -93,8 +94,8 @@ def _local_cluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
+            host=LOOPBACK,
+            dashboard_address=f"{LOOPBACK}:0",
             memory_limit=memory_limit,
             silence_logs=logging.WARNING,
         ) as cluster,

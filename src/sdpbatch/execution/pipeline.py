@@ -5,21 +5,21 @@ one is bad) -> run ICAL (:func:`sdpbatch.execution.ical.run_ical`) -> write the 
 staging folder beside ``out_dir`` -> move them in.  A failure anywhere leaves ``out_dir`` as it
 was (earlier products are kept).
 
-Products in ``out_dir``:
+Products in ``out_dir``, named by :func:`sdpbatch.vocabulary.product_files` from the ``prefix``
+parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
 
-Names start with the ``prefix`` parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
-
-- ``ska_pipeline_ical_restored.fits`` (MFS, Jy/beam, BMAJ/BMIN/BPA), ``..._residual.fits``
-  (MFS Taylor-0 residual, Jy/beam), ``..._deconvolved.fits`` (Taylor-0 model, Jy/pixel);
-- ``ska_pipeline_ical_{restored,residual,deconvolved}_cube.fits``: one plane per window;
-- ``ska_pipeline_ical_gains.h5``: solved gains in the H5parm layout
+- ``<prefix>_restored.fits`` (MFS, Jy/beam, BMAJ/BMIN/BPA), ``<prefix>_residual.fits``
+  (MFS Taylor-0 residual, Jy/beam), ``<prefix>_deconvolved.fits`` (Taylor-0 model, Jy/pixel);
+- ``<prefix>_{restored,residual,deconvolved}_cube.fits``: one plane per window;
+- ``<prefix>_gains.h5``: solved gains in the H5parm layout
   (:mod:`sdpbatch.io.gaintable`); term k of the calibration context in soltabs
   ``phase00k`` / ``amplitude00k`` (attribute ``TERM`` = "T", "G" or "B"; "none", unit gains,
   without self-calibration);
-- ``qa.json``: image statistics, per-cycle statistics, timings and, with the simulation's
-  truth, the solved-vs-true gain phase error and the brightest sources' recovered flux and
-  position;
-- ``ska_pipeline_ical_restored.png``: a preview.
+- ``qa.json``: the parameters (so the ``prefix`` the others were named with), image
+  statistics, per-cycle statistics, timings and, with the simulation's truth, the
+  solved-vs-true gain phase error and the brightest sources' recovered flux and position;
+  moved in last, so it always describes a complete set;
+- ``<prefix>_restored.png``: a preview.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from sdpbatch.io.preview import write_preview_png
 from sdpbatch.io.provenance import environment, metadata_identity, record_change, write_manifest
 from sdpbatch.io.qa import write_qa
 from sdpbatch.io.skymodel_file import SkyModelFileError, read_sky_model
-from sdpbatch.parameters import CATALOGUE, FIELDS, NO_MODEL, ParameterError, Parameters
+from sdpbatch.parameters import CATALOGUE, NO_MODEL, ParameterError, Parameters
 from sdpbatch.science.assess import (
     brightest_sources,
     gain_phase_error,
@@ -67,19 +67,17 @@ from sdpbatch.science.assess import (
     image_statistics,
     source_offsets_summary,
 )
-from sdpbatch.vocabulary import PROVENANCE
+from sdpbatch.vocabulary import (
+    CATALOGUE_FILE,
+    PROVENANCE,
+    TRUTH_GAINS_FILE,
+    TRUTH_SKYMODEL_FILE,
+    product_files,
+)
 
 LOG = logging.getLogger(__name__)
 WORKFLOW_LOG = logging.getLogger("batch_imaging")
 
-PREFIX = FIELDS["prefix"].default
-"""The products' names by default (the ``prefix`` parameter, WSClean's ``-name``)."""
-RESTORED = f"{PREFIX}_restored.fits"
-RESIDUAL = f"{PREFIX}_residual.fits"
-DECONVOLVED = f"{PREFIX}_deconvolved.fits"
-GAINS = f"{PREFIX}_gains.h5"
-PREVIEW = f"{PREFIX}_restored.png"
-QA = "qa.json"
 NBRIGHTEST = 10
 
 
@@ -110,10 +108,8 @@ class BatchImagingProducts:
 
 
 def truth_present(truth_dir: Path | None) -> bool:
-    from sdpbatch.io.truth import GAINS_FILE, SKYMODEL_FILE
-
     return truth_dir is not None and all(
-        (Path(truth_dir) / name).is_file() for name in (SKYMODEL_FILE, GAINS_FILE)
+        (Path(truth_dir) / name).is_file() for name in (TRUTH_SKYMODEL_FILE, TRUTH_GAINS_FILE)
     )
 
 
@@ -125,8 +121,6 @@ def calibration_model(params: Parameters, truth_dir: Path | None):
     truth) when it is there; a file path must name a readable component list, else
     ParameterError (callers check it before any work).
     """
-    from sdpbatch.io.truth import CATALOGUE_FILE
-
     choice = params.calibration_model
     if choice == NO_MODEL:
         return None
@@ -275,11 +269,12 @@ def _write_products(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f"{out_dir.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
+    names = product_files(params.prefix)
     try:
         written = _write_images(staging, result, infos, params)
-        written["gains"] = _write_gains(staging / f"{params.prefix}_gains.h5", result)
+        written["gains"] = _write_gains(staging / names["gains"], result)
         written["preview"] = write_preview_png(
-            staging / f"{params.prefix}_restored.png",
+            staging / names["preview"],
             result.restored,
             cellsize=result.cellsize,
             phase_centre=result.phase_centre,
@@ -290,7 +285,7 @@ def _write_products(
         now = time.perf_counter()
         timings = {**timings, "write": now - write_start, "total": now - started}
         qa = {**build_qa(result, params, infos, truth=truth, timings=timings), **extra}
-        written["qa"] = write_qa(staging / QA, qa)
+        written["qa"] = write_qa(staging / names["qa"], qa)
         manifest = write_manifest(
             staging,
             files=list(written.values()),
@@ -320,8 +315,9 @@ def _provenance_record(params, infos, *, runner, timings, resumed_from) -> dict[
 def _move_into(
     staging: Path, out_dir: Path, written: dict[str, Path], *, manifest: Path
 ) -> dict[str, Path]:
-    """Rename the staged files into ``out_dir`` (same filesystem: each rename is atomic), the
-    manifest last: an earlier manifest goes first, so it never describes a mix of files."""
+    """Rename the staged files into ``out_dir`` (same filesystem: each rename is atomic) in
+    the order of ``written`` (qa.json, the record that names the set, last of them), then
+    the manifest: an earlier manifest goes first, so it never describes a mix of files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / manifest.name).unlink(missing_ok=True)
     final = {}
@@ -367,13 +363,14 @@ def _write_images(
         "residual_cube": (result.residual_cube, "Jy/beam", None, cube),
         "deconvolved_cube": (result.model_cube, "Jy/pixel", None, cube),
     }
+    names = product_files(params.prefix)
     written = {}
     for role, (image, bunit, beam_, axis) in items.items():
         extra = {}
         if axis is cube and not np.allclose(cube_freqs, freqs):
             extra["HISTORY"] = "window frequencies (Hz): " + " ".join(f"{f:.1f}" for f in freqs)
         written[role] = write_fits_image(
-            staging / f"{params.prefix}_{role}.fits",
+            staging / names[role],
             np.asarray(image),
             bunit=bunit,
             beam=beam_,

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sdpbatch.vocabulary import LOOPBACK
+
 LOG = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ class InProcess:
     """Runs every task at once in this process; handles are the values."""
 
     def __init__(self, nthreads: int = 1):
-        self.slots = [WorkerSlot("", "localhost", max(1, int(nthreads)))]
+        self.slots = [WorkerSlot("", LOOPBACK, max(1, int(nthreads)))]
 
     def submit(self, fn: Callable, *args: Any, key: str, slot: int | None = None) -> Any:
         return fn(*args)

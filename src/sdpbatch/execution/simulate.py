@@ -58,7 +58,7 @@ from sdpbatch.science.skymodel import (
 )
 from sdpbatch.science.uvw import antenna_uvw, baseline_uvw
 from sdpbatch.science.visibility import Visibilities
-from sdpbatch.vocabulary import PROVENANCE
+from sdpbatch.vocabulary import PROVENANCE, TRUTH_GAINS_FILE, TRUTH_SKYMODEL_FILE
 
 LOG = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def _summary(setup: SimulationSetup, ms_paths: list[Path]) -> dict:
         "integration_time_s": setup.interval,
         "phase_centre_rad": list(setup.phase_centre),
         "measurement_sets": [p.name for p in ms_paths],
-        "truth": {"sky_model": "truth_skymodel.txt", "gains": "truth_gains.h5"},
+        "truth": {"sky_model": TRUTH_SKYMODEL_FILE, "gains": TRUTH_GAINS_FILE},
         "conventions": "UVW = uvw(ANTENNA2) - uvw(ANTENNA1) J2000; "
         "DATA = sum S exp(+2 pi i nu/c (u l + v m + w (n-1))); DATA_pq = g_p conj(g_q) TRUE_pq",
     }

@@ -25,10 +25,8 @@ from sdpbatch.io.atomic import atomic_path
 from sdpbatch.io.gaintable import GainTable, read_gain_table, write_gain_table
 from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
 from sdpbatch.science.skymodel import SkyModel
+from sdpbatch.vocabulary import CATALOGUE_FILE, TRUTH_GAINS_FILE, TRUTH_SKYMODEL_FILE
 
-SKYMODEL_FILE = "truth_skymodel.txt"
-CATALOGUE_FILE = "catalogue_skymodel.txt"
-GAINS_FILE = "truth_gains.h5"
 SUMMARY_FILE = "simulation.json"
 
 
@@ -73,14 +71,14 @@ def write_truth(
     ]
     catalogue_header = [
         "Catalogue of an sdpbatch simulation's field, as a survey would give it: the sources of",
-        "truth_skymodel.txt with flux and position errors (APPARENT fluxes, the same beam).",
+        f"{TRUTH_SKYMODEL_FILE} with flux and position errors (APPARENT fluxes, the same beam).",
         *header[2:],
     ]
     paths = [
-        write_sky_model(out / SKYMODEL_FILE, apparent_sky, header=header),
+        write_sky_model(out / TRUTH_SKYMODEL_FILE, apparent_sky, header=header),
         write_sky_model(out / CATALOGUE_FILE, catalogue, header=catalogue_header),
         write_gain_table(
-            out / GAINS_FILE,
+            out / TRUTH_GAINS_FILE,
             gains=gains,
             times=times,
             antenna_names=antenna_names,
@@ -105,7 +103,7 @@ def read_truth(directory: str | Path) -> Truth:
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{summary_path}: cannot read the simulation summary ({err})") from err
     return Truth(
-        sky=read_sky_model(d / SKYMODEL_FILE),
-        gains=read_gain_table(d / GAINS_FILE),
+        sky=read_sky_model(d / TRUTH_SKYMODEL_FILE),
+        gains=read_gain_table(d / TRUTH_GAINS_FILE),
         summary=summary,
     )

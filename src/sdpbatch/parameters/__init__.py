@@ -23,7 +23,6 @@ from sdpbatch.parameters.schema import (
     SCHEMA,
     Field,
     is_file_prefix,
-    is_safe_name,
 )
 from sdpbatch.parameters.validation import ParameterError, Parameters, parse_parameters
 
@@ -40,7 +39,6 @@ __all__ = [
     "ParameterError",
     "Parameters",
     "is_file_prefix",
-    "is_safe_name",
     "load_parameters",
     "parse_parameters",
     "read_parameter_file",

@@ -1,9 +1,10 @@
 """The schema of the workflow parameters: :data:`SCHEMA`, one :class:`Field` a parameter.
 
 The single source of each parameter's type, default, allowed values, help text, section and
-command-line flag; the seed's example parameters are the defaults.  Also the rules of names that
-become paths (:func:`is_safe_name`, :func:`is_file_prefix`) and the special values of the
-parameters that otherwise name a file (:data:`PATH_FIELDS`).
+command-line flag; the seed's example parameters are the defaults.  Also the rule of product
+file prefixes (:func:`is_file_prefix`; buffer names follow the one rule,
+:func:`sdpbatch.vocabulary.is_buffer_name`) and the special values of the parameters that
+otherwise name a file (:data:`PATH_FIELDS`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdpbatch.parameters.gain_terms import TERMS
+from sdpbatch.vocabulary import (
+    BUFFER_NAME_ALLOWED,
+    CATALOGUE_FILE,
+    DEFAULT_PRODUCT_PREFIX,
+    is_buffer_name,
+    product_files,
+)
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,95}$")
-"""A name that may become one directory under a data root: the rule of deployment ids."""
 FILE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 """A prefix of product file names (no path separator, not hidden)."""
 COLUMN = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -29,14 +35,9 @@ CATALOGUE = "catalogue"
 NO_MODEL = "none"
 
 
-def is_safe_name(name: str) -> bool:
-    """True if ``name`` can be used as one path component under a data root."""
-    return bool(SAFE_NAME.match(name))
-
-
 def is_file_prefix(name: str) -> bool:
     """True if ``name`` can prefix product file names in an output folder."""
-    return bool(FILE_PREFIX.match(name)) and ".." not in name
+    return bool(FILE_PREFIX.fullmatch(name)) and ".." not in name
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,6 @@ def _term_fields() -> tuple[Field, ...]:
     return (*first, *intervals)
 
 
-SAFE_ALLOWED = "a safe directory name: letters, digits and '-', 1 to 96, not starting with '-'"
-
-
 SCHEMA: tuple[Field, ...] = (
     # --- the seed's workflow parameters -------------------------------------------------------
     Field("n_workers", "int", 4, "number of Dask workers to deploy", _range(1, 256), "1 to 256"),
@@ -130,10 +128,11 @@ SCHEMA: tuple[Field, ...] = (
     Field("dec", "float", -30.0, "declination of the phase centre (deg, J2000)",
           _range(-90.0, 90.0), "-90 to 90 deg", "observation"),
     Field("buffer_vis", "str", "buff-pb-mvp01-20200523-00001-vis",
-          "name of the buffer reservation for visibilities", is_safe_name, SAFE_ALLOWED,
+          "name of the buffer reservation for visibilities", is_buffer_name, BUFFER_NAME_ALLOWED,
           "buffers"),
     Field("buffer_img", "str", "buff-pb-mvp01-20200523-00001-img",
-          "name of the buffer reservation for images", is_safe_name, SAFE_ALLOWED, "buffers"),
+          "name of the buffer reservation for images", is_buffer_name, BUFFER_NAME_ALLOWED,
+          "buffers"),
     # --- simulation knobs ----------------------------------------------------------------------
     Field("seed", "int", 20200523, "random seed of sky model, gains and noise",
           _range(0, 2**32 - 1), "0 to 2**32-1", "simulation"),
@@ -151,7 +150,7 @@ SCHEMA: tuple[Field, ...] = (
           _range(0.0, 1e4, lo_open=True), "> 0 Jy", "simulation"),
     Field("catalogue_flux_error", "float", 0.05,
           "fractional rms error of the fluxes in the catalogue the simulation writes for "
-          "calibration (catalogue_skymodel.txt; the sky itself is exact)",
+          f"calibration ({CATALOGUE_FILE}; the sky itself is exact)",
           _range(0.0, 1.0), "0 to 1", "simulation"),
     Field("catalogue_position_error", "float", 2.0,
           "rms error of each coordinate of the catalogue's positions (arcsec)",
@@ -189,8 +188,8 @@ SCHEMA: tuple[Field, ...] = (
           "inversion): less FFT work for an oversampled image, but the field's cut makes the "
           "interpolation ring: ~1e-5 of the peak inside and ~1e-3 at the edges on the seed's "
           "field, percents where the image is bright at its edges", section="imaging"),
-    Field("prefix", "str", "ska_pipeline_ical",
-          "file name prefix of the ICAL products (<prefix>_restored.fits, ...)",
+    Field("prefix", "str", DEFAULT_PRODUCT_PREFIX,
+          f"file name prefix of the ICAL products ({product_files('<prefix>')['restored']}, ...)",
           is_file_prefix, "letters, digits, '_', '.', '-'; 1 to 96, no path", "imaging",
           "-name PREFIX"),
     # --- deconvolution ---------------------------------------------------------------------------

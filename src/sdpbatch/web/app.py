@@ -44,7 +44,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from sdpbatch.control.configdb import Config, ConfigError
-from sdpbatch.execution.pipeline import GAINS, QA, RESTORED
 from sdpbatch.io.qa import read_qa
 from sdpbatch.web import render
 from sdpbatch.web.files import DataRoot, OutsideDataRoot, read_log
@@ -134,7 +133,8 @@ def create_app(
     ``period``: seconds between refreshes of the overview when the database is quiet (process
     liveness, buffer sizes); ``allowed_hosts``: Host header values accepted (None: any).
     """
-    ctx = Context(DataRoot.at(data_dir), config, Overviews(config, period=period))
+    root = DataRoot.at(data_dir)
+    ctx = Context(root, config, Overviews(config, root, period=period))
     shell = resources.files("sdpbatch.web").joinpath("static/page.html").read_text()
 
     @contextlib.asynccontextmanager
@@ -200,7 +200,7 @@ def _api_routes(ctx: Context) -> list[Route]:
         return JSONResponse(system_view(ctx.config, ctx.root))
 
     def overview_now(request: Request) -> JSONResponse:
-        return JSONResponse(overview(ctx.config))
+        return JSONResponse(overview(ctx.config, ctx.root))
 
     def block(request: Request) -> JSONResponse:
         return JSONResponse(block_view(ctx.config, ctx.root, request.path_params["pb_id"]))
@@ -222,11 +222,11 @@ def _api_routes(ctx: Context) -> list[Route]:
         return JSONResponse(product_view(ctx.root, request.path_params["buffer"]))
 
     def gains(request: Request) -> JSONResponse:
-        path = product_file(ctx.root, request.path_params["buffer"], GAINS)
+        path = product_file(ctx.root, request.path_params["buffer"], "gains")
         return JSONResponse({"terms": [gain_series(t) for t in read_gain_terms(path)]})
 
     def qa(request: Request) -> JSONResponse:
-        return JSONResponse(read_qa(product_file(ctx.root, request.path_params["buffer"], QA)))
+        return JSONResponse(read_qa(product_file(ctx.root, request.path_params["buffer"], "qa")))
 
     return [
         Route("/api/health", health),
@@ -322,15 +322,15 @@ def _render(ctx: Context):
         buffer, figure = request.path_params["buffer"], request.path_params["figure"]
         if figure in IMAGES:
             png = render.image_png(
-                product_file(ctx.root, buffer, IMAGES[figure]),
+                product_file(ctx.root, buffer, figure),
                 title=f"{figure} image ({buffer})",
-                beam_source=product_file(ctx.root, buffer, RESTORED),
+                beam_source=product_file(ctx.root, buffer, "restored"),
                 symmetric=figure == "residual",
             )
         elif figure == "gains":
-            png = render.gains_png(product_file(ctx.root, buffer, GAINS))
+            png = render.gains_png(product_file(ctx.root, buffer, "gains"))
         elif figure == "qa":
-            png = render.qa_png(product_file(ctx.root, buffer, QA))
+            png = render.qa_png(product_file(ctx.root, buffer, "qa"))
         else:
             raise NoProduct(f"no figure {figure!r}: restored, residual, gains or qa")
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})

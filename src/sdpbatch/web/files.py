@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sdpbatch.control.buffers import BufferError, check_buffer_name, directory_size
+from sdpbatch.vocabulary import LOGS_DIR
 
-LOGS = "logs"
 LOG_CHUNK = 256 * 1024
 """Largest piece of a log returned at once (bytes): memory stays bounded for any log size."""
 
@@ -45,7 +45,7 @@ class DataRoot:
         if pure.is_absolute() or not raw_parts or any(p in ("", ".", "..") for p in raw_parts):
             raise OutsideDataRoot(f"not a path under the data root: {relative!r}")
         top = raw_parts[0]
-        if top != LOGS:
+        if top != LOGS_DIR:
             try:
                 check_buffer_name(top)
             except BufferError as err:

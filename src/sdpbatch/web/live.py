@@ -16,6 +16,7 @@ import threading
 import time
 
 from sdpbatch.control.configdb import Config
+from sdpbatch.web.files import DataRoot
 from sdpbatch.web.state import overview, touch_overview_keys
 
 LOG = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ RETRY = 2.0  # s between attempts while the database is unreachable
 class Overviews:
     """The latest overview as JSON text, and its subscribers."""
 
-    def __init__(self, config: Config, *, period: float):
+    def __init__(self, config: Config, root: DataRoot, *, period: float):
         self.config = config
+        self.root = root
         self.period = period
         self.latest: str | None = None
         self._subscribers: set[asyncio.Queue] = set()
@@ -76,7 +78,7 @@ class Overviews:
                         return
                     for txn in watcher.txn():
                         touch_overview_keys(txn)
-                    snapshot = _read_overview(self.config)
+                    snapshot = _read_overview(self.config, self.root)
                     key = json.dumps({k: v for k, v in snapshot.items() if k != "time"})
                     if key != last:
                         last = key
@@ -88,10 +90,10 @@ class Overviews:
                 self._stop.wait(RETRY)
 
 
-def _read_overview(config: Config) -> dict:
+def _read_overview(config: Config, root: DataRoot) -> dict:
     """The overview, read again if a file vanished under a buffer while it was measured."""
     try:
-        return overview(config)
+        return overview(config, root)
     except OSError:  # an atomic rename in a buffer during the walk
         time.sleep(0.05)
-        return overview(config)
+        return overview(config, root)

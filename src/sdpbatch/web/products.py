@@ -1,5 +1,8 @@
 """The data of one image product (a buffer holding ICAL's products), for the API and the figures.
 
+A buffer holds a product when its ``qa.json`` records the ``prefix`` the products were named
+with (the pipeline moves ``qa.json`` in last, so it names a complete set) and that set's
+restored image is there; the files' names come from :func:`sdpbatch.vocabulary.product_files`.
 Images are read from the FITS (header, beam, statistics); gains from the H5parm gain table, every
 solved term (soltabs ``phase00k``/``amplitude00k``, attribute ``TERM``, as the pipeline writes
 them); the per-cycle figures from ``qa.json``.
@@ -14,35 +17,70 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from sdpbatch.execution.pipeline import GAINS, QA, RESIDUAL, RESTORED
 from sdpbatch.io.gaintable import read_gain_terms as gain_table_terms
 from sdpbatch.io.qa import read_qa
+from sdpbatch.parameters import is_file_prefix
+from sdpbatch.vocabulary import QA_FILE, product_files
 from sdpbatch.web.files import DataRoot, OutsideDataRoot
 
-IMAGES = {"restored": RESTORED, "residual": RESIDUAL}
-"""The images a product page shows, by role."""
+IMAGES = ("restored", "residual")
+"""The images a product page shows (roles of :func:`sdpbatch.vocabulary.product_files`)."""
 
 
 class NoProduct(Exception):
     """The buffer holds no image product (or not this part of one)."""
 
 
-def product_dir(root: DataRoot, buffer: str) -> Path:
-    """The directory of the product in ``buffer`` (:class:`NoProduct` without a restored image)."""
+@dataclass(frozen=True)
+class ProductSet:
+    """Where a product set is and the prefix its files are named with."""
+
+    directory: Path
+    prefix: str
+
+    def path(self, role: str) -> Path:
+        """The file of ``role`` (a key of :func:`sdpbatch.vocabulary.product_files`)."""
+        return self.directory / product_files(self.prefix)[role]
+
+
+def recorded_prefix(directory: Path) -> str | None:
+    """The prefix the ``qa.json`` in ``directory`` records (its parameters), if a valid one."""
     try:
-        path = root.resolve(buffer)
+        prefix = read_qa(directory / QA_FILE)["parameters"]["prefix"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return prefix if isinstance(prefix, str) and is_file_prefix(prefix) else None
+
+
+def product_set(root: DataRoot, buffer: str) -> ProductSet:
+    """The product set in ``buffer`` (:class:`NoProduct` if none is complete there)."""
+    try:
+        directory = root.resolve(buffer)
     except OutsideDataRoot as err:
         raise NoProduct(str(err)) from err
-    if "/" in buffer or not (path / RESTORED).is_file():
-        raise NoProduct(f"buffer {buffer!r} holds no image product ({RESTORED})")
-    return path
+    prefix = None if "/" in buffer else recorded_prefix(directory)
+    if prefix is None:
+        raise NoProduct(f"buffer {buffer!r} holds no image product (no {QA_FILE} naming one)")
+    found = ProductSet(directory, prefix)
+    if not found.path("restored").is_file():
+        raise NoProduct(f"buffer {buffer!r} holds no image product ({found.path('restored').name})")
+    return found
 
 
-def product_file(root: DataRoot, buffer: str, name: str) -> Path:
-    """One file of the product (:class:`NoProduct` if it is missing)."""
-    path = product_dir(root, buffer) / name
+def has_product(root: DataRoot, buffer: str) -> bool:
+    """Whether ``buffer`` holds a complete product set (what the pages link to)."""
+    try:
+        product_set(root, buffer)
+    except NoProduct:
+        return False
+    return True
+
+
+def product_file(root: DataRoot, buffer: str, role: str) -> Path:
+    """The file of one role of the product (:class:`NoProduct` if it is missing)."""
+    path = product_set(root, buffer).path(role)
     if not path.is_file():
-        raise NoProduct(f"buffer {buffer!r} has no {name}")
+        raise NoProduct(f"buffer {buffer!r} has no {path.name}")
     return path
 
 
@@ -180,14 +218,13 @@ def gain_series(term: GainTerm) -> dict:
 
 def product_view(root: DataRoot, buffer: str) -> dict:
     """The images' summaries, the gain table's terms and the QA summary of one product."""
-    directory = product_dir(root, buffer)
+    found = product_set(root, buffer)
+    directory = found.directory
     images = {
-        role: image_summary(directory / name)
-        for role, name in IMAGES.items()
-        if (directory / name).is_file()
+        role: image_summary(found.path(role)) for role in IMAGES if found.path(role).is_file()
     }
     gains = None
-    if (directory / GAINS).is_file():
+    if found.path("gains").is_file():
         gains = [
             {
                 "term": t.term,
@@ -195,14 +232,15 @@ def product_view(root: DataRoot, buffer: str) -> dict:
                 "times": int(t.times.size),
                 "frequencies": int(t.frequencies.size),
             }
-            for t in read_gain_terms(directory / GAINS)
+            for t in read_gain_terms(found.path("gains"))
         ]
-    qa = read_qa(directory / QA) if (directory / QA).is_file() else None
+    qa = read_qa(found.path("qa"))
     return {
         "buffer": buffer,
+        "prefix": found.prefix,
         "images": images,
         "gains": gains,
-        "qa": None if qa is None else qa_summary(qa),
+        "qa": qa_summary(qa),
         "files": sorted(p.name for p in directory.iterdir() if p.is_file()),
     }
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from sdpbatch.io.preview import asinh_stretch
 from sdpbatch.io.qa import read_qa
+from sdpbatch.vocabulary import QA_FILE
 from sdpbatch.web.products import FitsPlane, beam_of, gain_series, read_gain_terms, read_plane
 
 CACHE_ENTRIES = 24
@@ -203,7 +204,7 @@ def qa_figure(qa: dict):
         ax.set_xticks(x, labels)
         ax.set_xlabel("major cycle")
         ax.grid(alpha=0.3)
-    fig.suptitle("ICAL per cycle: clean and self-calibration (qa.json)")
+    fig.suptitle(f"ICAL per cycle: clean and self-calibration ({QA_FILE})")
     return fig
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.configdb.config import BACKEND_ENV, HOST_ENV, PORT_ENV
 from sdpbatch.control.system.state import SystemState
+from sdpbatch.vocabulary import LOOPBACK_NAMES
 
 LOG = logging.getLogger(__name__)
-LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
 
 
 class AddressInUse(OSError):
@@ -22,7 +22,8 @@ class AddressInUse(OSError):
 
 def config_for(data_dir: Path) -> Config:
     """The database named by the environment, else that of the system ``sdpbatch up`` runs
-    for ``data_dir``, else the default (etcd on 127.0.0.1:2379)."""
+    for ``data_dir``, else the default (etcd on :data:`~sdpbatch.vocabulary.LOOPBACK`, port
+    :data:`~sdpbatch.vocabulary.ETCD_PORT`)."""
     if any(os.environ.get(k) for k in (BACKEND_ENV, HOST_ENV, PORT_ENV)):
         return Config()
     state = SystemState.load(data_dir)
@@ -33,7 +34,7 @@ def config_for(data_dir: Path) -> Config:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host in LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -77,7 +78,7 @@ def serve(data_dir: Path, *, host: str, port: int, period: float = 5.0) -> None:
         data_dir,
         config=config_for(data_dir),
         period=period,
-        allowed_hosts=LOOPBACK_NAMES if is_loopback(host) else None,
+        allowed_hosts=list(LOOPBACK_NAMES) if is_loopback(host) else None,
     )
     print(f"sdpbatch web: serving {data_dir} at {url_of(sock)}", flush=True)
     server = uvicorn.Server(

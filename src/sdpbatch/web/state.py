@@ -15,18 +15,26 @@ from sdpbatch.control.configdb.ids import check_pb_id
 from sdpbatch.control.status import system_status
 from sdpbatch.control.system.lifecycle import services_status
 from sdpbatch.control.system.processes import is_alive
-from sdpbatch.execution.pipeline import RESTORED
-from sdpbatch.web.files import LOGS, DataRoot, OutsideDataRoot, disk_usage, list_directory
-
-PREFIXES = ("/sb/", "/pb/", "/deploy/", "/buffer/", "/subarray/", "/resources/")
-"""Everything the overview shows: a change under any of them refreshes it."""
+from sdpbatch.vocabulary import (
+    LOGS_DIR,
+    LOOPBACK,
+    NEW,
+    TOP_LEVEL,
+    DeploymentStatus,
+    block_deployment_prefix,
+    deployment_display_status,
+    log_file_name,
+    workflow_deployment_id,
+)
+from sdpbatch.web.files import DataRoot, OutsideDataRoot, disk_usage, list_directory
+from sdpbatch.web.products import has_product
 
 
 class NotFound(Exception):
     """The block, buffer or product asked for does not exist."""
 
 
-def overview(config: Config) -> dict:
+def overview(config: Config, root: DataRoot) -> dict:
     """SBIs, processing blocks (states, reasons, dependencies), deployments, buffers, resources
     and subarrays: :func:`sdpbatch.control.status.system_status` plus SBIs and subarrays."""
     snapshot = system_status(config)
@@ -50,13 +58,13 @@ def overview(config: Config) -> dict:
         {"id": name, **record} for name, record in subarrays.items() if record is not None
     ]
     for buffer in snapshot["buffers"]:
-        buffer["product"] = (Path(buffer["path"]) / RESTORED).is_file()
+        buffer["product"] = has_product(root, buffer["name"])
     return snapshot
 
 
 def touch_overview_keys(txn) -> None:
     """Read every prefix the overview depends on (a watcher then wakes on any change)."""
-    for prefix in PREFIXES:
+    for prefix in TOP_LEVEL:
         txn.list_keys(prefix, recurse=True)
 
 
@@ -112,7 +120,9 @@ def block_view(config: Config, root: DataRoot, pb_id: str) -> dict:
         buffers = [b for b in buffers if b is not None and b.get("pb_id") == pb_id]
         names = set(txn.list_deployments()) | set(txn.list_deployment_states())
         ours = sorted(
-            d for d in names if d.startswith(f"proc-{pb_id}-") or d in {b["name"] for b in buffers}
+            d
+            for d in names
+            if d.startswith(block_deployment_prefix(pb_id)) or d in {b["name"] for b in buffers}
         )
         deployments = {d: (txn.get_deployment(d), txn.get_deployment_state(d)) for d in ours}
         dependents = [other for other in txn.list_pbs() if _depends_on(txn.get_pb(other), pb_id)]
@@ -125,7 +135,7 @@ def block_view(config: Config, root: DataRoot, pb_id: str) -> dict:
         "parameters": pb.get("parameters", {}),
         "dependencies": pb.get("dependencies", []),
         "dependents": dependents,
-        "status": state.get("status", "NEW"),
+        "status": state.get("status", NEW),
         "reason": state.get("reason"),
         "resources_available": bool(state.get("resources_available")),
         "owner": owner,
@@ -149,7 +159,7 @@ def _deployment(root: DataRoot, deploy_id: str, entry: dict | None, state: dict 
     return {
         "id": deploy_id,
         "type": (entry or {}).get("type") or state.get("type"),
-        "status": state.get("status", "PENDING") if entry else "REMOVING",
+        "status": deployment_display_status(entry, state),
         "error": state.get("error"),
         "processes": processes,
         "scheduler_address": state.get("scheduler_address"),
@@ -161,9 +171,9 @@ def _deployment(root: DataRoot, deploy_id: str, entry: dict | None, state: dict 
 def _dashboard_url(state: dict) -> str | None:
     """The Dask dashboard of a running engine: the scheduler's host, the dashboard's port."""
     port, address = state.get("dashboard"), state.get("scheduler_address")
-    if state.get("status") != "RUNNING" or not isinstance(port, int) or not address:
+    if state.get("status") != DeploymentStatus.RUNNING or not isinstance(port, int) or not address:
         return None
-    host = urlsplit(address).hostname or "127.0.0.1"
+    host = urlsplit(address).hostname or LOOPBACK
     return f"http://{host}:{port}/status"
 
 
@@ -179,7 +189,7 @@ def _buffer(root: DataRoot, record: dict) -> dict:
         "created": record.get("created"),
         "files": files,
         "size_bytes": sum(f["size_bytes"] for f in files),
-        "product": any(f["name"] == RESTORED for f in files),
+        "product": has_product(root, name),
     }
 
 
@@ -187,7 +197,7 @@ def _log_relative(root: DataRoot, path: str | None) -> str | None:
     """A log path of the database as ``logs/<name>``, if it lies in the data root's logs."""
     if not path:
         return None
-    relative = f"{LOGS}/{Path(path).name}"
+    relative = f"{LOGS_DIR}/{Path(path).name}"
     try:
         return relative if root.resolve(relative) == Path(path).resolve() else None
     except OutsideDataRoot:
@@ -196,12 +206,12 @@ def _log_relative(root: DataRoot, path: str | None) -> str | None:
 
 def _block_logs(root: DataRoot, pb_id: str) -> list[dict]:
     """The logs of the block's deployments (``logs/proc-<pb_id>-*.log``)."""
-    logs = root.path / LOGS
+    logs = root.path / LOGS_DIR
     if not logs.is_dir():
         return []
     return [
-        {"name": p.name, "path": f"{LOGS}/{p.name}", "size_bytes": p.stat().st_size}
-        for p in sorted(logs.glob(f"proc-{pb_id}-*.log"))
+        {"name": p.name, "path": f"{LOGS_DIR}/{p.name}", "size_bytes": p.stat().st_size}
+        for p in sorted(logs.glob(log_file_name(f"{block_deployment_prefix(pb_id)}*")))
         if p.is_file()
     ]
 
@@ -224,7 +234,7 @@ def _workflow_log(root: DataRoot, pb_id: str, state: dict) -> str | None:
     recorded = _log_relative(root, state.get("log"))
     if recorded:
         return recorded
-    default = f"{LOGS}/proc-{pb_id}-workflow.log"
+    default = f"{LOGS_DIR}/{log_file_name(workflow_deployment_id(pb_id))}"
     return default if root.resolve(default).is_file() else None
 
 

@@ -7,6 +7,7 @@ import signal
 from sdpbatch.control.admission import BlockRefused
 from sdpbatch.io.space import DiskFull, is_disk_full
 from sdpbatch.parameters import ParameterError
+from sdpbatch.vocabulary import LOGS_DIR
 
 MAX_REASON = 400  # characters: a reason is one line in `sdpbatch status`
 _ENGINE_LOST = (
@@ -44,6 +45,6 @@ def describe_failure(err: BaseException) -> str:
     if name in _ENGINE_LOST or "scheduler-connection-lost" in text:
         return _short(
             f"the block's Dask engine stopped during the run ({name}: {text}); see the "
-            "deployment's log in the data root's logs/"
+            f"deployment's log in the data root's {LOGS_DIR}/"
         )
     return _short(f"{name}: {text}")

@@ -33,6 +33,7 @@ from sdpbatch.control.configdb.backend import (
     TransactionConflict,
 )
 from sdpbatch.control.configdb.transaction import DEPLOYMENT_TYPES, Transaction
+from sdpbatch.vocabulary import ETCD_PORT, LOOPBACK
 
 LOG = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ class Config:
     Parameters
     ----------
     backend : ``"etcd3"`` or ``"memory"``; default ``$SDP_CONFIG_BACKEND``, else etcd3.
-    host, port : etcd address; default ``$SDP_CONFIG_HOST`` (127.0.0.1),
-        ``$SDP_CONFIG_PORT`` (2379).
+    host, port : etcd address; default ``$SDP_CONFIG_HOST`` (loopback,
+        :data:`~sdpbatch.vocabulary.LOOPBACK`), ``$SDP_CONFIG_PORT``
+        (:data:`~sdpbatch.vocabulary.ETCD_PORT`).
     lease_ttl : seconds the owner keys of this client outlive a stopped keep-alive; default
         ``$SDP_CONFIG_LEASE_TTL``, else 10.
     store : memory backend only: the :class:`MemoryStore` to share (default: process-wide).
@@ -85,8 +87,8 @@ class Config:
         else:
             from sdpbatch.control.configdb.backend_etcd import EtcdBackend
 
-            host = host or os.environ.get(HOST_ENV) or "127.0.0.1"
-            raw_port = port if port is not None else os.environ.get(PORT_ENV) or 2379
+            host = host or os.environ.get(HOST_ENV) or LOOPBACK
+            raw_port = port if port is not None else os.environ.get(PORT_ENV) or ETCD_PORT
             try:
                 port = int(raw_port)
             except ValueError as err:

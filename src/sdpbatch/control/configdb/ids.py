@@ -1,7 +1,8 @@
 """Identifier rules of the configuration database (the prototype's regular expressions).
 
 Every id becomes part of a database key, and some become directory or process names, so
-they are checked before anything is written: letters, digits and '-' only.
+they are checked before anything is written: letters, digits and '-' only.  Buffer names
+follow the one rule of :func:`sdpbatch.vocabulary.is_buffer_name` (they become directories).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 
 from sdpbatch.control.configdb.backend import ConfigError
+from sdpbatch.vocabulary import BUFFER_NAME_ALLOWED, is_buffer_name
 
 PB_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 SBI_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
@@ -34,7 +36,7 @@ class InvalidId(ConfigError, ValueError):
 def check_id(kind: str, value: object) -> str:
     """Return ``value`` if it is a valid id of ``kind``, else raise :class:`InvalidId`."""
     pattern, allowed = _RULES[kind]
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise InvalidId(f"invalid {kind} id {value!r}: allowed are {allowed}")
     return value
 
@@ -53,3 +55,11 @@ def check_deployment_id(value: object) -> str:
 
 def check_subarray_id(value: object) -> str:
     return check_id("subarray", value)
+
+
+def check_buffer_id(value: object) -> str:
+    """``value`` if it may name a buffer (:func:`sdpbatch.vocabulary.is_buffer_name`), else
+    :class:`InvalidId`."""
+    if not is_buffer_name(value):
+        raise InvalidId(f"invalid buffer name {value!r}: allowed are {BUFFER_NAME_ALLOWED}")
+    return value

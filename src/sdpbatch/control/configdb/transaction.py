@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdpbatch.control.configdb.backend import ConfigCollision, ConfigError, ConfigVanished, Put
 from sdpbatch.control.configdb.ids import (
+    check_buffer_id,
     check_deployment_id,
     check_id,
     check_pb_id,
@@ -260,16 +261,16 @@ class Transaction:
     # --- buffers and resources ----------------------------------------------------------------
 
     def get_buffer(self, name: str) -> dict | None:
-        return self.get(buffer_key(check_deployment_id(name)))
+        return self.get(buffer_key(check_buffer_id(name)))
 
     def create_buffer(self, name: str, record: dict) -> None:
-        self.create(buffer_key(check_deployment_id(name)), record)
+        self.create(buffer_key(check_buffer_id(name)), record)
 
     def update_buffer(self, name: str, record: dict) -> None:
-        self.update(buffer_key(check_deployment_id(name)), record)
+        self.update(buffer_key(check_buffer_id(name)), record)
 
     def delete_buffer(self, name: str) -> None:
-        self.delete(buffer_key(check_deployment_id(name)))
+        self.delete(buffer_key(check_buffer_id(name)))
 
     def list_buffers(self) -> list[str]:
         return [k[len(BUFFER) :] for k in self.list_keys(BUFFER)]

@@ -24,6 +24,7 @@ from pathlib import Path
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.engines.base import DaskRequest, Engine, EngineError
 from sdpbatch.control.resources import Capacity
+from sdpbatch.vocabulary import ENGINE, LOOPBACK
 
 __all__ = [
     "DaskRequest",
@@ -40,10 +41,8 @@ __all__ = [
 ]
 
 LOG = logging.getLogger(__name__)
-ENGINE_KEY = "/engine"
 KINDS = ("local", "slurm", "scheduler")
 ENGINE_CHOICES = "local, slurm or scheduler=ADDRESS"
-LOOPBACK = "127.0.0.1"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]{0,252})$")
 
@@ -168,16 +167,16 @@ def make_engine(spec: EngineSpec, data_root: Path, *, local: Capacity | None = N
 def record_engine(config: Config, spec: EngineSpec) -> None:
     """Record ``spec`` as the system's engine."""
     for txn in config.txn():
-        if txn.get(ENGINE_KEY) is None:
-            txn.create(ENGINE_KEY, spec.to_dict())
+        if txn.get(ENGINE) is None:
+            txn.create(ENGINE, spec.to_dict())
         else:
-            txn.update(ENGINE_KEY, spec.to_dict())
+            txn.update(ENGINE, spec.to_dict())
 
 
 def load_engine_spec(config: Config) -> EngineSpec:
     """The recorded engine; ``local`` if none was recorded."""
     for txn in config.txn():
-        raw = txn.get(ENGINE_KEY)
+        raw = txn.get(ENGINE)
     return EngineSpec.from_dict(raw) if raw else EngineSpec()
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from sdpbatch.control.engines.base import EngineError
 from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process, stop_process
+from sdpbatch.vocabulary import DASK_DIR
 
 SCHEDULER_START_TIMEOUT = 60.0  # s
 
 
 def work_dir(data_root: Path, deploy_id: str) -> Path:
     """The deployment's work directory under the data root (``dask/<deploy_id>``)."""
-    return Path(data_root) / "dask" / deploy_id
+    return Path(data_root) / DASK_DIR / deploy_id
 
 
 def fresh_work_dir(data_root: Path, deploy_id: str) -> Path:

@@ -20,8 +20,7 @@ from sdpbatch.control.engines.dask_processes import (
 )
 from sdpbatch.control.resources import Capacity, machine_capacity
 from sdpbatch.control.system.processes import ProcessRecord, start_process, stop_process
-
-HOST = "127.0.0.1"
+from sdpbatch.vocabulary import LOOPBACK
 
 
 class LocalEngine:
@@ -39,7 +38,7 @@ class LocalEngine:
     def start(self, deploy_id: str, request: DaskRequest, *, log_path: Path) -> dict:
         directory = fresh_work_dir(self.data_root, deploy_id)
         scheduler, info = start_scheduler(
-            deploy_id, directory, host=HOST, log_path=log_path, env=request.mark_env
+            deploy_id, directory, host=LOOPBACK, log_path=log_path, env=request.mark_env
         )
         records = [scheduler]
         try:
@@ -84,7 +83,7 @@ def _start_worker(
             "--scheduler-file",
             str(directory / "scheduler.json"),
             "--host",
-            HOST,
+            LOOPBACK,
             "--nworkers",
             "1",
             "--nthreads",

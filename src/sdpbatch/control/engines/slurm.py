@@ -34,6 +34,7 @@ from sdpbatch.control.engines.dask_processes import (
     work_dir,
 )
 from sdpbatch.control.resources import Capacity, ResourceRequest, worker_memory_bytes
+from sdpbatch.control.system.data_root import Layout
 from sdpbatch.control.system.processes import stop_process
 from sdpbatch.vocabulary import DeploymentStatus
 
@@ -152,7 +153,7 @@ class SlurmEngine:
         return job.job_script()
 
     def _submit(self, deploy_id: str, script: Path) -> str:
-        logs = self.data_root / "logs"
+        logs = Layout(self.data_root).logs
         logs.mkdir(parents=True, exist_ok=True)  # SLURM fails a job whose output it cannot open
         return slurm.submit(script, output=logs / f"{deploy_id}-job-%j.log", cwd=script.parent)
 
@@ -175,7 +176,7 @@ class SlurmEngine:
                     **state,
                     "status": DeploymentStatus.FAILED,
                     "error": f"worker job {job_id} ended ({how}) and no replacements are left; "
-                    f"see {self.data_root / 'logs'}/{deploy_id}-job-*.log",
+                    f"see {Layout(self.data_root).logs}/{deploy_id}-job-*.log",
                 }
             new_id = self._submit(deploy_id, Path(state["job_script"]))
             LOG.info(

@@ -43,6 +43,7 @@ from sdpbatch.control.subarray.state_machine import (
     Power,
     plan_command,
 )
+from sdpbatch.vocabulary import SbiStatus
 
 LOG = logging.getLogger(__name__)
 STABLE = {ObsState.EMPTY, ObsState.IDLE, ObsState.READY, ObsState.SCANNING, ObsState.ABORTED}
@@ -157,7 +158,7 @@ class SDPSubarray(Device):
             sbi = txn.get_sbi(record.sbi_id) if record and record.sbi_id else None
         if record is None:
             return
-        self._power = Power.OFF if record.state == "OFF" else Power.ON
+        self._power = Power.OFF if record.state == Power.OFF.value else Power.ON
         target = ObsState.__members__.get(record.obs_state_target, ObsState.EMPTY)
         self._obs_state = target if target in STABLE else ObsState.FAULT
         if self._obs_state is not ObsState.EMPTY and sbi is not None:
@@ -201,7 +202,9 @@ class SDPSubarray(Device):
     def Off(self) -> None:
         """Power off (EMPTY); cancels the assigned SBI."""
         sbi_id = self._sbi_id
-        self._execute("Off", lambda txn: intent.end_sbi(txn, sbi_id, "CANCELLED"), clear=True)
+        self._execute(
+            "Off", lambda txn: intent.end_sbi(txn, sbi_id, SbiStatus.CANCELLED), clear=True
+        )
 
     @command(dtype_in=str, doc_in="scheduling block instance configuration (JSON)")
     def AssignResources(self, config_text: str) -> None:
@@ -219,7 +222,9 @@ class SDPSubarray(Device):
         """End the SBI (status FINISHED) (IDLE -> EMPTY)."""
         sbi_id = self._sbi_id
         self._execute(
-            "ReleaseResources", lambda txn: intent.end_sbi(txn, sbi_id, "FINISHED"), clear=True
+            "ReleaseResources",
+            lambda txn: intent.end_sbi(txn, sbi_id, SbiStatus.FINISHED),
+            clear=True,
         )
 
     @command(dtype_in=str, doc_in='{"scan_type": ..., "new_scan_types": [...]} (JSON)')
@@ -275,7 +280,9 @@ class SDPSubarray(Device):
     def Restart(self) -> None:
         """Cancel the SBI and go to EMPTY (ABORTED/FAULT -> EMPTY)."""
         sbi_id = self._sbi_id
-        self._execute("Restart", lambda txn: intent.end_sbi(txn, sbi_id, "CANCELLED"), clear=True)
+        self._execute(
+            "Restart", lambda txn: intent.end_sbi(txn, sbi_id, SbiStatus.CANCELLED), clear=True
+        )
 
     def _clear_scan(self, name: str) -> None:
         """Command ``name`` that leaves the SBI without scan type or scan (End, ObsReset)."""

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdpbatch.control.subarray.schema import ConfigurationError, external_dependencies
+from sdpbatch.control.subarray.state_machine import ObsState, Power
+from sdpbatch.vocabulary import SbiStatus
 
 
 @dataclass(frozen=True)
 class SubarrayRecord:
     """The ``/subarray/NN`` entry: ``{state, sbi_id, last_command, obs_state_target}``."""
 
-    state: str  # "ON" or "OFF"
+    state: str  # Power.ON or Power.OFF (the value)
     sbi_id: str | None
     last_command: str
     obs_state_target: str  # name of the obsState the last command leads to
@@ -46,10 +48,10 @@ def read_subarray(txn, subarray_id: str) -> SubarrayRecord | None:
     if raw is None:
         return None
     return SubarrayRecord(
-        state=raw.get("state", "ON"),
+        state=raw.get("state", Power.ON.value),
         sbi_id=raw.get("sbi_id"),
         last_command=raw.get("last_command", ""),
-        obs_state_target=raw.get("obs_state_target", "EMPTY"),
+        obs_state_target=raw.get("obs_state_target", ObsState.EMPTY.name),
     )
 
 
@@ -66,7 +68,7 @@ def sbi_entry(config: dict[str, Any], subarray_id: str) -> dict[str, Any]:
         "pb_receive_addresses": None,
         "current_scan_type": None,
         "scan_id": None,
-        "status": "ACTIVE",
+        "status": SbiStatus.ACTIVE,
     }
 
 
@@ -109,7 +111,7 @@ def end_sbi(txn, sbi_id: str | None, status: str) -> None:
     if sbi_id is None:
         return
     sbi = txn.get_sbi(sbi_id)
-    if sbi is not None and sbi.get("status") == "ACTIVE":
+    if sbi is not None and sbi.get("status") == SbiStatus.ACTIVE:
         txn.update_sbi(sbi_id, {**sbi, "status": status})
 
 

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from tango.server import run
 
 from sdpbatch.control.subarray.device import SDPSubarray
+from sdpbatch.vocabulary import LOOPBACK
 
 SERVER_NAME = "SDPSubarray"
-LOOPBACK_ENDPOINT = ["-ORBendPoint", "giop:tcp:127.0.0.1:"]
+LOOPBACK_ENDPOINT = ["-ORBendPoint", f"giop:tcp:{LOOPBACK}:"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdpbatch.vocabulary import ETCD_DIR, LOGS_DIR, TANGO_DIR
+
 DATA_DIR_ENV = "SDPBATCH_DATA_DIR"
 DEFAULT_DATA_DIR = "sdp-data"
 
@@ -38,15 +40,15 @@ class Layout:
 
     @property
     def logs(self) -> Path:
-        return self.data_dir / "logs"
+        return self.data_dir / LOGS_DIR
 
     @property
     def etcd(self) -> Path:
-        return self.data_dir / "etcd"
+        return self.data_dir / ETCD_DIR
 
     @property
     def tango(self) -> Path:
-        return self.data_dir / "tango"
+        return self.data_dir / TANGO_DIR
 
     @property
     def tango_db_file(self) -> Path:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from sdpbatch.control.system.processes import ProcessRecord, start_process
+from sdpbatch.vocabulary import LOOPBACK
 
 MAX_TXN_OPS = 4096  # etcd's default of 128 compares+operations is too small for big listings
 
@@ -31,7 +32,7 @@ def etcd_binary() -> Path:
     )
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = LOOPBACK) -> int:
     """A TCP port that is free on ``host`` right now."""
     with socket.socket() as s:
         s.bind((host, 0))
@@ -42,8 +43,8 @@ def etcd_command(
     data_dir: Path, *, client_port: int, peer_port: int, unsafe_no_fsync: bool = False
 ) -> list[str]:
     """The etcd command line for a one-member cluster on loopback."""
-    client = f"http://127.0.0.1:{client_port}"
-    peer = f"http://127.0.0.1:{peer_port}"
+    client = f"http://{LOOPBACK}:{client_port}"
+    peer = f"http://{LOOPBACK}:{peer_port}"
     command = [
         str(etcd_binary()),
         "--name",

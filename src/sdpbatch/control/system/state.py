@@ -15,8 +15,9 @@ from typing import Any
 from sdpbatch.control.system.data_root import DATA_DIR_ENV, Layout
 from sdpbatch.control.system.processes import ProcessRecord
 from sdpbatch.io.atomic import atomic_path
+from sdpbatch.vocabulary import LOOPBACK
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 """Every server of the system listens on loopback."""
 WEB_URL_ENV = "SDPBATCH_WEB_URL"
 RUN_ID_ENV = "SDPBATCH_SYSTEM_ID"

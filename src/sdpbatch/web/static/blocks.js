@@ -16,13 +16,12 @@ function sbiRows(sbis) {
 
 function blockRows(blocks) {
   return blocks.map((pb) => {
-    const held = pb.resources_available && ["WAITING", "RUNNING"].includes(pb.status);
     return el("tr", { "data-pb": pb.id },
       el("td", {}, blockLink(pb.id)),
       el("td", { text: pb.sbi_id ?? "-" }),
       el("td", { text: pb.workflow }),
       el("td", { class: "pb-status", "data-pb": pb.id }, badge(pb.status)),
-      el("td", { class: pb.reason ? "reason" : "muted", text: pb.reason || (held ? "resources held" : "") }),
+      el("td", { class: pb.reason ? "reason" : "muted", text: pb.reason || (pb.resources_held ? "resources held" : "") }),
       el("td", {}, pb.dependencies.length ? pb.dependencies.map((id, i) => [i ? ", " : "", blockLink(id)]) : "-"));
   });
 }
