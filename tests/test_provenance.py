@@ -103,7 +103,7 @@ def test_verify_command_passes_then_catches_a_changed_and_a_missing_file(product
     printed = capsys.readouterr().out.splitlines()
     assert "changed: field7_residual.fits" in printed
     assert "missing: field7_restored.png" in printed
-    assert printed[-1].startswith("FAILED: ")
+    assert printed[-1].startswith("MISMATCH: ")
 
 
 def test_verify_without_a_manifest_is_a_user_error(tmp_path, capsys):

@@ -47,8 +47,12 @@ STATUSES = {str(s) for enum in (V.BlockStatus, V.SbiStatus, V.DeploymentStatus) 
 EQUAL = {word: "BlockStatus, SbiStatus, DeploymentStatus, NEW, PENDING, REMOVING" for word in
          STATUSES} | {V.LOGS_DIR: "LOGS_DIR (or Layout.logs)", V.DASK_DIR: "DASK_DIR"}  # fmt: skip
 """Strings that are a name when they are the whole string (not a JSON field or a command)."""
-FOREIGN = {"control/engines/slurm_commands.py": {"PENDING", "RUNNING"}}
-"""Words of another system spelled like ours: SLURM's job states."""
+FOREIGN = {
+    "control/engines/slurm_commands.py": {"PENDING", "RUNNING"},
+    "io/provenance.py": {"dask"},
+    "execution/runner.py": {"dask"},
+}
+"""Words of another system spelled like ours: SLURM's job states, the Dask package."""
 NUMBERS = {V.ETCD_PORT: "ETCD_PORT"}
 
 

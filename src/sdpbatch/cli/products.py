@@ -39,7 +39,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"changed: {name}")
     for name in found.unlisted:
         print(f"not in the manifest: {name}")
-    verdict = "OK" if found.ok else "FAILED"
+    verdict = "OK" if found.ok else "MISMATCH"
     print(
         f"{verdict}: {len(found.good)} file(s) as written, {len(found.missing)} missing, "
         f"{len(found.changed)} changed ({args.directory / PROVENANCE})"
