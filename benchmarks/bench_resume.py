@@ -67,7 +67,8 @@ def _products(out: Path) -> dict[str, np.ndarray]:
     found = {p.name: fits.getdata(p) for p in sorted(out.glob("*.fits"))}
     with h5py.File(next(out.glob("*_gains.h5"))) as h5:
         for name, soltab in h5["sol000"].items():
-            found[name] = soltab["val"][()]
+            if isinstance(soltab, h5py.Group):  # a solution table (not the antenna table)
+                found[name] = soltab["val"][()]
     return found
 
 
