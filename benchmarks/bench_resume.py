@@ -86,6 +86,10 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "sdpbatch.cli", "simulate", str(args.params),
                         "--out", str(vis), "--no-progress"], check=True)  # fmt: skip
     ms = sorted(vis.glob("*.ms"))
+    if not args.workers:  # in this process: the seed's n_workers would start a cluster
+        params.pop("n_workers", None)
+    args.params = args.out / "ical-params.json"
+    args.params.write_text(json.dumps(params))
     whole = args.out / "whole"
     seconds, _ = _timed(_ical(ms, whole, args.params, args.workers))
     qa = json.loads((whole / "qa.json").read_text())
