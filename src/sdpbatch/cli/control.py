@@ -62,7 +62,7 @@ def _add_component_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_block_commands(sub: argparse._SubParsersAction) -> None:
-    """process (create a block), status and logs."""
+    """process (create a block), status, resume and logs."""
     p = sub.add_parser(
         "process",
         help="create a processing block (no subarray needed)",
@@ -81,6 +81,17 @@ def _add_block_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_data_dir_option(p, DATA_DIR)
     p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser(
+        "resume",
+        help="run a FAILED batch block again from its checkpoint",
+        description="A FAILED batch imaging block whose ICAL left a checkpoint beside its "
+        "image buffer goes back to the controller and continues from its last complete major "
+        "cycle, on whatever engine is up; its products are those of an uninterrupted run.",
+    )
+    p.add_argument("pb_id")
+    add_data_dir_option(p, DATA_DIR)
+    p.set_defaults(handler=_cmd_resume)
 
     p = sub.add_parser("logs", help="the workflow log of a processing block")
     p.add_argument("pb_id")
@@ -263,6 +274,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 print(json.dumps(snapshot), flush=True)
             else:
                 print("\033[2J\033[H" + text_of(snapshot), flush=True)
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from sdpbatch.control.configdb import Config
+    from sdpbatch.control.resume import ResumeRefused, request_resume
+
+    with control_errors(), Config() as config:
+        try:
+            found = request_resume(config, args.pb_id, data_root=resolve_data_dir(args.data_dir))
+        except ResumeRefused as err:
+            raise UsageError(str(err)) from None
+    print(
+        f"{found.pb_id} goes on after cycle {found.cycles_done} from {found.checkpoint} "
+        f"(follow it: sdpbatch logs --follow {found.pb_id})"
+    )
     return 0
 
 

@@ -2,8 +2,9 @@
 
 For every processing block:
 
-1. new block -> its workflow deployment ``proc-<pb_id>-workflow`` and state ``STARTING``
-   (``FAILED`` with a reason if the workflow is not registered or can never fit the engine);
+1. new block, or a FAILED one asked to resume (``sdpbatch resume``, :mod:`.resume`) -> its
+   workflow deployment ``proc-<pb_id>-workflow`` and state ``STARTING`` (``FAILED`` with a
+   reason if the workflow is not registered or can never fit the engine);
 2. a dependency ``FAILED`` or ``CANCELLED`` -> ``CANCELLED`` with the reason;
 3. ``WAITING``, every dependency ``FINISHED`` and its resources free -> hold the resources
    (``/resources/<pb_id>``) and set ``resources_available``;
@@ -75,6 +76,11 @@ def component_info(name: str) -> dict:
     }
 
 
+def _resume_requested(state: dict) -> bool:
+    """A FAILED block that ``sdpbatch resume`` asked to go on (:mod:`.resume`)."""
+    return state.get("status") == BlockStatus.FAILED and bool(state.get("resume_requested"))
+
+
 class Controller:
     """Reconciles processing blocks, deployments and resources."""
 
@@ -135,8 +141,8 @@ class Controller:
         if self.capacity is None:
             return
         for txn in txns():
-            pb = txn.get_pb(pb_id)
-            if pb is None or txn.get_pb_state(pb_id) is not None:
+            pb, state = txn.get_pb(pb_id), txn.get_pb_state(pb_id)
+            if pb is None or (state is not None and not _resume_requested(state)):
                 return
             key = workflow_key(pb["workflow"])
             reason = None
@@ -174,13 +180,17 @@ class Controller:
                     "args": {"module": self.workflow_module, "args": [pb_id]},
                 }
             )
-            txn.create_pb_state(
-                pb_id, {"status": BlockStatus.STARTING, "resources_available": False}
-            )
+            starting = {"status": BlockStatus.STARTING, "resources_available": False}
+            if state is None:
+                txn.create_pb_state(pb_id, starting)
+            else:  # taken up from its checkpoint: the workflow is told so
+                resumed = state.get("resumed", 0) + 1
+                txn.update_pb_state(pb_id, {**starting, "resume": True, "resumed": resumed})
         if reason:
             LOG.warning("Processing block %s not started: %s", pb_id, reason)
         else:
-            LOG.info("Processing block %s: deploying workflow %s", pb_id, key)
+            again = " again, to resume from its checkpoint" if state is not None else ""
+            LOG.info("Processing block %s: deploying workflow %s%s", pb_id, key, again)
 
     def cancel_if_dependency_ended(self, txns, pb_id: str) -> None:
         reason = None

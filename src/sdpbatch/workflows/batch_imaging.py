@@ -40,6 +40,9 @@ def batch_imaging(block: ProcessingBlock) -> None:
     from sdpbatch.execution.runner import OnDask
 
     params = block_parameters(block)
+    resume = bool(block.state().get("resume"))
+    if resume:
+        LOG.info("Resuming from the checkpoint beside %s", params.buffer_img)
     block.wait_for_resources()
 
     LOG.info("Creating buffer reservations")
@@ -55,7 +58,7 @@ def batch_imaging(block: ProcessingBlock) -> None:
         writing_into([vis, img], needed=sum(n for _, n in needs)),
     ):
         client.wait_for_workers(params.n_workers, timeout=120)
-        batch_imaging_pipeline(params, vis, img, runner=OnDask(client))
+        batch_imaging_pipeline(params, vis, img, runner=OnDask(client), resume=resume)
     LOG.info("Finished processing")
 
     LOG.info("Removing Dask EE deployment")

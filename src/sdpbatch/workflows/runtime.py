@@ -90,6 +90,12 @@ class ProcessingBlock:
                 txn.update_pb_state(self.pb_id, state)
         return state
 
+    def state(self) -> dict:
+        """The block's state as the database has it now."""
+        for txn in self.config.txn():
+            state = txn.get_pb_state(self.pb_id) or {}
+        return state
+
     def wait_for_resources(self) -> None:
         """``WAITING`` until the controller releases the block, then ``RUNNING``."""
         self.update_state(status=BlockStatus.WAITING)
