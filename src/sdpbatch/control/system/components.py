@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sdpbatch.control.configdb import Config
 from sdpbatch.control.engines import EngineSpec
 from sdpbatch.control.system.data_root import Layout
 from sdpbatch.control.system.etcd_server import start_etcd, wait_healthy
@@ -218,12 +219,17 @@ COMPONENTS = tuple(STARTERS)
 # ----------------------------------------------------------------------------------------------
 
 
+def system_config(state: SystemState) -> Config:
+    """The configuration database of the system, for ``up`` and its clients: each call rides
+    out a short unavailability (up to :data:`START_TIMEOUT` s), as the components' calls do."""
+    return Config("etcd3", host=HOST, port=state.ports["etcd_client"], patience=START_TIMEOUT)
+
+
 def choose_engine(state: SystemState, engine: EngineSpec | None) -> None:
     """Record ``engine`` (None: keep the recorded one) and check that it answers (etcd runs)."""
     from sdpbatch.control import engines
-    from sdpbatch.control.configdb import Config
 
-    with Config("etcd3", host=HOST, port=state.ports["etcd_client"]) as config:
+    with system_config(state) as config:
         spec = engine or engines.load_engine_spec(config)
         try:
             engines.make_engine(spec, state.data_dir).capacity()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import socket
 import time
 import uuid
@@ -34,6 +35,7 @@ from sdpbatch.control.system.components import (
     choose_engine,
     register_devices,
     start_supervisor,
+    system_config,
 )
 from sdpbatch.control.system.data_root import Layout, resolve_data_dir
 from sdpbatch.control.system.etcd_server import free_port
@@ -90,7 +92,7 @@ def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> Sys
     if previous is not None and any(p.alive() for p in previous.processes):
         raise AlreadyUp(
             f"the system of {data_dir} is already up ({previous.summary()}); "
-            f"'sdpbatch down --data-dir {data_dir}' stops it"
+            f"'{shlex.join(['sdpbatch', 'down', '--data-dir', str(data_dir)])}' stops it"
         )
     layout = Layout(data_dir)
     layout.logs.mkdir(parents=True, exist_ok=True)
@@ -242,6 +244,18 @@ def services_status(data_dir: Path | None = None) -> dict[str, Any]:
         if supervisor is None
         else {"pid": supervisor.pid, "alive": supervisor.alive()},
     }
+
+
+def engine_line(state: SystemState) -> str:
+    """The recorded engine and its size, for the summary ``up`` prints; the database is
+    opened with the components' patience (:func:`.components.system_config`)."""
+    from sdpbatch.control.engines import engine_status
+
+    with system_config(state) as config:
+        engine = engine_status(config)
+    capacity = engine.get("capacity")
+    size = f": {capacity['threads']} worker threads" if capacity else f" ({engine.get('error')})"
+    return f"{engine['description']}{size}"
 
 
 def format_services(services: dict[str, Any]) -> str:
