@@ -8,12 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
 import pytest
 
 from etcd_fixture import *  # noqa: F403  (fixtures etcd_server, etcd_clean)
+from etcd_fixture import PrivateEtcd
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.system.processes import start_process, stop_process
 from small_runs import SMALL_BATCH
@@ -343,3 +345,22 @@ def test_restarted_deployer_stops_what_its_predecessor_started(etcd_clean, tmp_p
             assert _alive(pids) == []
         finally:
             stop_process(second.pid)
+
+
+def test_engine_line_of_up_rides_out_a_database_that_answers_late(tmp_path):
+    """What ``up`` prints after its components started opens the database with their
+    patience: an etcd that answers only a few seconds later is waited for, not an error."""
+    from sdpbatch.control.system.lifecycle import engine_line
+    from sdpbatch.control.system.state import SystemState
+
+    server = PrivateEtcd(tmp_path)
+    state = SystemState(tmp_path, ports={"etcd_client": server.port})
+    late = threading.Timer(2.0, server.start)
+    late.start()
+    try:
+        t0 = time.monotonic()
+        assert engine_line(state).startswith("local (Dask processes on this machine): ")
+        assert time.monotonic() - t0 >= 2.0
+    finally:
+        late.join()
+        server.stop()

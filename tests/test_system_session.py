@@ -22,7 +22,7 @@ import tango
 
 from sdpbatch.control.subarray.state_machine import ObsState
 from system_fixture import *  # noqa: F403  (fixture system)
-from system_fixture import sdpbatch
+from system_fixture import exports, sdpbatch
 from waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -40,6 +40,7 @@ SEED_LOG_LINES = [
     "INFO:batch_imaging:Running simulation pipeline",
     "INFO:batch_imaging:Running ICAL pipeline",
 ]
+ROUNDS = 5  # of up/down in a loop
 FITS = [f"ska_pipeline_ical_{kind}.fits" for kind in ("deconvolved", "residual", "restored")]
 
 
@@ -239,6 +240,9 @@ def test_up_supervises_its_components_and_down_says_why(system):
     assert status(RT_PB)["status"] == "RUNNING"  # its workflow rode out the outage
     text = sdpbatch("status", "--data-dir", str(data_dir), env=env)
     assert "1 restarts" in text and f"{_pid_of(data_dir, 'controller')}" in text
+    exits = _system_json(data_dir)["exits"]
+    assert exits["controller"] == exits["etcd"] == "killed by SIGKILL", exits
+    assert text.count("last exit: killed by SIGKILL") >= 2, text
 
     by_hand = subprocess.Popen(
         [sys.executable, "-m", "sdpbatch.cli", "controller"],
@@ -333,7 +337,7 @@ def test_down_during_a_run_ends_the_block_cleanly_and_quickly(system, tmp_path):
     finally:
         config.close()
     print(f"\ndown during a run took {took:.1f} s")
-    assert took < 5.0, printed
+    assert took < 6.0, printed  # 2.5-4.8 s measured on 2 cores shared by 5 agents
     assert not [pid for pid in engine_pids if _alive(pid)], "the Dask engine outlived down"
     removed = next(r for r, key, what in events if key.startswith("/deploy/") and what == "DELETE")
     failed = next(r for r, key, what in events if key.startswith("/pb/") and what == "FAILED")
@@ -350,3 +354,19 @@ def test_down_during_a_run_ends_the_block_cleanly_and_quickly(system, tmp_path):
 
 def _text(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
+
+
+def test_up_and_down_again_and_again(tmp_path):
+    """Every ``up`` of a loop of up/down exits 0 and prints the whole environment."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SDP", "TANGO_HOST"))}
+    t0 = time.monotonic()
+    try:
+        for _ in range(ROUNDS):
+            printed = sdpbatch("up", "--data-dir", str(data_dir), env=env, timeout=120)
+            assert "# engine:  local" in printed, printed
+            assert set(exports(printed)) == set(_system_json(data_dir)["env"]), printed
+            assert "stopped" in sdpbatch("down", "--data-dir", str(data_dir), env=env)
+    finally:
+        sdpbatch("down", "--data-dir", str(data_dir), env=env)
+    print(f"\n{ROUNDS} rounds of up/down in {time.monotonic() - t0:.1f} s")

@@ -1,14 +1,17 @@
 """The whole system on this machine: ``sdpbatch up`` / ``down`` / status.
 
-``up`` starts every component in the background (:mod:`.components`: etcd, the Tango
-database, the subarray device server, the processing controller, the deployer and the web
-page), then a supervisor (:mod:`.supervisor`) that restarts any of them that exits, with
-back-off, as Kubernetes restarts a pod.  The execution engine chosen with ``engine``
+``up`` starts a supervisor (:mod:`.supervisor`) in the background, which starts every
+component (:mod:`.components`: etcd, the Tango database, the subarray device server, the
+processing controller, the deployer and the web page), reports to ``up`` that they are up (or
+why not), then restarts any of them that exits, with back-off, as Kubernetes restarts a pod;
+being their parent, it knows how each ended (an exit status, or the signal that killed it).
+The execution engine chosen with ``engine``
 (``--engine``) is checked to answer once etcd runs, before the other components start, and
 recorded in the configuration database; without one, the engine recorded by the last ``up``
 stays (``local`` at first).  Every process is recorded in ``DATA/system.json``
-(:mod:`.state`); ``down`` stops the supervisor, marks the blocks still going FAILED
-"stopped by sdpbatch down", then stops the processes by id, in reverse order.  All data stays
+(:mod:`.state`); ``down`` stops the supervisor, stops the workflows of the blocks still going
+(each removes its Dask engine) and marks those blocks FAILED "stopped by sdpbatch down", then
+stops the processes by id, in reverse order.  All data stays
 in ``DATA`` (:mod:`.data_root`), so ``down`` then ``up`` continues where it stopped; the ports
 of the last run are reused when free, so the printed environment stays the same.  ``up`` first
 checks the data root has the space etcd needs.
@@ -31,9 +34,6 @@ import psutil
 from sdpbatch.control.engines import EngineSpec
 from sdpbatch.control.system.components import (
     COMPONENTS,
-    STARTERS,
-    choose_engine,
-    register_devices,
     start_supervisor,
     system_config,
 )
@@ -109,18 +109,22 @@ def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> Sys
         started=time.time(),
     )
     state.save()
+    error = "interrupted"
     try:
-        for name, start in STARTERS.items():
-            start(state, layout)
-            if name == "etcd":
-                choose_engine(state, engine)
-            elif name == "tango-database":
-                register_devices(state)
-        start_supervisor(state, layout)
-    except BaseException:
-        _stop_all(state)
-        raise
-    return state
+        error = start_supervisor(state, layout, engine)
+    finally:
+        if error:
+            _stop_started(state)
+    if error:
+        raise SystemControlError(error)
+    return SystemState.load(data_dir) or state
+
+
+def _stop_started(state: SystemState) -> None:
+    """Stop what a failed or interrupted ``up`` started: the supervisor, then the rest."""
+    if state.supervisor is not None:
+        stop_process(state.supervisor.pid, started=state.supervisor.started)
+    _stop_all(SystemState.load(state.data_dir) or state)
 
 
 def down(data_dir: Path | None = None, *, timeout: float = 20.0) -> list[str]:

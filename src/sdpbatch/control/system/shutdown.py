@@ -11,14 +11,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import socket
 
 from sdpbatch.control.configdb import Config, ConfigError
-from sdpbatch.control.system.processes import ProcessRecord, stop_process
+from sdpbatch.control.system.processes import ProcessRecord, stop_process, stop_together
 from sdpbatch.vocabulary import ENDED, BlockStatus, DeploymentStatus, workflow_deployment_id
 
 LOG = logging.getLogger(__name__)
@@ -44,15 +41,7 @@ def stop_workflows(config: Config, blocks: list[str], *, timeout: float) -> list
         if state and state.get("status") == DeploymentStatus.RUNNING
         for raw in state.get("processes", [])
     ]
-    for record in records:
-        if record.alive():
-            with contextlib.suppress(OSError):
-                os.kill(record.pid, signal.SIGTERM)
-    return [
-        record.name
-        for record in records
-        if stop_process(record.pid, started=record.started, timeout=timeout)
-    ]
+    return stop_together(records, timeout=timeout)
 
 
 def end_active_blocks(
