@@ -19,6 +19,7 @@ from etcd_fixture import PrivateEtcd
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.system.processes import start_process, stop_process
 from small_runs import SMALL_BATCH
+from waiting import wait_until
 
 LEASE_TTL = 2.0
 
@@ -140,10 +141,11 @@ def test_dask_workflow_runs_through_all_states(plane, tmp_path):
     assert result["sum_of_squares"] == sum(i * i for i in range(100))
     assert len(result["workers"]) == 2
     assert len(_pids(dask)) == 3  # scheduler + 2 workers, all gone at the end
-    end = time.monotonic() + 30
-    while (_alive(_pids(dask)) or _alive(_pids(workflow))) and time.monotonic() < end:
-        time.sleep(0.2)
-    assert _alive(_pids(dask)) == [] and _alive(_pids(workflow)) == []
+    wait_until(
+        "the engine and workflow processes to go",
+        lambda: not _alive(_pids(dask)) and not _alive(_pids(workflow)),
+        30,
+    )
     for txn in config.txn():
         if txn.list_allocations() or any(d.startswith("proc-") for d in txn.list_deployments()):
             txn.loop(wait=True, timeout=10)
@@ -176,10 +178,7 @@ def test_raising_workflow_fails_and_leaves_no_process(plane, tmp_path):
     assert state["status"] == "FAILED"
     assert state["reason"] == "RuntimeError: boom in the science"
     assert len(_pids(dask)) == 2
-    end = time.monotonic() + 30
-    while _alive(_pids(dask)) and time.monotonic() < end:
-        time.sleep(0.2)
-    assert _alive(_pids(dask)) == []
+    wait_until("the engine processes to go", lambda: not _alive(_pids(dask)), 30)
     dask.stop()
 
 
@@ -308,10 +307,8 @@ def test_batch_imaging_end_to_end(plane, tmp_path):
     ]
     messages = [line.split(":", 2)[2] for line in log]
     assert [m for m in messages if m in expected] == expected
-    end = time.monotonic() + 30
-    while _alive(_pids(dask)) and time.monotonic() < end:
-        time.sleep(0.2)
-    assert len(_pids(dask)) == 3 and _alive(_pids(dask)) == []
+    wait_until("the engine processes to go", lambda: not _alive(_pids(dask)), 30)
+    assert len(_pids(dask)) == 3
     states.stop()
     dask.stop()
 
