@@ -293,8 +293,11 @@ def run_workflow(
         previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return _run(block, function, keeper=keeper if previous is not None else None)
-    except Stopped as err:  # while claiming or cleaning up: nothing of the science to end
-        log.info("Stopping: %s", describe_failure(err))
+    except Stopped as err:  # while claiming or ending the block
+        reason = describe_failure(err)
+        log.info("Stopping: %s", reason)
+        _remove_engines(block, STOP_WAIT)
+        block.fail(reason)
         return 1
     finally:
         if previous is not None:
