@@ -20,6 +20,7 @@ import pytest
 from sdpbatch.control.engines.scheduler import scheduler_identity
 from sdpbatch.control.system.etcd_server import free_port
 from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process, stop_process
+from system_fixture import exports as printed_exports
 from waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -90,11 +91,7 @@ def system(dask_cluster, tmp_path_factory) -> Iterator[tuple[Path, dict[str, str
         )
         assert result.returncode == 0, result.stderr
         assert f"# engine:  scheduler={address} (an existing Dask cluster)" in result.stdout
-        exports = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in result.stdout.splitlines()
-            if line.startswith("export ")
-        )
+        exports = printed_exports(result.stdout)
         yield data_dir, {**env, **exports}
     finally:
         sdpbatch("down", "--data-dir", str(data_dir), env=env)
