@@ -11,7 +11,8 @@ recorded in the configuration database; without one, the engine recorded by the 
 stays (``local`` at first).  Every process is recorded in ``DATA/system.json``
 (:mod:`.state`); ``down`` stops the supervisor, stops the workflows of the blocks still going
 (each removes its Dask engine) and marks those blocks FAILED "stopped by sdpbatch down", then
-stops the processes by id, in reverse order.  All data stays
+stops the processes by id: those that use the databases together, then the Tango database,
+then etcd.  All data stays
 in ``DATA`` (:mod:`.data_root`), so ``down`` then ``up`` continues where it stopped; the ports
 of the last run are reused when free, so the printed environment stays the same.  ``up`` first
 checks the data root has the space etcd needs.
@@ -39,13 +40,14 @@ from sdpbatch.control.system.components import (
 )
 from sdpbatch.control.system.data_root import Layout, resolve_data_dir
 from sdpbatch.control.system.etcd_server import free_port
-from sdpbatch.control.system.processes import stop_process
+from sdpbatch.control.system.processes import stop_process, stop_together
 from sdpbatch.control.system.shutdown import end_blocks_and_stop_strays
 from sdpbatch.control.system.state import HOST, RUN_ID_ENV, SystemControlError, SystemState
 from sdpbatch.io.space import check_space
 
 LOG = logging.getLogger(__name__)
 
+DATABASES = ("etcd", "tango-database")  # stopped last, one after the other: the others use them
 ETCD_SPACE = 70 * 10**6  # bytes: etcd preallocates a 64 MB write-ahead log segment
 
 
@@ -128,13 +130,14 @@ def _stop_started(state: SystemState) -> None:
 
 
 def down(data_dir: Path | None = None, *, timeout: float = 20.0) -> list[str]:
-    """Stop every process of ``data_dir``'s system, newest first; return what stopped.
+    """Stop every process of ``data_dir``'s system; return what stopped.
 
-    The supervisor goes first (it would restart the others); then the blocks still going
-    are marked FAILED "stopped by sdpbatch down" while the database is up, and components
-    registered in the database but started by hand are stopped.  The deployer stops the
-    workflow and Dask processes it started when it gets SIGTERM, so it is stopped before the
-    database it needs to find them.
+    The supervisor goes first (it would restart the others); then, while the database and the
+    deployer run, the workflows of the blocks still going are stopped (each removes its Dask
+    engine) and those blocks marked FAILED "stopped by sdpbatch down"
+    (:mod:`.shutdown`), and components registered in the database but started by hand are
+    stopped.  The deployer stops what is left of the processes it started when it gets
+    SIGTERM, so it is stopped before the database it needs to find them.
     """
     data_dir = resolve_data_dir(data_dir)
     state = SystemState.load(data_dir)
@@ -157,8 +160,11 @@ def down(data_dir: Path | None = None, *, timeout: float = 20.0) -> list[str]:
 
 
 def _stop_all(state: SystemState, *, timeout: float = 20.0) -> list[str]:
-    stopped = []
-    for record in reversed(state.processes):
+    """Stop the components: those that use the databases together, then the databases, the
+    Tango database before etcd; then left-over processes of the run."""
+    newest_first = list(reversed(state.processes))
+    stopped = stop_together([r for r in newest_first if r.name not in DATABASES], timeout=timeout)
+    for record in (r for r in newest_first if r.name in DATABASES):
         if stop_process(record.pid, timeout=timeout, started=record.started):
             stopped.append(record.name)
     leftovers = _leftovers(state.run_id)
