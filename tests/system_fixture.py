@@ -9,6 +9,7 @@ is on ``sys.path`` under pytest).
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,9 +35,9 @@ def sdpbatch(*args: str, env: dict[str, str], timeout: float = 180) -> str:
 
 
 def exports(text: str) -> dict[str, str]:
-    """The ``export NAME=value`` lines printed by ``sdpbatch up``."""
-    pairs = [line.removeprefix("export ").split("=", 1) for line in text.splitlines()]
-    return {k: v for k, v in (p for p in pairs if len(p) == 2) if not k.startswith("#")}
+    """The ``export NAME=value`` lines printed by ``sdpbatch up`` (values shell-quoted)."""
+    lines = [line for line in text.splitlines() if line.startswith("export ")]
+    return dict(shlex.split(line)[1].split("=", 1) for line in lines)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from sdpbatch.control.configdb import (
     MemoryStore,
     TransactionConflict,
 )
+from waiting import wait_until
 
 WORKFLOW = {"type": "batch", "id": "batch_imaging", "version": "0.1.0"}
 
@@ -155,7 +156,7 @@ def test_wait_loop_wakes_on_change_only(connect):
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    time.sleep(0.3)
+    wait_until("the waiter's first pass", lambda: len(runs) == 1, 10)
     for i in range(3):  # writes to keys not read by the waiter do not wake it
         for txn in other.txn():
             txn.update("/unrelated", i)
@@ -259,8 +260,11 @@ def _increment(host: str, port: int, n: int) -> None:
                 txn.update("/counter", txn.get("/counter") + 1)
 
 
-def _claim(host: str, port: int, start, results) -> None:
+def _claim(host: str, port: int, start, results, ready) -> None:
     with Config("etcd3", host=host, port=port) as config:
+        for txn in config.txn():  # connected
+            txn.get_pb("pb-claim")
+        ready.release()
         start.wait()
         try:
             for txn in config.txn():
@@ -293,11 +297,13 @@ def test_two_processes_claim_one_block_exactly_one_wins(etcd_clean):
         for txn in config.txn():
             txn.create_pb(_pb("pb-claim"))
         ctx = multiprocessing.get_context("spawn")
-        start, results = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_claim, args=(host, port, start, results)) for _ in range(2)]
+        start, results, ready = ctx.Event(), ctx.Queue(), ctx.Semaphore(0)
+        args = (host, port, start, results, ready)
+        procs = [ctx.Process(target=_claim, args=args) for _ in range(2)]
         for p in procs:
             p.start()
-        time.sleep(1.5)  # both connected and waiting
+        for _ in procs:  # both connected and waiting
+            assert ready.acquire(timeout=60)
         start.set()
         outcomes = sorted(results.get(timeout=30) for _ in procs)
         for p in procs:

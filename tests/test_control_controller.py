@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import threading
 import time
 
@@ -338,3 +341,46 @@ def test_workflow_stops_its_work_when_the_block_is_ended_under_it(db):
     print(f"\nblock ended under its workflow: work stopped {settle:.1f} s after the start")
     state = _state(config, "pb-s")
     assert state["status"] == "FAILED" and state["reason"] == "told so"  # reason kept
+
+
+def test_sigterm_ends_the_run_cleanly_and_the_engine_goes_first(db, caplog):
+    """SIGTERM during the science: one log line, no traceback, the Dask engine removed while
+    the block is still RUNNING, then the block FAILED "stopped by SIGTERM"."""
+    config, workflow_config = db(), db()
+    _create(config, "pb-t")
+    dask_id = "proc-pb-t-dask"
+    seen: list = []
+
+    def deployer() -> None:  # plays the deployer for the block's engine
+        for txn in config.txn():
+            if txn.get_deployment(dask_id) is None:
+                txn.loop(wait=True, timeout=10)
+        for txn in config.txn():
+            txn.create_deployment_state(
+                dask_id, {"status": "RUNNING", "type": "dask", "scheduler_address": "tcp://x:1"}
+            )
+        for txn in config.txn():
+            if txn.get_deployment(dask_id) is not None:
+                txn.loop(wait=True, timeout=10)
+        seen.append(_state(config, "pb-t")["status"])  # when the engine is removed
+        for txn in config.txn():
+            txn.delete_deployment_state(dask_id)
+
+    def science(block) -> None:
+        block.update_state(status="RUNNING")
+        block.deploy_dask(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
+    thread = threading.Thread(target=deployer)
+    thread.start()
+    t0 = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="workflow"):
+        assert run_workflow("pb-t", science, config=workflow_config) == 1
+    thread.join(timeout=10)
+    assert time.monotonic() - t0 < 5.0
+    assert seen == ["RUNNING"]
+    state = _state(config, "pb-t")
+    assert state["status"] == "FAILED" and state["reason"].startswith("stopped by SIGTERM")
+    stops = [r for r in caplog.records if r.getMessage().startswith("Stopping: stopped by SIGTERM")]
+    assert len(stops) == 1 and not any(r.exc_info for r in caplog.records), caplog.text

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -22,6 +22,7 @@ from sdpbatch.control.configdb import Config
 from sdpbatch.control.deployer import DEPLOYMENT_ENV, ROOT_ENV
 from sdpbatch.control.system.processes import is_alive, start_process, stop_process
 from small_runs import SMALL_BATCH
+from waiting import wait_until
 
 
 @pytest.fixture
@@ -34,16 +35,6 @@ def etcd(tmp_path, monkeypatch) -> Iterator[PrivateEtcd]:
         yield server
     finally:
         server.stop()
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float) -> float:
-    """Seconds until ``check()`` is true; AssertionError after ``timeout``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if check():
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def block_processes(pb_id: str) -> list[psutil.Process]:

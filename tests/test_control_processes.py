@@ -8,6 +8,7 @@ import time
 import psutil
 
 from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process, stop_process
+from waiting import wait_until
 
 SPAWNER = """
 import subprocess, sys, time
@@ -25,13 +26,11 @@ time.sleep(60)
 
 
 def _wait_for_line(path, prefix, timeout=10.0) -> str:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for line in path.read_text().splitlines():
-            if line.startswith(prefix):
-                return line
-        time.sleep(0.05)
-    raise AssertionError(f"{prefix!r} not in {path}")
+    def lines() -> list[str]:
+        return [line for line in path.read_text().splitlines() if line.startswith(prefix)]
+
+    wait_until(f"{prefix!r} in {path}", lines, timeout, poll=0.05)
+    return lines()[0]
 
 
 def test_stop_takes_the_whole_group(tmp_path):
@@ -64,9 +63,7 @@ def test_env_and_output_and_no_shell(tmp_path):
         log_path=log,
         env={"SDP_X": "42"},
     )
-    end = time.monotonic() + 10
-    while is_alive(record.pid) and time.monotonic() < end:
-        time.sleep(0.05)
+    wait_until("the process to end", lambda: not is_alive(record.pid), 10, poll=0.05)
     assert log.read_text().split() == ["42", "$HOME"]  # arguments are not shell-expanded
 
 

@@ -8,15 +8,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
 import pytest
 
 from etcd_fixture import *  # noqa: F403  (fixtures etcd_server, etcd_clean)
+from etcd_fixture import PrivateEtcd
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.system.processes import start_process, stop_process
 from small_runs import SMALL_BATCH
+from waiting import wait_until
 
 LEASE_TTL = 2.0
 
@@ -138,10 +141,11 @@ def test_dask_workflow_runs_through_all_states(plane, tmp_path):
     assert result["sum_of_squares"] == sum(i * i for i in range(100))
     assert len(result["workers"]) == 2
     assert len(_pids(dask)) == 3  # scheduler + 2 workers, all gone at the end
-    end = time.monotonic() + 30
-    while (_alive(_pids(dask)) or _alive(_pids(workflow))) and time.monotonic() < end:
-        time.sleep(0.2)
-    assert _alive(_pids(dask)) == [] and _alive(_pids(workflow)) == []
+    wait_until(
+        "the engine and workflow processes to go",
+        lambda: not _alive(_pids(dask)) and not _alive(_pids(workflow)),
+        30,
+    )
     for txn in config.txn():
         if txn.list_allocations() or any(d.startswith("proc-") for d in txn.list_deployments()):
             txn.loop(wait=True, timeout=10)
@@ -174,10 +178,7 @@ def test_raising_workflow_fails_and_leaves_no_process(plane, tmp_path):
     assert state["status"] == "FAILED"
     assert state["reason"] == "RuntimeError: boom in the science"
     assert len(_pids(dask)) == 2
-    end = time.monotonic() + 30
-    while _alive(_pids(dask)) and time.monotonic() < end:
-        time.sleep(0.2)
-    assert _alive(_pids(dask)) == []
+    wait_until("the engine processes to go", lambda: not _alive(_pids(dask)), 30)
     dask.stop()
 
 
@@ -306,10 +307,8 @@ def test_batch_imaging_end_to_end(plane, tmp_path):
     ]
     messages = [line.split(":", 2)[2] for line in log]
     assert [m for m in messages if m in expected] == expected
-    end = time.monotonic() + 30
-    while _alive(_pids(dask)) and time.monotonic() < end:
-        time.sleep(0.2)
-    assert len(_pids(dask)) == 3 and _alive(_pids(dask)) == []
+    wait_until("the engine processes to go", lambda: not _alive(_pids(dask)), 30)
+    assert len(_pids(dask)) == 3
     states.stop()
     dask.stop()
 
@@ -343,3 +342,22 @@ def test_restarted_deployer_stops_what_its_predecessor_started(etcd_clean, tmp_p
             assert _alive(pids) == []
         finally:
             stop_process(second.pid)
+
+
+def test_engine_line_of_up_rides_out_a_database_that_answers_late(tmp_path):
+    """What ``up`` prints after its components started opens the database with their
+    patience: an etcd that answers only a few seconds later is waited for, not an error."""
+    from sdpbatch.control.system.lifecycle import engine_line
+    from sdpbatch.control.system.state import SystemState
+
+    server = PrivateEtcd(tmp_path)
+    state = SystemState(tmp_path, ports={"etcd_client": server.port})
+    late = threading.Timer(2.0, server.start)
+    late.start()
+    try:
+        t0 = time.monotonic()
+        assert engine_line(state).startswith("local (Dask processes on this machine): ")
+        assert time.monotonic() - t0 >= 2.0
+    finally:
+        late.join()
+        server.stop()

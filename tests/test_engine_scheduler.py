@@ -20,6 +20,8 @@ import pytest
 from sdpbatch.control.engines.scheduler import scheduler_identity
 from sdpbatch.control.system.etcd_server import free_port
 from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process, stop_process
+from system_fixture import exports as printed_exports
+from waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -63,16 +65,14 @@ def dask_cluster(tmp_path_factory) -> Iterator[tuple[str, list[ProcessRecord]]]:
                     cwd=root,
                 )
             )
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
+
+        def up() -> bool:
             try:
-                if len(scheduler_identity(address)["workers"]) == WORKERS:
-                    break
+                return len(scheduler_identity(address)["workers"]) == WORKERS
             except Exception:  # noqa: BLE001 - not up yet
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"the Dask cluster did not come up; see {root / 'cluster.log'}")
+                return False
+
+        wait_until(f"the Dask cluster (log {root / 'cluster.log'})", up, 60, poll=0.3)
         yield address, records
     finally:
         for record in reversed(records):
@@ -91,11 +91,7 @@ def system(dask_cluster, tmp_path_factory) -> Iterator[tuple[Path, dict[str, str
         )
         assert result.returncode == 0, result.stderr
         assert f"# engine:  scheduler={address} (an existing Dask cluster)" in result.stdout
-        exports = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in result.stdout.splitlines()
-            if line.startswith("export ")
-        )
+        exports = printed_exports(result.stdout)
         yield data_dir, {**env, **exports}
     finally:
         sdpbatch("down", "--data-dir", str(data_dir), env=env)
@@ -116,15 +112,17 @@ def _config(env: dict[str, str]):
 
 
 def _wait_ended(config, pb_id: str, timeout: float, on_poll=lambda: None) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    states: list[dict] = []
+
+    def ended() -> bool:
         on_poll()
         for txn in config.txn():
             state = txn.get_pb_state(pb_id) or {}
-        if state.get("status") in ("FINISHED", "FAILED", "CANCELLED"):
-            return state
-        time.sleep(0.2)
-    raise AssertionError(f"{pb_id} still {state} after {timeout} s")
+        states.append(state)
+        return state.get("status") in ("FINISHED", "FAILED", "CANCELLED")
+
+    wait_until(f"{pb_id} to end", ended, timeout, poll=0.2)
+    return states[-1]
 
 
 def test_blocks_run_on_the_existing_cluster_and_nothing_is_started(system, dask_cluster, tmp_path):

@@ -23,6 +23,7 @@ import pytest
 
 from slurm_fixture import *  # noqa: F403  (fixture slurm_cluster, squeue)
 from slurm_fixture import SlurmCluster, squeue
+from system_fixture import exports as printed_exports
 
 pytestmark = pytest.mark.slow
 
@@ -118,11 +119,7 @@ def system(slurm_cluster: SlurmCluster, tmp_path_factory) -> Iterator[System]:
     try:
         printed = sdpbatch("up", "--data-dir", str(data_dir), "--engine", "slurm", env=env)
         assert "# engine:  slurm" in printed.stdout, printed.stdout
-        exports = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in printed.stdout.splitlines()
-            if line.startswith("export ")
-        )
+        exports = printed_exports(printed.stdout)
         system = System(data_dir, {**env, **exports}, tmp)
         yield system
         system.config.close()

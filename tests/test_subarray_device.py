@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import queue
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import etcd_fixture
 from sdpbatch.control.configdb import Config
 from sdpbatch.control.subarray.device import SDPSubarray, subarray_id_from_name
 from sdpbatch.control.subarray.state_machine import ObsState
+from waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SEED = (EXAMPLES / "sbi-seed.json").read_text()
@@ -309,12 +309,7 @@ def test_oversized_engine_is_refused_at_the_door(devices, db):
 
 
 def _wait_health(device, health, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if device.healthState == health:
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    raise AssertionError(f"healthState {device.healthState!r}, not {health!r}, after {timeout} s")
+    return wait_until(f"healthState {health!r}", lambda: device.healthState == health, timeout)
 
 
 def test_health_follows_the_database_and_the_components(tmp_path, monkeypatch):

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -23,7 +22,8 @@ import tango
 
 from sdpbatch.control.subarray.state_machine import ObsState
 from system_fixture import *  # noqa: F403  (fixture system)
-from system_fixture import sdpbatch
+from system_fixture import exports, sdpbatch
+from waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +40,7 @@ SEED_LOG_LINES = [
     "INFO:batch_imaging:Running simulation pipeline",
     "INFO:batch_imaging:Running ICAL pipeline",
 ]
+ROUNDS = 5  # of up/down in a loop
 FITS = [f"ska_pipeline_ical_{kind}.fits" for kind in ("deconvolved", "residual", "restored")]
 
 
@@ -56,15 +57,6 @@ def ours(data_dir: Path) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_seed_session_through_tango(system):
@@ -248,6 +240,9 @@ def test_up_supervises_its_components_and_down_says_why(system):
     assert status(RT_PB)["status"] == "RUNNING"  # its workflow rode out the outage
     text = sdpbatch("status", "--data-dir", str(data_dir), env=env)
     assert "1 restarts" in text and f"{_pid_of(data_dir, 'controller')}" in text
+    exits = _system_json(data_dir)["exits"]
+    assert exits["controller"] == exits["etcd"] == "killed by SIGKILL", exits
+    assert text.count("last exit: killed by SIGKILL") >= 2, text
 
     by_hand = subprocess.Popen(
         [sys.executable, "-m", "sdpbatch.cli", "controller"],
@@ -269,3 +264,109 @@ def test_up_supervises_its_components_and_down_says_why(system):
     sdpbatch("up", "--data-dir", str(data_dir), env=env)  # the database keeps the reason
     reason = status(RT_PB)
     assert reason["status"] == "FAILED" and reason["reason"] == "stopped by sdpbatch down"
+
+
+SHELL_HOSTILE = "my data;touch PWNED $HOME `touch PWNED2` 'q' \"dq\" $(touch PWNED3)"
+
+
+def test_exports_of_a_data_root_with_shell_characters_come_back_exact(tmp_path):
+    """``eval "$(sdpbatch up)"`` in a real bash: the variables are the exact values, nothing
+    in the path runs, and ``down`` with what was exported finds and stops the system."""
+    data_dir = tmp_path / SHELL_HOSTILE
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SDP", "TANGO_HOST"))}
+    up = [sys.executable, "-m", "sdpbatch.cli", "up", "--data-dir", str(data_dir)]
+    printed = subprocess.run(up, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    try:
+        assert printed.returncode == 0, printed.stdout + printed.stderr
+        state = json.loads((data_dir / "system.json").read_text())
+        shell = subprocess.run(
+            ["bash", "-c", 'eval "$1"; env -0', "bash", printed.stdout],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert shell.returncode == 0, shell.stderr
+        got = dict(item.split("=", 1) for item in shell.stdout.split("\0") if "=" in item)
+        assert {k: got.get(k) for k in state["env"]} == state["env"]
+        assert got["SDPBATCH_DATA_DIR"] == str(data_dir)
+        assert not list(tmp_path.glob("PWNED*")), "a command in the data root's name ran"
+        down = subprocess.run(
+            ["bash", "-c", 'eval "$1"; exec "$2" -m sdpbatch.cli down', "bash",
+             printed.stdout, sys.executable],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
+        assert not ours(data_dir), [" ".join(p.cmdline()) for p in ours(data_dir)]
+    finally:
+        subprocess.run(
+            [*up[:3], "down", "--data-dir", str(data_dir)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+def test_down_during_a_run_ends_the_block_cleanly_and_quickly(system, tmp_path):
+    """``down`` while a block RUNS on its Dask engine: the workflow ends on SIGTERM (one line,
+    no traceback), its engine goes before the block is FAILED, and ``down`` takes seconds."""
+    from sdpbatch.control.configdb import Config
+
+    data_dir, env = system
+    params = tmp_path / "hold.json"
+    params.write_text(json.dumps({"n_workers": 1, "hold": 120}))
+    pb_id = sdpbatch("process", "batch:test_dask:0.1.0", str(params), env=env).strip()
+    log = data_dir / "logs" / f"proc-{pb_id}-workflow.log"
+    config = Config(patience=10)
+    events: list[tuple[int, str, str]] = []  # (revision, key, status or DELETE)
+
+    def on_event(response) -> None:
+        for event in getattr(response, "events", []):
+            value = json.loads(event.value) if event.value else {}
+            events.append((event.mod_revision, event.key.decode(), value.get("status", "DELETE")))
+
+    try:
+        wait_until("the engine held", lambda: "Holding the engine" in _text(log), 120)
+        for txn in config.txn():
+            engine = txn.get_deployment_state(f"proc-{pb_id}-dask")
+            assert txn.get_pb_state(pb_id)["status"] == "RUNNING"
+        engine_pids = [p["pid"] for p in engine["processes"]]
+        client = config.backend.client
+        client.add_watch_callback(f"/deploy/proc-{pb_id}-dask/state", on_event)
+        client.add_watch_callback(f"/pb/{pb_id}/state", on_event)
+        t0 = time.monotonic()
+        printed = sdpbatch("down", "--data-dir", str(data_dir), env=env)
+        took = time.monotonic() - t0
+    finally:
+        config.close()
+    print(f"\ndown during a run took {took:.1f} s")
+    assert took < 5.0, printed
+    assert not [pid for pid in engine_pids if _alive(pid)], "the Dask engine outlived down"
+    removed = next(r for r, key, what in events if key.startswith("/deploy/") and what == "DELETE")
+    failed = next(r for r, key, what in events if key.startswith("/pb/") and what == "FAILED")
+    assert removed < failed, events  # the engine went before the block was marked FAILED
+    text = _text(log)
+    assert "Traceback" not in text, text
+    assert "Stopping: stopped by SIGTERM" in text, text
+    sdpbatch("up", "--data-dir", str(data_dir), env=env)
+    with Config(patience=10) as config:
+        for txn in config.txn():
+            state = txn.get_pb_state(pb_id)
+    assert state["status"] == "FAILED" and state["reason"] == "stopped by sdpbatch down", state
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
+def test_up_and_down_again_and_again(tmp_path):
+    """Every ``up`` of a loop of up/down exits 0 and prints the whole environment."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SDP", "TANGO_HOST"))}
+    t0 = time.monotonic()
+    try:
+        for _ in range(ROUNDS):
+            printed = sdpbatch("up", "--data-dir", str(data_dir), env=env, timeout=120)
+            assert "# engine:  local" in printed, printed
+            assert set(exports(printed)) == set(_system_json(data_dir)["env"]), printed
+            assert "stopped" in sdpbatch("down", "--data-dir", str(data_dir), env=env)
+    finally:
+        sdpbatch("down", "--data-dir", str(data_dir), env=env)
+    print(f"\n{ROUNDS} rounds of up/down in {time.monotonic() - t0:.1f} s")

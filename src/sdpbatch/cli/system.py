@@ -87,17 +87,6 @@ def _engine_spec(args: argparse.Namespace):
         raise UsageError(str(err)) from None
 
 
-def _print_engine(state) -> None:
-    from sdpbatch.control.configdb import Config
-    from sdpbatch.control.engines import engine_status
-
-    with Config("etcd3", host=state.env["SDP_CONFIG_HOST"], port=state.ports["etcd_client"]) as c:
-        engine = engine_status(c)
-    capacity = engine.get("capacity")
-    size = f": {capacity['threads']} worker threads" if capacity else f" ({engine.get('error')})"
-    print(f"# engine:  {engine['description']}{size}")
-
-
 # action -> (Tango command, whether it takes a JSON argument)
 _SUBARRAY_ACTIONS: dict[str, tuple[str | None, bool]] = {
     "on": ("On", False),
@@ -119,6 +108,7 @@ _NOT_UP_REASONS = ("API_DeviceNotExported", "API_CantConnectToDevice")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from sdpbatch.control.configdb import ConfigError
     from sdpbatch.control.system import lifecycle as system
     from sdpbatch.control.system.state import SystemControlError, SystemState, export_lines
 
@@ -126,30 +116,40 @@ def _cmd_up(args: argparse.Namespace) -> int:
     try:
         state = system.up(args.data_dir, engine=engine)
     except system.AlreadyUp as err:
-        print(f"# {err}")
         state = SystemState.load(resolve_data_dir(args.data_dir))
+        notes = [str(err)]
         if engine is not None:
-            print("# --engine is not applied to a running system: 'sdpbatch down' first")
-        print("\n".join(export_lines(state)))
+            notes.append("--engine is not applied to a running system: 'sdpbatch down' first")
+        print("\n".join([*_comments(notes), *export_lines(state)]))
         return 0
     except SystemControlError as err:
         raise UsageError(str(err)) from err
     status = system.services_status(state.data_dir)
-    print(f"# sdpbatch is up; data root {state.data_dir}")
+    notes = [f"sdpbatch is up; data root {state.data_dir}"]
     for proc in status["processes"]:
-        print(f"#   {proc['name']:<16} pid {proc['pid']:<8} log {proc['log']}")
+        notes.append(f"  {proc['name']:<16} pid {proc['pid']:<8} log {proc['log']}")
     if status.get("supervisor"):
-        print(
-            f"#   {'supervisor':<16} pid {status['supervisor']['pid']:<8} restarts a component "
+        notes.append(
+            f"  {'supervisor':<16} pid {status['supervisor']['pid']:<8} restarts a component "
             "that exits (counts in 'sdpbatch status')"
         )
-    _print_engine(state)
-    print(f"# logs:    {status['logs']}")
-    print(f"# buffers: {state.data_dir}/<buffer name>/ (listed by 'sdpbatch status')")
-    print(f"# Tango database file: {status['tango_database']}")
-    print('# set the environment for itango3 and other clients (or: eval "$(sdpbatch up)"):')
-    print("\n".join(export_lines(state)))
+    try:
+        notes.append(f"engine:  {system.engine_line(state)}")
+    except ConfigError as err:  # after the components' patience: the exports still count
+        notes.append(f"engine:  not known ({err})")
+    notes += [
+        f"logs:    {status['logs']}",
+        f"buffers: {state.data_dir}/<buffer name>/ (listed by 'sdpbatch status')",
+        f"Tango database file: {status['tango_database']}",
+        'set the environment for itango3 and other clients (or: eval "$(sdpbatch up)"):',
+    ]
+    print("\n".join([*_comments(notes), *export_lines(state)]))
     return 0
+
+
+def _comments(notes: list[str]) -> list[str]:
+    """Shell comment lines: a line break in a note (a path) cannot end the comment."""
+    return ["# " + note.replace("\n", "\\n").replace("\r", "\\r") for note in notes]
 
 
 def _cmd_down(args: argparse.Namespace) -> int:

@@ -1,10 +1,12 @@
 """What every workflow process does around its science: the processing block's life cycle.
 
 :func:`run_workflow` claims the block (owner key on this process's lease), runs the workflow
-function with a :class:`ProcessingBlock` handle and ends the block ``FINISHED``; on any error
-(including SIGTERM) it sets ``FAILED`` with a reason a person understands
-(:func:`describe_failure`) and removes the Dask engine it deployed, so no crash leaves a block
-``RUNNING`` or a Dask cluster behind.  Buffers are kept: they hold the products.
+function with a :class:`ProcessingBlock` handle, removes the Dask engine it deployed and then
+ends the block ``FINISHED``; on any error it sets ``FAILED`` with a reason a person
+understands (:func:`describe_failure`), also after removing the engine, so no crash leaves a
+block ``RUNNING`` or a Dask cluster behind, and an ended block has nothing left running.
+SIGTERM ends the run the same way, with one log line ("stopped by SIGTERM") and no traceback.
+Buffers are kept: they hold the products.
 
 While the science runs, a keeper thread (:class:`OwnershipKeeper`) checks the block: if this
 process's lease expired (it was cut off from the database too long) and nobody else took the
@@ -40,10 +42,17 @@ from sdpbatch.vocabulary import (
 from sdpbatch.workflows.reasons import describe_failure
 
 DEPLOY_TIMEOUT = 120.0  # s to wait for the deployer to realise a deployment
+REMOVE_TIMEOUT = 60.0  # s to wait for the deployer to stop a removed deployment
+STOP_WAIT = 5.0  # s a stopped workflow waits for its engines to go (its deployer may be stopping)
 
 
 class BlockEnded(Exception):
     """The block was ended by someone else (controller: CANCELLED, FAILED): stop quietly."""
+
+
+class Stopped(SystemExit):
+    """This process got SIGTERM: the run ends cleanly (the block FAILED, "stopped by
+    SIGTERM")."""
 
 
 class WorkflowError(Exception):
@@ -177,7 +186,7 @@ class ProcessingBlock:
         )
         return self._wait_deployed(self.dask_id)["scheduler_address"]
 
-    def remove_deployment(self, deploy_id: str, *, wait: float = 60.0) -> None:
+    def remove_deployment(self, deploy_id: str, *, wait: float = REMOVE_TIMEOUT) -> None:
         """Delete the entry and wait until the deployer has stopped what it ran."""
         for txn in self.config.txn():
             if txn.get_deployment(deploy_id) is not None:
@@ -189,11 +198,12 @@ class ProcessingBlock:
             if txn.get_deployment_state(deploy_id) is not None and time.monotonic() < end:
                 txn.loop(wait=True, timeout=max(0.1, end - time.monotonic()))
 
-    def remove_engines(self) -> None:
-        """Remove every process deployment this block made (never its buffers)."""
+    def remove_engines(self, *, wait: float = REMOVE_TIMEOUT) -> None:
+        """Remove every process deployment this block made (never its buffers), waiting up to
+        ``wait`` s for each to be stopped."""
         for deploy_id in list(self._deployed):
             if deploy_id.startswith(block_deployment_prefix(self.pb_id)):
-                self.remove_deployment(deploy_id)
+                self.remove_deployment(deploy_id, wait=wait)
 
 
 class OwnershipKeeper:
@@ -264,54 +274,92 @@ def run_workflow(
     config: Config | None = None,
     logger_name: str = "workflow",
 ) -> int:
-    """Claim block ``pb_id``, run ``function(block)``, end the block; exit status 0/1."""
+    """Claim block ``pb_id``, run ``function(block)``, end the block; exit status 0/1.
+
+    SIGTERM ends the run cleanly: one log line, the block's engines removed, then the block
+    ``FAILED`` "stopped by SIGTERM" (a second SIGTERM while it stops is ignored).
+    """
     log = logging.getLogger(logger_name)
     own_config = config is None
     config = config or Config(patience=FOREVER)
     block = ProcessingBlock(config, pb_id, log=log)
     keeper = OwnershipKeeper(block)
+    stopping = threading.Event()
 
     def on_sigterm(signum, frame) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
         if keeper.reason is not None:
             raise BlockEnded(keeper.reason)
-        raise SystemExit(f"stopped by signal {signum}")
+        raise Stopped(f"stopped by signal {signum}")
 
     previous = None
     if sys.platform != "win32" and _in_main_thread():
         previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        try:
-            block.claim()
-        except (ConfigError, WorkflowError) as err:
-            log.error("Cannot claim processing block %s: %s", pb_id, err)
-            return 1
-        try:
-            if previous is not None:
-                keeper.start()  # it stops the work through the SIGTERM handler
-            try:
-                function(block)
-            finally:
-                keeper.stop()
-            block.finish()
-            return 0
-        except BlockEnded as err:
-            log.info("Stopping: %s", err)
-            return 0
-        except BaseException as err:  # noqa: BLE001 - every failure must end the block
-            message = describe_failure(err)
-            log.error("Processing block %s failed: %s", pb_id, message, exc_info=True)
-            block.fail(message)
-            return 1
-        finally:
-            try:
-                block.remove_engines()
-            except Exception as err:  # noqa: BLE001 - report, the controller cleans up too
-                log.error("Could not remove the engines of %s: %s", pb_id, err)
+        return _run(block, function, keeper=keeper if previous is not None else None)
+    except Stopped as err:  # while claiming or ending the block
+        reason = describe_failure(err)
+        log.info("Stopping: %s", reason)
+        _remove_engines(block, STOP_WAIT)
+        block.fail(reason)
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         if own_config:
             config.close()
+
+
+def _run(
+    block: ProcessingBlock,
+    function: Callable[[ProcessingBlock], None],
+    *,
+    keeper: OwnershipKeeper | None,
+) -> int:
+    """The block's run: its engines are removed before it is marked FINISHED or FAILED."""
+    log = block.log
+    try:
+        block.claim()
+    except (ConfigError, WorkflowError) as err:
+        log.error("Cannot claim processing block %s: %s", block.pb_id, err)
+        return 1
+    failure, wait = None, REMOVE_TIMEOUT
+    try:
+        if keeper is not None:
+            keeper.start()  # it stops the work through the SIGTERM handler
+        try:
+            function(block)
+        finally:
+            if keeper is not None:
+                keeper.stop()
+    except BlockEnded as err:
+        log.info("Stopping: %s", err)
+        _remove_engines(block, wait)
+        return 0
+    except Stopped as err:  # SIGTERM: a stop asked for, not an error
+        failure, wait = describe_failure(err), STOP_WAIT
+        log.info("Stopping: %s", failure)
+    except BaseException as err:  # noqa: BLE001 - every failure must end the block
+        failure = describe_failure(err)
+        log.error("Processing block %s failed: %s", block.pb_id, failure, exc_info=True)
+    _remove_engines(block, wait)
+    if failure is not None:
+        block.fail(failure)
+        return 1
+    try:
+        block.finish()
+    except BlockEnded as err:
+        log.info("Stopping: %s", err)
+    return 0
+
+
+def _remove_engines(block: ProcessingBlock, wait: float) -> None:
+    try:
+        block.remove_engines(wait=wait)
+    except Exception as err:  # noqa: BLE001 - report, the controller cleans up too
+        block.log.error("Could not remove the engines of %s: %s", block.pb_id, err)
 
 
 def _in_main_thread() -> bool:

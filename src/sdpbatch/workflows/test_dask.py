@@ -1,7 +1,8 @@
 """``batch:test_dask:0.1.0``: exercises the whole runtime on a Dask engine with a tiny job.
 
 Parameters: ``n_workers``, ``threads_per_worker`` (as batch_imaging), ``fail`` (a message:
-raise it after the engine is up, to test failure handling), ``buffer`` (a buffer name to
+raise it after the engine is up, to test failure handling), ``hold`` (seconds a task keeps the
+engine busy before the job, to test stopping a running block), ``buffer`` (a buffer name to
 write the result to, default ``buff-<pb_id>-out``).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from sdpbatch.control.workflow_catalogue import engine_size
 from sdpbatch.vocabulary import default_buffer_name
@@ -36,6 +38,9 @@ def test_dask(block: ProcessingBlock) -> None:
         client.wait_for_workers(n_workers, timeout=120)
         if params.get("fail"):
             raise RuntimeError(str(params["fail"]))
+        if params.get("hold"):
+            LOG.info("Holding the engine for %s s", params["hold"])
+            client.submit(time.sleep, float(params["hold"]), pure=False).result()
         total = sum(client.gather(client.map(_square, range(100))))
         workers = sorted(client.scheduler_info()["workers"])
     (out_dir / "result.json").write_text(json.dumps({"sum_of_squares": total, "workers": workers}))

@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 
 from sdpbatch.control.engines.base import EngineError
-from sdpbatch.control.system.processes import ProcessRecord, is_alive, start_process, stop_process
+from sdpbatch.control.system.processes import (
+    ProcessRecord,
+    is_alive,
+    start_process,
+    stop_process,
+    stop_together,
+)
 from sdpbatch.vocabulary import DASK_DIR
 
 SCHEDULER_START_TIMEOUT = 60.0  # s
@@ -79,10 +85,6 @@ def _wait_for_scheduler_file(path: Path, scheduler: ProcessRecord) -> dict:
 
 
 def stop_processes(state: dict, *, timeout: float = 10.0) -> list[str]:
-    """Stop the processes recorded in ``state`` (newest first); the names of those stopped."""
-    stopped = []
-    for raw in reversed(state.get("processes", [])):
-        record = ProcessRecord.from_dict(raw)
-        if stop_process(record.pid, started=record.started, timeout=timeout):
-            stopped.append(record.name)
-    return stopped
+    """Stop the processes recorded in ``state``, all at once; the names of those stopped."""
+    records = [ProcessRecord.from_dict(raw) for raw in reversed(state.get("processes", []))]
+    return stop_together(records, timeout=timeout)

@@ -12,11 +12,14 @@ A component that fails to start is reported with the cause it gave in its log
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sdpbatch.control.configdb import Config
 from sdpbatch.control.engines import EngineSpec
 from sdpbatch.control.system.data_root import Layout
 from sdpbatch.control.system.etcd_server import start_etcd, wait_healthy
@@ -218,12 +221,17 @@ COMPONENTS = tuple(STARTERS)
 # ----------------------------------------------------------------------------------------------
 
 
+def system_config(state: SystemState) -> Config:
+    """The configuration database of the system, for ``up`` and its clients: each call rides
+    out a short unavailability (up to :data:`START_TIMEOUT` s), as the components' calls do."""
+    return Config("etcd3", host=HOST, port=state.ports["etcd_client"], patience=START_TIMEOUT)
+
+
 def choose_engine(state: SystemState, engine: EngineSpec | None) -> None:
     """Record ``engine`` (None: keep the recorded one) and check that it answers (etcd runs)."""
     from sdpbatch.control import engines
-    from sdpbatch.control.configdb import Config
 
-    with Config("etcd3", host=HOST, port=state.ports["etcd_client"]) as config:
+    with system_config(state) as config:
         spec = engine or engines.load_engine_spec(config)
         try:
             engines.make_engine(spec, state.data_dir).capacity()
@@ -245,13 +253,43 @@ def register_devices(state: SystemState) -> None:
         db.add_device(info)
 
 
-def start_supervisor(state: SystemState, layout: Layout) -> None:
-    """The supervisor of the components, recorded apart from them (``down`` stops it first)."""
-    state.supervisor = start_process(
-        "supervisor",
-        [sys.executable, "-m", "sdpbatch.control.system.supervisor", str(state.data_dir)],
-        log_path=layout.logs / "supervisor.log",
-        env=state.child_env,
-        cwd=layout.data_dir,
-    )
-    state.save()
+def start_all(state: SystemState, layout: Layout, engine: EngineSpec | None) -> None:
+    """Start every component in order, with what ``up`` does once between them (the engine
+    once etcd runs, the devices once the Tango database runs); run by the supervisor."""
+    for name, start in STARTERS.items():
+        start(state, layout)
+        if name == "etcd":
+            choose_engine(state, engine)
+        elif name == "tango-database":
+            register_devices(state)
+
+
+def start_supervisor(state: SystemState, layout: Layout, engine: EngineSpec | None) -> str:
+    """Start the supervisor, which starts the components (so it is their parent and sees how
+    each exits, e.g. killed by a signal), then keeps them running; wait for its report.
+
+    Returns "" once every component is up, else why not (the supervisor has then exited).
+    It records itself in the state file; its record is also returned in ``state.supervisor``.
+    """
+    read_fd, write_fd = os.pipe()
+    command = [sys.executable, "-m", "sdpbatch.control.system.supervisor", str(state.data_dir)]
+    command += ["--report-fd", str(write_fd)]
+    if engine is not None:
+        command += ["--engine", json.dumps(engine.to_dict())]
+    try:
+        state.supervisor = start_process(
+            "supervisor",
+            command,
+            log_path=layout.logs / "supervisor.log",
+            env=state.child_env,
+            cwd=layout.data_dir,
+            pass_fds=(write_fd,),
+        )
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd) as report:
+        line = report.readline()
+    if not line:  # it died before reporting
+        log = state.supervisor.log_path
+        return f"the supervisor exited while starting the components; log {log}:\n{_log_tail(log)}"
+    return str(json.loads(line).get("error", ""))

@@ -1,14 +1,18 @@
 """The whole system on this machine: ``sdpbatch up`` / ``down`` / status.
 
-``up`` starts every component in the background (:mod:`.components`: etcd, the Tango
-database, the subarray device server, the processing controller, the deployer and the web
-page), then a supervisor (:mod:`.supervisor`) that restarts any of them that exits, with
-back-off, as Kubernetes restarts a pod.  The execution engine chosen with ``engine``
+``up`` starts a supervisor (:mod:`.supervisor`) in the background, which starts every
+component (:mod:`.components`: etcd, the Tango database, the subarray device server, the
+processing controller, the deployer and the web page), reports to ``up`` that they are up (or
+why not), then restarts any of them that exits, with back-off, as Kubernetes restarts a pod;
+being their parent, it knows how each ended (an exit status, or the signal that killed it).
+The execution engine chosen with ``engine``
 (``--engine``) is checked to answer once etcd runs, before the other components start, and
 recorded in the configuration database; without one, the engine recorded by the last ``up``
 stays (``local`` at first).  Every process is recorded in ``DATA/system.json``
-(:mod:`.state`); ``down`` stops the supervisor, marks the blocks still going FAILED
-"stopped by sdpbatch down", then stops the processes by id, in reverse order.  All data stays
+(:mod:`.state`); ``down`` stops the supervisor, stops the workflows of the blocks still going
+(each removes its Dask engine) and marks those blocks FAILED "stopped by sdpbatch down", then
+stops the processes by id: those that use the databases together, then the Tango database,
+then etcd.  All data stays
 in ``DATA`` (:mod:`.data_root`), so ``down`` then ``up`` continues where it stopped; the ports
 of the last run are reused when free, so the printed environment stays the same.  ``up`` first
 checks the data root has the space etcd needs.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import socket
 import time
 import uuid
@@ -30,20 +35,19 @@ import psutil
 from sdpbatch.control.engines import EngineSpec
 from sdpbatch.control.system.components import (
     COMPONENTS,
-    STARTERS,
-    choose_engine,
-    register_devices,
     start_supervisor,
+    system_config,
 )
 from sdpbatch.control.system.data_root import Layout, resolve_data_dir
 from sdpbatch.control.system.etcd_server import free_port
-from sdpbatch.control.system.processes import stop_process
+from sdpbatch.control.system.processes import stop_process, stop_together
 from sdpbatch.control.system.shutdown import end_blocks_and_stop_strays
 from sdpbatch.control.system.state import HOST, RUN_ID_ENV, SystemControlError, SystemState
 from sdpbatch.io.space import check_space
 
 LOG = logging.getLogger(__name__)
 
+DATABASES = ("etcd", "tango-database")  # stopped last, one after the other: the others use them
 ETCD_SPACE = 70 * 10**6  # bytes: etcd preallocates a 64 MB write-ahead log segment
 
 
@@ -90,7 +94,7 @@ def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> Sys
     if previous is not None and any(p.alive() for p in previous.processes):
         raise AlreadyUp(
             f"the system of {data_dir} is already up ({previous.summary()}); "
-            f"'sdpbatch down --data-dir {data_dir}' stops it"
+            f"'{shlex.join(['sdpbatch', 'down', '--data-dir', str(data_dir)])}' stops it"
         )
     layout = Layout(data_dir)
     layout.logs.mkdir(parents=True, exist_ok=True)
@@ -107,28 +111,33 @@ def up(data_dir: Path | None = None, *, engine: EngineSpec | None = None) -> Sys
         started=time.time(),
     )
     state.save()
+    error = "interrupted"
     try:
-        for name, start in STARTERS.items():
-            start(state, layout)
-            if name == "etcd":
-                choose_engine(state, engine)
-            elif name == "tango-database":
-                register_devices(state)
-        start_supervisor(state, layout)
-    except BaseException:
-        _stop_all(state)
-        raise
-    return state
+        error = start_supervisor(state, layout, engine)
+    finally:
+        if error:
+            _stop_started(state)
+    if error:
+        raise SystemControlError(error)
+    return SystemState.load(data_dir) or state
+
+
+def _stop_started(state: SystemState) -> None:
+    """Stop what a failed or interrupted ``up`` started: the supervisor, then the rest."""
+    if state.supervisor is not None:
+        stop_process(state.supervisor.pid, started=state.supervisor.started)
+    _stop_all(SystemState.load(state.data_dir) or state)
 
 
 def down(data_dir: Path | None = None, *, timeout: float = 20.0) -> list[str]:
-    """Stop every process of ``data_dir``'s system, newest first; return what stopped.
+    """Stop every process of ``data_dir``'s system; return what stopped.
 
-    The supervisor goes first (it would restart the others); then the blocks still going
-    are marked FAILED "stopped by sdpbatch down" while the database is up, and components
-    registered in the database but started by hand are stopped.  The deployer stops the
-    workflow and Dask processes it started when it gets SIGTERM, so it is stopped before the
-    database it needs to find them.
+    The supervisor goes first (it would restart the others); then, while the database and the
+    deployer run, the workflows of the blocks still going are stopped (each removes its Dask
+    engine) and those blocks marked FAILED "stopped by sdpbatch down"
+    (:mod:`.shutdown`), and components registered in the database but started by hand are
+    stopped.  The deployer stops what is left of the processes it started when it gets
+    SIGTERM, so it is stopped before the database it needs to find them.
     """
     data_dir = resolve_data_dir(data_dir)
     state = SystemState.load(data_dir)
@@ -151,8 +160,11 @@ def down(data_dir: Path | None = None, *, timeout: float = 20.0) -> list[str]:
 
 
 def _stop_all(state: SystemState, *, timeout: float = 20.0) -> list[str]:
-    stopped = []
-    for record in reversed(state.processes):
+    """Stop the components: those that use the databases together, then the databases, the
+    Tango database before etcd; then left-over processes of the run."""
+    newest_first = list(reversed(state.processes))
+    stopped = stop_together([r for r in newest_first if r.name not in DATABASES], timeout=timeout)
+    for record in (r for r in newest_first if r.name in DATABASES):
         if stop_process(record.pid, timeout=timeout, started=record.started):
             stopped.append(record.name)
     leftovers = _leftovers(state.run_id)
@@ -242,6 +254,18 @@ def services_status(data_dir: Path | None = None) -> dict[str, Any]:
         if supervisor is None
         else {"pid": supervisor.pid, "alive": supervisor.alive()},
     }
+
+
+def engine_line(state: SystemState) -> str:
+    """The recorded engine and its size, for the summary ``up`` prints; the database is
+    opened with the components' patience (:func:`.components.system_config`)."""
+    from sdpbatch.control.engines import engine_status
+
+    with system_config(state) as config:
+        engine = engine_status(config)
+    capacity = engine.get("capacity")
+    size = f": {capacity['threads']} worker threads" if capacity else f" ({engine.get('error')})"
+    return f"{engine['description']}{size}"
 
 
 def format_services(services: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ everything it spawned), stdin from /dev/null and stdout+stderr appended to a log
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,10 +55,11 @@ def start_process(
     log_path: Path,
     env: dict[str, str] | None = None,
     cwd: Path | str | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> ProcessRecord:
     """Start ``command`` in a new session with its output appended to ``log_path``.
 
-    ``env`` entries are added to this process's environment.
+    ``env`` entries are added to this process's environment; ``pass_fds`` stay open in it.
     """
     if not command or not all(isinstance(part, str) for part in command):
         raise ValueError(f"process {name}: command must be a non-empty list of strings")
@@ -74,6 +76,7 @@ def start_process(
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=pass_fds,
         )
     _CHILDREN[proc.pid] = proc
     started = time.time()
@@ -162,6 +165,20 @@ def stop_process(pid: int, *, timeout: float = 10.0, started: float | None = Non
             time.sleep(0.05)
     _reap(pid)
     return True
+
+
+def stop_together(records: list[ProcessRecord], *, timeout: float = 10.0) -> list[str]:
+    """Stop the processes of ``records`` (and their groups) at once: SIGTERM to all, then
+    :func:`stop_process` each (SIGKILL after ``timeout`` s); the names of those stopped."""
+    for record in records:
+        leader = _same_process(record.pid, record.started)
+        if leader is not None:
+            try:
+                os.killpg(record.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                with contextlib.suppress(psutil.Error):
+                    leader.terminate()
+    return [r.name for r in records if stop_process(r.pid, started=r.started, timeout=timeout)]
 
 
 def exit_code(pid: int) -> int | None:

@@ -8,6 +8,7 @@ It is written atomically after each start or restart (by ``up`` and the supervis
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,5 +119,6 @@ class SystemState:
 
 
 def export_lines(state: SystemState) -> list[str]:
-    """``export NAME=value`` lines a user pastes (or evals) to talk to the system."""
-    return [f"export {k}={v}" for k, v in state.env.items()]
+    """``export NAME=value`` lines a user pastes (or evals) to talk to the system; each value
+    shell-quoted, so a data root with spaces or shell characters comes back exact."""
+    return [f"export {k}={shlex.quote(v)}" for k, v in state.env.items()]
