@@ -92,6 +92,7 @@ def test_stopped_at_any_cycle_and_resumed_gives_the_same_numbers(
     checkpoint = read_checkpoint(saved)
     assert checkpoint.meta["next_cycle"] == (6 if stop == "finish" else stop)
     assert sum(a.nbytes for a in checkpoint.arrays.values()) < 200_000  # no visibilities
+    assert checkpoint.meta["plan"]["channel_blocks"][0][:2] == [0, 1]  # 4 blocks of 1 channel
     resumed = run_ical([observation], params, checkpoint=saved, resume=checkpoint)
     _same(uninterrupted, resumed)
     assert resumed.resumed_from == [checkpoint.meta["next_cycle"] - 1]

@@ -103,8 +103,19 @@ def capture(run: Run, state: CycleState, *, next_cycle: int, fingerprint_: dict)
         "undone": state.undone,
         "best": {"cycle": state.best["cycle"], "dynamic_range": state.best["dynamic_range"]},
         "best_is_model": best_is_model,
+        "plan": _plan(run),
     }
     return Checkpoint(meta=meta, arrays=arrays)
+
+
+def _plan(run: Run) -> dict[str, Any]:
+    """The run's plan as it stood (for whoever reads the checkpoint; a resume plans anew on
+    its own workers): channel blocks (first channel, channels, Hz) and work items per group."""
+    return {
+        "channel_blocks": [[b.channels[0], len(b.channels), b.frequency] for b in run.blocks],
+        "items_per_group": [len(group) for group in run.groups],
+        "workers": len(run.runner.slots),
+    }
 
 
 def _named(arrays: dict, prefix: str) -> dict[str, np.ndarray]:
