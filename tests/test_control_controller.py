@@ -384,3 +384,40 @@ def test_sigterm_ends_the_run_cleanly_and_the_engine_goes_first(db, caplog):
     assert state["status"] == "FAILED" and state["reason"].startswith("stopped by SIGTERM")
     stops = [r for r in caplog.records if r.getMessage().startswith("Stopping: stopped by SIGTERM")]
     assert len(stops) == 1 and not any(r.exc_info for r in caplog.records), caplog.text
+
+
+def test_resume_waits_until_the_last_run_is_removed_then_starts_again(db, tmp_path):
+    from sdpbatch.control.resume import ResumeRefused, request_resume
+    from sdpbatch.io.checkpoint import Checkpoint, checkpoint_dir, write_checkpoint
+
+    config = db()
+    controller = Controller(config, catalog(), capacity=CAPACITY)
+    _create(config, "pb-r", params={"buffer_img": "img-r"})
+    controller.reconcile()
+    _claim_and_wait(config, "pb-r")
+    with pytest.raises(ResumeRefused, match="pb-r is WAITING: only a FAILED block"):
+        request_resume(config, "pb-r", data_root=tmp_path)
+    _set_status(config, "pb-r", "FAILED")
+    for txn in config.txn():  # the deployer has not finished removing the last run
+        txn.create_deployment_state("proc-pb-r-workflow", {"status": "EXITED"})
+    controller.reconcile()  # ended: its deployment entries go, the state stays
+    with pytest.raises(ResumeRefused, match="still being removed"):
+        request_resume(config, "pb-r", data_root=tmp_path)
+    for txn in config.txn():  # a request already made waits for the removal too
+        txn.update_pb_state("pb-r", {**txn.get_pb_state("pb-r"), "resume_requested": True})
+    controller.reconcile()
+    assert _state(config, "pb-r")["status"] == "FAILED"
+    for txn in config.txn():
+        txn.delete("/deploy/proc-pb-r-workflow/state")
+        txn.update_pb_state("pb-r", {**txn.get_pb_state("pb-r"), "resume_requested": False})
+    with pytest.raises(ResumeRefused, match="no checkpoint at .*img-r.checkpoint"):
+        request_resume(config, "pb-r", data_root=tmp_path)
+    write_checkpoint(checkpoint_dir(tmp_path / "img-r"), Checkpoint({"next_cycle": 3}, {}))
+    found = request_resume(config, "pb-r", data_root=tmp_path)
+    assert found.cycles_done == 2
+    controller.reconcile()
+    state = _state(config, "pb-r")
+    assert state == {"status": "STARTING", "resources_available": False, "resume": True,
+                     "resumed": 1}  # fmt: skip
+    for txn in config.txn():
+        assert txn.get_deployment("proc-pb-r-workflow") is not None

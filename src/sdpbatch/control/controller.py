@@ -42,6 +42,7 @@ from sdpbatch.control.resources import (
     machine_capacity,
     never_fits,
 )
+from sdpbatch.control.resume import deployments_left
 from sdpbatch.control.workflow_catalogue import workflow_key
 from sdpbatch.vocabulary import (
     ACTIVE_OWNED,
@@ -144,6 +145,8 @@ class Controller:
             pb, state = txn.get_pb(pb_id), txn.get_pb_state(pb_id)
             if pb is None or (state is not None and not _resume_requested(state)):
                 return
+            if state is not None and deployments_left(txn, pb_id):
+                return  # its last run's processes are still being removed
             key = workflow_key(pb["workflow"])
             reason = None
             for dep in pb.get("dependencies", []):

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from sdpbatch.control.configdb import Config
 from sdpbatch.io.checkpoint import CheckpointError, checkpoint_dir, read_checkpoint
-from sdpbatch.vocabulary import NEW, BlockStatus, block_deployment_prefix, default_buffer_name
+from sdpbatch.vocabulary import (
+    DEPLOY,
+    NEW,
+    BlockStatus,
+    block_deployment_prefix,
+    default_buffer_name,
+    deployment_key,
+)
 
 
 class ResumeRefused(ValueError):
@@ -48,6 +55,13 @@ def _checkpoint_of(txn, pb_id: str, pb: dict, data_root: Path) -> tuple[Path, in
     return folder, int(found.meta["next_cycle"]) - 1
 
 
+def deployments_left(txn, pb_id: str) -> list[str]:
+    """The keys of the block's process deployments the deployer has not finished removing
+    (an entry, or the state it keeps until its processes are gone)."""
+    prefix = deployment_key(block_deployment_prefix(pb_id))
+    return [key for key in txn.list_keys(DEPLOY, recurse=True) if key.startswith(prefix)]
+
+
 def request_resume(config: Config, pb_id: str, *, data_root: Path) -> ResumeRequest:
     """Mark FAILED block ``pb_id`` for the controller to run again from its checkpoint."""
     for txn in config.txn():
@@ -60,9 +74,7 @@ def request_resume(config: Config, pb_id: str, *, data_root: Path) -> ResumeRequ
             raise ResumeRefused(
                 f"{pb_id} is {status}: only a FAILED block goes on from its checkpoint"
             )
-        left = sorted(
-            d for d in txn.list_deployments() if d.startswith(block_deployment_prefix(pb_id))
-        )
+        left = deployments_left(txn, pb_id)
         if left:
             raise ResumeRefused(
                 f"{pb_id}: its processes are still being removed ({', '.join(left)}); "
