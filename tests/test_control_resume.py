@@ -74,9 +74,10 @@ def test_a_block_killed_then_stopped_by_down_resumes_to_the_same_images(
     os.kill(_state(pb_id)["owner"]["pid"], signal.SIGKILL)
     wait_until("FAILED", _status(pb_id, "FAILED"), timeout=30)
     assert _state(pb_id)["reason"].startswith("owner lost")
+    seen = len(_log(data_dir, pb_id))
     _resume(pb_id, env)
     # 2. the system goes down in a later cycle of the resumed run, then up again
-    wait_until("cycle 3", lambda: "ICAL cycle 3: peak" in _log(data_dir, pb_id), timeout=240)
+    wait_until("cycle 3", lambda: "ICAL cycle 3: peak" in _log(data_dir, pb_id)[seen:], 240)
     sdpbatch("down", "--data-dir", str(data_dir), env=env)
     sdpbatch("up", "--data-dir", str(data_dir), env=env)
     assert _state(pb_id)["reason"] == "stopped by sdpbatch down"
