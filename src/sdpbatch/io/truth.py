@@ -9,6 +9,11 @@ Files in the output directory:
   calibrates against first (``calibration_model`` 'catalogue'), so that it is not the truth;
 - ``truth_gains.h5``: the true station gains, H5parm layout (:mod:`sdpbatch.io.gaintable`),
   axes time x station x window, ``DATA_pq = g_p conj(g_q) TRUE_pq``;
+- ``truth_ionosphere.h5`` (only with ``ionosphere_rms_phase`` > 0): dataset ``phase`` (time x
+  station x source) rad at 100 MHz, the screen's phase at each station's pierce point towards
+  each source; ``DATA_pq`` holds ``exp(i phase_ps 1e8/nu) conj(exp(i phase_qs 1e8/nu))`` for
+  source s; datasets ``time`` (MJD s), ``station``, ``source``, ``ra``, ``dec`` (rad), the
+  screen's parameters as attributes;
 - ``simulation.json``: the parameters used, station/baseline/time counts, the products.
 """
 
@@ -19,13 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from sdpbatch.io.atomic import atomic_path
 from sdpbatch.io.gaintable import GainTable, read_gain_table, write_gain_table
 from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
 from sdpbatch.science.skymodel import SkyModel
-from sdpbatch.vocabulary import CATALOGUE_FILE, TRUTH_GAINS_FILE, TRUTH_SKYMODEL_FILE
+from sdpbatch.vocabulary import (
+    CATALOGUE_FILE,
+    TRUTH_GAINS_FILE,
+    TRUTH_IONOSPHERE_FILE,
+    TRUTH_SKYMODEL_FILE,
+)
 
 SUMMARY_FILE = "simulation.json"
 
@@ -51,10 +62,14 @@ def write_truth(
     frequencies: np.ndarray,
     phase_centre: tuple[float, float],
     summary: dict[str, Any],
+    ionosphere: np.ndarray | None = None,
+    ionosphere_attributes: dict[str, float] | None = None,
 ) -> list[Path]:
     """Write the truth files and the catalogue (each atomically) and return their paths.
 
-    ``gains`` are (ntimes, nant) (the same for every window) or (ntimes, nant, nfreq).
+    ``gains`` are (ntimes, nant) (the same for every window) or (ntimes, nant, nfreq);
+    ``ionosphere`` (ntimes, nant, nsrc) phases at 100 MHz of the sources of ``apparent_sky``,
+    or None (no file), with the screen's parameters ``ionosphere_attributes``.
     """
     out = Path(out_dir)
     gains = np.asarray(gains)
@@ -87,11 +102,54 @@ def write_truth(
             source_direction=phase_centre,
         ),
     ]
+    if ionosphere is not None:
+        paths.append(
+            write_ionosphere(
+                out / TRUTH_IONOSPHERE_FILE,
+                phase=ionosphere,
+                times=times,
+                antenna_names=antenna_names,
+                sky=apparent_sky,
+                attributes=ionosphere_attributes or {},
+            )
+        )
     target = out / SUMMARY_FILE
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     paths.append(target)
     return paths
+
+
+def write_ionosphere(
+    path: Path,
+    *,
+    phase: np.ndarray,
+    times: np.ndarray,
+    antenna_names: list[str],
+    sky: SkyModel,
+    attributes: dict[str, float],
+) -> Path:
+    """Write the true screen phases (see the module's description) atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("phase", data=np.asarray(phase, dtype=np.float64))
+        f.create_dataset("time", data=np.asarray(times, dtype=np.float64))
+        f.create_dataset("station", data=np.array(antenna_names, dtype="S"))
+        f.create_dataset("source", data=np.array(list(sky.names), dtype="S"))
+        f.create_dataset("ra", data=np.asarray(sky.ra, dtype=np.float64))
+        f.create_dataset("dec", data=np.asarray(sky.dec, dtype=np.float64))
+        f.attrs["unit"] = "rad at 100 MHz; phase(nu) = phase * 1e8 / nu"
+        for key, value in attributes.items():
+            f.attrs[key] = value
+    return path
+
+
+def read_ionosphere(path: str | Path) -> dict[str, np.ndarray]:
+    """The datasets of a ``truth_ionosphere.h5`` (names decoded to str)."""
+    with h5py.File(path, "r") as f:
+        out = {k: f[k][()] for k in f}
+    for key in ("station", "source"):
+        out[key] = np.array([v.decode() for v in out[key]])
+    return out
 
 
 def read_truth(directory: str | Path) -> Truth:
