@@ -362,15 +362,17 @@ def simulate(
     *,
     runner: Runner | None = None,
     progress: Progress | None = None,
+    setup: SimulationSetup | None = None,
 ) -> SimulationProducts:
     """Run the simulation: MeasurementSets ``ska_pipeline_simulation_vislist_<i>.ms`` and the
     truth (:mod:`sdpbatch.io.truth`) in ``out_dir``.
 
     ``runner``: where the one task per window runs (default: this process, one window after
-    the other).
+    the other).  ``setup``: :func:`prepare_simulation`'s of ``params`` when the caller has it.
     """
     start = time.perf_counter()
-    setup = prepare_simulation(params)  # raises ParameterError before anything is written
+    if setup is None or setup.params != params:
+        setup = prepare_simulation(params)  # raises ParameterError before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partials(out_dir)

@@ -71,16 +71,17 @@ def von_karman_screen(
     *,
     rms_phase: float,
     diffractive_scale: float,
-    smallest_scale: float = 5.0,
+    smallest_scale: float = 20.0,
     bins_per_decade: int = 8,
-    per_bin: int = 24,
+    per_bin: int = 16,
 ) -> PhaseScreen:
     """A random screen of rms ``rms_phase`` (rad at 100 MHz) and diffractive scale (m).
 
     Wavenumbers from 0 to ``2 pi / smallest_scale`` (m): the first bin holds everything below
-    ``k0 / 30``, then ``bins_per_decade`` logarithmic bins.  In a bin the variance of the
-    spectrum ``Phi(k) ~ (k^2 + k0^2)^(-11/6)`` is ``c [u(k_a) - u(k_b)]`` with ``u = (k^2 +
-    k0^2)^(-5/6)``, so wavenumbers with that distribution are drawn uniform in u.
+    ``k0 / 30``, then ``bins_per_decade`` logarithmic bins (20 m: below the distance between
+    two 38 m stations; the screen costs positions x waves, ~650 waves).  In a bin the
+    variance of the spectrum ``Phi(k) ~ (k^2 + k0^2)^(-11/6)`` is ``c [u(k_a) - u(k_b)]`` with
+    ``u = (k^2 + k0^2)^(-5/6)``, so wavenumbers with that distribution are drawn uniform in u.
     """
     k0 = outer_wavenumber(rms_phase, diffractive_scale)
     top = 2.0 * np.pi / smallest_scale
