@@ -4,8 +4,14 @@ EveryBeam 0.9.1's wheel ships the FEKO embedded element patterns of a 256-elemen
 station (``share/everybeam/skalow/``, at 100, 103.125 and 106.25 MHz: other frequencies take
 the nearest) but looks for them under the path of the machine that built it, unless
 ``EVERYBEAM_DATADIR`` names the installed ``share/everybeam``: :func:`element_voltage` sets it
-(when unset) before the first call.  Its ``skala40_wave`` model gives a wrong pattern there
-(about 1e-4 on the diagonal at zenith), so it is not used.
+(when unset) before the first call.  Not used, as found with 0.9.1: ``skala40_wave`` (its
+``oskar.h5`` has no 100 MHz data: "using the nearest neighbor with frequency 110 MHz") gives
+about 1e-4 on the diagonal at zenith and crashes the process (SIGSEGV) on 1000 directions of
+elements 0..255; a station built from element positions (``StationNode`` through
+``create_telescope``) takes only OSKAR element models for OSKAR ("OSKAR telescope requires an
+OSKAR related element response model") and Hamaker ones for LOFAR and AARTFAAC, not
+``skalow_feko``.  So the station's array factor is ours (:mod:`sdpbatch.science.
+aperture_array`) and only the element pattern is EveryBeam's.
 """
 
 from __future__ import annotations
