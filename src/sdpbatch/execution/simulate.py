@@ -356,6 +356,29 @@ def _write_windows(
     return [Path(p) for p in runner.gather(handles)]
 
 
+def _write_truth(setup: SimulationSetup, out_dir: Path, ms_paths: list[Path]) -> list[Path]:
+    params, effects = setup.params, setup.direction_gains
+    return write_truth(
+        out_dir,
+        apparent_sky=setup.sky,
+        catalogue=setup.catalogue,
+        gains=setup.gains,
+        times=setup.times,
+        antenna_names=setup.antenna_names,
+        antenna_positions=setup.itrf,
+        frequencies=setup.frequencies,
+        phase_centre=setup.phase_centre,
+        summary=_summary(setup, ms_paths),
+        ionosphere=None if effects is None else effects.ionosphere,
+        ionosphere_attributes={
+            "height_m": SCREEN_HEIGHT,
+            "rms_phase_rad_100MHz": params.ionosphere_rms_phase,
+            "diffractive_scale_m": params.ionosphere_scale_km * 1e3,
+            "speed_east_m_s": params.ionosphere_speed * 1e3,
+        },
+    )
+
+
 def simulate(
     params: Parameters,
     out_dir: Path,
@@ -391,25 +414,7 @@ def simulate(
     ms_paths = _write_windows(
         setup, out_dir, runner or InProcess(), progress or NoProgress(), len(windows)
     )
-    truth_paths = write_truth(
-        out_dir,
-        apparent_sky=setup.sky,
-        catalogue=setup.catalogue,
-        gains=setup.gains,
-        times=setup.times,
-        antenna_names=setup.antenna_names,
-        antenna_positions=setup.itrf,
-        frequencies=setup.frequencies,
-        phase_centre=setup.phase_centre,
-        summary=_summary(setup, ms_paths),
-        ionosphere=None if setup.direction_gains is None else setup.direction_gains.ionosphere,
-        ionosphere_attributes={
-            "height_m": SCREEN_HEIGHT,
-            "rms_phase_rad_100MHz": params.ionosphere_rms_phase,
-            "diffractive_scale_m": params.ionosphere_scale_km * 1e3,
-            "speed_east_m_s": params.ionosphere_speed * 1e3,
-        },
-    )
+    truth_paths = _write_truth(setup, out_dir, ms_paths)
     seconds = time.perf_counter() - start
     write_manifest(
         out_dir,

@@ -39,6 +39,21 @@ from sdpbatch.vocabulary import (
 )
 
 SUMMARY_FILE = "simulation.json"
+BEAM_HEADERS = {
+    "airy": (
+        "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x SKA1-Low station beam",
+        "pointed at the phase centre), i.e. exactly what the visibilities contain (no gains).",
+    ),
+    "none": (
+        "Truth of an sdpbatch simulation: INTRINSIC fluxes (no station beam), i.e. what the",
+        "visibilities contain before any gains.",
+    ),
+    "everybeam": (
+        "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x the mean over stations",
+        "and times of the EveryBeam station power beams); each station and time sees its own.",
+    ),
+}
+"""The first lines of the truth sky model's header, by parameter ``beam``."""
 
 
 @dataclass
@@ -76,19 +91,9 @@ def write_truth(
     freqs = np.atleast_1d(np.asarray(frequencies, dtype=np.float64))
     if gains.ndim == 2:
         gains = np.repeat(gains[:, :, None], freqs.size, axis=2)
-    header = [
-        "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x SKA1-Low station beam",
-        "pointed at the phase centre), i.e. exactly what the visibilities contain (no gains).",
-        "Spectra: S(nu) = I * (nu/nu0)**(c0 + c1*x + ...), x = log10(nu/nu0), fitted to the",
-        f"beam-attenuated spectrum at the {freqs.size} simulated frequencies.",
-        f"Phase centre (J2000): ra {np.degrees(phase_centre[0]):.9f} deg, "
-        f"dec {np.degrees(phase_centre[1]):.9f} deg.",
-    ]
-    catalogue_header = [
-        "Catalogue of an sdpbatch simulation's field, as a survey would give it: the sources of",
-        f"{TRUTH_SKYMODEL_FILE} with flux and position errors (APPARENT fluxes, the same beam).",
-        *header[2:],
-    ]
+    header, catalogue_header = _headers(
+        freqs, phase_centre, summary.get("parameters", {}).get("beam", "airy"), ionosphere
+    )
     paths = [
         write_sky_model(out / TRUTH_SKYMODEL_FILE, apparent_sky, header=header),
         write_sky_model(out / CATALOGUE_FILE, catalogue, header=catalogue_header),
@@ -118,6 +123,25 @@ def write_truth(
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     paths.append(target)
     return paths
+
+
+def _headers(freqs, phase_centre, beam: str, ionosphere) -> tuple[list[str], list[str]]:
+    """The header lines of the truth sky model and of the catalogue."""
+    header = [
+        *BEAM_HEADERS[beam],
+        "Spectra: S(nu) = I * (nu/nu0)**(c0 + c1*x + ...), x = log10(nu/nu0), fitted to the",
+        f"beam-attenuated spectrum at the {freqs.size} simulated frequencies.",
+        f"Phase centre (J2000): ra {np.degrees(phase_centre[0]):.9f} deg, "
+        f"dec {np.degrees(phase_centre[1]):.9f} deg.",
+        *([f"Ionospheric phases per time, station and source: {TRUTH_IONOSPHERE_FILE}."]
+          if ionosphere is not None else []),
+    ]  # fmt: skip
+    catalogue_header = [
+        "Catalogue of an sdpbatch simulation's field, as a survey would give it: the sources of",
+        f"{TRUTH_SKYMODEL_FILE} with flux and position errors (APPARENT fluxes, the same beam).",
+        *header[2:],
+    ]
+    return header, catalogue_header
 
 
 def write_ionosphere(

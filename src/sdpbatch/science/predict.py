@@ -176,21 +176,20 @@ def predict_point_sources_by_station(
         return out
     gauss = _gaussian_columns(shape, lmn.shape[0])
     if gauss.size:
-        uvw = ant_uvw[time_index, antenna2] - ant_uvw[time_index, antenna1]
-        if jones is None:
-            out += predict_point_sources(
-                uvw, frequency, lmn[gauss], flux[gauss], shape=shape[gauss]
-            )
-        else:  # a taper per baseline and a gain per station: one component at a time
-            for s in gauss:
-                one = predict_point_sources(uvw, frequency, lmn[[s]], flux[[s]], shape=shape[[s]])
-                g1, g2 = jones[time_index, antenna1, s], jones[time_index, antenna2, s]
-                out += one * g1 * g2.conj()
+        rows = (time_index, antenna1, antenna2)
+        out += _gaussians(ant_uvw, rows, frequency, lmn, flux, shape, gauss, jones)
         points = np.setdiff1d(np.arange(lmn.shape[0]), gauss)
         lmn, flux = lmn[points], flux[points]
         jones = None if jones is None else jones[:, :, points]
         if points.size == 0:
             return out
+    _station_factored(out, ant_uvw, time_index, antenna1, antenna2, frequency, lmn, flux, jones)
+    return out
+
+
+def _station_factored(out, ant_uvw, time_index, antenna1, antenna2, frequency, lmn, flux, jones):
+    """Add the points' ``(K diag(S)) K^H`` per time and channel to ``out`` (nrow, nchan)."""
+    nrow = time_index.shape[0]
     path = ant_uvw @ (lmn - np.array([0.0, 0.0, 1.0])).T  # (ntime, nant, nsrc) metres
     order = np.argsort(time_index, kind="stable")
     times, starts = np.unique(time_index[order], return_index=True)
@@ -205,6 +204,19 @@ def predict_point_sources_by_station(
             coherency = np.einsum("qs,ps->qp", station * flux[:, c], station.conj())
             rows = order[lo:hi]
             out[rows, c] += coherency[antenna2[rows], antenna1[rows]]
+
+
+def _gaussians(ant_uvw, rows, frequency, lmn, flux, shape, gauss, jones) -> np.ndarray:
+    """The Gaussian components ``gauss`` summed per baseline; with direction-dependent gains
+    (a taper per baseline, a gain per station) one component at a time."""
+    time_index, antenna1, antenna2 = rows
+    uvw = ant_uvw[time_index, antenna2] - ant_uvw[time_index, antenna1]
+    if jones is None:
+        return predict_point_sources(uvw, frequency, lmn[gauss], flux[gauss], shape=shape[gauss])
+    out = np.zeros((uvw.shape[0], frequency.size), dtype=np.complex128)
+    for s in gauss:
+        one = predict_point_sources(uvw, frequency, lmn[[s]], flux[[s]], shape=shape[[s]])
+        out += one * jones[time_index, antenna1, s] * jones[time_index, antenna2, s].conj()
     return out
 
 
