@@ -12,13 +12,16 @@ from casacore import tables
 from scipy.special import j1
 
 from sdpbatch.cli import main
+from sdpbatch.execution.simulate import prepare_simulation
 from sdpbatch.execution.station_effects import direction_gains
 from sdpbatch.io.everybeam_element import element_voltage
 from sdpbatch.parameters import Parameters
+from sdpbatch.parameters.files import load_parameters
 from sdpbatch.science.aperture_array import STATION_APERTURE, array_factor, vogel_layout
 from sdpbatch.science.constants import C
 from sdpbatch.science.predict import predict_point_sources, predict_point_sources_by_station
 from sdpbatch.science.skymodel import SkyModel
+from sdpbatch.science.skymodel import lmn as skymodel_lmn
 
 SOURCE = (
     "Format = Name, Type, Ra, Dec, I, SpectralIndex, LogarithmicSI, "
@@ -53,6 +56,24 @@ def test_airy_and_no_beam_differ_by_the_airy_power_factor(tmp_path):
     factor = (2 * j1(x) / x) ** 2
     assert 0.2 < factor.min() < factor.max() < 0.9
     np.testing.assert_allclose(airy, bare * factor, rtol=1e-6, atol=0)  # DATA is complex64
+
+
+def test_everybeam_measurement_set_is_the_direct_sum_with_each_stations_beam(tmp_path):
+    """Intrinsic flux x E_p conj(E_q) x the geometric phase, E the station beams: the mean
+    beam put into the apparent flux and taken out of the gains again leaves exactly that."""
+    data, nu = _simulate(tmp_path, "eb", beam="everybeam")
+    setup = prepare_simulation(load_parameters(tmp_path / "eb.json"))
+    beam = setup.direction_gains.beams.voltage(slice(None), slice(None), setup.frequencies)
+    ms = tmp_path / "eb" / "ska_pipeline_simulation_vislist_0.ms"
+    with tables.table(str(ms), ack=False) as t:
+        uvw, a1, a2 = t.getcol("UVW"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
+        ti = np.searchsorted(setup.times, t.getcol("TIME") - 1e-3)
+    lmn = skymodel_lmn(setup.sky.ra, setup.sky.dec, setup.phase_centre)[0]
+    geometry = np.exp(2j * np.pi * nu[None, :] / C * (uvw @ (lmn - [0, 0, 1]))[:, None])
+    gain = beam[ti, a1, 0] * beam[ti, a2, 0].conj()
+    expected = 5.0 * (nu / 1e8) ** -0.7 * gain * geometry
+    assert 0.05 < np.abs(gain).min() < np.abs(gain).max() < 0.95
+    assert np.abs(data - expected).max() < 1e-6 * np.abs(expected).max()
 
 
 def _sky(ra_deg, dec_deg) -> SkyModel:

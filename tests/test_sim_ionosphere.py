@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from casacore import tables
 
+import sdpbatch.execution.simulate as simulate_module
 from sdpbatch.cli import main
 from sdpbatch.io.truth import read_ionosphere
 from sdpbatch.science.constants import C
@@ -100,7 +101,8 @@ def _simulate(tmp_path, name, **extra):
     return out
 
 
-def test_measurement_set_is_the_direct_sum_with_the_saved_phases(tmp_path):
+def test_measurement_set_is_the_direct_sum_with_the_saved_phases(tmp_path, monkeypatch):
+    monkeypatch.setattr(simulate_module, "ROWS_PER_BLOCK", 6000)  # a block per time
     out = _simulate(tmp_path, "iono")
     truth = read_ionosphere(out / TRUTH_IONOSPHERE_FILE)
     assert truth["phase"].shape == (3, truth["station"].size, 1)
