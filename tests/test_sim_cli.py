@@ -94,6 +94,10 @@ BAD = [
     ({"buffer_vis": "../escape"}, "buffer_vis"),
     ({"layout": "no-such-layout.txt"}, "layout"),
     ({"sky_model": "no-such-sky.txt"}, "sky_model"),
+    ({"beam": "gaussian"}, "beam"),
+    ({"ionosphere_rms_phase": -0.5}, "ionosphere_rms_phase"),
+    ({"ionosphere_scale_km": 0.0}, "ionosphere_scale_km"),
+    ({"ionosphere_speed": 11.0}, "ionosphere_speed"),
 ]
 
 

@@ -145,7 +145,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         nfreqwin=params.nfreqwin, ntimes=params.ntimes, nbaselines=setup.nbaselines
     )
     with guarded_output([(args.out, needed)]), _runner(params, args.scheduler) as runner:
-        products = simulate(params, args.out, runner=runner, progress=progress_display(args))
+        products = simulate(
+            params, args.out, runner=runner, progress=progress_display(args), setup=setup
+        )
     for path in [*products.ms_paths, *products.truth_paths]:
         print(path)
     print(

@@ -27,6 +27,7 @@ import numpy as np
 
 from sdpbatch.execution.progress import NoProgress, Progress
 from sdpbatch.execution.runner import InProcess, Runner, runner_record
+from sdpbatch.execution.station_effects import DirectionGains, direction_gains, power_response
 from sdpbatch.io.atomic import remove_partials
 from sdpbatch.io.layout_file import load_layout
 from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
@@ -36,6 +37,7 @@ from sdpbatch.io.truth import SUMMARY_FILE, write_truth
 from sdpbatch.parameters import GLEAM_LIKE, RESULT_NEUTRAL, ParameterError, Parameters
 from sdpbatch.science.constants import STATION_DIAMETER
 from sdpbatch.science.gains import corrupt, random_gains
+from sdpbatch.science.ionosphere import SCREEN_HEIGHT
 from sdpbatch.science.layouts import enu_to_itrf, select_stations, site_itrf, smallest_useful_rmax
 from sdpbatch.science.noise import add_noise, radiometer_sigma
 from sdpbatch.science.observation import (
@@ -58,7 +60,12 @@ from sdpbatch.science.skymodel import (
 )
 from sdpbatch.science.uvw import antenna_uvw, baseline_uvw
 from sdpbatch.science.visibility import Visibilities
-from sdpbatch.vocabulary import PROVENANCE, TRUTH_GAINS_FILE, TRUTH_SKYMODEL_FILE
+from sdpbatch.vocabulary import (
+    PROVENANCE,
+    TRUTH_GAINS_FILE,
+    TRUTH_IONOSPHERE_FILE,
+    TRUTH_SKYMODEL_FILE,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class SimulationSetup:
     sky: SkyModel  # apparent (beam-attenuated) sources
     gains: np.ndarray  # (ntimes, nant) complex
     catalogue: SkyModel  # apparent, as a survey catalogue gives them (flux, position errors)
+    direction_gains: DirectionGains | None = None  # EveryBeam beams, ionosphere
 
     @property
     def nbaselines(self) -> int:
@@ -163,6 +171,10 @@ def prepare_simulation(params: Parameters) -> SimulationSetup:
     times = observation_times(transit, params.ntimes)
     itrf = enu_to_itrf(enu)
     ant_uvw = antenna_uvw(itrf, times, phase_centre, site_itrf())
+    effects = direction_gains(
+        params, intrinsic, phase_centre=phase_centre, enu=enu, frequencies=freqs, times=times
+    )
+    response = power_response(params, effects)
     a1, a2 = baselines(len(names))
     gains = random_gains(
         np.random.default_rng(params.seed),
@@ -183,9 +195,12 @@ def prepare_simulation(params: Parameters) -> SimulationSetup:
         ant_uvw=ant_uvw,
         antenna1=a1,
         antenna2=a2,
-        sky=apparent_sky(intrinsic, phase_centre, freqs),
+        sky=apparent_sky(intrinsic, phase_centre, freqs, response=response),
         gains=gains,
-        catalogue=apparent_sky(_catalogue(params, intrinsic), phase_centre, freqs),
+        catalogue=apparent_sky(
+            _catalogue(params, intrinsic), phase_centre, freqs, response=response
+        ),
+        direction_gains=effects,
     )
 
 
@@ -251,8 +266,8 @@ def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) ->
             time_index = np.repeat(np.arange(t0, t1), nbl)
             a1 = np.tile(setup.antenna1, t1 - t0)
             a2 = np.tile(setup.antenna2, t1 - t0)
-            vis = predict_point_sources_by_station(
-                setup.ant_uvw, time_index, a1, a2, freq, directions, flux, shape=shape
+            vis = _predict(
+                setup, slice(t0, t1), channels, (time_index, a1, a2), directions, flux, shape
             )
             vis = corrupt(vis, setup.gains, a1, a2, time_index)
             for c, stream in enumerate(streams):
@@ -278,6 +293,28 @@ def simulate_window(setup: SimulationSetup, window: int, out_dir: str | Path) ->
     return path
 
 
+def _predict(setup, times: slice, channels: slice, rows, directions, flux, shape):
+    """The block's visibilities, with the direction-dependent gains when there are any.
+
+    rows: (time index, antenna1, antenna2) of the block's rows."""
+    freq, (time_index, a1, a2) = setup.frequencies[channels], rows
+    if setup.direction_gains is None:
+        return predict_point_sources_by_station(
+            setup.ant_uvw, time_index, a1, a2, freq, directions, flux, shape=shape
+        )
+    return predict_point_sources_by_station(
+        setup.ant_uvw[times],
+        time_index - times.start,
+        a1,
+        a2,
+        freq,
+        directions,
+        flux,
+        shape=shape,
+        jones=setup.direction_gains.block(times, channels, setup.frequencies),
+    )
+
+
 def _summary(setup: SimulationSetup, ms_paths: list[Path]) -> dict:
     return {
         "parameters": setup.params.to_dict(),
@@ -292,7 +329,11 @@ def _summary(setup: SimulationSetup, ms_paths: list[Path]) -> dict:
         "integration_time_s": setup.interval,
         "phase_centre_rad": list(setup.phase_centre),
         "measurement_sets": [p.name for p in ms_paths],
-        "truth": {"sky_model": TRUTH_SKYMODEL_FILE, "gains": TRUTH_GAINS_FILE},
+        "truth": {
+            "sky_model": TRUTH_SKYMODEL_FILE,
+            "gains": TRUTH_GAINS_FILE,
+            **({"ionosphere": TRUTH_IONOSPHERE_FILE} if setup.params.ionosphere_rms_phase else {}),
+        },
         "conventions": "UVW = uvw(ANTENNA2) - uvw(ANTENNA1) J2000; "
         "DATA = sum S exp(+2 pi i nu/c (u l + v m + w (n-1))); DATA_pq = g_p conj(g_q) TRUE_pq",
     }
@@ -315,21 +356,46 @@ def _write_windows(
     return [Path(p) for p in runner.gather(handles)]
 
 
+def _write_truth(setup: SimulationSetup, out_dir: Path, ms_paths: list[Path]) -> list[Path]:
+    params, effects = setup.params, setup.direction_gains
+    return write_truth(
+        out_dir,
+        apparent_sky=setup.sky,
+        catalogue=setup.catalogue,
+        gains=setup.gains,
+        times=setup.times,
+        antenna_names=setup.antenna_names,
+        antenna_positions=setup.itrf,
+        frequencies=setup.frequencies,
+        phase_centre=setup.phase_centre,
+        summary=_summary(setup, ms_paths),
+        ionosphere=None if effects is None else effects.ionosphere,
+        ionosphere_attributes={
+            "height_m": SCREEN_HEIGHT,
+            "rms_phase_rad_100MHz": params.ionosphere_rms_phase,
+            "diffractive_scale_m": params.ionosphere_scale_km * 1e3,
+            "speed_east_m_s": params.ionosphere_speed * 1e3,
+        },
+    )
+
+
 def simulate(
     params: Parameters,
     out_dir: Path,
     *,
     runner: Runner | None = None,
     progress: Progress | None = None,
+    setup: SimulationSetup | None = None,
 ) -> SimulationProducts:
     """Run the simulation: MeasurementSets ``ska_pipeline_simulation_vislist_<i>.ms`` and the
     truth (:mod:`sdpbatch.io.truth`) in ``out_dir``.
 
     ``runner``: where the one task per window runs (default: this process, one window after
-    the other).
+    the other).  ``setup``: :func:`prepare_simulation`'s of ``params`` when the caller has it.
     """
     start = time.perf_counter()
-    setup = prepare_simulation(params)  # raises ParameterError before anything is written
+    if setup is None or setup.params != params:
+        setup = prepare_simulation(params)  # raises ParameterError before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partials(out_dir)
@@ -348,18 +414,7 @@ def simulate(
     ms_paths = _write_windows(
         setup, out_dir, runner or InProcess(), progress or NoProgress(), len(windows)
     )
-    truth_paths = write_truth(
-        out_dir,
-        apparent_sky=setup.sky,
-        catalogue=setup.catalogue,
-        gains=setup.gains,
-        times=setup.times,
-        antenna_names=setup.antenna_names,
-        antenna_positions=setup.itrf,
-        frequencies=setup.frequencies,
-        phase_centre=setup.phase_centre,
-        summary=_summary(setup, ms_paths),
-    )
+    truth_paths = _write_truth(setup, out_dir, ms_paths)
     seconds = time.perf_counter() - start
     write_manifest(
         out_dir,

@@ -9,6 +9,11 @@ Files in the output directory:
   calibrates against first (``calibration_model`` 'catalogue'), so that it is not the truth;
 - ``truth_gains.h5``: the true station gains, H5parm layout (:mod:`sdpbatch.io.gaintable`),
   axes time x station x window, ``DATA_pq = g_p conj(g_q) TRUE_pq``;
+- ``truth_ionosphere.h5`` (only with ``ionosphere_rms_phase`` > 0): dataset ``phase`` (time x
+  station x source) rad at 100 MHz, the screen's phase at each station's pierce point towards
+  each source; ``DATA_pq`` holds ``exp(i phase_ps 1e8/nu) conj(exp(i phase_qs 1e8/nu))`` for
+  source s; datasets ``time`` (MJD s), ``station``, ``source``, ``ra``, ``dec`` (rad), the
+  screen's parameters as attributes;
 - ``simulation.json``: the parameters used, station/baseline/time counts, the products.
 """
 
@@ -19,15 +24,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from sdpbatch.io.atomic import atomic_path
 from sdpbatch.io.gaintable import GainTable, read_gain_table, write_gain_table
 from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
 from sdpbatch.science.skymodel import SkyModel
-from sdpbatch.vocabulary import CATALOGUE_FILE, TRUTH_GAINS_FILE, TRUTH_SKYMODEL_FILE
+from sdpbatch.vocabulary import (
+    CATALOGUE_FILE,
+    TRUTH_GAINS_FILE,
+    TRUTH_IONOSPHERE_FILE,
+    TRUTH_SKYMODEL_FILE,
+)
 
 SUMMARY_FILE = "simulation.json"
+BEAM_HEADERS = {
+    "airy": (
+        "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x SKA1-Low station beam",
+        "pointed at the phase centre), i.e. exactly what the visibilities contain (no gains).",
+    ),
+    "none": (
+        "Truth of an sdpbatch simulation: INTRINSIC fluxes (no station beam), i.e. what the",
+        "visibilities contain before any gains.",
+    ),
+    "everybeam": (
+        "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x the mean over stations",
+        "and times of the EveryBeam station power beams); each station and time sees its own.",
+    ),
+}
+"""The first lines of the truth sky model's header, by parameter ``beam``."""
 
 
 @dataclass
@@ -51,29 +77,23 @@ def write_truth(
     frequencies: np.ndarray,
     phase_centre: tuple[float, float],
     summary: dict[str, Any],
+    ionosphere: np.ndarray | None = None,
+    ionosphere_attributes: dict[str, float] | None = None,
 ) -> list[Path]:
     """Write the truth files and the catalogue (each atomically) and return their paths.
 
-    ``gains`` are (ntimes, nant) (the same for every window) or (ntimes, nant, nfreq).
+    ``gains`` are (ntimes, nant) (the same for every window) or (ntimes, nant, nfreq);
+    ``ionosphere`` (ntimes, nant, nsrc) phases at 100 MHz of the sources of ``apparent_sky``,
+    or None (no file), with the screen's parameters ``ionosphere_attributes``.
     """
     out = Path(out_dir)
     gains = np.asarray(gains)
     freqs = np.atleast_1d(np.asarray(frequencies, dtype=np.float64))
     if gains.ndim == 2:
         gains = np.repeat(gains[:, :, None], freqs.size, axis=2)
-    header = [
-        "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x SKA1-Low station beam",
-        "pointed at the phase centre), i.e. exactly what the visibilities contain (no gains).",
-        "Spectra: S(nu) = I * (nu/nu0)**(c0 + c1*x + ...), x = log10(nu/nu0), fitted to the",
-        f"beam-attenuated spectrum at the {freqs.size} simulated frequencies.",
-        f"Phase centre (J2000): ra {np.degrees(phase_centre[0]):.9f} deg, "
-        f"dec {np.degrees(phase_centre[1]):.9f} deg.",
-    ]
-    catalogue_header = [
-        "Catalogue of an sdpbatch simulation's field, as a survey would give it: the sources of",
-        f"{TRUTH_SKYMODEL_FILE} with flux and position errors (APPARENT fluxes, the same beam).",
-        *header[2:],
-    ]
+    header, catalogue_header = _headers(
+        freqs, phase_centre, summary.get("parameters", {}).get("beam", "airy"), ionosphere
+    )
     paths = [
         write_sky_model(out / TRUTH_SKYMODEL_FILE, apparent_sky, header=header),
         write_sky_model(out / CATALOGUE_FILE, catalogue, header=catalogue_header),
@@ -87,11 +107,73 @@ def write_truth(
             source_direction=phase_centre,
         ),
     ]
+    if ionosphere is not None:
+        paths.append(
+            write_ionosphere(
+                out / TRUTH_IONOSPHERE_FILE,
+                phase=ionosphere,
+                times=times,
+                antenna_names=antenna_names,
+                sky=apparent_sky,
+                attributes=ionosphere_attributes or {},
+            )
+        )
     target = out / SUMMARY_FILE
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     paths.append(target)
     return paths
+
+
+def _headers(freqs, phase_centre, beam: str, ionosphere) -> tuple[list[str], list[str]]:
+    """The header lines of the truth sky model and of the catalogue."""
+    header = [
+        *BEAM_HEADERS[beam],
+        "Spectra: S(nu) = I * (nu/nu0)**(c0 + c1*x + ...), x = log10(nu/nu0), fitted to the",
+        f"beam-attenuated spectrum at the {freqs.size} simulated frequencies.",
+        f"Phase centre (J2000): ra {np.degrees(phase_centre[0]):.9f} deg, "
+        f"dec {np.degrees(phase_centre[1]):.9f} deg.",
+        *([f"Ionospheric phases per time, station and source: {TRUTH_IONOSPHERE_FILE}."]
+          if ionosphere is not None else []),
+    ]  # fmt: skip
+    catalogue_header = [
+        "Catalogue of an sdpbatch simulation's field, as a survey would give it: the sources of",
+        f"{TRUTH_SKYMODEL_FILE} with flux and position errors (APPARENT fluxes, the same beam).",
+        *header[2:],
+    ]
+    return header, catalogue_header
+
+
+def write_ionosphere(
+    path: Path,
+    *,
+    phase: np.ndarray,
+    times: np.ndarray,
+    antenna_names: list[str],
+    sky: SkyModel,
+    attributes: dict[str, float],
+) -> Path:
+    """Write the true screen phases (see the module's description) atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("phase", data=np.asarray(phase, dtype=np.float64))
+        f.create_dataset("time", data=np.asarray(times, dtype=np.float64))
+        f.create_dataset("station", data=np.array(antenna_names, dtype="S"))
+        f.create_dataset("source", data=np.array(list(sky.names), dtype="S"))
+        f.create_dataset("ra", data=np.asarray(sky.ra, dtype=np.float64))
+        f.create_dataset("dec", data=np.asarray(sky.dec, dtype=np.float64))
+        f.attrs["unit"] = "rad at 100 MHz; phase(nu) = phase * 1e8 / nu"
+        for key, value in attributes.items():
+            f.attrs[key] = value
+    return path
+
+
+def read_ionosphere(path: str | Path) -> dict[str, np.ndarray]:
+    """The datasets of a ``truth_ionosphere.h5`` (names decoded to str)."""
+    with h5py.File(path, "r") as f:
+        out = {k: f[k][()] for k in f}
+    for key in ("station", "source"):
+        out[key] = np.array([v.decode() for v in out[key]])
+    return out
 
 
 def read_truth(directory: str | Path) -> Truth:

@@ -33,6 +33,8 @@ GLEAM_LIKE = "gleam-like"
 DEFAULT_LAYOUT = "ska1-low-central"
 CATALOGUE = "catalogue"
 NO_MODEL = "none"
+BEAMS = ("airy", "everybeam", "none")
+"""The station beams the simulation knows (parameter ``beam``)."""
 
 
 def is_file_prefix(name: str) -> bool:
@@ -155,6 +157,21 @@ SCHEMA: tuple[Field, ...] = (
     Field("catalogue_position_error", "float", 2.0,
           "rms error of each coordinate of the catalogue's positions (arcsec)",
           _range(0.0, 3600.0), "0 to 3600 arcsec", "simulation"),
+    Field("beam", "str", "airy",
+          "station beam of the simulation: 'airy' (one analytic power beam for every station "
+          "and time), 'everybeam' (per station, time, direction and frequency: EveryBeam's "
+          "SKA-Low element pattern times the station's array factor), 'none'",
+          lambda v: v in BEAMS, ", ".join(BEAMS), "simulation"),
+    Field("ionosphere_rms_phase", "float", 0.0,
+          "rms phase (rad at 100 MHz) of a Kolmogorov TEC screen at 300 km drifting over the "
+          "array, over regions beyond its outer scale (0: no ionosphere)",
+          _range(0.0, 100.0), "0 to 100 rad", "simulation"),
+    Field("ionosphere_scale_km", "float", 10.0,
+          "diffractive scale of the screen (km): its phase structure function at 100 MHz is "
+          "(r / scale)^(5/3) well inside the outer scale",
+          _range(0.01, 1e4), "0.01 to 1e4 km", "simulation"),
+    Field("ionosphere_speed", "float", 0.1, "speed of the screen drifting over the array (km/s)",
+          _range(0.0, 10.0), "0 to 10 km/s", "simulation"),
     Field("layout", "str", DEFAULT_LAYOUT,
           f"'{DEFAULT_LAYOUT}' or a station layout file (east north up metres, text or CSV)",
           lambda v: bool(v), f"'{DEFAULT_LAYOUT}' or a file path", "observation",

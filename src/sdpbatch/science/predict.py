@@ -141,6 +141,7 @@ def predict_point_sources_by_station(
     flux: np.ndarray,
     *,
     shape: np.ndarray | None = None,
+    jones: np.ndarray | None = None,
 ) -> np.ndarray:
     """The same direct sum, factored per station: for data whose UVW are station differences.
 
@@ -159,6 +160,9 @@ def predict_point_sources_by_station(
     shape : (nsrc, 2, 3) Gaussian taper matrices or None: a Gaussian's taper depends on the
         baseline, not on the stations, so Gaussian components are summed per baseline by
         :func:`predict_point_sources` and only the points are factored.
+    jones : (ntime, nant, nsrc, nchan) complex direction-dependent station gains or None:
+        ``V_pq = sum_s g_ps conj(g_qs) S_s K_qs conj(K_ps)`` (station beams, ionosphere; the
+        convention of the direction-independent gains, p = ANTENNA1).
     """
     ant_uvw = np.asarray(ant_uvw, dtype=np.float64)
     frequency = np.atleast_1d(np.asarray(frequency, dtype=np.float64))
@@ -172,12 +176,20 @@ def predict_point_sources_by_station(
         return out
     gauss = _gaussian_columns(shape, lmn.shape[0])
     if gauss.size:
-        uvw = ant_uvw[time_index, antenna2] - ant_uvw[time_index, antenna1]
-        out += predict_point_sources(uvw, frequency, lmn[gauss], flux[gauss], shape=shape[gauss])
+        rows = (time_index, antenna1, antenna2)
+        out += _gaussians(ant_uvw, rows, frequency, lmn, flux, shape, gauss, jones)
         points = np.setdiff1d(np.arange(lmn.shape[0]), gauss)
         lmn, flux = lmn[points], flux[points]
+        jones = None if jones is None else jones[:, :, points]
         if points.size == 0:
             return out
+    _station_factored(out, ant_uvw, time_index, antenna1, antenna2, frequency, lmn, flux, jones)
+    return out
+
+
+def _station_factored(out, ant_uvw, time_index, antenna1, antenna2, frequency, lmn, flux, jones):
+    """Add the points' ``(K diag(S)) K^H`` per time and channel to ``out`` (nrow, nchan)."""
+    nrow = time_index.shape[0]
     path = ant_uvw @ (lmn - np.array([0.0, 0.0, 1.0])).T  # (ntime, nant, nsrc) metres
     order = np.argsort(time_index, kind="stable")
     times, starts = np.unique(time_index[order], return_index=True)
@@ -185,11 +197,26 @@ def predict_point_sources_by_station(
     for c, nu in enumerate(frequency):
         for t, lo, hi in zip(times, bounds[:-1], bounds[1:], strict=True):
             station = np.exp(1j * (2.0 * np.pi * nu / C) * path[t])  # (nant, nsrc)
+            if jones is not None:
+                station *= jones[t, :, :, c].conj()
             # [q, p] = V_pq; einsum rather than BLAS: a small product that a multithreaded
             # BLAS slows down tenfold on a busy machine
             coherency = np.einsum("qs,ps->qp", station * flux[:, c], station.conj())
             rows = order[lo:hi]
             out[rows, c] += coherency[antenna2[rows], antenna1[rows]]
+
+
+def _gaussians(ant_uvw, rows, frequency, lmn, flux, shape, gauss, jones) -> np.ndarray:
+    """The Gaussian components ``gauss`` summed per baseline; with direction-dependent gains
+    (a taper per baseline, a gain per station) one component at a time."""
+    time_index, antenna1, antenna2 = rows
+    uvw = ant_uvw[time_index, antenna2] - ant_uvw[time_index, antenna1]
+    if jones is None:
+        return predict_point_sources(uvw, frequency, lmn[gauss], flux[gauss], shape=shape[gauss])
+    out = np.zeros((uvw.shape[0], frequency.size), dtype=np.complex128)
+    for s in gauss:
+        one = predict_point_sources(uvw, frequency, lmn[[s]], flux[[s]], shape=shape[[s]])
+        out += one * jones[time_index, antenna1, s] * jones[time_index, antenna2, s].conj()
     return out
 
 

@@ -246,18 +246,26 @@ def gleam_like_sources(
 
 
 def apparent_sky(
-    sky: SkyModel, pointing: tuple[float, float], frequencies: np.ndarray, *, nterms: int = 3
+    sky: SkyModel,
+    pointing: tuple[float, float],
+    frequencies: np.ndarray,
+    *,
+    nterms: int = 3,
+    response: np.ndarray | float | None = None,
 ) -> SkyModel:
     """The beam-attenuated sky as seen at ``frequencies`` (Hz), as a log-polynomial model.
 
-    At each frequency the apparent flux is intrinsic x :func:`station_beam`; the spectrum is
+    At each frequency the apparent flux is intrinsic x ``response`` (nsrc, nfreq) power
+    response, by default :func:`station_beam` (1.0: no beam); the spectrum is
     fitted by a log10 polynomial of ``min(nterms, nfreq - 1)`` spectral terms (exact when
     nfreq <= nterms + 1).  The visibilities are predicted from this model, so the truth file
     describes exactly what the data contain.  Reference frequency: the middle of the band.
     """
     freqs = np.asarray(frequencies, dtype=np.float64)
     ref = float(np.sqrt(freqs.min() * freqs.max()))
-    flux = sky.flux_at(freqs) * station_beam(sky.ra, sky.dec, pointing, freqs)
+    if response is None:
+        response = station_beam(sky.ra, sky.dec, pointing, freqs)
+    flux = sky.flux_at(freqs) * response
     nsi = max(1, min(nterms, freqs.size - 1))
     if freqs.size == 1:  # exact at that frequency; the intrinsic index is kept for the record
         return dataclasses.replace(
