@@ -18,8 +18,9 @@ ADVICE_MEMORY_FRACTION = 0.5
 """An advised image never needs more than this fraction of the memory available."""
 
 GRID_OVERSAMPLING = 2.0
-"""ducc0's uv-grid oversampling, taken at its upper bound (it picks 1.2 to 2 for the accuracy
-asked, more for very wide fields)."""
+"""The largest uv-grid oversampling ducc0 may choose (``sigma_max`` of every gridder call,
+:data:`sdpbatch.science.imaging.SIGMA_RANGE`): the grid is at most this squared times the
+image's pixels."""
 
 
 MEMORY_HEADROOM = 1.2
