@@ -191,12 +191,12 @@ def _band(low_mhz: float, high_mhz: float, nchan: int, nwindows: int = 1):
     "band, nmoment, expected",
     [
         ((168.5, 201.5, 10), 1, 1),  # the snapshot, one term: one FFT set per pass
-        ((168.5, 201.5, 10), 2, 2),  # 17.8 %: two terms, two blocks of <= 10 %
-        ((111.5, 127.5, 16), 2, 2),  # the raw-like snapshot, 13.4 %
+        ((168.5, 201.5, 10), 2, 3),  # 17.8 %: two terms, blocks of <= 6 %
+        ((111.5, 127.5, 16), 2, 3),  # the raw-like snapshot, 13.4 %
         ((149.0, 151.0, 10), 2, 2),  # 1.3 %: the two terms still need two blocks
         ((149.0, 151.0, 10), 3, 3),
-        ((88.57, 111.43, 8, 8), 2, 3),  # the seed: 8 windows of one channel, 22.9 %
-        ((50.0, 150.0, 40), 2, 10),  # 100 %: a block per 10 %
+        ((88.57, 111.43, 8, 8), 2, 4),  # the seed: 8 windows of one channel, 22.9 %
+        ((50.0, 150.0, 40), 2, 17),  # 100 %: a block per 6 %
         ((149.0, 151.0, 2), 3, 2),  # never more blocks than channels
     ],
 )

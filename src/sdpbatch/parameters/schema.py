@@ -222,7 +222,7 @@ SCHEMA: tuple[Field, ...] = (
           "-channels-out): every visibility is gridded once, onto its block's image, and the "
           "Taylor images are formed from the blocks; exact when each block is one channel, "
           "each block costs one FFT per pass (null or auto: one block with one Taylor term, "
-          "else nmoment blocks at least and one per 10 % of fractional bandwidth)",
+          "else nmoment blocks at least and one per 6 % of fractional bandwidth)",
           _optional(_range(1, 4096)), "1 to 4096, or null", "deconvolution", "-channels-out N"),
     Field("psf_support", "int", 128, "half-width of the PSF patch used by minor cycles (px)",
           _range(8, 4096), "8 to 4096", "deconvolution"),
