@@ -286,10 +286,14 @@ def test_briggs_between_uniform_and_natural():
 
 
 def test_advise_image():
-    npixel, cell = advise_image(1263.0, 0.9e8, 1.1e8, 35.0)
+    advice = advise_image(1263.0, 0.9e8, 1.1e8, 35.0)
+    npixel, cell = advice.npixel, advice.cellsize
     baseline = 1263.0 * 1.1e8 / C
     assert cell == pytest.approx(1 / (3 * baseline))
-    fov = 6 * (C / 0.9e8) / 35.0
+    fov = 2.44 * (C / 0.9e8) / 35.0  # the primary beam to its first null
+    assert advice.reasons[0].startswith(f"cell {cell:.3g} rad: 1/3 of the synthesized beam")
+    assert advice.reasons[1].startswith(f"field {fov:.3g} rad: the primary beam to its first")
+    assert advice.reasons[2].startswith(f"{npixel} pixels (a fast FFT size)")
     assert npixel >= fov / cell and npixel % 2 == 0
     assert npixel == ducc0.fft.good_size(npixel)
     assert npixel < 1.1 * fov / cell + 2
