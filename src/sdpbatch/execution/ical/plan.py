@@ -125,6 +125,8 @@ def auto_channel_blocks(infos: Sequence[MeasurementSetInfo], nmoment: int) -> tu
       stays within a few percent of the spectrum it stands for (e.g. 3 blocks for 13 % and
       two terms, 4 for the seed's 23 %);
     - never more blocks than channels.
+
+    The cubes have a plane per block: ask for ``channel_blocks`` to have more planes.
     """
     nchan = sum(i.nchan for i in infos)
     fraction = fractional_bandwidth(infos)
@@ -135,7 +137,7 @@ def auto_channel_blocks(infos: Sequence[MeasurementSetInfo], nmoment: int) -> tu
         n = max(nmoment, by_band)
         why = (
             f"{nmoment} Taylor terms need {nmoment} blocks at least, a block spans at most "
-            f"{BLOCK_FRACTIONAL_BANDWIDTH:.0%} of the band ({by_band} for this band)"
+            f"{BLOCK_FRACTIONAL_BANDWIDTH:.0%} in frequency ({by_band} for this band)"
         )
     n = max(1, min(n, nchan))
     return n, f"fractional bandwidth {fraction:.1%} over {nchan} channel(s); {why}"
