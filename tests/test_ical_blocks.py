@@ -3,12 +3,19 @@ formed from the blocks, exact with a block per channel and close with fewer."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import ducc0
 import numpy as np
 import pytest
 
 from sdpbatch.execution.ical import IcalSettings, run_ical
-from sdpbatch.execution.ical.plan import WorkItem, assign
+from sdpbatch.execution.ical.plan import (
+    WorkItem,
+    assign,
+    fractional_bandwidth,
+    resolve_channel_blocks,
+)
 from sdpbatch.execution.simulate import simulate
 from sdpbatch.io.ms_read import read_measurement_set
 from sdpbatch.io.truth import read_truth
@@ -168,3 +175,38 @@ def test_groups_hold_consecutive_times_with_all_their_blocks():
         (1.0, 1),
     ]
     assert {i.time_range[0] for i in second} == {1.0, 2.0, 3.0}
+
+
+def _band(low_mhz: float, high_mhz: float, nchan: int, nwindows: int = 1):
+    """Stand-ins of MeasurementSetInfo holding a band of nchan channels in nwindows files."""
+    width = (high_mhz - low_mhz) * 1e6 / nchan
+    centres = low_mhz * 1e6 + width * (np.arange(nchan) + 0.5)
+    return [
+        SimpleNamespace(frequency=part, channel_width=np.full(part.size, width), nchan=part.size)
+        for part in np.array_split(centres, nwindows)
+    ]
+
+
+@pytest.mark.parametrize(
+    "band, nmoment, expected",
+    [
+        ((168.5, 201.5, 10), 1, 1),  # the issue's snapshot, one term: one FFT set per pass
+        ((168.5, 201.5, 10), 2, 3),  # 17.8 %: two terms, blocks of <= 6 %
+        ((111.5, 127.5, 16), 2, 3),  # the raw-like snapshot, 13.4 %
+        ((149.0, 151.0, 10), 2, 2),  # 1.3 %: the two terms still need two blocks
+        ((149.0, 151.0, 10), 3, 3),
+        ((88.57, 111.43, 8, 8), 2, 4),  # the seed: 8 windows of one channel, 22.9 %
+        ((50.0, 150.0, 40), 2, 17),  # 100 %: a block per 6 %
+        ((149.0, 151.0, 2), 3, 2),  # never more blocks than channels
+    ],
+)
+def test_automatic_channel_blocks(band, nmoment, expected):
+    n, why = resolve_channel_blocks(_band(*band), None, nmoment)
+    assert n == expected, why
+    assert why.startswith("chosen automatically: fractional bandwidth")
+
+
+def test_requested_channel_blocks_are_kept_up_to_one_per_channel():
+    assert resolve_channel_blocks(_band(100, 120, 8), 4, 2)[0] == 4
+    assert resolve_channel_blocks(_band(100, 120, 8), 16, 2)[0] == 8
+    assert fractional_bandwidth(_band(90, 110, 8)) == pytest.approx(0.2)

@@ -109,10 +109,11 @@ def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
     assert len(qa["cycles"]) >= 1 and "read" in qa["timings_s"] and "write" in qa["timings_s"]
     assert "truth" not in qa
     cube, cube_header = read_fits_image(out / "ska_pipeline_ical_restored_cube.fits")
-    # one plane per channel block: the default 4 blocks of the 4 channels
-    assert cube.shape == (4, NPIX, NPIX)
-    assert cube_header["CRVAL3"] == pytest.approx(96e6)
-    assert cube_header["CDELT3"] == pytest.approx(3e6)
+    # one plane per channel block: 4 channels of 3 MHz at 96-105 MHz (11.9 %) and two Taylor
+    # terms make 2 blocks automatically, of 2 channels each
+    assert cube.shape == (2, NPIX, NPIX)
+    assert cube_header["CRVAL3"] == pytest.approx(97.5e6)
+    assert cube_header["CDELT3"] == pytest.approx(6e6)
 
 
 def qa_of(out) -> dict:

@@ -4,6 +4,7 @@ refusal of an image too large, and advice from the data capped by the memory ava
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import tracemalloc
@@ -16,7 +17,9 @@ from sdpbatch.parameters import ParameterError
 from sdpbatch.science.clean import msmfs_clean
 from sdpbatch.science.constants import C
 from sdpbatch.science.image_size import (
+    GRID_OVERSAMPLING,
     MEMORY_HEADROOM,
+    VISIBILITY_BYTES,
     check_image_fits,
     fast_even_size,
     image_memory_breakdown,
@@ -122,12 +125,32 @@ def test_largest_fitting_size_is_fast_and_fits():
 
 def test_advice_for_small_dishes_is_capped_by_the_horizon_and_the_memory():
     """A wide-field array (4.4 m tiles, 3 km baselines): the guard band would exceed the sky."""
-    npixel, cell = advise_image(3000.0, 1.4e8, 1.6e8, 4.4)
+    advice = advise_image(3000.0, 1.4e8, 1.6e8, 4.4)
+    npixel, cell = advice.npixel, advice.cellsize
     assert npixel * cell == pytest.approx(MAX_FIELD_OF_VIEW, rel=0.03)
+    assert "capped at 1 rad" in advice.reasons[1]
     budget = 2 * GIB
-    capped, same_cell = advise_image(3000.0, 1.4e8, 1.6e8, 4.4, max_bytes=budget, **SIZES)
-    assert same_cell == cell and capped < npixel
-    assert image_memory_bytes(capped, **SIZES) <= budget
+    capped = advise_image(3000.0, 1.4e8, 1.6e8, 4.4, max_bytes=budget, **SIZES)
+    assert capped.cellsize == cell and capped.npixel < npixel
+    assert image_memory_bytes(capped.npixel, **SIZES) <= budget
+    assert f"{npixel} pixels would need" in capped.reasons[2]
+    # a worker's visibilities take their share: a smaller image fits beside them
+    held = advise_image(3000.0, 1.4e8, 1.6e8, 4.4, max_bytes=budget, **SIZES,
+                        visibilities=20_000_000)  # fmt: skip
+    assert held.npixel < capped.npixel
+    assert image_memory_bytes(held.npixel, **SIZES, visibilities=20_000_000) <= budget
+
+
+def test_memory_per_worker_of_large_images():
+    """The figures docs/architecture.md states (two Taylor terms, scales 0/3/10, 4 blocks, a
+    worker holding 4 M visibilities), and the parts that make them."""
+    sizes = dict(nmoment=2, nscales=3, nwindows=4, visibilities=4_000_000)
+    parts = image_memory_breakdown(8192, **sizes)
+    assert parts["visibilities"] == 4_000_000 * VISIBILITY_BYTES
+    assert parts["gridding"] == 2 * 8192**2 * (GRID_OVERSAMPLING**2 * 16 + 16)
+    gib = {n: image_memory_bytes(n, **sizes) / GIB for n in (8192, 16384)}
+    assert gib[8192] == pytest.approx(23.0, abs=0.05)
+    assert gib[16384] == pytest.approx(91.5, abs=0.05)
 
 
 def test_advice_from_the_measurement_set(raw_like):
@@ -136,10 +159,34 @@ def test_advice_from_the_measurement_set(raw_like):
     info = read_measurement_set_metadata(path)
     vis = read_measurement_set(path)
     uvw_max = float(np.abs(vis.uvw).max())
-    npixel, cell = advise_image(
+    advice = advise_image(
         uvw_max, info.frequency.min(), info.frequency.max(), info.antenna_diameter
     )
+    npixel, cell = advice.npixel, advice.cellsize
     assert info.antenna_diameter == 38.0
     assert cell == pytest.approx(C / info.frequency.max() / (3 * uvw_max))
-    beam = C / info.frequency.min() / 38.0  # primary beam FWHM ~ lambda / D
-    assert npixel * cell >= 6 * beam and npixel * cell < 6 * beam * 1.1 + 2 * cell
+    field = 2.44 * C / info.frequency.min() / 38.0  # the primary beam to its first null
+    assert npixel * cell >= field and npixel * cell < field * 1.1 + 2 * cell
+
+
+def test_ical_logs_its_advice_and_honours_a_larger_request_that_fits(raw_like, caplog):
+    """ICAL with the size left to it: the cell, the field and the memory per worker, each with
+    its reason, in the log; a request for twice the advised pixels (the cell advised) is kept."""
+    from sdpbatch.execution.ical import run_ical
+    from sdpbatch.parameters import Parameters
+
+    path, _ = raw_like
+    quick = dict(nmajor=0, niter=10, selfcal=False, calibration_model="none", n_workers=1,
+                 threads_per_worker=1, scales=[0], nmoment=1)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="sdpbatch.execution.ical"):
+        advised = run_ical([path], Parameters(**quick, npixel=None, cellsize=None))
+    text = caplog.text
+    assert "Image advice: cell" in text and "of the synthesized beam" in text
+    assert "Image advice: field" in text and "the primary beam to its first null" in text
+    assert "pixels (a fast FFT size)" in text and "GiB per worker" in text
+    assert "Image: " in text and "(advised)" in text and "GiB available" in text
+    n = advised.restored.shape[-1]
+    with caplog.at_level(logging.INFO, logger="sdpbatch.execution.ical"):
+        larger = run_ical([path], Parameters(**quick, npixel=2 * n, cellsize=None))
+    assert larger.restored.shape[-1] == 2 * n
+    assert "npixel as asked, the other advised" in caplog.text

@@ -184,7 +184,7 @@ def test_parameter_docs_match_the_schema():
 
 
 README_DEFAULTS = {  # field: (where the README states its default, the value as the schema's)
-    "channel_blocks": (r"`channel_blocks`, default (\d+)\)", int),
+    "channel_blocks": (r"`channel_blocks`, default (auto)\)", lambda v: None),
     "catalogue_flux_error": (r"by default ([\d.]+) % in flux", lambda v: float(v) / 100),
     "catalogue_position_error": (r"% in flux and ([\d.]+)″ in position", float),
     "prefix": (r"`prefix` parameter \(`-name`; by default `([\w.-]+)`\)", str),

@@ -216,9 +216,10 @@ def _cmd_ical(args: argparse.Namespace) -> int:
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
     with named_as_typed(args):  # a --sky-model file that cannot be read
         calibration_model(params, truth_dir)  # before starting any worker
+    from sdpbatch.execution.ical.plan import resolve_channel_blocks
     from sdpbatch.io.space import image_products_bytes
 
-    planes = min(params.channel_blocks, sum(i.nchan for i in infos))
+    planes, _ = resolve_channel_blocks(infos, params.channel_blocks, params.nmoment)
     needed = image_products_bytes(npixel=params.npixel or 1024, nfreqwin=planes)
     with guarded_output([(args.out, needed)]), _runner(params, args.scheduler) as runner:
         products = ical_pipeline(

@@ -234,12 +234,13 @@ SCHEMA: tuple[Field, ...] = (
           "1 to 10 integers from 0 to 1000", "deconvolution", "-multiscale-scales N,N,..."),
     Field("nmoment", "int", 2, "number of Taylor terms of the multi-frequency clean",
           _range(1, 4), "1 to 4", "deconvolution", "-fit-spectral-pol N"),
-    Field("channel_blocks", "int", 4,
+    Field("channel_blocks", "optional-int", None,
           "channel blocks each major cycle grids and predicts separately (WSClean's "
           "-channels-out): every visibility is gridded once, onto its block's image, and the "
           "Taylor images are formed from the blocks; exact when each block is one channel, "
-          "each block costs one FFT per pass",
-          _range(1, 4096), "1 to 4096", "deconvolution", "-channels-out N"),
+          "each block costs one FFT per pass (null or auto: one block with one Taylor term, "
+          "else nmoment blocks at least and one per 6 % of fractional bandwidth)",
+          _optional(_range(1, 4096)), "1 to 4096, or null", "deconvolution", "-channels-out N"),
     Field("psf_support", "int", 128, "half-width of the PSF patch used by minor cycles (px)",
           _range(8, 4096), "8 to 4096", "deconvolution"),
     # --- calibration -----------------------------------------------------------------------------

@@ -196,7 +196,7 @@ class Parameters:
     auto_threshold: float | None = _default("auto_threshold")
     scales: list[int] = _default("scales")
     nmoment: int = _default("nmoment")
-    channel_blocks: int = _default("channel_blocks")
+    channel_blocks: int | None = _default("channel_blocks")
     psf_support: int = _default("psf_support")
     selfcal: bool = _default("selfcal")
     calibration_model: str = _default("calibration_model")

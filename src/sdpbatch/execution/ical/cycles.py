@@ -46,17 +46,23 @@ LOG = logging.getLogger("sdpbatch.execution.ical")
 
 
 def _image_size(run: Run, summaries: list) -> tuple[int, float]:
-    """The image (npixel, cellsize rad): as asked, else advised from the data within the
-    memory there is; an image that cannot fit is refused (``ParameterError`` naming npixel)
-    before any gridding."""
+    """The image (npixel, cellsize rad): as asked when it fits, else advised from the data
+    within the memory there is, the choice and its reasons logged; an image that cannot fit is
+    refused (``ParameterError`` naming npixel) before any gridding."""
     params = run.params
-    sizes = dict(nmoment=params.nmoment, nscales=len(params.scales), nwindows=len(run.blocks))
+    held = max(sum(item.nvis for item in group) for group in run.groups)
+    sizes = dict(
+        nmoment=params.nmoment,
+        nscales=len(params.scales),
+        nwindows=len(run.blocks),
+        visibilities=min(held, run.settings.chunk_visibilities),
+    )
     available = psutil.virtual_memory().available
     npixel, cellsize = params.npixel, params.cellsize
     if npixel is None or cellsize is None:
         frequencies = run.frequencies
         try:
-            advised = advise_image(
+            advice = advise_image(
                 max(s.uvw_max for s in summaries),
                 float(frequencies.min()),
                 float(frequencies.max()),
@@ -68,10 +74,25 @@ def _image_size(run: Run, summaries: list) -> tuple[int, float]:
             raise ParameterError(
                 "npixel", f"cannot be advised from the data ({err}); give it"
             ) from err
-        npixel, cellsize = npixel or advised[0], cellsize or advised[1]
-        LOG.info("Advised image: %d pixels of %.3g rad", npixel, cellsize)
-    check_image_fits(npixel, available_bytes=available, **sizes)
+        for reason in advice.reasons:
+            LOG.info("Image advice: %s", reason)
+        npixel, cellsize = npixel or advice.npixel, cellsize or advice.cellsize
+        LOG.info("Image: %d pixels of %.3g rad (%s)", npixel, cellsize, _asked(params))
+    need = check_image_fits(npixel, available_bytes=available, **sizes)
+    LOG.info(
+        "Image: %d pixels need about %.2f GiB per worker, %.1f GiB available",
+        npixel,
+        need / 2**30,
+        available / 2**30,
+    )
     return npixel, cellsize
+
+
+def _asked(params) -> str:
+    if params.npixel is None and params.cellsize is None:
+        return "advised"
+    kept = "npixel" if params.npixel is not None else "cellsize"
+    return f"{kept} as asked, the other advised"
 
 
 def read(run: Run) -> Imaging:

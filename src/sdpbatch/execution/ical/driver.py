@@ -32,7 +32,12 @@ from sdpbatch.execution.ical.cycles import (
     settled,
 )
 from sdpbatch.execution.ical.finish import finish
-from sdpbatch.execution.ical.plan import assign, channel_blocks, work_items
+from sdpbatch.execution.ical.plan import (
+    assign,
+    channel_blocks,
+    resolve_channel_blocks,
+    work_items,
+)
 from sdpbatch.execution.ical.results import IcalResult
 from sdpbatch.execution.ical.scratch import remove_scratch
 from sdpbatch.execution.ical.settings import CalibrationSchedule, IcalSettings, resolve_threads
@@ -147,7 +152,9 @@ def _start(ms_paths, params, runner, settings, progress, infos) -> Run:
             ms_paths, data_column=params.data_column, field=params.field, spw=params.spw
         )
     runner = runner if runner is not None else InProcess(params.threads_per_worker)
-    blocks = channel_blocks(infos, params.channel_blocks)
+    nblocks, why = resolve_channel_blocks(infos, params.channel_blocks, params.nmoment)
+    LOG.info("ICAL: %d channel block(s), %s", nblocks, why)
+    blocks = channel_blocks(infos, nblocks)
     items = work_items(infos, blocks, settings.chunk_visibilities, params.data_column)
     nvis = sum(item.nvis for item in items)
     ngroups = min(len(runner.slots), len(items), -(-nvis // settings.group_visibilities))
