@@ -92,22 +92,28 @@ def test_stopped_at_any_cycle_and_resumed_gives_the_same_numbers(
     checkpoint = read_checkpoint(saved)
     assert checkpoint.meta["next_cycle"] == (6 if stop == "finish" else stop)
     assert sum(a.nbytes for a in checkpoint.arrays.values()) < 200_000  # no visibilities
-    assert checkpoint.meta["plan"]["channel_blocks"][0][:2] == [0, 1]  # 4 blocks of 1 channel
+    blocks = checkpoint.meta["plan"]["channel_blocks"]  # [first channel, channels, Hz]
+    assert blocks[0][0] == 0 and sum(b[1] for b in blocks) == 4
     resumed = run_ical([observation], params, checkpoint=saved, resume=checkpoint)
     _same(uninterrupted, resumed)
     assert resumed.resumed_from == [checkpoint.meta["next_cycle"] - 1]
     assert len(resumed.cycles) == 6
 
 
-def test_other_workers_and_chunks_give_the_same_images(observation, uninterrupted):
-    params = Parameters(**PARAMS)
+def test_other_chunks_give_the_same_images_within_the_gridding_accuracy(observation):
+    # each gridder call approximates to grid_epsilon (its kernel chosen for its own data):
+    # other time chunks agree to that accuracy; here 1e-6, so to 1e-6 of the peak
+    params = Parameters(**PARAMS, grid_epsilon=1e-6)
+    whole = run_ical([observation], params)
     chunked = run_ical(
         [observation], params, settings=IcalSettings(chunk_visibilities=2000)
-    )  # several time chunks per channel block: other partial sums, the same images
-    peak = np.abs(uninterrupted.restored).max()
-    assert np.abs(chunked.restored - uninterrupted.restored).max() < 1e-6 * peak
-    again = run_ical([observation], params)
-    _same(uninterrupted, again)  # run to run on one layout: bit for bit
+    )  # two time chunks per channel block of 2 x 1395 rows
+    peak = np.abs(whole.restored).max()
+    assert np.abs(chunked.restored - whole.restored).max() < 1e-6 * peak
+
+
+def test_run_to_run_on_one_layout_is_bit_for_bit(observation, uninterrupted):
+    _same(uninterrupted, run_ical([observation], Parameters(**PARAMS)))
 
 
 def _ical(observation, out, *extra) -> list[str]:
@@ -173,9 +179,12 @@ def test_a_checkpoint_of_other_parameters_is_refused_in_one_line(observation, tm
 
 
 def test_one_and_two_workers_give_the_same_images(observation, tmp_path, capsys):
+    # one group: in this process on 1 thread, or on a worker with the host's 2 threads; sums
+    # over threads come in another order, so the gridding is asked in double precision
     found = {}
     for n in (1, 2):
-        (tmp_path / "p.json").write_text(json.dumps({**PARAMS, "n_workers": n}))
+        params = {**PARAMS, "n_workers": n, "grid_epsilon": 1e-6}
+        (tmp_path / "p.json").write_text(json.dumps(params))
         out = tmp_path / f"w{n}"
         assert main(_ical(observation, out)[3:]) == 0, capsys.readouterr().err
         found[n] = _products(out)
