@@ -179,8 +179,9 @@ def test_a_checkpoint_of_other_parameters_is_refused_in_one_line(observation, tm
 
 
 def test_one_and_two_workers_give_the_same_images(observation, tmp_path, capsys):
-    # one group: in this process on 1 thread, or on a worker with the host's 2 threads; sums
-    # over threads come in another order, so the gridding is asked in double precision
+    # one group: in this process on 1 thread, or on a worker that borrows the host's 2 threads
+    # for the PSF and the clean, whose FFTs round differently with 2 threads; at the default
+    # grid_epsilon the clean carries that to 1e-4 of the peak (docs/architecture.md)
     found = {}
     for n in (1, 2):
         params = {**PARAMS, "n_workers": n, "grid_epsilon": 1e-6}
