@@ -270,7 +270,7 @@ def test_corrupt_ms_among_good_ones_writes_nothing(tmp_path, capsys):
 
 
 def test_failure_while_writing_keeps_earlier_products(tmp_path, monkeypatch):
-    from sdpbatch.execution import pipeline
+    from sdpbatch.execution import pipeline, products
     from sdpbatch.parameters import load_parameters
 
     _foreign_ms(tmp_path / "good.ms", gains=None)
@@ -280,7 +280,7 @@ def test_failure_while_writing_keeps_earlier_products(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "write_qa", broken)  # fails after the FITS files are staged
+    monkeypatch.setattr(products, "write_qa", broken)  # fails after the FITS files are staged
     params = load_parameters(_params(tmp_path, nmajor=1, niter=50))
     with pytest.raises(OSError, match="disk full"):
         pipeline.ical_pipeline([tmp_path / "good.ms"], out, params)

@@ -41,7 +41,7 @@ from sdpbatch.execution.ical.plan import (
 from sdpbatch.execution.ical.results import IcalResult
 from sdpbatch.execution.ical.scratch import remove_scratch
 from sdpbatch.execution.ical.settings import CalibrationSchedule, IcalSettings, resolve_threads
-from sdpbatch.execution.ical.state import Run
+from sdpbatch.execution.ical.state import CycleState, Run
 from sdpbatch.execution.progress import NoProgress, Progress
 from sdpbatch.execution.runner import InProcess, Runner, describe_slots
 from sdpbatch.io.checkpoint import Checkpoint, write_checkpoint
@@ -89,50 +89,63 @@ def run_ical(
         it holds are not made again, and the results are those of the run it came from.
     """
     run = _start(ms_paths, params, runner, settings or IcalSettings(), progress, infos)
-    history = (
-        [] if resume is None else [*resume.meta["resumed_from"], resume.meta["next_cycle"] - 1]
-    )
-    saved = _Checkpoints(run, checkpoint, history)
+    saved = _Checkpoints(run, checkpoint, resume)
     try:
         imaging = read(run)
-        if resume is None:
-            state, first = first_cycle(run, imaging, sky_model), 1
-            saved.write(state, next_cycle=1)
-        else:
-            state, first = restore(run, imaging, resume)
-            LOG.info(
-                "ICAL resumed after cycle %d: %s",
-                first - 1,
-                "the finish is left" if first > params.nmajor else f"cycle {first} is next",
-            )
-        for cycle in range(first, params.nmajor + 1):
-            major_cycle(run, imaging, state, cycle)
-            if diverging(state):
-                back_to_best(run, state)
-            elif cycle < params.nmajor and settled(run, state, cycle):
-                LOG.info(
-                    "ICAL settled after cycle %d of %d: nothing left above the clean "
-                    "threshold and no new gain term due, so further cycles would repeat it",
-                    cycle,
-                    params.nmajor,
-                )
-            else:
-                saved.write(state, next_cycle=cycle + 1)
-                continue
-            saved.write(state, next_cycle=params.nmajor + 1)
-            break
+        state, first = _begin(run, imaging, sky_model, resume, saved)
+        _major_cycles(run, imaging, state, first, saved)
         result = finish(run, imaging, state)
-        result.resumed_from = history
+        result.resumed_from = saved.resumed_from
         return result
     finally:
         run.runner.run_everywhere(remove_scratch, run.run_id)
 
 
+def _begin(run: Run, imaging, sky_model, resume, saved) -> tuple[CycleState, int]:
+    """Cycle 0 (then a checkpoint), or the state ``resume`` holds; the next major cycle."""
+    if resume is None:
+        state = first_cycle(run, imaging, sky_model)
+        saved.write(state, next_cycle=1)
+        return state, 1
+    state, first = restore(run, imaging, resume)
+    LOG.info(
+        "ICAL resumed after cycle %d: %s",
+        first - 1,
+        "the finish is left" if first > run.params.nmajor else f"cycle {first} is next",
+    )
+    return state, first
+
+
+def _major_cycles(run: Run, imaging, state: CycleState, first: int, saved) -> None:
+    """Major cycles from ``first`` until ``nmajor``, or until they settle or make the image
+    worse (then back to the best cycle); a checkpoint after each."""
+    nmajor = run.params.nmajor
+    for cycle in range(first, nmajor + 1):
+        major_cycle(run, imaging, state, cycle)
+        ended = diverging(state)
+        if ended:
+            back_to_best(run, state)
+        elif cycle < nmajor and settled(run, state, cycle):
+            LOG.info(
+                "ICAL settled after cycle %d of %d: nothing left above the clean "
+                "threshold and no new gain term due, so further cycles would repeat it",
+                cycle,
+                nmajor,
+            )
+            ended = True
+        saved.write(state, next_cycle=nmajor + 1 if ended else cycle + 1)
+        if ended:
+            return
+
+
 class _Checkpoints:
     """Writes the run's checkpoint at each major-cycle boundary, when it has a place."""
 
-    def __init__(self, run: Run, path: Path | None, resumed_from: list[int]):
-        self.run, self.path, self.resumed_from = run, path, resumed_from
+    def __init__(self, run: Run, path: Path | None, resume: Checkpoint | None):
+        self.run, self.path = run, path
+        self.resumed_from = (  # the cycles this run and those before it were taken up after
+            [] if resume is None else [*resume.meta["resumed_from"], resume.meta["next_cycle"] - 1]
+        )
         self.fingerprint = None if path is None else fingerprint(run.params, run.infos)
 
     def write(self, state, *, next_cycle: int) -> None:
