@@ -21,9 +21,11 @@ memory of every process of its tree (the client and each Dask worker, sampled ev
 and the stage breakdown from ``qa.json`` are printed.
 
 WSClean (when ``wsclean`` is on the PATH; Debian's 3.1: ``apt-get install wsclean``) cleans
-the twin with the same image size and scale, natural weighting, ``-channels-out`` = the
-number of channels ``-join-channels -fit-spectral-pol 2``, multi-scale 0,3,10, ``-niter 10000
--mgain 0.9 -threshold 0.1 -gain 0.25``, 2 threads.  The ratio printed is ours / WSClean's.
+the twin with ``-use-wgridder`` (ducc0's gridder, as ours), the same image size and scale,
+natural weighting, ``-channels-out`` = the channel blocks ICAL chooses (``channel_blocks``)
+``-join-channels -fit-spectral-pol`` = ``nmoment``, ``-multiscale -multiscale-scales 0,3,10``,
+``-niter 10000 -mgain 0.9``, the schema's ``threshold`` and ``clean_gain``, ``-j 2``.  The
+ratio printed is ours / WSClean's.
 """
 
 from __future__ import annotations
@@ -134,6 +136,15 @@ def run_ical(case: str, mode: str, paths: list[Path], out: Path) -> dict:
     return {**done, "qa": qa}
 
 
+def channel_blocks_of(paths: list[Path], p) -> int:
+    """The channel blocks ICAL images these MeasurementSets with (WSClean's -channels-out)."""
+    from sdpbatch.execution.ical.plan import resolve_channel_blocks
+    from sdpbatch.io.ms_set import check_measurement_sets
+
+    infos = check_measurement_sets(paths, data_column=p.data_column, field=p.field, spw=p.spw)
+    return resolve_channel_blocks(infos, p.channel_blocks, p.nmoment)[0]
+
+
 def run_wsclean(case: str, twin: list[Path], out: Path) -> dict | None:
     exe = shutil.which("wsclean")
     if exe is None:
@@ -141,15 +152,15 @@ def run_wsclean(case: str, twin: list[Path], out: Path) -> dict | None:
     from sdpbatch.parameters import Parameters
 
     p = Parameters()
-    nchan = CASES[case].get("nfreqwin", p.nfreqwin)
+    nblocks = channel_blocks_of(twin, p)
     work = out / case / "wsclean"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    cmd = [exe, "-quiet", "-j", "2", "-size", str(p.npixel), str(p.npixel),
+    cmd = [exe, "-quiet", "-use-wgridder", "-j", "2", "-size", str(p.npixel), str(p.npixel),
            "-scale", f"{p.cellsize * 180 / 3.141592653589793}deg", "-weight", "natural",
            "-niter", "10000", "-gain", str(p.clean_gain), "-mgain", "0.9",
            "-threshold", str(p.threshold), "-multiscale", "-multiscale-scales", "0,3,10",
-           "-channels-out", str(nchan), "-join-channels", "-fit-spectral-pol", "2",
+           "-channels-out", str(nblocks), "-join-channels", "-fit-spectral-pol", str(p.nmoment),
            "-name", str(work / "ws"), *map(str, twin)]  # fmt: skip
     done = measured(cmd)
     return None if done["code"] else done
