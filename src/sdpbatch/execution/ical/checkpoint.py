@@ -73,7 +73,9 @@ def _take(arrays: dict, name: str) -> np.ndarray:
     return unpack(arrays[f"{name}.index"], values, arrays[f"{name}.shape"], values.dtype)
 
 
-def capture(run: Run, state: CycleState, *, next_cycle: int, fingerprint_: dict) -> Checkpoint:
+def capture(
+    run: Run, state: CycleState, *, next_cycle: int, identity: dict, resumed_from: list[int]
+) -> Checkpoint:
     """The checkpoint of ``state`` before major cycle ``next_cycle`` (past ``nmajor``: only
     the finish is left)."""
     best_is_model = state.best.get("model") is state.model
@@ -95,7 +97,8 @@ def capture(run: Run, state: CycleState, *, next_cycle: int, fingerprint_: dict)
         arrays.update({f"{prefix}.{t}": g for t, g in gains.items()})
     arrays.update({f"best_gains.{t}": g for t, g in state.best["gains"].items()})
     meta = {
-        "fingerprint": fingerprint_,
+        "fingerprint": identity,
+        "resumed_from": resumed_from,
         "next_cycle": next_cycle,
         "predicted": len(state.predicted),
         "cycles": [r.to_dict() for r in state.cycles],

@@ -151,8 +151,13 @@ class _Checkpoints:
     def write(self, state, *, next_cycle: int) -> None:
         if self.path is None:
             return
-        content = capture(self.run, state, next_cycle=next_cycle, fingerprint_=self.fingerprint)
-        content.meta["resumed_from"] = self.resumed_from
+        content = capture(
+            self.run,
+            state,
+            next_cycle=next_cycle,
+            identity=self.fingerprint,
+            resumed_from=self.resumed_from,
+        )
         write_checkpoint(self.path, content)
         self.run.clock.lap("checkpoint")
 
