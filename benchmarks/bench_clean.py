@@ -136,7 +136,7 @@ def main() -> None:
 
     start = time.perf_counter()
     beam = fit_clean_beam(psf_taylor[0], CELL)
-    restore(result.model_taylor[0], beam, CELL, nthreads=args.nthreads)
+    restore(result.model_taylor[0], beam, CELL)
     print(
         f"fit_clean_beam + restore: {time.perf_counter() - start:.2f} s "
         f"(bmaj {np.degrees(beam.bmaj) * 60:.2f}', bmin {np.degrees(beam.bmin) * 60:.2f}')"

@@ -106,7 +106,7 @@ def main() -> None:
         got = _products(out)
         diff = max(float(np.abs(got[k] - v).max()) for k, v in expected.items()) / peak
         ratio = (killed + resumed) / (seconds + cycle)
-        taken = "resumed" if "ICAL resumed after cycle" in log else "from the start"
+        taken = "resumed" if "ICAL resumed after" in log else "from the start"
         print(f"{point:28s} {killed:9.1f} {resumed:9.1f} {ratio:18.2f} {diff:14.2e}  ({taken})")
 
 

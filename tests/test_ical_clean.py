@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ducc0
 import numpy as np
 import pytest
 from ducc0.wgridder.experimental import vis2dirty
@@ -294,3 +295,31 @@ def test_bad_input_is_rejected(psfs):
     single_frequency = np.stack([psfs[0], 0 * psfs[0], 0 * psfs[0]])
     with pytest.raises(ValueError, match="singular"):
         msmfs_clean(residual, single_frequency, **good)
+
+
+def test_the_threads_change_nothing(psfs):
+    """Its FFTs run side by side on one thread each (sdpbatch.science.parallel): 1 and 3
+    threads give the same minor cycle bit for bit, with 2 Taylor terms and 3 scales, where
+    ducc0's 2-d FFTs given 3 threads round differently (its pool is grown to 3 here: the
+    tests' OMP_NUM_THREADS=1 would cap any ``nthreads`` at 1)."""
+    pool = ducc0.misc.thread_pool_size()
+    ducc0.misc.resize_thread_pool(3)
+    dirty = dirty_channels(point_skies() + gaussian_blob(2.0, (70, 180), 6.0), psfs)
+    runs = [
+        msmfs_clean(
+            taylor(dirty, 2),
+            taylor(psfs, 3),
+            scales=[0, 3, 10],
+            gain=0.1,
+            niter=300,
+            threshold=0.0,
+            fractional_threshold=0.0,
+            psf_support=SUPPORT,
+            nthreads=nthreads,
+        )
+        for nthreads in (1, 3)
+    ]
+    ducc0.misc.resize_thread_pool(pool)
+    assert runs[0].components == runs[1].components == 300
+    assert np.array_equal(runs[0].model_taylor, runs[1].model_taylor)
+    assert np.array_equal(runs[0].residual_taylor, runs[1].residual_taylor)

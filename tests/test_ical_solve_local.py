@@ -106,7 +106,7 @@ def _groups(paths, setup, monkeypatch, tmp_path):
     items = work_items(infos, channel_blocks(infos, 1), limit)
     assert len(items) == 4
     groups = [
-        prepare_group(load_group(part, "local-solve", limit), setup, None)
+        prepare_group(load_group(part, True, "local-solve"), setup, None)
         for part in assign(items, 2)
     ]
     return groups, [g.summary.times for g in groups]

@@ -96,10 +96,11 @@ def fit_clean_beam(psf: np.ndarray, cellsize: float) -> CleanBeam:
     )
 
 
-def restore(model: np.ndarray, beam: CleanBeam, cellsize: float, *, nthreads: int = 1):
+def restore(model: np.ndarray, beam: CleanBeam, cellsize: float) -> np.ndarray:
     """Convolve a (N, N) Jy/pixel model with the peak-1 beam Gaussian: (N, N) Jy/beam.
 
     Linear (zero-padded) FFT convolution, so flux near one edge does not wrap to the other.
+    One thread (:mod:`sdpbatch.science.parallel`).
     """
     model = np.asarray(model, dtype=float)
     if model.ndim != 2:
@@ -113,8 +114,6 @@ def restore(model: np.ndarray, beam: CleanBeam, cellsize: float, *, nthreads: in
     kernel_grid = np.zeros(size)
     kernel_grid[: kernel.shape[0], : kernel.shape[1]] = kernel
     kernel_grid = np.roll(kernel_grid, (-reach, -reach), axis=(0, 1))
-    spectrum = r2c(grid, axes=(0, 1), nthreads=nthreads) * r2c(
-        kernel_grid, axes=(0, 1), nthreads=nthreads
-    )
-    out = c2r(spectrum, axes=(0, 1), lastsize=size[1], forward=False, inorm=2, nthreads=nthreads)
+    spectrum = r2c(grid, axes=(0, 1)) * r2c(kernel_grid, axes=(0, 1))
+    out = c2r(spectrum, axes=(0, 1), lastsize=size[1], forward=False, inorm=2)
     return out[: model.shape[0], : model.shape[1]]

@@ -35,11 +35,14 @@ is below it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from ducc0.fft import c2r, good_size, r2c
+
+from sdpbatch.science.parallel import side_by_side
 
 #: The sub-minor loop at one scale runs until its best value falls below this fraction of the
 #: value that started it (WSClean's ``-multiscale-gain 0.2`` corresponds to 0.8). Lower is faster
@@ -136,7 +139,8 @@ def msmfs_clean(
     fractional_threshold : stopping level relative to the peak at the start.
     psf_support : half-width in pixels of the PSF patch used (clipped to N // 2 - 1; the whole
         PSF when its sidelobes outside the patch are high, see :func:`patch_support`).
-    nthreads : threads of the FFTs.
+    nthreads : FFTs run side by side on this many threads, each on one, so the result does not
+        depend on it (:mod:`sdpbatch.science.parallel`).
     """
     residual_taylor, psf_taylor = _check_inputs(
         residual_taylor, psf_taylor, scales, gain, niter, threshold, fractional_threshold
@@ -152,12 +156,12 @@ def msmfs_clean(
     )
 
     operator = _CleanOperator(psf_taylor, scales, support, npixel, nmoment, nthreads)
-    residual_hat = np.stack([operator.fft(image) for image in residual])
+    residual_hat = np.stack(side_by_side(operator.fft, residual, nthreads))
     model_by_scale, components, stop_reason = _minor_loop(
         operator, residual_hat, npixel=npixel, level=level, gain=gain, niter=niter
     )
     if components:
-        residual = np.stack([operator.image(spectrum) for spectrum in residual_hat]).astype(float)
+        residual = np.stack(side_by_side(operator.image, residual_hat, nthreads)).astype(float)
     return CleanResult(
         model_taylor=operator.model_image(model_by_scale),
         residual_taylor=residual,
@@ -279,19 +283,18 @@ class _CleanOperator:
         hmax = max(halves)
         self.size = good_size(max(npixel + support + 2 * hmax, 2 * (support + 2 * hmax) + 2), True)
         self.spectrum_shape = (self.size, self.size // 2 + 1)
-        self.kernel_hat = np.stack([self._kernel_spectrum(k).real for k in kernels])
+        spectra = side_by_side(self._kernel_spectrum, kernels, nthreads)
+        self.kernel_hat = np.stack([k.real for k in spectra])
         centre = npixel // 2
         window = slice(centre - support, centre + support + 1)
-        self.psf_hat = np.stack([self._kernel_spectrum(p[window, window]) for p in psf_taylor])
+        self.psf_hat = np.stack(
+            side_by_side(self._kernel_spectrum, [p[window, window] for p in psf_taylor], nthreads)
+        )
         self.patches, self.hessian_inverse = [], []
         for iscale, half in enumerate(halves):
             reach = support + 2 * half
-            patch = np.stack(
-                [
-                    self._crop_centre(self.kernel_hat[iscale] ** 2 * p_hat, reach)
-                    for p_hat in self.psf_hat
-                ]
-            )
+            crop = functools.partial(self._crop_patch, self.kernel_hat[iscale] ** 2, reach)
+            patch = np.stack(side_by_side(crop, self.psf_hat, nthreads))
             self.patches.append(patch.reshape(len(patch), -1))
             hessian = patch[:, reach, reach][_taylor_index(nmoment)]
             if np.linalg.cond(hessian) > 1e12:
@@ -310,17 +313,10 @@ class _CleanOperator:
         """Spectrum (complex64) of an (N, N) image placed in the corner of the padded grid."""
         grid = np.zeros((self.size, self.size), dtype=np.float32)
         grid[: image.shape[0], : image.shape[1]] = image
-        return r2c(grid, axes=(0, 1), nthreads=self.nthreads)
+        return r2c(grid, axes=(0, 1))
 
     def _ifft(self, spectrum: np.ndarray) -> np.ndarray:
-        return c2r(
-            spectrum,
-            axes=(0, 1),
-            lastsize=self.size,
-            forward=False,
-            inorm=2,
-            nthreads=self.nthreads,
-        )
+        return c2r(spectrum, axes=(0, 1), lastsize=self.size, forward=False, inorm=2)
 
     def image(self, spectrum: np.ndarray) -> np.ndarray:
         """The (N, N) image of a spectrum on the padded grid."""
@@ -332,11 +328,11 @@ class _CleanOperator:
         grid = np.zeros((self.size, self.size))
         grid[: kernel.shape[0], : kernel.shape[1]] = kernel
         grid = np.roll(grid, (-half, -half), axis=(0, 1))
-        return r2c(grid, axes=(0, 1), nthreads=self.nthreads)
+        return r2c(grid, axes=(0, 1))
 
-    def _crop_centre(self, spectrum: np.ndarray, reach: int) -> np.ndarray:
-        """The ``(2 reach + 1)^2`` centre of a kernel given by its spectrum."""
-        kernel = np.roll(self._ifft(spectrum), (reach, reach), axis=(0, 1))
+    def _crop_patch(self, squared: np.ndarray, reach: int, psf_hat: np.ndarray) -> np.ndarray:
+        """The ``(2 reach + 1)^2`` centre of ``Phi_s * Phi_s * P_t``, given by their spectra."""
+        kernel = np.roll(self._ifft(squared * psf_hat), (reach, reach), axis=(0, 1))
         return kernel[: 2 * reach + 1, : 2 * reach + 1]
 
     def smooth(self, residual_hat: np.ndarray) -> np.ndarray:
@@ -348,16 +344,20 @@ class _CleanOperator:
         """
         n = self.npixel
         out = np.empty((len(self.scales), self.nmoment, n, n), dtype=np.float32)
-        for k, spectrum in enumerate(residual_hat):
-            for iscale, scale in enumerate(self.scales):
-                out[iscale, k] = self.image(
-                    spectrum if scale == 0 else spectrum * self.kernel_hat[iscale]
-                )
+
+        def one(pair: tuple[int, int]) -> None:
+            iscale, k = pair
+            spectrum = residual_hat[k]
+            if self.scales[iscale] != 0:
+                spectrum = spectrum * self.kernel_hat[iscale]
+            out[iscale, k] = self.image(spectrum)
+
+        side_by_side(one, np.ndindex(len(self.scales), self.nmoment), self.nthreads)
         return out
 
     def subtract(self, residual_hat, increment, iscale) -> None:
         """Subtract ``Phi_s * P * increment`` (nmoment, N, N) from the residual spectra in place."""
-        increment_hat = np.stack([self.fft(image) for image in increment])
+        increment_hat = np.stack(side_by_side(self.fft, increment, self.nthreads))
         if self.scales[iscale] != 0:
             increment_hat *= self.kernel_hat[iscale]
         for k in range(self.nmoment):

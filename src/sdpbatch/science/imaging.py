@@ -259,17 +259,18 @@ def small_inversion_size(npixel: int, cellsize: float, uvw_max: float, frequency
     return min(size, int(npixel))
 
 
-def fourier_upsample(image: np.ndarray, npixel: int, *, nthreads: int = 1) -> np.ndarray:
+def fourier_upsample(image: np.ndarray, npixel: int) -> np.ndarray:
     """Band-limited interpolation of an (n, n) image onto (npixel, npixel) pixels over the same
     field, pixel (n/2, n/2) and (npixel/2, npixel/2) both at the field's centre (n, npixel
     even).  Zero-pads its spectrum (the Nyquist row and column split evenly): exact for an
-    image whose spatial frequencies the n pixels sample; real in, real out.
+    image whose spatial frequencies the n pixels sample; real in, real out.  One thread
+    (:mod:`sdpbatch.science.parallel`).
     """
     n = image.shape[0]
     if n == npixel:
         return image
     shifted = np.fft.ifftshift(np.asarray(image, dtype=np.float64))
-    spectrum = ducc0.fft.r2c(shifted, axes=(0, 1), nthreads=nthreads)  # (n, n/2 + 1)
+    spectrum = ducc0.fft.r2c(shifted, axes=(0, 1))  # (n, n/2 + 1)
     half = n // 2
     rows = np.zeros((npixel, half + 1), dtype=spectrum.dtype)  # the rows padded first
     rows[:half] = spectrum[:half]
@@ -278,9 +279,7 @@ def fourier_upsample(image: np.ndarray, npixel: int, *, nthreads: int = 1) -> np
     padded = np.zeros((npixel, npixel // 2 + 1), dtype=spectrum.dtype)
     padded[:, :half] = rows[:, :half]
     padded[:, half] = 0.5 * rows[:, half]  # the Nyquist column: its other half is implied
-    out = ducc0.fft.c2r(
-        padded, axes=(0, 1), lastsize=npixel, forward=False, inorm=2, nthreads=nthreads
-    )
+    out = ducc0.fft.c2r(padded, axes=(0, 1), lastsize=npixel, forward=False, inorm=2)
     return np.fft.fftshift(out * (npixel / n) ** 2)
 
 

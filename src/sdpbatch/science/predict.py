@@ -11,12 +11,12 @@ of :func:`sdpbatch.science.skymodel.gaussian_taper_matrix`.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from sdpbatch.science.constants import C
+from sdpbatch.science.parallel import side_by_side
 
 ROW_CHUNK = 32_768
 """Rows per chunk: bounds the (rows x sources) work arrays (~0.5 MiB per source)."""
@@ -65,12 +65,7 @@ def predict_point_sources(
         rows = slice(start, min(uvw.shape[0], start + row_chunk))
         out[rows] = sky.visibilities(uvw[rows], frequency)
 
-    if nthreads > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(nthreads) as pool:
-            list(pool.map(chunk, starts))
-    else:
-        for start in starts:
-            chunk(start)
+    side_by_side(chunk, starts, nthreads)
     return out
 
 

@@ -23,12 +23,15 @@ import numpy as np
 
 from sdpbatch.execution.ical.combine import pack, psf_beam, unpack
 from sdpbatch.execution.ical.cycles import make_psf, predict
+from sdpbatch.execution.ical.finish import Ending
 from sdpbatch.execution.ical.results import CycleRecord
 from sdpbatch.execution.ical.state import CycleState, Imaging, Run
+from sdpbatch.execution.ical.tasks import BlockImages
 from sdpbatch.io.checkpoint import Checkpoint
 from sdpbatch.io.provenance import metadata_identity
 from sdpbatch.io.qa import json_ready
 from sdpbatch.parameters import RESULT_NEUTRAL, ParameterError, Parameters
+from sdpbatch.science.beam import CleanBeam
 
 LOG = logging.getLogger("sdpbatch.execution.ical")
 
@@ -74,10 +77,16 @@ def _take(arrays: dict, name: str) -> np.ndarray:
 
 
 def capture(
-    run: Run, state: CycleState, *, next_cycle: int, identity: dict, resumed_from: list[int]
+    run: Run,
+    state: CycleState,
+    *,
+    next_cycle: int,
+    identity: dict,
+    resumed_from: list[int],
+    ending: Ending | None = None,
 ) -> Checkpoint:
     """The checkpoint of ``state`` before major cycle ``next_cycle`` (past ``nmajor``: only
-    the finish is left)."""
+    the finish is left), with the last pass's ``ending`` once it is done."""
     best_is_model = state.best.get("model") is state.model
     handles = [
         *state.predicted,
@@ -108,7 +117,53 @@ def capture(
         "best_is_model": best_is_model,
         "plan": _plan(run),
     }
+    if ending is not None:
+        meta["ending"] = _put_ending(arrays, ending)
     return Checkpoint(meta=meta, arrays=arrays)
+
+
+def _put_ending(arrays: dict, ending: Ending) -> dict[str, Any]:
+    """Store the arrays of ``ending``; its small part, for the meta."""
+    arrays["ending.psf"], arrays["ending.moments"] = ending.psf, ending.moments
+    for b, image in ending.residual.images.items():
+        arrays[f"ending.residual.{b}"] = image
+    for term, (boundaries, centres) in ending.intervals.items():
+        arrays[f"ending.boundaries.{term}"], arrays[f"ending.centres.{term}"] = boundaries, centres
+    return {
+        "beam": [ending.beam.bmaj, ending.beam.bmin, ending.beam.bpa],
+        "weights": {str(b): w for b, w in ending.residual.weights.items()},
+        "cellsize": ending.cellsize,
+        "npixel": ending.npixel,
+        "reference_frequency": ending.reference_frequency,
+    }
+
+
+def restore_ending(checkpoint: Checkpoint) -> tuple[CycleState, Ending] | None:
+    """The state and the last pass a checkpoint holds, when it was taken after the last pass
+    (only the products were left); else None."""
+    meta, arrays = checkpoint.meta, checkpoint.arrays
+    if "ending" not in meta:
+        return None
+    small = meta["ending"]
+    residual = BlockImages(
+        {int(b): arrays[f"ending.residual.{b}"] for b in small["weights"]},
+        {int(b): w for b, w in small["weights"].items()},
+    )
+    terms = _named(arrays, "ending.boundaries")
+    ending = Ending(
+        model=_take(arrays, "model"),
+        psf=arrays["ending.psf"],
+        beam=CleanBeam(*small["beam"]),
+        residual=residual,
+        moments=arrays["ending.moments"],
+        intervals={t: (terms[t], arrays[f"ending.centres.{t}"]) for t in terms},
+        cellsize=small["cellsize"],
+        npixel=small["npixel"],
+        reference_frequency=small["reference_frequency"],
+    )
+    state = CycleState(psf=None, beam=ending.beam, model=ending.model)
+    _restore_records(state, meta, arrays)
+    return state, ending
 
 
 def _plan(run: Run) -> dict[str, Any]:
@@ -122,7 +177,9 @@ def _plan(run: Run) -> dict[str, Any]:
 
 
 def _named(arrays: dict, prefix: str) -> dict[str, np.ndarray]:
-    return {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+    """The arrays named ``<prefix>.<name>``, by name."""
+    start = prefix + "."
+    return {k[len(start) :]: v for k, v in arrays.items() if k.startswith(start)}
 
 
 def restore(run: Run, imaging: Imaging, checkpoint: Checkpoint) -> tuple[CycleState, int]:
@@ -138,14 +195,19 @@ def restore(run: Run, imaging: Imaging, checkpoint: Checkpoint) -> tuple[CycleSt
         predict(run, imaging, state, f"predict-again-{k}")
     state.increment = run.runner.scatter(_take(arrays, "increment"))
     state.model = run.one(np.asarray, "model-again", _take(arrays, "model"))
-    state.gains = _named(arrays, "gains")
-    state.anchors = _named(arrays, "anchors")
-    state.cycles = [CycleRecord(**{**r, "solved": tuple(r["solved"])}) for r in meta["cycles"]]
-    state.disabled = set(meta["disabled"])
-    state.undone = list(meta["undone"])
+    _restore_records(state, meta, arrays)
     best_model = state.model if meta["best_is_model"] else run.one(
         np.asarray, "best-again", _take(arrays, "best")
     )  # fmt: skip
     state.best = {**meta["best"], "model": best_model, "gains": _named(arrays, "best_gains")}
     run.clock.lap("resume")
     return state, int(meta["next_cycle"])
+
+
+def _restore_records(state: CycleState, meta: dict, arrays: dict) -> None:
+    """Gains, anchors, cycle records, the terms undone, as stored."""
+    state.gains = _named(arrays, "gains")
+    state.anchors = _named(arrays, "anchors")
+    state.cycles = [CycleRecord(**{**r, "solved": tuple(r["solved"])}) for r in meta["cycles"]]
+    state.disabled = set(meta["disabled"])
+    state.undone = list(meta["undone"])

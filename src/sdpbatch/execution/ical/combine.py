@@ -17,12 +17,13 @@ import numpy as np
 from sdpbatch.execution.ical.group import trim_memory, trimmed
 from sdpbatch.execution.ical.plan import ChannelBlock
 from sdpbatch.execution.ical.settings import CleanSettings
-from sdpbatch.execution.ical.tasks import BlockImages, ensure_ducc_threads
+from sdpbatch.execution.ical.tasks import BlockImages
 from sdpbatch.science.assess import robust_rms
 from sdpbatch.science.beam import CleanBeam, fit_clean_beam, restore
 from sdpbatch.science.clean import CleanResult
 from sdpbatch.science.clean_window import msmfs_clean_region
 from sdpbatch.science.imaging import fourier_upsample
+from sdpbatch.science.parallel import side_by_side
 
 
 def sum_arrays(*arrays: np.ndarray) -> np.ndarray:
@@ -58,7 +59,7 @@ def taylor_images(
     for b, image in images.images.items():
         for k in range(nterm):
             out[k] += moments[b, k] * image
-    return np.stack([fourier_upsample(t / total, npixel, nthreads=nthreads) for t in out])
+    return np.stack(side_by_side(lambda t: fourier_upsample(t / total, npixel), out, nthreads))
 
 
 @trimmed
@@ -81,7 +82,6 @@ def clean_cycle(
     """One minor cycle (multi-scale multi-frequency clean) on the Taylor residual formed
     from the summed block residuals; it stops at the highest of the absolute, fractional and
     automatic (a multiple of the residual's robust rms) thresholds."""
-    ensure_ducc_threads(clean.nthreads)
     nmoment = (psf.shape[0] + 1) // 2
     taylor = taylor_images(residual, moments, nmoment, psf.shape[1], clean.nthreads)
     threshold = clean.threshold
@@ -125,11 +125,11 @@ class CleanStats:
 
 @trimmed
 def clean_stats(
-    result: CleanResult, model: np.ndarray, beam: CleanBeam, cellsize: float, nthreads: int
+    result: CleanResult, model: np.ndarray, beam: CleanBeam, cellsize: float
 ) -> CleanStats:
     residual = result.residual_taylor[0]
     noise = robust_rms(residual)
-    restored = restore(model[0], beam, cellsize, nthreads=nthreads) + residual
+    restored = restore(model[0], beam, cellsize) + residual
     return CleanStats(
         peak=result.peak_start,
         peak_end=result.peak_end,
@@ -168,12 +168,13 @@ def final_images(
     """
     nmoment, nblocks, npixel = model.shape[0], moments.shape[0], model.shape[1]
     residual_cube = np.zeros((nblocks, npixel, npixel))
-    for b, image in residual.images.items():
-        if residual.weights[b] > 0:
-            residual_cube[b] = fourier_upsample(
-                image / residual.weights[b], npixel, nthreads=nthreads
-            )
-    restored_taylor = np.stack([restore(m, beam, cellsize, nthreads=nthreads) for m in model])
+
+    def block_residual(b: int) -> None:
+        residual_cube[b] = fourier_upsample(residual.images[b] / residual.weights[b], npixel)
+
+    used = [b for b in residual.images if residual.weights[b] > 0]
+    side_by_side(block_residual, used, nthreads)
+    restored_taylor = np.stack(side_by_side(lambda m: restore(m, beam, cellsize), model, nthreads))
     factors = moments[:, :nmoment]
     residual_taylor = taylor_images(residual, moments, nmoment, npixel, nthreads)
     final = FinalImages(

@@ -27,6 +27,7 @@ from sdpbatch.execution.ical.combine import (
     sum_arrays,
 )
 from sdpbatch.execution.ical.group import group_density, group_summary, load_group, prepare_group
+from sdpbatch.execution.ical.plan import spills, worker_loads
 from sdpbatch.execution.ical.results import CycleRecord
 from sdpbatch.execution.ical.settings import CleanSettings, ImagingSetup
 from sdpbatch.execution.ical.solve_tasks import interval_owners
@@ -50,7 +51,7 @@ def _image_size(run: Run, summaries: list) -> tuple[int, float]:
     within the memory there is, the choice and its reasons logged; an image that cannot fit is
     refused (``ParameterError`` naming npixel) before any gridding."""
     params = run.params
-    held = max(sum(item.nvis for item in group) for group in run.groups)
+    held = max(worker_loads(run.groups, len(run.runner.slots)))
     sizes = dict(
         nmoment=params.nmoment,
         nscales=len(params.scales),
@@ -99,7 +100,8 @@ def read(run: Run) -> Imaging:
     """Each group reads its work items; image size, intervals and weights are settled."""
     params, settings = run.params, run.settings
     limit = settings.chunk_visibilities
-    raw = run.per_group(load_group, "read", run.groups, shared=(run.run_id, limit))
+    spilled = spills(run.groups, len(run.runner.slots), limit)
+    raw = run.per_group(load_group, "read", run.groups, spilled, shared=(run.run_id,))
     summaries = run.runner.gather(run.per_group(group_summary, "summary", raw))
     if any(s.spilled for s in summaries):
         LOG.info("ICAL spills work items of <= %d visibilities to worker scratch", limit)
@@ -193,15 +195,7 @@ def _clean(run: Run, imaging: Imaging, state: CycleState, cycle: int, residual, 
     state.model = run.one(add_model, f"model-{cycle}", state.model, result)
     state.increment = run.one(increment_of, f"increment-{cycle}", result)
     setup = imaging.setup
-    task = run.one(
-        clean_stats,
-        f"stats-{cycle}",
-        result,
-        state.model,
-        state.beam,
-        setup.cellsize,
-        imaging.clean.nthreads,
-    )
+    task = run.one(clean_stats, f"stats-{cycle}", result, state.model, state.beam, setup.cellsize)
     stats = run.runner.gather(task)
     run.clock.lap("clean")
     record = CycleRecord(

@@ -1,9 +1,10 @@
 """``run_ical``: the story of one ICAL run (the seed's ICAL, see the science reference).
 
-1. read: the windows (one MeasurementSet each) are spread over groups, at most one per worker;
-   each group reads its MeasurementSets itself and keeps them as chunks (in memory, or spilled
-   to scratch in time chunks when large).  Only small things (times, weight sums, solved
-   cells, the sums of cells groups share, gains) and images travel.
+1. read: the windows (one MeasurementSet each) are cut into groups by their size, not by the
+   workers (group g runs on worker g mod n, so the sums are the same on any layout); each
+   group reads its MeasurementSets itself and keeps them as chunks (in memory, or spilled to
+   scratch in time chunks when large).  Only small things (times, weight sums, solved cells,
+   the sums of cells groups share, gains) and images travel.
 2. cycle 0: PSF Taylor images; with a sky model, the first self-calibration cycle's terms
    solved against it; dirty Taylor images; multi-scale multi-frequency clean.
 3. up to ``nmajor`` major cycles: update each group's model visibilities with the last minor
@@ -12,17 +13,18 @@
    fresh data and grid the Taylor residual per group -> sum -> clean.
    Once a minor cycle finds nothing and no new term is due, further cycles would repeat it:
    the run stops there.
-4. final residual per window (the Taylor residual follows from it), restore with the clean
-   beam fitted to the PSF.
+4. the last pass: final residual per window (the Taylor residual follows from it), kept in a
+   checkpoint; restore with the clean beam fitted to the PSF.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sdpbatch.execution.ical.checkpoint import capture, fingerprint, restore
+from sdpbatch.execution.ical.checkpoint import capture, fingerprint, restore, restore_ending
 from sdpbatch.execution.ical.cycles import (
     back_to_best,
     diverging,
@@ -31,7 +33,7 @@ from sdpbatch.execution.ical.cycles import (
     read,
     settled,
 )
-from sdpbatch.execution.ical.finish import finish
+from sdpbatch.execution.ical.finish import Ending, finish, last_pass
 from sdpbatch.execution.ical.plan import (
     assign,
     channel_blocks,
@@ -75,7 +77,7 @@ def run_ical(
         from the data).
     runner : where tasks run (:func:`sdpbatch.execution.cluster.open_runner`); default this
         process with ``params.threads_per_worker`` threads.  On a cluster the windows are
-        spread over groups, one per ``settings.group_visibilities``, at most one per worker.
+        spread over groups, one per ``settings.group_visibilities``, whatever the workers.
     settings : execution knobs (chunk and group sizes); results do not depend on them.
     progress : receives a step per cycle (log lines per cycle are always written).
     sky_model : components (apparent fluxes) to calibrate against before the first image: the
@@ -91,10 +93,19 @@ def run_ical(
     run = _start(ms_paths, params, runner, settings or IcalSettings(), progress, infos)
     saved = _Checkpoints(run, checkpoint, resume)
     try:
-        imaging = read(run)
-        state, first = _begin(run, imaging, sky_model, resume, saved)
-        _major_cycles(run, imaging, state, first, saved)
-        result = finish(run, imaging, state)
+        started = time.perf_counter()
+        taken_up = None if resume is None else restore_ending(resume)
+        if taken_up is None:
+            imaging = read(run)
+            state, first = _begin(run, imaging, sky_model, resume, saved)
+            _major_cycles(run, imaging, state, first, saved)
+            started = time.perf_counter()
+            ending = last_pass(run, imaging, state)
+            saved.write(state, next_cycle=params.nmajor + 1, ending=ending)
+        else:
+            LOG.info("ICAL resumed after its last pass: only the products are left")
+            state, ending = taken_up
+        result = finish(run, state, ending, started=started)
         result.resumed_from = saved.resumed_from
         return result
     finally:
@@ -148,7 +159,7 @@ class _Checkpoints:
         )
         self.fingerprint = None if path is None else fingerprint(run.params, run.infos)
 
-    def write(self, state, *, next_cycle: int) -> None:
+    def write(self, state, *, next_cycle: int, ending: Ending | None = None) -> None:
         if self.path is None:
             return
         content = capture(
@@ -157,6 +168,7 @@ class _Checkpoints:
             next_cycle=next_cycle,
             identity=self.fingerprint,
             resumed_from=self.resumed_from,
+            ending=ending,
         )
         write_checkpoint(self.path, content)
         self.run.clock.lap("checkpoint")
@@ -175,7 +187,7 @@ def _start(ms_paths, params, runner, settings, progress, infos) -> Run:
     blocks = channel_blocks(infos, nblocks)
     items = work_items(infos, blocks, settings.chunk_visibilities, params.data_column)
     nvis = sum(item.nvis for item in items)
-    ngroups = min(len(runner.slots), len(items), -(-nvis // settings.group_visibilities))
+    ngroups = min(len(items), -(-nvis // settings.group_visibilities))  # not the workers
     groups = assign(items, max(1, ngroups))
     threads = resolve_threads(runner, len(groups))
     LOG.info(

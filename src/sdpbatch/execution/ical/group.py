@@ -1,9 +1,9 @@
 """A group: the work items one worker holds, as chunks (one per item).
 
-A group's chunks are kept in memory when the group holds at most ``chunk_visibilities``,
-else spilled to scratch and read back one at a time by every pass.  Every pass iterates the
-chunks the same way either way; model visibilities (:class:`ModelVis`) are stored alike, per
-chunk and block.
+A group's chunks are kept in memory when its worker's groups hold at most
+``chunk_visibilities`` together, else spilled to scratch and read back by every pass.  Every
+pass iterates the chunks the same way either way; model visibilities (:class:`ModelVis`)
+are stored alike, per chunk and block.
 """
 
 from __future__ import annotations
@@ -103,14 +103,13 @@ class Group:
 
 
 @trimmed
-def load_group(items: Sequence[WorkItem], run_id: str, chunk_visibilities: int) -> Group:
+def load_group(items: Sequence[WorkItem], spilled: bool, run_id: str) -> Group:
     """Read the work items of one group (each item's files sharing rows become one block).
 
-    A group of at most ``chunk_visibilities`` stays in memory; a larger one spills each item
-    once to scratch files under ``run_id``'s directory (an item itself holds at most that
-    many, see :func:`sdpbatch.execution.ical.plan.work_items`).
+    The items stay in memory, or when ``spilled`` (:func:`sdpbatch.execution.ical.plan.spills`)
+    each is written once to scratch files under ``run_id``'s directory (an item holds at most
+    ``chunk_visibilities``, see :func:`sdpbatch.execution.ical.plan.work_items`).
     """
-    spilled = sum(item.nvis for item in items) > chunk_visibilities
     stash = Stash(str(scratch_root(run_id))) if spilled else Stash()
     chunks, times, uvw_max = [], [], 0.0
     for item in items:

@@ -283,3 +283,20 @@ def assign(items: Sequence[WorkItem], ngroups: int) -> list[list[WorkItem]]:
         cuts.append(min(max(cut, cuts[-1] + 1), len(ordered) - (ngroups - g)))
     cuts.append(len(ordered))
     return [list(ordered[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def worker_loads(groups: Sequence[Sequence[WorkItem]], nslots: int) -> list[int]:
+    """Visibilities each worker slot holds: group g runs on slot ``g % nslots``."""
+    loads = [0] * nslots
+    for g, group in enumerate(groups):
+        loads[g % nslots] += sum(item.nvis for item in group)
+    return loads
+
+
+def spills(
+    groups: Sequence[Sequence[WorkItem]], nslots: int, chunk_visibilities: int
+) -> list[bool]:
+    """Whether each group keeps its items in scratch files rather than memory: when the groups
+    of its worker hold more than ``chunk_visibilities`` together (results do not depend on it)."""
+    loads = worker_loads(groups, nslots)
+    return [loads[g % nslots] > chunk_visibilities for g in range(len(groups))]

@@ -20,17 +20,18 @@ from sdpbatch.science.solve import TERMS, GainTerm, SolverOptions, solution_inte
 
 @dataclass(frozen=True, kw_only=True)
 class IcalSettings:
-    """Execution knobs of ICAL.  They bound memory and cost; results do not depend on them.
+    """Execution knobs of ICAL.  They bound memory and cost and are the same on every layout:
+    other values give other ducc0 calls and sums, so results agree only to ``grid_epsilon``.
 
     chunk_visibilities : most visibilities (rows x channels) of a group held at once (~45
         bytes each with the model and imaging weights, ~180 MB): a larger group is read in
         time chunks of at most this size, each spilled once to scratch files; a smaller one
         (the seed's example) stays in memory.  Every gridder call costs a fixed ~0.27 s at
         1024 pixels (the FFTs of the w-planes): smaller chunks cost more passes' worth of FFTs.
-    group_visibilities : on a cluster, one group (a worker's share of the windows) per this
-        many visibilities, at most one per worker: each group pays the fixed FFT cost of every
-        gridder call, so data that fit one group are gridded by one worker with the threads of
-        its host rather than split.
+    group_visibilities : one group (the items one task holds) per this many visibilities,
+        whatever the workers: the groups fix the order of the sums, so they come from the data
+        alone; group g runs on worker ``g % nworkers``.  Data that fit one group are gridded by
+        one worker with the threads of its host.
     sparse_pixels_per_term : a model increment with up to this many pixels per Taylor term is
         predicted by direct sum (~10 ms per pixel per million visibilities, against ~0.6 s per
         gridder pass); 0: always by the degridder.
@@ -56,9 +57,10 @@ class ImagingSetup:
     grid_npixel, grid_epsilon : pixels over the same field and accuracy of the gridded images
     (fewer pixels with small inversion: they are interpolated to ``npixel``); nmoment : Taylor
     terms about ``reference_frequency`` (Hz); weighting, robust : visibility weighting;
-    boundaries : solution interval boundaries (MJD s) per gain term; nthreads : threads of a
-    group's gridder calls; sparse_pixels : model increments with at most this many pixels are
-    predicted by direct sum; run_id : names this run's scratch directory.
+    boundaries : solution interval boundaries (MJD s) per gain term; nthreads : how many of a
+    group's gridder calls run side by side (each on one thread); sparse_pixels : model
+    increments with at most this many pixels are predicted by direct sum; run_id : names
+    this run's scratch directory.
     """
 
     npixel: int
@@ -110,7 +112,8 @@ class CleanSettings:
 
 @dataclass(frozen=True)
 class Threads:
-    """Threads of the groups' gridder calls and of the tasks that run alone (clean)."""
+    """Threads of a group's tasks and of the tasks that run alone (PSF, clean): how many
+    one-thread calls they run side by side, so the numbers never depend on them."""
 
     group: int
     alone: int
@@ -120,7 +123,8 @@ def resolve_threads(runner: Runner, ngroups: int) -> Threads:
     """Threads for ``ngroups`` groups on ``runner``'s workers.
 
     Each group uses its worker's threads; with fewer groups than workers, the groups on a host
-    share the host's threads (at most its cores), as do the tasks that run alone.
+    share the host's threads (at most its cores), as do the tasks that run alone.  The groups
+    are made from the data alone (:func:`sdpbatch.execution.ical.driver`), not the workers.
     """
     alone = runner.host_threads()
     slots = runner.slots

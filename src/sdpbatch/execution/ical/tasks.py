@@ -10,13 +10,12 @@ group held in memory run side by side on the group's threads.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import ducc0
 import numpy as np
 
 from sdpbatch.execution.ical.data import Block
@@ -24,6 +23,7 @@ from sdpbatch.execution.ical.group import Group, ModelVis, trimmed
 from sdpbatch.execution.ical.scratch import Stored
 from sdpbatch.execution.ical.settings import ImagingSetup
 from sdpbatch.science.imaging import grid_dirty, grid_psf, predict_sparse, predict_visibilities
+from sdpbatch.science.parallel import side_by_side
 from sdpbatch.science.solve import TERMS, baseline_gains, correct, row_slices
 
 LOG = logging.getLogger(__name__)
@@ -32,26 +32,15 @@ Gains = dict[str, np.ndarray]
 """Current gains per term: (nint, nant, nfreq) complex."""
 
 
-def ensure_ducc_threads(nthreads: int) -> None:
-    """Grow ducc0's thread pool to ``nthreads`` (it is sized from OMP_NUM_THREADS at import,
-    which a Dask worker sets to its own thread count, and caps every ``nthreads``)."""
-    if ducc0.misc.thread_pool_size() < nthreads:
-        ducc0.misc.resize_thread_pool(nthreads)
+def concurrently(jobs: list[Callable[[], Any]], threads: int) -> list[Any]:
+    """Run independent gridder jobs side by side on ``threads`` threads, results in order.
 
-
-def concurrently(jobs: list[Callable[[int], Any]], threads: int) -> list[Any]:
-    """Run independent gridder jobs (callables taking ``nthreads``), results in order.
-
-    With several threads, jobs run side by side with one thread each: ducc0 passes scale
-    better that way than one after the other with all threads (measured: two 8-channel
-    passes 0.87 s instead of 1.07 s, eight 1-channel passes 1.75 s instead of 2.4 s).
+    Each ducc0 call of a job computes on one thread (:mod:`sdpbatch.science.parallel`: the
+    images then do not depend on the threads or workers there are).  Side by side is also the
+    faster way (measured: two 8-channel passes 0.87 s instead of 1.07 s one after the other
+    with two threads each, eight 1-channel passes 1.75 s instead of 2.4 s).
     """
-    ensure_ducc_threads(threads)
-    if threads < 2 or len(jobs) < 2:
-        return [job(threads) for job in jobs]
-    parallel = min(threads, len(jobs))
-    with ThreadPoolExecutor(parallel) as pool:
-        return list(pool.map(lambda job: job(max(1, threads // parallel)), jobs))
+    return side_by_side(lambda job: job(), jobs, threads)
 
 
 # --- images --------------------------------------------------------------------------------------
@@ -90,14 +79,10 @@ def merge_block_images(*parts: BlockImages) -> BlockImages:
     return out
 
 
-def _over_chunks(group: Group, job: Callable[[int, int], Any], threads: int) -> list[Any]:
-    """``job(chunk, nthreads)`` for every chunk: side by side with a thread each when the
-    chunks are in memory (ducc0 passes scale better so), else one after the other with all
-    threads (a spilled group holds one chunk at a time)."""
-    chunks = range(len(group.chunks))
-    if group.summary.spilled:
-        return [job(c, threads) for c in chunks]
-    return concurrently([lambda n, c=c: job(c, n) for c in chunks], threads)
+def _over_chunks(group: Group, job: Callable[[int], Any], threads: int) -> list[Any]:
+    """``job(chunk)`` for every chunk, side by side on ``threads`` threads (a spilled group
+    then holds up to ``threads`` chunks at a time)."""
+    return concurrently([functools.partial(job, c) for c in range(len(group.chunks))], threads)
 
 
 @trimmed
@@ -105,7 +90,7 @@ def group_psf(group: Group, setup: ImagingSetup, nchan: int) -> BlockImages:
     """Unnormalised PSF of every channel block the group holds, and the imaging weight of
     each of the run's ``nchan`` channels (for the blocks' Taylor moments)."""
 
-    def job(c: int, nthreads: int) -> list[tuple[int, np.ndarray, float, np.ndarray, np.ndarray]]:
+    def job(c: int) -> list[tuple[int, np.ndarray, float, np.ndarray, np.ndarray]]:
         out = []
         for b in group.chunk_blocks(c):
             image, weight = grid_psf(
@@ -115,7 +100,7 @@ def group_psf(group: Group, setup: ImagingSetup, nchan: int) -> BlockImages:
                 npixel=setup.grid_npixel,
                 cellsize=setup.grid_cellsize,
                 epsilon=setup.grid_epsilon,
-                nthreads=nthreads,
+                nthreads=1,
                 flag=b.mask(),
             )
             per_channel = b.imaging_weight.sum(axis=0, dtype=np.float64)
@@ -139,7 +124,7 @@ def group_residual(
     """Unnormalised residual image of every channel block the group holds: corrected data
     minus model, every visibility gridded once."""
 
-    def job(c: int, nthreads: int) -> list[tuple[int, np.ndarray, float]]:
+    def job(c: int) -> list[tuple[int, np.ndarray, float]]:
         out = []
         for b, model in with_chunk_models(group, c, model_vis):
             resid = residual_vis(b, model, gains)
@@ -152,7 +137,7 @@ def group_residual(
                 npixel=setup.grid_npixel,
                 cellsize=setup.grid_cellsize,
                 epsilon=setup.grid_epsilon,
-                nthreads=nthreads,
+                nthreads=1,
                 flag=b.mask(),
             )
             out.append((group.chunks[c].item.block, image, weight))
@@ -175,9 +160,9 @@ def _predict_block(
     increment: np.ndarray,
     moments: np.ndarray,
     setup: ImagingSetup,
-    nthreads: int,
 ) -> np.ndarray:
-    """``previous`` (or zeros) + the visibilities of the Taylor ``increment`` for one block.
+    """``previous`` (or zeros) + the visibilities of the Taylor ``increment`` for one block
+    (on one thread: it runs side by side with the other chunks'; see :func:`concurrently`).
 
     A sparse increment (at most ``setup.sparse_pixels`` pixels) is predicted exactly per
     channel by direct sum; otherwise the channel block's model image
@@ -193,7 +178,7 @@ def _predict_block(
             b.taylor,
             cellsize=setup.cellsize,
             stations=(b.time_index(), b.antenna1, b.antenna2),
-            nthreads=nthreads,
+            nthreads=1,
         )
     elif nonzero:
         image = np.tensordot(moments[block, : increment.shape[0]], increment, axes=1)
@@ -203,7 +188,7 @@ def _predict_block(
             b.frequency,
             cellsize=setup.cellsize,
             epsilon=setup.epsilon,
-            nthreads=nthreads,
+            nthreads=1,
             flag=b.mask(),
         )
     if nonzero and b.flag.any():
@@ -228,15 +213,15 @@ def group_predict(
     """
     model = increment.copy() if previous is None else previous.model + increment
 
-    def job(c: int, nthreads: int) -> list[Stored]:
+    def job(c: int) -> list[Stored]:
         row = []
         block = group.chunks[c].item.block
         for i, b in enumerate(group.chunk_blocks(c)):
             old = None if previous is None else previous.parts[c][i].load()
             if previous is not None and old is None:
-                vis = _predict_block(b, block, None, model, moments, setup, nthreads)
+                vis = _predict_block(b, block, None, model, moments, setup)
             else:
-                vis = _predict_block(b, block, old, increment, moments, setup, nthreads)
+                vis = _predict_block(b, block, old, increment, moments, setup)
             row.append(group.stash.put(vis))
             del vis, old
         return row
@@ -259,15 +244,7 @@ def with_chunk_models(
         model = model_vis.parts[c][i].load()
         if model is None:
             LOG.info("model visibilities are gone: predicting them again")
-            model = _predict_block(
-                b,
-                block,
-                None,
-                model_vis.model,
-                model_vis.moments,
-                group.setup,
-                group.setup.nthreads,
-            )
+            model = _predict_block(b, block, None, model_vis.model, model_vis.moments, group.setup)
         yield b, model
         del model
 
