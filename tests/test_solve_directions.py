@@ -163,6 +163,9 @@ def test_fewer_positions_than_directions_give_fewer_directions():
                                          np.array([1.0, 2.0, 3.0]), 8)  # fmt: skip
     assert centres.shape == (2, 2)
     np.testing.assert_array_equal(labels, [1, 1, 0])
+    apart, _ = cluster_directions(np.array([0.0, 0.001, 0.1]), np.zeros(3),
+                                  np.array([3.0, 2.0, 1.0]), 8, min_separation=0.01)  # fmt: skip
+    np.testing.assert_allclose(apart, [[0.0004, 0.0], [0.1, 0.0]])
     with pytest.raises(ValueError, match="ndirections"):
         cluster_directions(np.zeros(1), np.zeros(1), np.ones(1), 0)
 
@@ -171,3 +174,14 @@ def test_facets_are_nearest_centres():
     centres = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     labels = facet_labels(np.array([0.1, 0.9, 0.2, 0.6]), np.array([0.1, 0.2, 0.7, 0.0]), centres)
     np.testing.assert_array_equal(labels, [0, 1, 2, 1])
+
+
+def test_radec_of_inverts_lmn():
+    from sdpbatch.science.directions import radec_of
+    from sdpbatch.science.skymodel import lmn
+
+    centre = (np.radians(10.0), np.radians(-30.0))
+    ra = centre[0] + np.radians([0.0, 3.0, -5.0, 8.0])
+    dec = centre[1] + np.radians([0.0, 2.0, -4.0, 6.0])
+    l, m, _ = lmn(ra, dec, centre).T  # noqa: E741
+    np.testing.assert_allclose(radec_of(l, m, centre), np.column_stack([ra, dec]), atol=1e-12)

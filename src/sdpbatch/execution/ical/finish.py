@@ -9,8 +9,14 @@ import numpy as np
 
 from sdpbatch.execution.ical.combine import FinalImages, final_images
 from sdpbatch.execution.ical.cycles import predict, residual_of
-from sdpbatch.execution.ical.results import FinalRecord, GainSolution, IcalResult
+from sdpbatch.execution.ical.results import (
+    DirectionGains,
+    FinalRecord,
+    GainSolution,
+    IcalResult,
+)
 from sdpbatch.execution.ical.state import CycleState, Imaging, Run
+from sdpbatch.science.directions import radec_of
 from sdpbatch.science.solve import TERMS
 
 LOG = logging.getLogger("sdpbatch.execution.ical")
@@ -61,7 +67,18 @@ def _result(run, imaging, state, model, psf, final: FinalImages, record) -> Ical
         for term, g in state.gains.items()
     }
     first = run.infos[0]
+    found = state.directions
+    directions = None if found is None else DirectionGains(
+        gains=found.gains,
+        flags=found.flags,
+        times=imaging.intervals["D"][1],
+        centres=found.centres,
+        radec=radec_of(*found.centres.T, first.phase_centre),
+        frequency=reference,
+        stats=found.stats,
+    )  # fmt: skip
     return IcalResult(
+        directions=directions,
         model_taylor=model,
         residual_taylor=final.residual_taylor,
         restored=final.restored,
