@@ -114,29 +114,46 @@ def residual_sums(sums: DirectionSums, gains: np.ndarray, d: int) -> SolveSums:
     """Solve sums of ``R_d = V - sum_{e != d} g_e M_e g_e^H`` against ``M_d``.
 
     gains : (ndir, nint, nant, nfreq) complex, the current gains of every direction.
-    Exact: ``sum w R_d conj(M_d) = A_d - sum_e G_e X_ed`` and
-    ``sum w |R_d|^2 = C - 2 Re sum_e conj(G_e) A_e + sum_ef G_e conj(G_f) X_ef`` (e, f != d),
-    with ``G_e = g_ep conj(g_eq)`` of each cell and ``X_ef = sum w M_e conj(M_f)``.
+    Exact: with ``G_e = g_ep conj(g_eq)`` of each cell and ``X_ef = sum w M_e conj(M_f)``,
+    ``sum w R_d conj(M_d) = A_d - sum_{e != d} G_e X_ed``, and with the misfit of all
+    directions ``chi = sum w |V - sum_e G_e M_e|^2``,
+    ``sum w |R_d|^2 = chi + 2 Re conj(G_d) (sum w R_d conj(M_d) - G_d X_dd) + |G_d|^2 X_dd``.
     """
+    products = cell_products(sums, gains)
+    return _residual(sums, products, _misfit(sums, products), d)
+
+
+def cell_products(sums: DirectionSums, gains: np.ndarray) -> list[np.ndarray]:
+    """Per direction, (n,) ``g_p conj(g_q)`` of each cell; gains (ndir, nint, nant, nfreq)."""
+    cells = sums.data[0]
+    return [
+        g[cells.interval, cells.antenna1, cells.channel]
+        * np.conj(g[cells.interval, cells.antenna2, cells.channel])
+        for g in gains
+    ]
+
+
+def _misfit(sums: DirectionSums, products: list[np.ndarray]) -> np.ndarray:
+    """(n,) ``sum w |V - sum_e G_e M_e|^2`` of each cell (ndir^2 terms, once per iteration)."""
+    chi = sums.data[0].c.astype(np.float64)
+    for e, ge in enumerate(products):
+        chi = chi - 2.0 * np.real(np.conj(ge) * sums.data[e].a) + np.abs(ge) ** 2 * sums.data[e].b
+    for (e, f), cross in sums.cross.items():
+        chi = chi + 2.0 * np.real(products[e] * np.conj(products[f]) * cross.a)
+    return chi
+
+
+def _residual(sums: DirectionSums, products: list[np.ndarray], misfit: np.ndarray, d: int):
+    """:func:`residual_sums` of direction ``d`` from the cells' products and misfit."""
     base = sums.data[d]
-    others = [e for e in range(sums.ndir) if e != d]
-    product = {e: _cell_gains(gains[e], base) for e in others}
     a = base.a.copy()
-    c = base.c.astype(np.complex128)
-    for e in others:
-        a -= product[e] * sums.pair(e, d)
-        c -= 2.0 * np.real(np.conj(product[e]) * sums.data[e].a)
-        for f in others:
-            c += product[e] * np.conj(product[f]) * sums.pair(e, f)
+    for e, ge in enumerate(products):
+        if e != d:
+            a -= ge * sums.pair(e, d)
+    gd = products[d]
+    c = misfit + 2.0 * np.real(np.conj(gd) * (a - gd * base.b)) + np.abs(gd) ** 2 * base.b
     return SolveSums(base.interval, base.antenna1, base.antenna2, base.channel,
-                     a, base.b, np.maximum(c.real, 0.0), base.n)  # fmt: skip
-
-
-def _cell_gains(gains: np.ndarray, cells: SolveSums) -> np.ndarray:
-    """(n,) ``g_p conj(g_q)`` of each cell; gains (nint, nant, nfreq)."""
-    gp = gains[cells.interval, cells.antenna1, cells.channel]
-    gq = gains[cells.interval, cells.antenna2, cells.channel]
-    return gp * np.conj(gq)
+                     a, base.b, np.maximum(c, 0.0), base.n)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -191,9 +208,11 @@ def solve_directions(
     change, iterations = np.inf, 0
     while iterations < max_iterations and not change < tolerance:
         iterations += 1
+        products = cell_products(sums, g)
+        misfit = _misfit(sums, products)
         cells = [
-            solve_cells(residual_sums(sums, g, d), initial=g[d], phase_only=phase_only,
-                        options=options)
+            solve_cells(_residual(sums, products, misfit, d), initial=g[d],
+                        phase_only=phase_only, options=options)
             for d in range(sums.ndir)
         ]  # fmt: skip
         new = np.stack([c.spread(g[d])[0] for d, c in enumerate(cells)])

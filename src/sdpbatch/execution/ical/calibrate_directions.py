@@ -16,6 +16,7 @@ from sdpbatch.execution.ical.directions import (
     SEPARATION_PIXELS,
     DirectionState,
     choose_directions,
+    facet_map,
     facet_part,
 )
 from sdpbatch.execution.ical.solve_tasks import group_direction_sums
@@ -36,10 +37,9 @@ def predict_facets(run: Run, imaging: Imaging, model, centres: np.ndarray, name:
     """Per group, the handles of its facets' model visibilities (one task per group and
     direction, each facet's model cut on worker 0)."""
     setup = imaging.setup
-    facets = [
-        run.one(facet_part, f"{name}-facet-{d}", model, centres, d, setup.cellsize)
-        for d in range(len(centres))
-    ]
+    labels = run.one(facet_map, f"{name}-facets", model, centres, setup.cellsize)
+    facets = [run.one(facet_part, f"{name}-facet-{d}", model, labels, d)
+              for d in range(len(centres))]  # fmt: skip
     per_direction = [
         run.per_group(group_predict, f"{name}-{d}", imaging.groups,
                       shared=(None, facet, imaging.moments, setup))

@@ -78,11 +78,16 @@ def choose_directions(model: np.ndarray, ndirections: int, cellsize: float) -> n
     return centres
 
 
-def facet_part(model: np.ndarray, centres: np.ndarray, d: int, cellsize: float) -> np.ndarray:
-    """The Taylor model (nmoment, N, N) within facet ``d`` of the ``centres``, zero elsewhere."""
+def facet_map(model: np.ndarray, centres: np.ndarray, cellsize: float) -> np.ndarray:
+    """(N, N) int8: the facet (nearest centre) of every pixel of the model (nmoment, N, N)."""
     l, m = pixel_directions(model.shape[1], cellsize)  # noqa: E741
-    facet = facet_labels(l, m, centres).reshape(l.shape)
-    return np.where(facet[None] == d, model, 0.0)
+    return facet_labels(l, m, centres).reshape(l.shape).astype(np.int8)
+
+
+def facet_part(model: np.ndarray, facets: np.ndarray, d: int) -> np.ndarray:
+    """The Taylor model (nmoment, N, N) within facet ``d`` of the ``facets`` map, zero
+    elsewhere."""
+    return np.where(facets[None] == d, model, 0.0)
 
 
 def direction_term(b: Block, models: list[np.ndarray], gains: np.ndarray) -> np.ndarray:
