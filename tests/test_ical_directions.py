@@ -10,8 +10,11 @@ import pytest
 
 from casacore_ms_builder import MsSpec, build_ms, random_enu
 from sdpbatch.cli import main
-from sdpbatch.execution.ical import driver
+from sdpbatch.execution.cluster import dask_client
+from sdpbatch.execution.ical import IcalSettings, driver
+from sdpbatch.execution.ical.directions import choose_directions, facet_map, facet_part
 from sdpbatch.execution.ical.driver import run_ical
+from sdpbatch.execution.runner import OnDask
 from sdpbatch.io.checkpoint import read_checkpoint
 from sdpbatch.io.gaintable import read_gain_terms
 from sdpbatch.io.skymodel_file import write_sky_model
@@ -166,3 +169,33 @@ def test_run_with_an_ionosphere_finds_the_screen_in_each_direction(tmp_path, cap
         error = gain_phase_error(solved, true, enu)
         print(f"source {k}: screen {alone:.3f} rad, error {error:.4f} rad")
         assert alone > 0.15 and error < 0.05  # measured: screen 0.21-0.27, error 0.005-0.03
+
+
+def test_directions_of_a_model_image_and_its_facets():
+    """Centres from a model's pixels (l along the first axis), its facets cover every pixel
+    once; an empty model has no direction."""
+    model = np.zeros((1, 64, 64))
+    model[0, 40, 32], model[0, 41, 32], model[0, 10, 50] = 5.0, 1.0, 2.0
+    centres = choose_directions(model, 4, 0.01)
+    np.testing.assert_allclose(centres, [[(8 + 1.0 / 6) * 0.01, 0.0], [-0.22, 0.18]])
+    facets = facet_map(model, centres, 0.01)
+    parts = [facet_part(model, facets, d) for d in range(len(centres))]
+    np.testing.assert_array_equal(sum(parts), model)
+    assert parts[0][0, 40, 32] == 5.0 and parts[1][0, 10, 50] == 2.0
+    assert choose_directions(np.zeros((1, 8, 8)), 4, 0.01).shape == (0, 2)
+
+
+def test_directions_split_over_two_workers_equal_in_process(observation):
+    """Time chunks spilled to scratch, two groups on a Dask cluster (each predicting its
+    facets and summing its cells): the in-process result within the solver's tolerance."""
+    ms = observation[0]
+    params = Parameters(npixel=NPIX, cellsize=CELL, nmajor=3, niter=200, threshold=0.001,
+                        fractional_threshold=0.3, scales=[0], nmoment=1, psf_support=64,
+                        calibration_model="none", calibration_context="TD",
+                        ndirections=len(SOURCES))  # fmt: skip
+    settings = IcalSettings(chunk_visibilities=2000, group_visibilities=1)  # one time a chunk
+    alone = run_ical([ms], params, settings=settings)
+    with dask_client(2, threads_per_worker=1) as client:
+        split = run_ical([ms], params, runner=OnDask(client), settings=settings)
+    assert alone.differences(split, image_rtol=1e-6, gain_atol=1e-6) == []
+    np.testing.assert_allclose(split.directions.gains, alone.directions.gains, atol=1e-6)

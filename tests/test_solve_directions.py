@@ -140,6 +140,8 @@ def test_a_step_out_of_range_is_refused():
     vis, models = direction_data(obs, true_phases(obs, 2))
     with pytest.raises(ValueError, match="step"):
         solve(obs, vis, models, step=0.0)
+    with pytest.raises(ValueError, match="max_iterations"):
+        solve(obs, vis, models, max_iterations=0)
 
 
 def test_clusters_take_the_bright_sources_as_centres():

@@ -202,6 +202,8 @@ def solve_directions(
     """
     if not 0.0 < step <= 1.0:
         raise ValueError(f"direction step must be in (0, 1], got {step}")
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be at least 1, got {max_iterations}")
     tolerance = options.tolerance if tolerance is None else tolerance
     initial = np.asarray(initial, dtype=np.complex128)
     g = initial.copy()

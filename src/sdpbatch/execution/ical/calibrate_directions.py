@@ -16,6 +16,7 @@ from sdpbatch.execution.ical.directions import (
     SEPARATION_PIXELS,
     DirectionState,
     choose_directions,
+    discard_facets,
     facet_map,
     facet_part,
 )
@@ -75,6 +76,9 @@ def solve_d(run: Run, imaging: Imaging, state: CycleState, cycle: int) -> dict:
     chosen = run.one(choose_directions, f"directions-{cycle}", state.model,
                      run.params.ndirections, setup.cellsize)  # fmt: skip
     centres = run.runner.gather(chosen)
+    if len(centres) == 0:
+        LOG.warning("ICAL cycle %d: D not solved, the clean model is empty", cycle)
+        return {"directions": [], "iterations": 0, "converged": False}
     name = f"predict-facets-{cycle}"
     vis = predict_facets(run, imaging, state.model, centres, name)
     parts = run.per_group(group_direction_sums, f"sums-D-{cycle}", imaging.groups, vis,
@@ -84,6 +88,9 @@ def solve_d(run: Run, imaging: Imaging, state: CycleState, cycle: int) -> dict:
     task = run.one(_solve, f"solve-D-{cycle}", sums, initial, run.schedule.solver)
     solution = run.runner.gather(task)
     stats = direction_stats(solution, centres)
+    if state.directions is not None and state.directions.vis is not None:
+        run.runner.wait(run.per_group(discard_facets, f"discard-facets-{cycle}",
+                                      state.directions.vis))  # fmt: skip
     state.directions = DirectionState(
         centres, solution.gains, state.model, solution.flags, vis, stats
     )

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sdpbatch.execution.ical.data import Block
+from sdpbatch.execution.ical.group import ModelVis
 from sdpbatch.science.directions import cluster_directions, facet_labels
 from sdpbatch.science.solve import baseline_gains
 
@@ -64,12 +65,12 @@ def pixel_directions(npixel: int, cellsize: float) -> tuple[np.ndarray, np.ndarr
 
 
 def choose_directions(model: np.ndarray, ndirections: int, cellsize: float) -> np.ndarray:
-    """(ndir, 2) direction centres from the model's pixels (Taylor term 0 as flux); runs on
-    worker 0 where the model is."""
+    """(ndir, 2) direction centres from the model's pixels (Taylor term 0 as flux), (0, 2)
+    for an empty model; runs on worker 0 where the model is."""
     flux = model[0]
     ix, iy = np.nonzero(flux)
     if ix.size == 0:
-        raise ValueError("the clean model is empty: no direction to calibrate")
+        return np.zeros((0, 2))
     l, m = pixel_directions(flux.shape[0], cellsize)  # noqa: E741
     centres, _ = cluster_directions(
         l[ix, iy], m[ix, iy], flux[ix, iy], ndirections,
@@ -88,6 +89,12 @@ def facet_part(model: np.ndarray, facets: np.ndarray, d: int) -> np.ndarray:
     """The Taylor model (nmoment, N, N) within facet ``d`` of the ``facets`` map, zero
     elsewhere."""
     return np.where(facets[None] == d, model, 0.0)
+
+
+def discard_facets(facets: list[ModelVis]) -> None:
+    """Free a group's facet visibilities (memory or scratch files) once replaced."""
+    for vis in facets:
+        vis.discard()
 
 
 def direction_term(b: Block, models: list[np.ndarray], gains: np.ndarray) -> np.ndarray:
