@@ -12,7 +12,11 @@ images); both are kept in ``--out`` between runs.  Cases:
 - ``seed``: the seed's example (242 stations, 5 times, 8 files of one channel);
 - ``large-1ms``: all 296 stations (rmax 2000 m), 60 times, 16 channels in ONE MeasurementSet;
 - ``large-16ms``: the same observation as 16 MeasurementSets of one channel;
-- ``large-1ms-120t``: ``large-1ms`` with twice the times (memory per worker should not grow).
+- ``large-1ms-120t``: ``large-1ms`` with twice the times (memory per worker should not grow);
+- ``wide-8k``: the wide field: the central stations and spiral arms out to 10 km, the
+  gleam-like sky out to the Airy beam's 5 % level, 8 channels in one MeasurementSet, imaged on
+  8192 pixels of 2e-5 rad (0.16 rad, twice the half-power width at 110 MHz), deconvolved in
+  sub-images of 2048 pixels by both.
 
 Modes: ``inprocess`` (n_workers 1, 2 threads: what ``sdpbatch ical`` chooses on 2 cores),
 ``workersN`` (a LocalCluster of N single-thread workers).  Each run is a separate
@@ -24,8 +28,9 @@ WSClean (when ``wsclean`` is on the PATH; Debian's 3.1: ``apt-get install wsclea
 the twin with ``-use-wgridder`` (ducc0's gridder, as ours), the same image size and scale,
 natural weighting, ``-channels-out`` = the channel blocks ICAL chooses (``channel_blocks``)
 ``-join-channels -fit-spectral-pol`` = ``nmoment``, ``-multiscale -multiscale-scales 0,3,10``,
-``-niter 10000 -mgain 0.9``, the schema's ``threshold`` and ``clean_gain``, ``-j 2``.  The
-ratio printed is ours / WSClean's.
+``-niter 10000 -mgain 0.9``, the schema's ``threshold`` and ``clean_gain``, ``-j 2``, and
+``-parallel-deconvolution`` when the case sets ``parallel_deconvolution``.  The ratio printed
+is ours / WSClean's.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 CASES = {
@@ -46,6 +52,11 @@ CASES = {
     "large-1ms": {"rmax": 2000.0, "ntimes": 60, "nfreqwin": 16, "channels_per_window": 16},
     "large-16ms": {"rmax": 2000.0, "ntimes": 60, "nfreqwin": 16, "channels_per_window": 1},
     "large-1ms-120t": {"rmax": 2000.0, "ntimes": 120, "nfreqwin": 16, "channels_per_window": 16},
+    "wide-8k": {"rmax": 10000.0, "nfreqwin": 8, "channels_per_window": 8, "layout": "arms"},
+}
+ARMS = "arms"  # a case's layout: the central stations and spiral arms out to 10 km
+IMAGING = {  # the image of a case when not the schema's
+    "wide-8k": {"npixel": 8192, "cellsize": 2e-5, "parallel_deconvolution": 2048},
 }
 MODES = {
     "inprocess": {"n_workers": 1, "threads_per_worker": 2},
@@ -100,6 +111,24 @@ def measured(cmd: list[str], env: dict | None = None) -> dict:
     return {"wall": wall, "code": proc.returncode, "output": output[-3000:], "peaks": big}
 
 
+def arms_layout(path: Path) -> Path:
+    """The SKA1-Low central stations and three logarithmic spiral arms of 6-station clusters
+    (as the SKA-Low design places its outer stations) from 2.5 to 10 km, written to ``path``."""
+    from sdpbatch.io.layout_file import SKA1_LOW_CENTRAL, load_layout
+
+    central, _ = load_layout(SKA1_LOW_CENTRAL)
+    rng = np.random.default_rng(10)
+    stations = [central]
+    for arm in range(3):
+        for radius in np.geomspace(2500.0, 10000.0, 6):
+            angle = 2 * np.pi * arm / 3 + 0.9 * np.log(radius / 2500.0)
+            centre = radius * np.array([np.cos(angle), np.sin(angle), 0.0])
+            spread = rng.normal(0.0, 60.0, (6, 3)) * [1, 1, 0]
+            stations.append(central.mean(axis=0) + centre + spread)
+    np.savetxt(path, np.concatenate(stations), delimiter=",", fmt="%.3f")
+    return path
+
+
 def simulate(case: str, out: Path) -> tuple[list[Path], list[Path]]:
     """(corrupted, twin) MeasurementSets of a case, simulated once."""
     dirs = {}
@@ -108,6 +137,8 @@ def simulate(case: str, out: Path) -> tuple[list[Path], list[Path]]:
         if not (target / "simulation.json").is_file():
             params = {**CASES[case], "n_workers": 1, "phase_error": phase_error}
             (out / case).mkdir(parents=True, exist_ok=True)
+            if params.get("layout") == ARMS:
+                params["layout"] = str(arms_layout(out / case / "layout.csv"))
             spec = out / case / f"{kind}.json"
             spec.write_text(json.dumps(params))
             done = measured(["sdpbatch", "simulate", str(spec), "--out", str(target),
@@ -123,7 +154,7 @@ def run_ical(case: str, mode: str, paths: list[Path], out: Path) -> dict:
     settings = dict(MODES[mode])
     cluster_of_one = settings.pop("one_worker_cluster", False)
     params = out / case / f"params-{mode}.json"
-    params.write_text(json.dumps({**CASES[case], **settings}))
+    params.write_text(json.dumps({**CASES[case], **IMAGING.get(case, {}), **settings}))
     img = out / case / f"img-{mode}"
     cmd = ["sdpbatch", "ical", *map(str, paths), "--out", str(img), "--params", str(params),
            "--no-progress"]  # fmt: skip
@@ -151,7 +182,7 @@ def run_wsclean(case: str, twin: list[Path], out: Path) -> dict | None:
         return None
     from sdpbatch.parameters import Parameters
 
-    p = Parameters()
+    p = Parameters(**IMAGING.get(case, {}))
     nblocks = channel_blocks_of(twin, p)
     work = out / case / "wsclean"
     shutil.rmtree(work, ignore_errors=True)
@@ -161,9 +192,15 @@ def run_wsclean(case: str, twin: list[Path], out: Path) -> dict | None:
            "-niter", "10000", "-gain", str(p.clean_gain), "-mgain", "0.9",
            "-threshold", str(p.threshold), "-multiscale", "-multiscale-scales", "0,3,10",
            "-channels-out", str(nblocks), "-join-channels", "-fit-spectral-pol", str(p.nmoment),
-           "-name", str(work / "ws"), *map(str, twin)]  # fmt: skip
+           *parallel_deconvolution(p), "-name", str(work / "ws"), *map(str, twin)]  # fmt: skip
     done = measured(cmd)
     return None if done["code"] else done
+
+
+def parallel_deconvolution(p) -> list[str]:
+    """WSClean's option for ICAL's ``parallel_deconvolution`` (the same sub-image size)."""
+    size = p.parallel_deconvolution
+    return ["-parallel-deconvolution", str(size)] if size else []
 
 
 def report(case: str, mode: str, ours: dict, wsclean: dict | None) -> str:

@@ -34,6 +34,7 @@ class MsSpec:
     sources: list[tuple[float, float, float]] = field(default_factory=list)  # (S Jy, l, m)
     spectral_index: float = 0.0
     gains: np.ndarray | None = None  # (ntimes, nant) complex
+    source_gains: np.ndarray | None = None  # (nsrc, ntimes, nant) complex, per source
     correlations: tuple[str, ...] = ("XX", "XY", "YX", "YY")
     weight_spectrum: bool = True
     autocorrelations: bool = True
@@ -95,10 +96,14 @@ def build_ms(path: Path, spec: MsSpec) -> dict:
         uvw[rows] = station[ant2[rows]] - station[ant1[rows]]
     stokes_i = np.zeros((nrow, nchan), np.complex128)
     nu0 = freqs.mean()
-    for flux, l, m in spec.sources:
+    for k, (flux, l, m) in enumerate(spec.sources):
         n = np.sqrt(1 - l * l - m * m)
         phase = 2j * np.pi * (uvw @ np.array([l, m, n - 1]))[:, None] * freqs[None, :] / C
-        stokes_i += flux * (freqs / nu0) ** spec.spectral_index * np.exp(phase)
+        source = flux * (freqs / nu0) ** spec.spectral_index * np.exp(phase)
+        if spec.source_gains is not None:
+            g = spec.source_gains[k]
+            source = source * (g[tidx, ant1] * np.conj(g[tidx, ant2]))[:, None]
+        stokes_i += source
     if spec.gains is not None:
         stokes_i *= (spec.gains[tidx, ant1] * np.conj(spec.gains[tidx, ant2]))[:, None]
     rng = np.random.default_rng(7)

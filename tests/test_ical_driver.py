@@ -427,8 +427,8 @@ def test_a_streamed_pass_holds_one_chunk_at_a_time(observation, monkeypatch, tmp
     # in memory, the same group is one chunk and gives the same residual image
     whole = prepare_group(load_group(_items(paths, 10**9), False, "chunks"), setup, None)
     assert len(whole.chunks) == 1 and not list(tmp_path.glob("*/*.npy.tmp"))
-    a = group_residual(group, model_vis, {}, setup)
-    b = group_residual(whole, group_predict(whole, None, model, MOMENTS, setup), {}, setup)
+    a = group_residual(group, model_vis, None, {}, setup)
+    b = group_residual(whole, group_predict(whole, None, model, MOMENTS, setup), None, {}, setup)
     # separate gridder calls per chunk agree with one call to the gridder's accuracy
     assert a.weights[0] == pytest.approx(b.weights[0], rel=1e-12)
     assert np.abs(a.images[0] - b.images[0]).max() < setup.epsilon * np.abs(b.images[0]).max()

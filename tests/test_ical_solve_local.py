@@ -147,7 +147,7 @@ def test_groups_solve_their_own_intervals(four_times, monkeypatch, tmp_path, ter
 
     monkeypatch.setattr(_LocalSolver, "add", counted)
     parts = [
-        group_solve(g, mv, LocalCells(boundaries, owners == k), gains, term, OPTIONS)
+        group_solve(g, mv, LocalCells(boundaries, owners == k), None, gains, term, OPTIONS)
         for k, (g, mv) in enumerate(zip(groups, models, strict=True))
     ]
     apart = _solved(merge_partial(*parts), term, gains[term], True, OPTIONS)

@@ -132,3 +132,41 @@ def test_a_table_written_by_losoto_is_read(tmp_path):
     back = read_gain_terms(tmp_path / "l.h5")
     assert list(back) == ["000"]
     assert back["000"].allclose(t, rtol=1e-6, atol=1e-6)  # losoto stores positions as float32
+
+
+def _direction_term(seed: int = 5) -> GainTable:
+    """D: a phase per integration and direction (3 directions), some flagged."""
+    rng = np.random.default_rng(seed)
+    shape = (4, len(NAMES), 1, 3)
+    return GainTable(
+        np.exp(1j * rng.uniform(-np.pi, np.pi, shape)),
+        58849.0 * 86400 + 10.0 * np.arange(4),
+        NAMES,
+        -2.5e6 + rng.normal(0, 500.0, (len(NAMES), 3)),
+        [1e8],
+        (rng.random(shape) > 0.2).astype(float),
+        directions=["Dir00", "Dir01", "Dir02"],
+        direction_radec=[[0.1, -0.5], [0.12, -0.48], [0.08, -0.53]],
+    )
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_term_per_direction_round_trips_and_losoto_sees_its_directions(tmp_path):
+    terms = {"T": _terms()["T"], "D": _direction_term()}
+    terms["T"].antenna_positions = terms["D"].antenna_positions
+    write_gain_terms(tmp_path / "g.h5", terms, source_direction=(0.1, -0.5))
+    back = read_gain_terms(tmp_path / "g.h5")
+    assert back["T"].directions is None and back["T"].allclose(terms["T"])
+    assert back["D"].directions == ["Dir00", "Dir01", "Dir02"]
+    assert back["D"].allclose(terms["D"])
+    np.testing.assert_allclose(back["D"].direction_radec, terms["D"].direction_radec)
+    with h5parm(str(tmp_path / "g.h5")) as h5:
+        solset = h5.getSolset("sol000")
+        sources = solset.getSou()
+        phase = solset.getSoltab("phase001")
+        vals, axes = phase.getValues()
+    assert sorted(sources) == ["Dir00", "Dir01", "Dir02", "pointing"]
+    np.testing.assert_allclose(sources["Dir02"], [0.08, -0.53])
+    assert _text(axes["dir"]) == ["Dir00", "Dir01", "Dir02"]
+    got = vals[:, 0, :, :, 0]  # (time, ant, dir) of XX
+    np.testing.assert_allclose(got, np.angle(terms["D"].gains[:, :, 0, :]), atol=1e-12)

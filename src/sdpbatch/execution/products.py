@@ -9,7 +9,8 @@ parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
 - ``<prefix>_gains.h5``: solved gains in the H5parm layout
   (:mod:`sdpbatch.io.gaintable`); term k of the calibration context in soltabs
   ``phase00k`` / ``amplitude00k`` (attribute ``TERM`` = "T", "G" or "B"; "none", unit gains,
-  without self-calibration);
+  without self-calibration); the D term last, with its directions on the ``dir`` axis
+  (``Dir00``, ... in the source table with their ra, dec);
 - ``qa.json``: the parameters (so the ``prefix`` the others were named with), image
   statistics, per-cycle statistics, timings and, with the simulation's truth, the
   solved-vs-true gain phase error and the brightest sources' recovered flux and position;
@@ -198,6 +199,17 @@ def _write_gains(path: Path, result) -> Path:
         term: GainTable(gains=sol.gains, times=sol.times, frequencies=sol.frequencies, **stations)
         for term, sol in result.solutions.items()
     }
+    found = result.directions
+    if found is not None:  # (dir, time, ant, 1) -> (time, ant, freq 1, dir)
+        terms["D"] = GainTable(
+            gains=found.gains.transpose(1, 2, 3, 0),
+            times=found.times,
+            frequencies=[found.frequency],
+            weights=(~found.flags).transpose(1, 2, 3, 0).astype(float),
+            directions=found.names,
+            direction_radec=found.radec,
+            **stations,
+        )
     if not terms:
         nant = len(result.antenna_names)
         unit = np.ones((1, nant, 1), complex)
@@ -245,6 +257,13 @@ def build_qa(
         "selfcal_undone": list(result.undone),
         "timings_s": timings,
     }
+    if result.directions is not None:
+        found = result.directions
+        qa["directions"] = [
+            {"name": name, "ra_deg": float(np.degrees(rd[0])), "dec_deg": float(np.degrees(rd[1])),
+             **stats}
+            for name, rd, stats in zip(found.names, found.radec, found.stats, strict=True)
+        ]  # fmt: skip
     if truth is not None:
         qa["truth"] = compare_with_truth(result, truth)
     return qa

@@ -13,8 +13,12 @@ Layout (one solution set ``sol000``; term k of a calibration, e.g. T, G, B, in s
         time    float64 (ntime,)  MJD seconds (UTC), centre of the solution interval
         freq    float64 (nfreq,)  Hz (one value for a frequency-independent term)
         ant     S16 (nant,)       station names (as in the MeasurementSet's ANTENNA.NAME)
-        dir     S128 (1,)         "pointing" (direction-independent gains)
+        dir     S128 (ndir,)      "pointing" (direction-independent gains), or the names
+                                  of the directions of a term per direction ("Dir00", ...)
         pol     S2 (2,)           "XX", "YY" (the same gain is written for both)
+
+The source table lists "pointing" (the phase centre) and every direction of a term per
+direction with its (ra, dec), as DP3 DDECal writes its directions.
 
 The phase soltab holds ``angle(g)`` in radians, the amplitude soltab ``abs(g)``, with the
 gain convention of :mod:`sdpbatch.science.visibility` and DP3: ``DATA_pq = g_p conj(g_q)
@@ -43,9 +47,12 @@ SOLSET = "sol000"
 
 @dataclass
 class GainTable:
-    """Complex gains of one term (ntime, nant, nfreq) with their axes.
+    """Complex gains of one term (ntime, nant, nfreq) with their axes; a term per direction
+    has gains (ntime, nant, nfreq, ndir) and its ``directions``.
 
-    weights : (ntime, nant, nfreq) 1 valid, 0 flagged (None: all valid).
+    weights : the gains' shape, 1 valid, 0 flagged (None: all valid).
+    directions : names of the directions (None: direction-independent).
+    direction_radec : (ndir, 2) their (ra, dec) radians.
     """
 
     gains: np.ndarray
@@ -54,6 +61,8 @@ class GainTable:
     antenna_positions: np.ndarray
     frequencies: np.ndarray
     weights: np.ndarray | None = None
+    directions: list[str] | None = None
+    direction_radec: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.gains = np.asarray(self.gains, dtype=np.complex128)
@@ -62,10 +71,15 @@ class GainTable:
         self.antenna_names = [str(n) for n in self.antenna_names]
         self.antenna_positions = np.asarray(self.antenna_positions, np.float64).reshape(-1, 3)
         shape = (self.times.size, len(self.antenna_names), self.frequencies.size)
+        axes = "(time, ant, freq)"
+        if self.directions is not None:
+            self.directions = [str(n) for n in self.directions]
+            shape, axes = (*shape, len(self.directions)), "(time, ant, freq, dir)"
+            radec = np.zeros((len(self.directions), 2)) if self.direction_radec is None else (
+                self.direction_radec)  # fmt: skip
+            self.direction_radec = np.asarray(radec, np.float64).reshape(-1, 2)
         if self.gains.shape != shape:
-            raise ValueError(
-                f"gains have shape {self.gains.shape}, expected (time, ant, freq) {shape}"
-            )
+            raise ValueError(f"gains have shape {self.gains.shape}, expected {axes} {shape}")
         if self.antenna_positions.shape[0] != len(self.antenna_names):
             raise ValueError("antenna_positions and antenna_names differ in length")
         if self.weights is not None:
@@ -77,6 +91,7 @@ class GainTable:
         w2 = np.ones(other.gains.shape) if other.weights is None else other.weights
         return (
             self.antenna_names == other.antenna_names
+            and self.directions == other.directions
             and self.gains.shape == other.gains.shape
             and np.allclose(self.times, other.times, rtol=rtol, atol=atol)
             and np.allclose(self.frequencies, other.frequencies, rtol=rtol, atol=atol)
@@ -126,34 +141,45 @@ def write_gain_terms(
         sol = f.create_group(SOLSET)
         sol.attrs["h5parm_version"] = np.bytes_(H5PARM_VERSION)
         sol.attrs["TITLE"] = np.bytes_("")
-        _write_station_tables(sol, first, source_direction)
+        _write_station_tables(sol, first, source_direction, [t for _, t in tables])
         for k, (term, table) in enumerate(tables):
             _write_soltabs(sol, k, term, table)
     return path
 
 
-def _write_station_tables(sol: h5py.Group, table: GainTable, direction) -> None:
+def _write_station_tables(sol: h5py.Group, table: GainTable, direction, tables) -> None:
     ant = np.zeros(len(table.antenna_names), dtype=[("name", "S16"), ("position", "<f8", (3,))])
     ant["name"] = [n.encode() for n in table.antenna_names]
     ant["position"] = table.antenna_positions
     sol.create_dataset("antenna", data=ant).attrs["TITLE"] = np.bytes_(
         "Antenna names and positions"
     )
-    src = np.zeros(1, dtype=[("name", "S128"), ("dir", "<f8", (2,))])
-    src["name"] = DIRECTION.encode()
-    src["dir"] = direction
+    names, dirs = [DIRECTION], [direction]
+    for t in tables:
+        if t.directions is not None:
+            names += t.directions
+            dirs += [tuple(d) for d in t.direction_radec]
+    src = np.zeros(len(names), dtype=[("name", "S128"), ("dir", "<f8", (2,))])
+    src["name"] = [n.encode() for n in names]
+    src["dir"] = dirs
     sol.create_dataset("source", data=src).attrs["TITLE"] = np.bytes_("Source names and directions")
 
 
 def _write_soltabs(sol: h5py.Group, k: int, term: str, table: GainTable) -> None:
-    """phase00k and amplitude00k of one term; (time, ant, freq) -> (time, freq, ant, dir, pol)."""
+    """phase00k and amplitude00k of one term; (time, ant, freq[, dir]) -> (time, freq, ant,
+    dir, pol)."""
     weights = np.ones(table.gains.shape) if table.weights is None else table.weights
-    expand = lambda a: np.repeat(a.transpose(0, 2, 1)[..., None, None], len(POLS), axis=-1)  # noqa: E731
+    directions = [DIRECTION] if table.directions is None else table.directions
+
+    def expand(a: np.ndarray) -> np.ndarray:
+        a = a.reshape(a.shape[:3] + (len(directions),)).transpose(0, 2, 1, 3)
+        return np.repeat(a[..., None], len(POLS), axis=-1)
+
     axes = {
         "time": table.times,
         "freq": table.frequencies,
         "ant": np.array([n.encode() for n in table.antenna_names], "S16"),
-        "dir": np.array([DIRECTION.encode()], "S128"),
+        "dir": np.array([n.encode() for n in directions], "S128"),
         "pol": np.array([p.encode() for p in POLS], "S2"),
     }
     for soltype, values in (("amplitude", np.abs(table.gains)), ("phase", np.angle(table.gains))):
@@ -173,17 +199,21 @@ def _text(value) -> str:
 
 
 def _soltab_values(tab: h5py.Group, name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """val and weight of a soltab as (time, ant, freq): first direction and polarisation."""
+    """val and weight of a soltab as (time, ant, freq), first polarisation; (time, ant, freq,
+    dir) when its directions are not the one "pointing"."""
     axes = _text(tab["val"].attrs.get("AXES", b"")).split(",")
     missing = {"time", "ant", "freq"} - set(axes)
     if missing:
         raise ValueError(f"{path}: {name} has axes {axes}, without {sorted(missing)}")
-    order = [axes.index(a) for a in ("time", "ant", "freq")]
+    kept = ("time", "ant", "freq", "dir") if "dir" in axes else ("time", "ant", "freq")
+    order = [axes.index(a) for a in kept]
     rest = [i for i in range(len(axes)) if i not in order]
+    several = "dir" in tab and [_text(n) for n in tab["dir"][...]] != [DIRECTION]
 
     def as_tan(data: np.ndarray) -> np.ndarray:
         data = np.transpose(data, order + rest)
-        return data.reshape(data.shape[:3] + (-1,))[..., 0]  # first dir, first pol (XX)
+        data = data.reshape(data.shape[: len(kept)] + (-1,))[..., 0]  # first pol (XX)
+        return data if several or len(kept) == 3 else data[..., 0]
 
     weight = tab["weight"][...] if "weight" in tab else np.ones(tab["val"].shape)
     return as_tan(tab["val"][...]), as_tan(weight).astype(np.float64)
@@ -209,6 +239,7 @@ def read_gain_terms(path: str | Path) -> dict[str, GainTable]:
             amp_name = "amplitude" + name.removeprefix("phase")
             amp = _soltab_values(sol[amp_name], amp_name, path)[0] if amp_name in sol else 1.0
             names = [_text(n) for n in tab["ant"][...]]
+            directions = [_text(n) for n in tab["dir"][...]] if phase.ndim == 4 else None
             terms[_text(tab.attrs.get("TERM", name.removeprefix("phase")))] = GainTable(
                 gains=amp * np.exp(1j * phase),
                 times=tab["time"][...],
@@ -216,6 +247,8 @@ def read_gain_terms(path: str | Path) -> dict[str, GainTable]:
                 antenna_positions=_positions(sol, names),
                 frequencies=tab["freq"][...],
                 weights=weight,
+                directions=directions,
+                direction_radec=None if directions is None else _directions(sol, directions),
             )
         return terms
 
@@ -227,6 +260,15 @@ def _positions(sol: h5py.Group, names: list[str]) -> np.ndarray:
     table = sol["antenna"][...]
     index = {_text(n): k for k, n in enumerate(table["name"])}
     return np.array([table["position"][index[n]] if n in index else np.zeros(3) for n in names])
+
+
+def _directions(sol: h5py.Group, names: list[str]) -> np.ndarray:
+    """(ndir, 2) (ra, dec) of ``names`` from the solset's source table (zeros if absent)."""
+    if "source" not in sol:
+        return np.zeros((len(names), 2))
+    table = sol["source"][...]
+    index = {_text(n): k for k, n in enumerate(table["name"])}
+    return np.array([table["dir"][index[n]] if n in index else np.zeros(2) for n in names])
 
 
 def read_gain_table(path: str | Path, term: str | None = None) -> GainTable:

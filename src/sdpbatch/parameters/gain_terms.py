@@ -26,6 +26,9 @@ class GainTerm:
     interval : its solution interval (s): 0 per integration, None the whole observation;
         the default of ``timeslice_<name>`` when ``interval_is_parameter``.
     interval_is_parameter : the interval is the parameter ``timeslice_<name>``.
+    per_direction : one solution per calibration direction (parameter ``ndirections``),
+        solved jointly against each direction's model (DDECal's directions); applied in
+        imaging by subtracting each direction's corrupted model.
     """
 
     name: str
@@ -35,6 +38,7 @@ class GainTerm:
     first_cycle: int
     interval: float | None
     interval_is_parameter: bool = False
+    per_direction: bool = False
 
     @property
     def first_parameter(self) -> str:
@@ -56,6 +60,8 @@ TERMS: dict[str, GainTerm] = {
                  interval=None, interval_is_parameter=True),
         GainTerm("B", "bandpass", phase_only=False, per_channel=True, first_cycle=4,
                  interval=None),
+        GainTerm("D", "phase per direction and integration", phase_only=True,
+                 per_channel=False, first_cycle=0, interval=0.0, per_direction=True),
     )
 }  # fmt: skip
 """The gain terms in the order they are named in ``calibration_context`` (and applied)."""

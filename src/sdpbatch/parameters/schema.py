@@ -260,6 +260,10 @@ SCHEMA: tuple[Field, ...] = (
           f"a non-empty subsequence of '{''.join(TERMS)}'", "calibration",
           f"--context {''.join(TERMS)}"),
     *_term_fields(),
+    Field("ndirections", "int", 8,
+          "calibration directions of the D term: the clean model's brightest components "
+          "clustered, each with its Voronoi facet of the model (DP3 DDECal's directions)",
+          _range(1, 100), "1 to 100", "calibration", "--directions N"),
     Field("solve_tolerance", "float", 1e-10,
           "StEFCal stops a solution cell once the largest change of its gains relative to its "
           "largest gain falls below this",

@@ -159,19 +159,29 @@ class GainTerm:
 
 
 def read_gain_terms(path: Path) -> list[GainTerm]:
-    """Every term of an H5parm (read by :mod:`sdpbatch.io.gaintable`), in soltab order (XX)."""
-    return [
-        GainTerm(
-            term=name,
-            times=table.times,
-            frequencies=table.frequencies,
-            stations=table.antenna_names,
-            phase=np.angle(table.gains),
-            amplitude=np.abs(table.gains),
-            weight=np.ones(table.gains.shape) if table.weights is None else table.weights,
-        )
-        for name, table in gain_table_terms(path).items()
-    ]
+    """Every term of an H5parm (read by :mod:`sdpbatch.io.gaintable`), in soltab order (XX);
+    a term per direction as one term per direction ("D Dir00", ...)."""
+    terms = []
+    for name, table in gain_table_terms(path).items():
+        weights = np.ones(table.gains.shape) if table.weights is None else table.weights
+        if table.directions is None:
+            parts = [(name, table.gains, weights)]
+        else:
+            parts = [(f"{name} {d}", table.gains[..., k], weights[..., k])
+                     for k, d in enumerate(table.directions)]  # fmt: skip
+        terms += [
+            GainTerm(
+                term=label,
+                times=table.times,
+                frequencies=table.frequencies,
+                stations=table.antenna_names,
+                phase=np.angle(gains),
+                amplitude=np.abs(gains),
+                weight=weight,
+            )
+            for label, gains, weight in parts
+        ]
+    return terms
 
 
 def gain_series(term: GainTerm) -> dict:

@@ -18,6 +18,7 @@ import logging
 
 import numpy as np
 
+from sdpbatch.execution.ical.calibrate_directions import group_directions, solve_d
 from sdpbatch.execution.ical.solve_tasks import (
     LocalCells,
     PartialSolve,
@@ -54,7 +55,7 @@ def solve_sky_model(
 ) -> tuple[list[str], dict[str, dict]]:
     """Solve the terms of the first self-calibration cycle against the sky model; (the terms
     solved, their statistics)."""
-    terms = run.schedule.first_terms()
+    terms = [t for t in run.schedule.first_terms() if not TERMS[t].per_direction]
     components = calibration_sky(sky, run.infos[0].phase_centre)
     if not terms or len(components[0]) == 0:
         LOG.warning(
@@ -105,6 +106,7 @@ def _solve_term(run: Run, imaging: Imaging, state: CycleState, name: str, term: 
             imaging.groups,
             state.model_vis,
             local,
+            group_directions(run, imaging, state),
             shared=(state.gains, term, options),
         )
     else:
@@ -128,9 +130,13 @@ def solve(
     run: Run, imaging: Imaging, state: CycleState, cycle: int, terms, sky=None
 ) -> dict[str, dict]:
     """Solve each term in turn against the clean model's visibilities, or the components
-    ``sky`` (from :func:`calibration_sky`); the statistics of each solution."""
+    ``sky`` (from :func:`calibration_sky`); the statistics of each solution.  A term per
+    direction (D) is solved against the clean model's facets (:func:`solve_d`)."""
     stats = {}
     for term in terms:
+        if TERMS[term].per_direction:  # the clean model's facets, not the catalogue
+            stats[term] = solve_d(run, imaging, state, cycle)
+            continue
         state.gains.setdefault(term, _initial(run, imaging, term))
         solution = _solve_term(run, imaging, state, f"{term}-{cycle}", term, sky)
         gains = solution.gains

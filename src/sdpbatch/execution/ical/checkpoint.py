@@ -3,8 +3,9 @@
 A checkpoint holds what the cycles changed (:class:`~.state.CycleState`) without any
 visibilities: the model, the increment not yet predicted, the increments already predicted
 into the model visibilities (in order), the gains, the sky-model anchors, the best cycle,
-the cycle records, the terms undone.  Models and increments are kept sparse (the pixels any
-Taylor term uses), so a checkpoint is a few MB.
+the cycle records, the terms undone; the D term's centres, gains and the model it was solved
+against (its facets are predicted again from it).  Models and increments are kept sparse (the
+pixels any Taylor term uses), so a checkpoint is a few MB.
 
 Resuming reads the data again, makes the PSF again (one gridding pass), then predicts the
 stored increments one after the other, exactly as the run did: the model visibilities, and so
@@ -23,6 +24,7 @@ import numpy as np
 
 from sdpbatch.execution.ical.combine import pack, psf_beam, unpack
 from sdpbatch.execution.ical.cycles import make_psf, predict
+from sdpbatch.execution.ical.directions import DirectionState
 from sdpbatch.execution.ical.finish import Ending
 from sdpbatch.execution.ical.results import CycleRecord
 from sdpbatch.execution.ical.state import CycleState, Imaging, Run
@@ -105,7 +107,14 @@ def capture(
     for prefix, gains in (("gains", state.gains), ("anchors", state.anchors)):
         arrays.update({f"{prefix}.{t}": g for t, g in gains.items()})
     arrays.update({f"best_gains.{t}": g for t, g in state.best["gains"].items()})
+    stats = {
+        prefix: _put_directions(run, arrays, prefix, found)
+        for prefix, found in (("directions", state.directions),
+                              ("best_directions", state.best.get("directions")))
+        if found is not None
+    }  # fmt: skip
     meta = {
+        "directions": stats,
         "fingerprint": identity,
         "resumed_from": resumed_from,
         "next_cycle": next_cycle,
@@ -138,7 +147,7 @@ def _put_ending(arrays: dict, ending: Ending) -> dict[str, Any]:
     }
 
 
-def restore_ending(checkpoint: Checkpoint) -> tuple[CycleState, Ending] | None:
+def restore_ending(run: Run, checkpoint: Checkpoint) -> tuple[CycleState, Ending] | None:
     """The state and the last pass a checkpoint holds, when it was taken after the last pass
     (only the products were left); else None."""
     meta, arrays = checkpoint.meta, checkpoint.arrays
@@ -163,7 +172,27 @@ def restore_ending(checkpoint: Checkpoint) -> tuple[CycleState, Ending] | None:
     )
     state = CycleState(psf=None, beam=ending.beam, model=ending.model)
     _restore_records(state, meta, arrays)
+    state.directions = _take_directions(run, checkpoint, "directions")
     return state, ending
+def _put_directions(run: Run, arrays: dict, prefix: str, found: DirectionState) -> list[dict]:
+    """The D term's centres, gains, flags and the model it was solved against (its facets'
+    visibilities are predicted again on resume); its statistics for the meta."""
+    arrays[f"{prefix}.centres"], arrays[f"{prefix}.gains"] = found.centres, found.gains
+    arrays[f"{prefix}.flags"] = found.flags
+    packed = run.runner.gather(run.one(pack, f"checkpoint-{prefix}", found.model))
+    _put(arrays, f"{prefix}.model", packed)
+    return found.stats
+
+
+def _take_directions(run: Run, checkpoint: Checkpoint, prefix: str) -> DirectionState | None:
+    arrays, stats = checkpoint.arrays, checkpoint.meta.get("directions", {})
+    if prefix not in stats:
+        return None
+    model = run.one(np.asarray, f"{prefix}-model-again", _take(arrays, f"{prefix}.model"))
+    return DirectionState(
+        arrays[f"{prefix}.centres"], arrays[f"{prefix}.gains"], model,
+        arrays[f"{prefix}.flags"], None, stats[prefix],
+    )  # fmt: skip
 
 
 def _plan(run: Run) -> dict[str, Any]:
@@ -200,6 +229,8 @@ def restore(run: Run, imaging: Imaging, checkpoint: Checkpoint) -> tuple[CycleSt
         np.asarray, "best-again", _take(arrays, "best")
     )  # fmt: skip
     state.best = {**meta["best"], "model": best_model, "gains": _named(arrays, "best_gains")}
+    state.directions = _take_directions(run, checkpoint, "directions")
+    state.best["directions"] = _take_directions(run, checkpoint, "best_directions")
     run.clock.lap("resume")
     return state, int(meta["next_cycle"])
 

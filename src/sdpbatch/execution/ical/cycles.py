@@ -15,6 +15,7 @@ import numpy as np
 import psutil
 
 from sdpbatch.execution.ical.calibrate import solve, solve_sky_model
+from sdpbatch.execution.ical.calibrate_directions import group_directions
 from sdpbatch.execution.ical.combine import (
     add_model,
     block_moments,
@@ -42,6 +43,7 @@ from sdpbatch.parameters import ParameterError
 from sdpbatch.science.image_size import ADVICE_MEMORY_FRACTION, check_image_fits
 from sdpbatch.science.imaging import advise_image, small_inversion_size
 from sdpbatch.science.skymodel import SkyModel
+from sdpbatch.science.solve import TERMS
 
 LOG = logging.getLogger("sdpbatch.execution.ical")
 
@@ -178,6 +180,7 @@ def residual_of(run: Run, imaging: Imaging, state: CycleState, name: str):
         f"{name}-part",
         imaging.groups,
         state.model_vis,
+        group_directions(run, imaging, state),
         shared=(state.gains, imaging.setup),
     )
     residual = run.tree(merge_block_images, f"{name}-sum", parts)
@@ -217,6 +220,7 @@ def _clean(run: Run, imaging: Imaging, state: CycleState, cycle: int, residual, 
             "dynamic_range": record.dynamic_range,
             "model": state.model,
             "gains": dict(state.gains),
+            "directions": None if state.directions is None else state.directions.without_vis(),
         }
     LOG.info("ICAL %s", record.message())
     run.progress.step(record.message())
@@ -262,7 +266,7 @@ def major_cycle(run: Run, imaging: Imaging, state: CycleState, cycle: int) -> No
     started = time.perf_counter()
     predict(run, imaging, state, f"predict-{cycle}")
     terms = terms_due(run, state, cycle)
-    new = [t for t in terms if t not in state.gains]
+    new = [t for t in terms if not solved_before(state, t)]
     start_model, start_increment = state.model, state.increment
     stats = solve(run, imaging, state, cycle, terms)
     residual = residual_of(run, imaging, state, f"residual-{cycle}")
@@ -284,11 +288,20 @@ def major_cycle(run: Run, imaging: Imaging, state: CycleState, cycle: int) -> No
     )
     state.disabled |= set(new)
     state.gains = {k: v for k, v in state.gains.items() if k not in new}
+    if any(TERMS[t].per_direction for t in new):
+        state.directions = None
     state.model, state.increment = start_model, start_increment
     state.cycles.pop()
     residual = residual_of(run, imaging, state, f"residual-{cycle}-undone")
     kept = [t for t in terms if t not in new]
     _clean(run, imaging, state, cycle, residual, (kept, stats), started)
+
+
+def solved_before(state: CycleState, term: str) -> bool:
+    """Whether ``term`` has gains from an earlier cycle."""
+    if TERMS[term].per_direction:
+        return state.directions is not None
+    return term in state.gains
 
 
 def terms_due(run: Run, state: CycleState, cycle: int) -> list[str]:
@@ -326,6 +339,7 @@ def back_to_best(run: Run, state: CycleState) -> None:
     )
     state.model = state.increment = best["model"]
     state.gains = dict(best["gains"])
+    state.directions = best["directions"]
     state.model_vis = [None] * run.ngroups
     state.predicted = []
 

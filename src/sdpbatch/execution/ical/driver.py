@@ -94,7 +94,7 @@ def run_ical(
     saved = _Checkpoints(run, checkpoint, resume)
     try:
         started = time.perf_counter()
-        taken_up = None if resume is None else restore_ending(resume)
+        taken_up = None if resume is None else restore_ending(run, resume)
         if taken_up is None:
             imaging = read(run)
             state, first = _begin(run, imaging, sky_model, resume, saved)

@@ -11,10 +11,16 @@ import numpy as np
 
 from sdpbatch.execution.ical.combine import FinalImages, final_images
 from sdpbatch.execution.ical.cycles import predict, residual_of
-from sdpbatch.execution.ical.results import FinalRecord, GainSolution, IcalResult
+from sdpbatch.execution.ical.results import (
+    DirectionGains,
+    FinalRecord,
+    GainSolution,
+    IcalResult,
+)
 from sdpbatch.execution.ical.state import CycleState, Imaging, Run
 from sdpbatch.execution.ical.tasks import BlockImages
 from sdpbatch.science.beam import CleanBeam
+from sdpbatch.science.directions import radec_of
 from sdpbatch.science.solve import TERMS
 
 LOG = logging.getLogger("sdpbatch.execution.ical")
@@ -102,7 +108,18 @@ def _result(run, state, ending: Ending, final: FinalImages, record) -> IcalResul
         for term, g in state.gains.items()
     }
     first = run.infos[0]
+    found = state.directions
+    directions = None if found is None else DirectionGains(
+        gains=found.gains,
+        flags=found.flags,
+        times=ending.intervals["D"][1],
+        centres=found.centres,
+        radec=radec_of(*found.centres.T, first.phase_centre),
+        frequency=reference,
+        stats=found.stats,
+    )  # fmt: skip
     return IcalResult(
+        directions=directions,
         model_taylor=ending.model,
         residual_taylor=final.residual_taylor,
         restored=final.restored,

@@ -27,6 +27,31 @@ class GainSolution:
     per_channel: bool = False
 
 
+@dataclass
+class DirectionGains:
+    """The solved D term: a phase per station, interval and direction,
+    ``DATA ~= G sum_d g_dp conj(g_dq) MODEL_d`` (G the direction-independent terms).
+
+    gains : (ndir, ntime_sol, nant, 1) complex; flags : their shape, not to be trusted;
+    times : (ntime_sol,) MJD s, interval centres; centres : (ndir, 2) (l, m) of the
+    directions; radec : (ndir, 2) their (ra, dec) rad; frequency : Hz, the reference
+    frequency; stats : per direction, its statistics (centre, rms phase, median SNR, flagged).
+    """
+
+    gains: np.ndarray
+    flags: np.ndarray
+    times: np.ndarray
+    centres: np.ndarray
+    radec: np.ndarray
+    frequency: float
+    stats: list[dict] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """The directions' names in the H5parm (``Dir00``, ...)."""
+        return [f"Dir{d:02d}" for d in range(len(self.centres))]
+
+
 @dataclass(frozen=True)
 class CycleRecord:
     """One minor cycle: cycle 0 after the first image, then one per major cycle.
@@ -112,6 +137,8 @@ class IcalResult:
     stage_intervals: list[tuple[str, float, float]] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)
     """The cycles after which the run was taken up from a checkpoint, in order."""
+    directions: DirectionGains | None = None
+    """The D term when it was solved (calibration per direction)."""
     """(stage, start, end) on the ``time.perf_counter`` clock: for benchmarks' memory per stage."""
 
     IMAGES = ("model_taylor", "residual_taylor", "restored", "model_cube", "residual_cube")

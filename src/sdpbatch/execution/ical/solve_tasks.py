@@ -19,7 +19,13 @@ import numpy as np
 
 from sdpbatch.execution.ical.data import Block
 from sdpbatch.execution.ical.group import Group, ModelVis, trimmed
-from sdpbatch.execution.ical.tasks import Gains, gain_product, with_chunk_models
+from sdpbatch.execution.ical.tasks import (
+    Directions,
+    Gains,
+    block_model,
+    gain_product,
+    with_chunk_models,
+)
 from sdpbatch.science.predict import predict_rows
 from sdpbatch.science.skymodel import SkyModel
 from sdpbatch.science.solve import (
@@ -34,6 +40,11 @@ from sdpbatch.science.solve import (
     join_cells,
     row_slices,
     solve_cells,
+)
+from sdpbatch.science.solve_directions import (
+    DirectionSums,
+    combine_direction_sums,
+    compress_directions,
 )
 
 
@@ -165,13 +176,37 @@ def group_solve(
     group: Group,
     model_vis: ModelVis,
     local: LocalCells,
+    directions: Directions | None,
     gains: Gains,
     term: str,
     options: SolverOptions,
 ) -> PartialSolve:
-    """``term`` solved against a group's model visibilities, as far as the group can."""
-    chunks = ((c, with_chunk_models(group, c, model_vis)) for c in range(len(group.chunks)))
+    """``term`` solved against a group's model visibilities (each direction's part corrupted
+    by its gains when ``directions`` are given), as far as the group can."""
+    chunks = (
+        (c, with_chunk_models(group, c, model_vis, directions)) for c in range(len(group.chunks))
+    )
     return _solve_chunks(group, chunks, gains, term, local, options)
+
+
+@trimmed
+def group_direction_sums(group: Group, facets: list[ModelVis], gains: Gains) -> DirectionSums:
+    """The group's :class:`DirectionSums` of the D term against its facets' model
+    visibilities (one per direction), corrupted by the direction-independent ``gains``."""
+    total = None
+    for c in range(len(group.chunks)):
+        for i, b in enumerate(group.chunk_blocks(c)):
+            models = np.stack([block_model(group, c, i, b, f) for f in facets])
+            others = gain_product(b, gains)
+            if others is not None:
+                models *= others[None]
+            part = compress_directions(
+                b.vis, models, b.weight, antenna1=b.antenna1, antenna2=b.antenna2,
+                interval=b.intervals["D"], flag=b.flag,
+            )  # fmt: skip
+            total = part if total is None else combine_direction_sums([total, part])
+            del models, others, b
+    return total
 
 
 @trimmed

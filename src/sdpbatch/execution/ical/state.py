@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from sdpbatch.execution.ical.directions import DirectionState
 from sdpbatch.execution.ical.plan import ChannelBlock, WorkItem
 from sdpbatch.execution.ical.results import CycleRecord
 from sdpbatch.execution.ical.settings import (
@@ -121,7 +122,8 @@ class Imaging:
 
 @dataclass
 class CycleState:
-    """What the cycles change: gains, the model and its visibilities (handles), the records."""
+    """What the cycles change: gains, the model and its visibilities (handles), the records;
+    the D term apart (its gains have a direction axis)."""
 
     psf: Any
     beam: Any = None
@@ -135,3 +137,4 @@ class CycleState:
     undone: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=dict)  # the cycle of highest dynamic range: its model, gains
     predicted: list = field(default_factory=list)  # the increments in model_vis, packed, in order
+    directions: DirectionState | None = None  # the D term: centres, gains, facets

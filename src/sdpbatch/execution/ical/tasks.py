@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sdpbatch.execution.ical.data import Block
+from sdpbatch.execution.ical.directions import direction_term
 from sdpbatch.execution.ical.group import Group, ModelVis, trimmed
 from sdpbatch.execution.ical.scratch import Stored
 from sdpbatch.execution.ical.settings import ImagingSetup
@@ -30,6 +31,8 @@ LOG = logging.getLogger(__name__)
 
 Gains = dict[str, np.ndarray]
 """Current gains per term: (nint, nant, nfreq) complex."""
+Directions = tuple[list[ModelVis], np.ndarray]
+"""A group's facet visibilities (one per direction) and the D gains (ndir, nint, nant, 1)."""
 
 
 def concurrently(jobs: list[Callable[[], Any]], threads: int) -> list[Any]:
@@ -119,14 +122,19 @@ def group_psf(group: Group, setup: ImagingSetup, nchan: int) -> BlockImages:
 
 @trimmed
 def group_residual(
-    group: Group, model_vis: ModelVis | None, gains: Gains, setup: ImagingSetup
+    group: Group,
+    model_vis: ModelVis | None,
+    directions: Directions | None,
+    gains: Gains,
+    setup: ImagingSetup,
 ) -> BlockImages:
     """Unnormalised residual image of every channel block the group holds: corrected data
-    minus model, every visibility gridded once."""
+    minus model (each direction's part corrupted by its gains when ``directions`` are
+    given), every visibility gridded once."""
 
     def job(c: int) -> list[tuple[int, np.ndarray, float]]:
         out = []
-        for b, model in with_chunk_models(group, c, model_vis):
+        for b, model in with_chunk_models(group, c, model_vis, directions):
             resid = residual_vis(b, model, gains)
             del model
             image, weight = grid_dirty(
@@ -233,20 +241,33 @@ def group_predict(
 
 
 def with_chunk_models(
-    group: Group, c: int, model_vis: ModelVis | None
+    group: Group, c: int, model_vis: ModelVis | None, directions: Directions | None = None
 ) -> Iterator[tuple[Block, np.ndarray | None]]:
-    """(block, its model visibilities or None) of chunk ``c``."""
-    block = group.chunks[c].item.block
+    """(block, its model visibilities or None) of chunk ``c``; with ``directions`` (the
+    group's facet visibilities, the D gains) each direction's part corrupted by its gains."""
     for i, b in enumerate(group.chunk_blocks(c)):
-        if model_vis is None:
-            yield b, None
-            continue
-        model = model_vis.parts[c][i].load()
-        if model is None:
-            LOG.info("model visibilities are gone: predicting them again")
-            model = _predict_block(b, block, None, model_vis.model, model_vis.moments, group.setup)
+        model = block_model(group, c, i, b, model_vis)
+        if directions is not None:
+            facets = [block_model(group, c, i, b, f) for f in directions[0]]
+            extra = direction_term(b, facets, directions[1])
+            model = extra if model is None else model + extra
+            del facets, extra
         yield b, model
         del model
+
+
+def block_model(group: Group, c: int, i: int, b: Block, model_vis: ModelVis | None):
+    """The model visibilities of block ``i`` of chunk ``c`` (``b``), or None without a model;
+    predicted again from the model when the stored ones are gone."""
+    if model_vis is None:
+        return None
+    model = model_vis.parts[c][i].load()
+    if model is None:
+        LOG.info("model visibilities are gone: predicting them again")
+        block = group.chunks[c].item.block
+        setup = group.setup
+        model = _predict_block(b, block, None, model_vis.model, model_vis.moments, setup)
+    return model
 
 
 def with_models(
