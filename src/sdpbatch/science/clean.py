@@ -121,6 +121,7 @@ def msmfs_clean(
     fractional_threshold: float,
     psf_support: int,
     nthreads: int = 1,
+    keep: np.ndarray | None = None,
 ) -> CleanResult:
     """Run one MSMFS minor cycle; ``scales=[0]`` with one Taylor term is Hogbom's CLEAN.
 
@@ -137,18 +138,21 @@ def msmfs_clean(
     psf_support : half-width in pixels of the PSF patch used (clipped to N // 2 - 1; the whole
         PSF when its sidelobes outside the patch are high, see :func:`patch_support`).
     nthreads : threads of the FFTs.
+    keep : (N, N) bool, the pixels whose components go into ``model_taylor`` (a sub-image's
+        core, :mod:`sdpbatch.science.subimages`); the residual has them all.  None: every one.
     """
     residual_taylor, psf_taylor = _check_inputs(
         residual_taylor, psf_taylor, scales, gain, niter, threshold, fractional_threshold
     )
     nmoment, npixel, _ = residual_taylor.shape
-    support = patch_support(psf_taylor[0], psf_support)
     residual = residual_taylor.copy()
     peak_start = float(np.abs(residual[0]).max())
-    level = max(
-        threshold,
-        fractional_threshold * peak_start,
-        far_sidelobe(psf_taylor[0], support) * peak_start,
+    level, support = stopping_level(
+        residual[0],
+        psf_taylor[0],
+        threshold=threshold,
+        fractional_threshold=fractional_threshold,
+        psf_support=psf_support,
     )
 
     operator = _CleanOperator(psf_taylor, scales, support, npixel, nmoment, nthreads)
@@ -158,6 +162,8 @@ def msmfs_clean(
     )
     if components:
         residual = np.stack([operator.image(spectrum) for spectrum in residual_hat]).astype(float)
+    if keep is not None:
+        model_by_scale *= np.asarray(keep, dtype=bool)
     return CleanResult(
         model_taylor=operator.model_image(model_by_scale),
         residual_taylor=residual,
@@ -166,6 +172,43 @@ def msmfs_clean(
         peak_end=float(np.abs(residual[0]).max()),
         stop_reason=stop_reason,
     )
+
+
+def stopping_level(
+    residual0: np.ndarray,
+    psf0: np.ndarray,
+    *,
+    threshold: float,
+    fractional_threshold: float,
+    psf_support: int,
+) -> tuple[float, int]:
+    """(level Jy/beam, PSF patch half-width px) of a minor cycle on the term-0 residual
+    ``residual0`` (N, N) with the term-0 PSF ``psf0`` (N, N): the highest of the absolute,
+    fractional and far-sidelobe levels (see the module's docstring), and
+    :func:`patch_support`."""
+    support = patch_support(psf0, psf_support)
+    peak = float(np.abs(residual0).max())
+    level = max(threshold, fractional_threshold * peak, far_sidelobe(psf0, support) * peak)
+    return level, support
+
+
+def subtract_model(
+    residual_taylor: np.ndarray,
+    psf_taylor: np.ndarray,
+    model_taylor: np.ndarray,
+    *,
+    support: int,
+    nthreads: int = 1,
+) -> np.ndarray:
+    """``R_k - sum_q P_(k+q) * M_q`` (``*``: FFT convolution with the PSF cut to ``±support``
+    pixels, in single precision, as each outer step of :func:`msmfs_clean` does): the
+    residual (nmoment, N, N) Jy/beam after a model ``model_taylor`` (nmoment, N, N) Jy/pixel
+    found apart from it (e.g. sub-image by sub-image)."""
+    nmoment, npixel, _ = residual_taylor.shape
+    operator = _CleanOperator(psf_taylor, [0], support, npixel, nmoment, nthreads)
+    residual_hat = np.stack([operator.fft(image) for image in residual_taylor])
+    operator.subtract(residual_hat, model_taylor, 0)
+    return np.stack([operator.image(spectrum) for spectrum in residual_hat]).astype(float)
 
 
 FAR_SIDELOBE_LIMIT = 0.02
