@@ -77,6 +77,7 @@ def test_tiles_clean_sources_on_seams_and_corners_as_the_whole_image():
     assert tiled.model_taylor[_box(128, 60)][0].sum() == pytest.approx(5.0, rel=0.02)
     assert tiled.model_taylor[_box(128, 128)][0].sum() == pytest.approx(5.0, rel=0.02)
     assert np.abs(tiled.model_taylor - whole.model_taylor).max() < 1e-5 * 5.0
+    assert tiled.components == whole.components  # the margins' are dropped, none twice
     # the residual: the dirty image minus the model convolved with the PSF patch (float32
     # rounding), and below the level everywhere
     assert tiled.peak_end <= planned.level * 1.001

@@ -64,7 +64,8 @@ class CleanResult:
     model_taylor : (nmoment, N, N) float64, Jy/pixel: the model found in this minor cycle only.
     residual_taylor : (nmoment, N, N) float64, Jy/beam, after subtracting that model with the
         PSF truncated to ``±psf_support`` pixels.
-    components : number of clean components (iterations) taken.
+    components : number of clean components (iterations) taken (those in ``keep`` when
+        :func:`msmfs_clean` is given it).
     peak_start, peak_end : max |residual_taylor[0]| before and after, Jy/beam.
     stop_reason : "threshold" (nothing left above the level), "niter", or "stalled" (no
         component could be taken, e.g. a singular Hessian direction).
@@ -157,13 +158,16 @@ def msmfs_clean(
 
     operator = _CleanOperator(psf_taylor, scales, support, npixel, nmoment, nthreads)
     residual_hat = np.stack([operator.fft(image) for image in residual])
-    model_by_scale, components, stop_reason = _minor_loop(
+    model_by_scale, picked, stop_reason = _minor_loop(
         operator, residual_hat, npixel=npixel, level=level, gain=gain, niter=niter
     )
+    components = len(picked)
     if components:
         residual = np.stack([operator.image(spectrum) for spectrum in residual_hat]).astype(float)
     if keep is not None:
-        model_by_scale *= np.asarray(keep, dtype=bool)
+        keep = np.asarray(keep, dtype=bool)
+        model_by_scale *= keep
+        components = int(keep.ravel()[np.asarray(picked, dtype=int)].sum())
     return CleanResult(
         model_taylor=operator.model_image(model_by_scale),
         residual_taylor=residual,
@@ -245,21 +249,21 @@ def _minor_loop(
     level: float,
     gain: float,
     niter: int,
-) -> tuple[np.ndarray, int, str]:
+) -> tuple[np.ndarray, list[int], str]:
     """Find components until ``niter``, ``level`` or a stall; ``residual_hat`` is updated.
 
-    Returns the model per scale (nscale, nmoment, N, N), the number of components and why
-    the loop stopped ("niter", "threshold" or "stalled").
+    Returns the model per scale (nscale, nmoment, N, N), the flat pixel index of every
+    component taken and why the loop stopped ("niter", "threshold" or "stalled").
     """
     model_by_scale = np.zeros((len(operator.scales), residual_hat.shape[0], npixel, npixel))
-    components = 0
-    while components < niter:
+    picked: list[int] = []
+    while len(picked) < niter:
         smoothed = operator.smooth(residual_hat)
         choice = _choose_scale(operator, smoothed, level)
         if choice is None:
-            return model_by_scale, components, "threshold"
+            return model_by_scale, picked, "threshold"
         iscale, peak_value, values = choice
-        increment, taken = _subminor_loop(
+        increment, pixels = _subminor_loop(
             operator,
             smoothed[iscale],
             values,
@@ -267,14 +271,14 @@ def _minor_loop(
             peak_value,
             gain=gain,
             level=level,
-            budget=niter - components,
+            budget=niter - len(picked),
         )
-        if taken == 0:
-            return model_by_scale, components, "stalled"
-        components += taken
+        if not pixels:
+            return model_by_scale, picked, "stalled"
+        picked += pixels
         operator.subtract(residual_hat, increment, iscale)
         model_by_scale[iscale] += increment
-    return model_by_scale, components, "niter"
+    return model_by_scale, picked, "niter"
 
 
 def _check_inputs(residual_taylor, psf_taylor, scales, gain, niter, threshold, fractional):
@@ -457,7 +461,8 @@ def _choose_scale(operator: _CleanOperator, smoothed: np.ndarray, level: float):
 
 
 def _subminor_loop(operator, smoothed, values, iscale, peak_value, *, gain, level, budget):
-    """Clean one scale on its active pixels; return the (nmoment, N, N) increment and count.
+    """Clean one scale on its active pixels; return the (nmoment, N, N) increment and the
+    flat pixel index of each component.
 
     ``smoothed`` (nmoment, N, N) is the residual convolved with the scale and ``values`` (N, N)
     its squared biased values (neither is modified).
@@ -479,15 +484,15 @@ def _subminor_loop(operator, smoothed, values, iscale, peak_value, *, gain, leve
     reach = width // 2
     taylor = _taylor_index(nmoment)
     increment = np.zeros((nmoment, npixel, npixel))
-    taken = 0
-    while taken < budget:
+    pixels: list[int] = []
+    while len(pixels) < budget:
         best = int(np.argmax(v))
         if v[best] < stop or v[best] <= 0.0:
             break
         component = gain * (hinv @ r[:, best])
         px, py = ax[best], ay[best]
         increment[:, px, py] += component
-        taken += 1
+        pixels.append(int(active[best]))
         # active pixels are sorted by row (ix): the rows within reach are one slice
         lo, hi = np.searchsorted(ax, (px - reach, px + reach + 1))
         dy = ay[lo:hi] - (py - reach)
@@ -496,4 +501,4 @@ def _subminor_loop(operator, smoothed, values, iscale, peak_value, *, gain, leve
         rn = r[:, near] - np.einsum("kqn,q->kn", psf[taylor], component)
         r[:, near] = rn
         v[near] = bias2 * _values(hinv, rn) * (np.abs(rn[0]) > level)
-    return increment, taken
+    return increment, pixels

@@ -187,8 +187,9 @@ def cut(residual_taylor: np.ndarray, plan: Plan, tile: Tile) -> tuple[np.ndarray
 @dataclass(frozen=True)
 class TileResult:
     """A tile's minor cycle: ``model`` (nmoment, size, size) Jy/pixel, its core's components
-    only (with their scale kernels, which may reach into the margin); ``components`` taken
-    in the sub-image; ``stop_reason`` as :class:`~sdpbatch.science.clean.CleanResult`'s."""
+    only (with their scale kernels, which may reach into the margin); ``components`` its
+    core's (the margin's are taken too, and dropped); ``stop_reason`` as
+    :class:`~sdpbatch.science.clean.CleanResult`'s."""
 
     tile: Tile
     model: np.ndarray
