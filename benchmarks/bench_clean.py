@@ -208,6 +208,12 @@ def report_tiles(whole, size, residual_taylor, psf_taylor, clean, limits, args) 
         f"{tiled_result.peak_end:>9.4f} {tiled_result.stop_reason}"
     )
     difference = np.abs(tiled_result.model_taylor[0] - whole.model_taylor[0]).max()
+    # tile i on worker i % 2, as ICAL's tasks: the CPU seconds of the busier worker
+    two = max(sum(c[1] for c in tiles[w::2]) for w in (0, 1))
+    print(
+        f"{'':>13} on 2 workers: plan + busier worker's tiles + combine "
+        f"{costs['plan'][1] + two + costs['combine'][1]:.2f} CPU s"
+    )
     print(
         f"{'':>13} {len(tiles)} tile(s): slowest {max(c[0] for c in tiles):.2f} s, "
         f"plan {costs['plan'][0]:.2f} s ({costs['plan'][2]:.0f} MiB), combine "

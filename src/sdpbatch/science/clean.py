@@ -204,15 +204,30 @@ def subtract_model(
     support: int,
     nthreads: int = 1,
 ) -> np.ndarray:
-    """``R_k - sum_q P_(k+q) * M_q`` (``*``: FFT convolution with the PSF cut to ``±support``
-    pixels, in single precision, as each outer step of :func:`msmfs_clean` does): the
-    residual (nmoment, N, N) Jy/beam after a model ``model_taylor`` (nmoment, N, N) Jy/pixel
-    found apart from it (e.g. sub-image by sub-image)."""
+    """``R_k - sum_q P_(k+q) * M_q`` (``*``: convolution with the PSF cut to ``±support``
+    pixels, by FFTs in single precision as each outer step of :func:`msmfs_clean`; the
+    difference in double): the residual (nmoment, N, N) Jy/beam after a model
+    ``model_taylor`` (nmoment, N, N) Jy/pixel found apart from it (e.g. sub-image by
+    sub-image).  ``psf_taylor`` (2 nmoment - 1, N, N), peak at ``(N // 2, N // 2)``."""
     nmoment, npixel, _ = residual_taylor.shape
-    operator = _CleanOperator(psf_taylor, [0], support, npixel, nmoment, nthreads)
-    residual_hat = np.stack([operator.fft(image) for image in residual_taylor])
-    operator.subtract(residual_hat, model_taylor, 0)
-    return np.stack([operator.image(spectrum) for spectrum in residual_hat]).astype(float)
+    size = good_size(npixel + support + 1, True)  # no wrap-around into [:N, :N]
+    window = slice(npixel // 2 - support, npixel // 2 + support + 1)
+
+    def spectrum(image: np.ndarray, centre: int = 0) -> np.ndarray:
+        grid = np.zeros((size, size), dtype=np.float32)
+        grid[: image.shape[0], : image.shape[1]] = image
+        if centre:  # a kernel: its centre on pixel (0, 0)
+            grid = np.roll(grid, (-centre, -centre), axis=(0, 1))
+        return r2c(grid, axes=(0, 1), nthreads=nthreads)
+
+    psf_hat = [spectrum(p[window, window], support) for p in psf_taylor]
+    model_hat = [spectrum(m) for m in model_taylor]
+    residual = np.array(residual_taylor, dtype=float)
+    for k in range(nmoment):
+        total = sum(psf_hat[k + q] * model_hat[q] for q in range(nmoment))
+        image = c2r(total, axes=(0, 1), lastsize=size, forward=False, inorm=2, nthreads=nthreads)
+        residual[k] -= image[:npixel, :npixel]
+    return residual
 
 
 FAR_SIDELOBE_LIMIT = 0.02

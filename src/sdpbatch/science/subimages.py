@@ -102,15 +102,22 @@ def split(npixel: int, size: int, overlap: int) -> list[Tile]:
     ]
 
 
-def seams(cost: np.ndarray, edges: Sequence[int], free: int) -> np.ndarray:
-    """(len(edges), N) int: for each straight seam ``x = e`` of an (N, N) ``cost`` image, the
-    row ``x(y)`` where the seam crosses column ``y``: within ``free`` px of ``e``, moving at
-    most one row from column to column, of least total cost (dynamic programming)."""
-    npixel = cost.shape[1]
+def seams(residual0: np.ndarray, edges: Sequence[int], free: int, width: int) -> np.ndarray:
+    """(len(edges), N) int: for each straight seam ``x = e`` of the (N, N) term-0 residual,
+    the row ``x(y)`` where the seam crosses column ``y``: within ``free`` px of ``e``, moving
+    at most one row from column to column, of least total ``|residual0|`` smoothed by a
+    ``width``-pixel box (dynamic programming)."""
+    from scipy.ndimage import uniform_filter
+
+    npixel = residual0.shape[1]
     offsets = np.arange(-free, free + 1)
     rows = np.clip(np.asarray(edges, dtype=int)[:, None] + offsets, 1, npixel - 1)  # (seam, r)
-    band = cost[rows]  # (seam, r, y)
-    total = band[:, :, 0].astype(float)
+    band = np.empty((len(edges), offsets.size, npixel))  # (seam, r, y): the cost near a seam
+    for i, edge in enumerate(edges):
+        lo, hi = max(0, edge - free - width), min(npixel, edge + free + width + 1)
+        near = uniform_filter(np.abs(residual0[lo:hi]), width, mode="constant")
+        band[i] = near[rows[i] - lo]
+    total = band[:, :, 0].copy()
     step = np.zeros(band.shape, dtype=np.int8)
     inf = np.full((len(edges), 1), np.inf)
     for y in range(1, npixel):
@@ -130,20 +137,17 @@ def seams(cost: np.ndarray, edges: Sequence[int], free: int) -> np.ndarray:
 
 
 def owners(residual0: np.ndarray, tiles: Sequence[Tile], scales: Sequence[int]) -> np.ndarray:
-    """(N, N) int: the index in ``tiles`` (:func:`split`'s) of the tile owning each pixel,
-    with the seams along the paths of least term-0 residual ``residual0`` (N, N) smoothed by
-    the largest scale (:func:`seams`)."""
-    from scipy.ndimage import uniform_filter
-
+    """(N, N) int32: the number (:class:`Tile`) of the tile owning each pixel, with the seams
+    along the paths of least term-0 residual ``residual0`` (N, N) smoothed by the largest
+    scale (:func:`seams`)."""
     npixel = residual0.shape[0]
     edges = sorted({t.x0 for t in tiles} - {0})
-    cost = uniform_filter(np.abs(residual0), 2 * reach(scales) + 1, mode="constant")
-    free = freedom(scales)
+    free, width = freedom(scales), 2 * reach(scales) + 1
     x = np.arange(npixel)[:, None]
     band = np.zeros((npixel, npixel), dtype=np.int32)
-    for path in seams(cost, edges, free):  # seams across y: the row band of each pixel
+    for path in seams(residual0, edges, free, width):  # seams across y: each pixel's row band
         band += (x >= path[None, :]) * np.int32(len(edges) + 1)
-    for path in seams(cost.T, edges, free):  # seams across x: the column band
+    for path in seams(residual0.T, edges, free, width):  # seams across x: its column band
         band += (x >= path[None, :]).T
     return band
 
