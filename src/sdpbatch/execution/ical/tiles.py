@@ -53,6 +53,8 @@ class Prepared:
 def prepare(
     residual: BlockImages, psf: np.ndarray, moments: np.ndarray, clean: CleanSettings
 ) -> Prepared:
+    """The Taylor residual, threshold and plan of a minor cycle in tiles of
+    ``clean.tile_size`` px (on worker 0)."""
     taylor, threshold = clean_input(residual, psf, moments, clean)
     planned = plan(
         taylor,
