@@ -243,6 +243,13 @@ SCHEMA: tuple[Field, ...] = (
           _optional(_range(1, 4096)), "1 to 4096, or null", "deconvolution", "-channels-out N"),
     Field("psf_support", "int", 128, "half-width of the PSF patch used by minor cycles (px)",
           _range(8, 4096), "8 to 4096", "deconvolution"),
+    Field("parallel_deconvolution", "int", 0,
+          "minor cycles split into sub-images of at most this many pixels a side, cleaned as "
+          "tasks spread over the workers, each holding its tile and the PSF patch (WSClean's "
+          "-parallel-deconvolution; seams follow the faintest residual); 0: the whole image "
+          "in one task; unused when the PSF patch must be the whole PSF",
+          lambda v: v == 0 or 64 <= v <= 65536, "0 (off) or 64 to 65536", "deconvolution",
+          "-parallel-deconvolution N"),
     # --- calibration -----------------------------------------------------------------------------
     Field("selfcal", "bool", True, "self-calibrate during the major cycles",
           section="calibration"),

@@ -198,6 +198,7 @@ class Parameters:
     nmoment: int = _default("nmoment")
     channel_blocks: int | None = _default("channel_blocks")
     psf_support: int = _default("psf_support")
+    parallel_deconvolution: int = _default("parallel_deconvolution")
     selfcal: bool = _default("selfcal")
     calibration_model: str = _default("calibration_model")
     calibration_context: str = _default("calibration_context")

@@ -67,7 +67,8 @@ class CleanResult:
     model_taylor : (nmoment, N, N) float64, Jy/pixel: the model found in this minor cycle only.
     residual_taylor : (nmoment, N, N) float64, Jy/beam, after subtracting that model with the
         PSF truncated to ``±psf_support`` pixels.
-    components : number of clean components (iterations) taken.
+    components : number of clean components (iterations) taken (those in ``keep`` when
+        :func:`msmfs_clean` is given it).
     peak_start, peak_end : max |residual_taylor[0]| before and after, Jy/beam.
     stop_reason : "threshold" (nothing left above the level), "niter", or "stalled" (no
         component could be taken, e.g. a singular Hessian direction).
@@ -124,6 +125,7 @@ def msmfs_clean(
     fractional_threshold: float,
     psf_support: int,
     nthreads: int = 1,
+    keep: np.ndarray | None = None,
 ) -> CleanResult:
     """Run one MSMFS minor cycle; ``scales=[0]`` with one Taylor term is Hogbom's CLEAN.
 
@@ -141,27 +143,35 @@ def msmfs_clean(
         PSF when its sidelobes outside the patch are high, see :func:`patch_support`).
     nthreads : FFTs run side by side on this many threads, each on one, so the result does not
         depend on it (:mod:`sdpbatch.science.parallel`).
+    keep : (N, N) bool, the pixels whose components go into ``model_taylor`` (a sub-image's
+        core, :mod:`sdpbatch.science.subimages`); the residual has them all.  None: every one.
     """
     residual_taylor, psf_taylor = _check_inputs(
         residual_taylor, psf_taylor, scales, gain, niter, threshold, fractional_threshold
     )
     nmoment, npixel, _ = residual_taylor.shape
-    support = patch_support(psf_taylor[0], psf_support)
     residual = residual_taylor.copy()
     peak_start = float(np.abs(residual[0]).max())
-    level = max(
-        threshold,
-        fractional_threshold * peak_start,
-        far_sidelobe(psf_taylor[0], support) * peak_start,
+    level, support = stopping_level(
+        residual[0],
+        psf_taylor[0],
+        threshold=threshold,
+        fractional_threshold=fractional_threshold,
+        psf_support=psf_support,
     )
 
     operator = _CleanOperator(psf_taylor, scales, support, npixel, nmoment, nthreads)
     residual_hat = np.stack(side_by_side(operator.fft, residual, nthreads))
-    model_by_scale, components, stop_reason = _minor_loop(
+    model_by_scale, picked, stop_reason = _minor_loop(
         operator, residual_hat, npixel=npixel, level=level, gain=gain, niter=niter
     )
+    components = len(picked)
     if components:
         residual = np.stack(side_by_side(operator.image, residual_hat, nthreads)).astype(float)
+    if keep is not None:
+        keep = np.asarray(keep, dtype=bool)
+        model_by_scale *= keep
+        components = int(keep.ravel()[np.asarray(picked, dtype=int)].sum())
     return CleanResult(
         model_taylor=operator.model_image(model_by_scale),
         residual_taylor=residual,
@@ -170,6 +180,62 @@ def msmfs_clean(
         peak_end=float(np.abs(residual[0]).max()),
         stop_reason=stop_reason,
     )
+
+
+def stopping_level(
+    residual0: np.ndarray,
+    psf0: np.ndarray,
+    *,
+    threshold: float,
+    fractional_threshold: float,
+    psf_support: int,
+) -> tuple[float, int]:
+    """(level Jy/beam, PSF patch half-width px) of a minor cycle on the term-0 residual
+    ``residual0`` (N, N) with the term-0 PSF ``psf0`` (N, N): the highest of the absolute,
+    fractional and far-sidelobe levels (see the module's docstring), and
+    :func:`patch_support`."""
+    support = patch_support(psf0, psf_support)
+    peak = float(np.abs(residual0).max())
+    level = max(threshold, fractional_threshold * peak, far_sidelobe(psf0, support) * peak)
+    return level, support
+
+
+def subtract_model(
+    residual_taylor: np.ndarray,
+    psf_taylor: np.ndarray,
+    model_taylor: np.ndarray,
+    *,
+    support: int,
+    nthreads: int = 1,
+) -> np.ndarray:
+    """``R_k - sum_q P_(k+q) * M_q`` (``*``: convolution with the PSF cut to ``±support``
+    pixels, by FFTs in single precision as each outer step of :func:`msmfs_clean`; the
+    difference in double): the residual (nmoment, N, N) Jy/beam after a model
+    ``model_taylor`` (nmoment, N, N) Jy/pixel found apart from it (e.g. sub-image by
+    sub-image).  ``psf_taylor`` (2 nmoment - 1, N, N), peak at ``(N // 2, N // 2)``.  The FFTs
+    run side by side on ``nthreads`` threads, one each."""
+    nmoment, npixel, _ = residual_taylor.shape
+    size = good_size(npixel + support + 1, True)  # no wrap-around into [:N, :N]
+    window = slice(npixel // 2 - support, npixel // 2 + support + 1)
+
+    def spectrum(image: np.ndarray, centre: int = 0) -> np.ndarray:
+        grid = np.zeros((size, size), dtype=np.float32)
+        grid[: image.shape[0], : image.shape[1]] = image
+        if centre:  # a kernel: its centre on pixel (0, 0)
+            grid = np.roll(grid, (-centre, -centre), axis=(0, 1))
+        return r2c(grid, axes=(0, 1))
+
+    psf_hat = side_by_side(lambda p: spectrum(p[window, window], support), psf_taylor, nthreads)
+    model_hat = side_by_side(spectrum, model_taylor, nthreads)
+    residual = np.array(residual_taylor, dtype=float)
+
+    def subtract(k: int) -> None:
+        total = sum(psf_hat[k + q] * model_hat[q] for q in range(nmoment))
+        image = c2r(total, axes=(0, 1), lastsize=size, forward=False, inorm=2)
+        residual[k] -= image[:npixel, :npixel]
+
+    side_by_side(subtract, range(nmoment), nthreads)
+    return residual
 
 
 FAR_SIDELOBE_LIMIT = 0.02
@@ -206,21 +272,21 @@ def _minor_loop(
     level: float,
     gain: float,
     niter: int,
-) -> tuple[np.ndarray, int, str]:
+) -> tuple[np.ndarray, list[int], str]:
     """Find components until ``niter``, ``level`` or a stall; ``residual_hat`` is updated.
 
-    Returns the model per scale (nscale, nmoment, N, N), the number of components and why
-    the loop stopped ("niter", "threshold" or "stalled").
+    Returns the model per scale (nscale, nmoment, N, N), the flat pixel index of every
+    component taken and why the loop stopped ("niter", "threshold" or "stalled").
     """
     model_by_scale = np.zeros((len(operator.scales), residual_hat.shape[0], npixel, npixel))
-    components = 0
-    while components < niter:
+    picked: list[int] = []
+    while len(picked) < niter:
         smoothed = operator.smooth(residual_hat)
         choice = _choose_scale(operator, smoothed, level)
         if choice is None:
-            return model_by_scale, components, "threshold"
+            return model_by_scale, picked, "threshold"
         iscale, peak_value, values = choice
-        increment, taken = _subminor_loop(
+        increment, pixels = _subminor_loop(
             operator,
             smoothed[iscale],
             values,
@@ -228,14 +294,14 @@ def _minor_loop(
             peak_value,
             gain=gain,
             level=level,
-            budget=niter - components,
+            budget=niter - len(picked),
         )
-        if taken == 0:
-            return model_by_scale, components, "stalled"
-        components += taken
+        if not pixels:
+            return model_by_scale, picked, "stalled"
+        picked += pixels
         operator.subtract(residual_hat, increment, iscale)
         model_by_scale[iscale] += increment
-    return model_by_scale, components, "niter"
+    return model_by_scale, picked, "niter"
 
 
 def _check_inputs(residual_taylor, psf_taylor, scales, gain, niter, threshold, fractional):
@@ -414,7 +480,8 @@ def _choose_scale(operator: _CleanOperator, smoothed: np.ndarray, level: float):
 
 
 def _subminor_loop(operator, smoothed, values, iscale, peak_value, *, gain, level, budget):
-    """Clean one scale on its active pixels; return the (nmoment, N, N) increment and count.
+    """Clean one scale on its active pixels; return the (nmoment, N, N) increment and the
+    flat pixel index of each component.
 
     ``smoothed`` (nmoment, N, N) is the residual convolved with the scale and ``values`` (N, N)
     its squared biased values (neither is modified).
@@ -436,15 +503,15 @@ def _subminor_loop(operator, smoothed, values, iscale, peak_value, *, gain, leve
     reach = width // 2
     taylor = _taylor_index(nmoment)
     increment = np.zeros((nmoment, npixel, npixel))
-    taken = 0
-    while taken < budget:
+    pixels: list[int] = []
+    while len(pixels) < budget:
         best = int(np.argmax(v))
         if v[best] < stop or v[best] <= 0.0:
             break
         component = gain * (hinv @ r[:, best])
         px, py = ax[best], ay[best]
         increment[:, px, py] += component
-        taken += 1
+        pixels.append(int(active[best]))
         # active pixels are sorted by row (ix): the rows within reach are one slice
         lo, hi = np.searchsorted(ax, (px - reach, px + reach + 1))
         dy = ay[lo:hi] - (py - reach)
@@ -453,4 +520,4 @@ def _subminor_loop(operator, smoothed, values, iscale, peak_value, *, gain, leve
         rn = r[:, near] - np.einsum("kqn,q->kn", psf[taylor], component)
         r[:, near] = rn
         v[near] = bias2 * _values(hinv, rn) * (np.abs(rn[0]) > level)
-    return increment, taken
+    return increment, pixels

@@ -18,10 +18,9 @@ import numpy as np
 
 from sdpbatch.science.clean import (
     CleanResult,
-    far_sidelobe,
     msmfs_clean,
-    patch_support,
     scale_kernel,
+    stopping_level,
 )
 
 REGION_FRACTION = 0.3
@@ -73,11 +72,12 @@ def msmfs_clean_region(
     settings = dict(gain=gain, niter=niter, psf_support=psf_support, nthreads=nthreads)
     peak = float(np.abs(residual_taylor[0]).max())
     npixel = residual_taylor.shape[1]
-    support = patch_support(psf_taylor[0], psf_support)
-    level = max(
-        threshold,
-        fractional_threshold * peak,
-        far_sidelobe(psf_taylor[0], support) * peak,
+    level, support = stopping_level(
+        residual_taylor[0],
+        psf_taylor[0],
+        threshold=threshold,
+        fractional_threshold=fractional_threshold,
+        psf_support=psf_support,
     )
     window = clean_window(residual_taylor[0], level, scales, support)
     if window is None:

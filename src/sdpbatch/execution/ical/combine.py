@@ -76,17 +76,25 @@ def psf_beam(psf: np.ndarray, cellsize: float) -> CleanBeam:
     return fit_clean_beam(psf[0], cellsize)
 
 
-def clean_cycle(
+def clean_input(
     residual: BlockImages, psf: np.ndarray, moments: np.ndarray, clean: CleanSettings
-) -> CleanResult:
-    """One minor cycle (multi-scale multi-frequency clean) on the Taylor residual formed
-    from the summed block residuals; it stops at the highest of the absolute, fractional and
-    automatic (a multiple of the residual's robust rms) thresholds."""
+) -> tuple[np.ndarray, float]:
+    """The Taylor residual (nmoment, N, N) Jy/beam formed from the summed block residuals,
+    and the absolute threshold (Jy/beam): the higher of ``clean.threshold`` and the automatic
+    one (a multiple of the residual's robust rms)."""
     nmoment = (psf.shape[0] + 1) // 2
     taylor = taylor_images(residual, moments, nmoment, psf.shape[1], clean.nthreads)
     threshold = clean.threshold
     if clean.auto_threshold is not None:
         threshold = max(threshold, clean.auto_threshold * robust_rms(taylor[0]))
+    return taylor, threshold
+
+
+def clean_taylor(
+    taylor: np.ndarray, psf: np.ndarray, threshold: float, clean: CleanSettings
+) -> CleanResult:
+    """One minor cycle (multi-scale multi-frequency clean) of the Taylor residual, in one
+    task; it stops at the highest of ``threshold`` and the fractional one."""
     return msmfs_clean_region(
         taylor,
         psf,
@@ -98,6 +106,15 @@ def clean_cycle(
         psf_support=clean.psf_support,
         nthreads=clean.nthreads,
     )
+
+
+def clean_cycle(
+    residual: BlockImages, psf: np.ndarray, moments: np.ndarray, clean: CleanSettings
+) -> CleanResult:
+    """One minor cycle on the Taylor residual formed from the summed block residuals
+    (:func:`clean_input`, :func:`clean_taylor`)."""
+    taylor, threshold = clean_input(residual, psf, moments, clean)
+    return clean_taylor(taylor, psf, threshold, clean)
 
 
 def increment_of(result: CleanResult) -> np.ndarray:

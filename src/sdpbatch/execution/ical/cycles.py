@@ -39,6 +39,7 @@ from sdpbatch.execution.ical.tasks import (
     group_residual,
     merge_block_images,
 )
+from sdpbatch.execution.ical.tiles import tiled_minor_cycle
 from sdpbatch.parameters import ParameterError
 from sdpbatch.science.image_size import ADVICE_MEMORY_FRACTION, check_image_fits
 from sdpbatch.science.imaging import advise_image, small_inversion_size
@@ -192,9 +193,11 @@ def residual_of(run: Run, imaging: Imaging, state: CycleState, name: str):
 def _clean(run: Run, imaging: Imaging, state: CycleState, cycle: int, residual, solved, started):
     """Minor cycle on the summed residual; the model and its increment stay where they are.
     ``solved``: (terms solved before it, their statistics)."""
-    result = run.one(
-        clean_cycle, f"clean-{cycle}", residual, state.psf, imaging.moments, imaging.clean
-    )
+    clean = imaging.clean
+    if clean.tile_size:
+        result = tiled_minor_cycle(run, state.psf, imaging.moments, clean, residual, cycle)
+    else:
+        result = run.one(clean_cycle, f"clean-{cycle}", residual, state.psf, imaging.moments, clean)
     state.model = run.one(add_model, f"model-{cycle}", state.model, result)
     state.increment = run.one(increment_of, f"increment-{cycle}", result)
     setup = imaging.setup

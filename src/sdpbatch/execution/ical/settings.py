@@ -95,6 +95,7 @@ class CleanSettings:
     auto_threshold: float | None  # in units of the residual's robust rms
     psf_support: int
     nthreads: int
+    tile_size: int = 0  # parallel_deconvolution: sub-images of at most this many px; 0: off
 
     @classmethod
     def from_parameters(cls, params: Parameters, *, nthreads: int) -> CleanSettings:
@@ -107,6 +108,7 @@ class CleanSettings:
             auto_threshold=params.auto_threshold,
             psf_support=params.psf_support,
             nthreads=nthreads,
+            tile_size=params.parallel_deconvolution,
         )
 
 

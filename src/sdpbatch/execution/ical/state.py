@@ -74,7 +74,8 @@ class Run:
         return len(self.groups)
 
     def per_group(self, fn, name: str, *per_group: list, shared: tuple = ()) -> list:
-        """One task per group, pinned to the group's worker."""
+        """One task per group (or item: a minor cycle's tile), item ``g`` pinned to worker
+        slot ``g`` (modulo the workers)."""
         items = zip(*per_group, strict=True)
         return [
             self.runner.submit(fn, *args, *shared, key=f"ical-{name}-{g}", slot=g)
