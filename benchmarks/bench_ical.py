@@ -16,7 +16,7 @@ images); both are kept in ``--out`` between runs.  Cases:
 - ``wide-8k``: the wide field: the central stations and spiral arms out to 10 km, the
   gleam-like sky out to the Airy beam's 5 % level, 8 channels in one MeasurementSet, imaged on
   8192 pixels of 2e-5 rad (0.16 rad, twice the half-power width at 110 MHz), deconvolved in
-  sub-images of 2048 pixels by both.
+  sub-images of 2048 pixels by both; ``wide-4k``: the same on 4096 pixels of 4e-5 rad.
 
 Modes: ``inprocess`` (n_workers 1, 2 threads: what ``sdpbatch ical`` chooses on 2 cores),
 ``workersN`` (a LocalCluster of N single-thread workers).  Each run is a separate
@@ -53,10 +53,12 @@ CASES = {
     "large-16ms": {"rmax": 2000.0, "ntimes": 60, "nfreqwin": 16, "channels_per_window": 1},
     "large-1ms-120t": {"rmax": 2000.0, "ntimes": 120, "nfreqwin": 16, "channels_per_window": 16},
     "wide-8k": {"rmax": 10000.0, "nfreqwin": 8, "channels_per_window": 8, "layout": "arms"},
+    "wide-4k": {"rmax": 10000.0, "nfreqwin": 8, "channels_per_window": 8, "layout": "arms"},
 }
 ARMS = "arms"  # a case's layout: the central stations and spiral arms out to 10 km
 IMAGING = {  # the image of a case when not the schema's
     "wide-8k": {"npixel": 8192, "cellsize": 2e-5, "parallel_deconvolution": 2048},
+    "wide-4k": {"npixel": 4096, "cellsize": 4e-5, "parallel_deconvolution": 2048},
 }
 MODES = {
     "inprocess": {"n_workers": 1, "threads_per_worker": 2},

@@ -423,6 +423,7 @@ def advise_image(
     nscales: int = 1,
     nwindows: int = 1,
     visibilities: int = 0,
+    double_precision: bool = True,
 ) -> ImageAdvice:
     """Image and cell size advised from the data, with the reasons.
 
@@ -433,7 +434,7 @@ def advise_image(
     the next fast even FFT size.  With ``max_bytes`` (e.g. ``ADVICE_MEMORY_FRACTION`` of the
     memory available, see :mod:`sdpbatch.science.image_size`), npixel is reduced, keeping the
     cell size, until a worker's :func:`~sdpbatch.science.image_size.image_memory_bytes` (with
-    ``nmoment``, ``nscales``, ``nwindows``, ``visibilities``) fits.
+    ``nmoment``, ``nscales``, ``nwindows``, ``visibilities``, ``double_precision``) fits.
     """
     for name, value in (
         ("uvw_max_m", uvw_max_m),
@@ -455,7 +456,13 @@ def advise_image(
         + (f", capped at {MAX_FIELD_OF_VIEW:g} rad" if field < beam_widths * beam else ""),
     ]
     npixel = fast_even_size(math.ceil(field / cellsize))
-    sizes = dict(nmoment=nmoment, nscales=nscales, nwindows=nwindows, visibilities=visibilities)
+    sizes = dict(
+        nmoment=nmoment,
+        nscales=nscales,
+        nwindows=nwindows,
+        visibilities=visibilities,
+        double_precision=double_precision,
+    )
     need = image_memory_bytes(npixel, **sizes)
     if max_bytes is not None and need > max_bytes:
         fits = largest_fitting_npixel(max_bytes, **sizes)

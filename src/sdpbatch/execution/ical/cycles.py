@@ -42,7 +42,11 @@ from sdpbatch.execution.ical.tasks import (
 from sdpbatch.execution.ical.tiles import tiled_minor_cycle
 from sdpbatch.parameters import ParameterError
 from sdpbatch.science.image_size import ADVICE_MEMORY_FRACTION, check_image_fits
-from sdpbatch.science.imaging import advise_image, small_inversion_size
+from sdpbatch.science.imaging import (
+    DOUBLE_PRECISION_EPSILON,
+    advise_image,
+    small_inversion_size,
+)
 from sdpbatch.science.skymodel import SkyModel
 from sdpbatch.science.solve import TERMS
 
@@ -60,6 +64,7 @@ def _image_size(run: Run, summaries: list) -> tuple[int, float]:
         nscales=len(params.scales),
         nwindows=len(run.blocks),
         visibilities=min(held, run.settings.chunk_visibilities),
+        double_precision=min(params.epsilon, params.grid_epsilon) <= DOUBLE_PRECISION_EPSILON,
     )
     available = psutil.virtual_memory().available
     npixel, cellsize = params.npixel, params.cellsize
