@@ -32,6 +32,8 @@ ALL_PRODUCTS = sorted(
         "provenance.json",
     ]
 )
+PB_PRODUCTS = ["ska_pipeline_ical_beam.fits", "ska_pipeline_ical_restored_pb.fits"]
+"""With a known station beam (a simulation's, pb_correct auto): the beam and the corrected image."""
 NPIX, CELL = 256, 0.0005
 SOURCE = (5.0, 0.0123, -0.0071)  # Jy, l, m: off the pixel grid
 FAINT = (1.0, -0.031, 0.022)
@@ -175,7 +177,7 @@ def test_run_writes_all_products_with_truth(tmp_path, capsys, caplog):
     assert "Running ICAL pipeline" in messages
     img = tmp_path / "data" / "buff-pb-mvp01-20200523-00001-img"
     vis = tmp_path / "data" / "buff-pb-mvp01-20200523-00001-vis"
-    assert sorted(p.name for p in img.iterdir()) == ALL_PRODUCTS
+    assert sorted(p.name for p in img.iterdir()) == sorted(ALL_PRODUCTS + PB_PRODUCTS)
     assert len(list(vis.glob("*.ms"))) == 3
     for name in FITS_PRODUCTS:
         h = fits.getheader(img / name)

@@ -178,8 +178,12 @@ PRODUCT_SUFFIXES = {
     "deconvolved_cube": "_deconvolved_cube.fits",
     "gains": "_gains.h5",
     "preview": "_restored.png",
+    "beam": "_beam.fits",
+    "restored_pb": "_restored_pb.fits",
 }
-"""The file of each role of a product set, after its prefix."""
+"""The file of each role of a product set, after its prefix.  ``beam`` (the average station
+power beam on the image grid, WSClean's ``-beam-0.fits``) and ``restored_pb`` (the restored
+image divided by it, WSClean's ``-image-pb.fits``) only with primary-beam correction."""
 
 
 def product_files(prefix: str) -> dict[str, str]:
@@ -187,6 +191,9 @@ def product_files(prefix: str) -> dict[str, str]:
     return {**{role: prefix + end for role, end in PRODUCT_SUFFIXES.items()}, "qa": QA_FILE}
 
 
+SIMULATION_FILE = "simulation.json"
+"""The simulation's record beside its MeasurementSets: its parameters (so the station beam the
+data were observed with), counts, the files it wrote (:mod:`sdpbatch.io.truth`)."""
 TRUTH_SKYMODEL_FILE = "truth_skymodel.txt"
 """The simulation's sky as the visibilities hold it (:mod:`sdpbatch.io.truth`)."""
 CATALOGUE_FILE = "catalogue_skymodel.txt"

@@ -25,13 +25,16 @@ import os
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sdpbatch.execution.ical import IcalResult
+from sdpbatch.execution.primary_beam import pb_corrected, recorded_parameters
 from sdpbatch.execution.runner import InProcess, runner_record
+from sdpbatch.execution.simulate import intrinsic_sky
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
 from sdpbatch.io.gaintable import GainTable, write_gain_terms
@@ -47,6 +50,8 @@ from sdpbatch.science.assess import (
     gains_on,
     gradient_image_shift,
     image_statistics,
+    measure_source,
+    sky_to_pixel,
     source_offsets_summary,
 )
 from sdpbatch.vocabulary import PROVENANCE, product_files
@@ -54,16 +59,29 @@ from sdpbatch.vocabulary import PROVENANCE, product_files
 NBRIGHTEST = 10
 
 
-def write_products(out_dir: Path, result, params, infos, *, truth, extra, timings, started, runner):
+@dataclass(frozen=True)
+class PrimaryBeam:
+    """The primary beam on the image grid and the restored image divided by it (blank below
+    the beam limit)."""
+
+    beam: np.ndarray
+    restored: np.ndarray
+
+
+def write_products(
+    out_dir: Path, result, params, infos, *, truth, beam, extra, timings, started, runner
+):
     """Images, gains, preview and qa.json (with ``extra`` entries) staged beside ``out_dir``,
-    then moved in; (paths by role, the qa record)."""
+    then moved in; (paths by role, the qa record).  ``beam``: the primary beam on the image
+    grid (its image and the corrected restored image are written), or None."""
     write_start = time.perf_counter()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f"{out_dir.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     names = product_files(params.prefix)
     try:
-        written = _write_images(staging, result, infos, params)
+        pb = None if beam is None else PrimaryBeam(beam, pb_corrected(result.restored, beam))
+        written = _write_images(staging, result, infos, params, pb)
         written["gains"] = _write_gains(staging / names["gains"], result)
         written["preview"] = write_preview_png(
             staging / names["preview"],
@@ -76,7 +94,7 @@ def write_products(out_dir: Path, result, params, infos, *, truth, extra, timing
         )
         now = time.perf_counter()
         timings = {**timings, "write": now - write_start, "total": now - started}
-        qa = {**build_qa(result, params, infos, truth=truth, timings=timings), **extra}
+        qa = {**build_qa(result, params, infos, truth=truth, pb=pb, timings=timings), **extra}
         written["qa"] = write_qa(staging / names["qa"], qa)
         manifest = write_manifest(
             staging,
@@ -121,7 +139,7 @@ def _move_into(
 
 
 def _write_images(
-    staging: Path, result, infos: list[MeasurementSetInfo], params: Parameters
+    staging: Path, result, infos: list[MeasurementSetInfo], params: Parameters, pb
 ) -> dict[str, Path]:
     common = dict(
         phase_centre=result.phase_centre,
@@ -153,6 +171,8 @@ def _write_images(
         "residual_cube": (result.residual_cube, "Jy/beam", None, cube),
         "deconvolved_cube": (result.model_cube, "Jy/pixel", None, cube),
     }
+    if pb is not None:  # WSClean's -beam-0.fits (dimensionless) and -image-pb.fits
+        items.update(beam=(pb.beam, "", None, mfs), restored_pb=(pb.restored, "Jy/beam", beam, mfs))
     names = product_files(params.prefix)
     written = {}
     for role, (image, bunit, beam_, axis) in items.items():
@@ -216,9 +236,11 @@ def build_qa(
     infos: list[MeasurementSetInfo],
     *,
     truth=None,
+    pb: PrimaryBeam | None = None,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    """The QA record: inputs, image statistics, cycles, timings and the truth comparison."""
+    """The QA record: inputs, image statistics, cycles, timings and the truth comparison
+    (with the primary-beam corrected fluxes when there is a ``pb``)."""
     residual0 = np.asarray(result.residual_taylor)[0]
     beam = result.clean_beam
     qa: dict[str, Any] = {
@@ -246,11 +268,11 @@ def build_qa(
         "timings_s": timings,
     }
     if truth is not None:
-        qa["truth"] = compare_with_truth(result, truth)
+        qa["truth"] = compare_with_truth(result, truth, pb=pb)
     return qa
 
 
-def compare_with_truth(result: IcalResult, truth) -> dict[str, Any]:
+def compare_with_truth(result: IcalResult, truth, *, pb: PrimaryBeam | None = None) -> dict:
     """Solved-vs-true phase error and the brightest true sources measured in the restored image.
 
     Self-calibration cannot determine a linear phase gradient across the array: what it
@@ -297,6 +319,8 @@ def compare_with_truth(result: IcalResult, truth) -> dict[str, Any]:
         cellsize=result.cellsize,
         count=NBRIGHTEST,
     )
+    if pb is not None:
+        out.update(_pb_fluxes(sources, pb.restored, truth, result))
     for s in sources:
         k = s.pop("index")
         s.update(
@@ -307,3 +331,25 @@ def compare_with_truth(result: IcalResult, truth) -> dict[str, Any]:
     out["brightest_sources"] = sources
     out.update(source_offsets_summary(sources))
     return out
+
+
+def _pb_fluxes(sources: list[dict], restored_pb: np.ndarray, truth, result) -> dict[str, Any]:
+    """The measured sources' intrinsic fluxes (the simulation's sky before its beam, made
+    again from its recorded parameters) beside their flux in the primary-beam corrected
+    image, added to each source; the worst error, or why there is none."""
+    try:
+        simulation = recorded_parameters(truth.summary)
+        sky = intrinsic_sky(simulation, (np.radians(simulation.ra), np.radians(simulation.dec)))
+    except ValueError as err:  # ParameterError too: a sky model file no longer there
+        return {"pb_flux_comparison": f"no intrinsic fluxes: {err}"}
+    flux = sky.flux_at(np.asarray(result.channel_frequencies)).mean(axis=1)
+    n = restored_pb.shape[0]
+    errors = []
+    for s in sources:
+        k = s["index"]
+        ix, iy = sky_to_pixel(sky.ra[k], sky.dec[k], result.phase_centre, result.cellsize, n)
+        measured = measure_source(np.nan_to_num(restored_pb), float(ix), float(iy))[0]
+        s.update(intrinsic_flux_jy=float(flux[k]), pb_corrected_flux_jy=measured,
+                 pb_flux_ratio=measured / float(flux[k]))  # fmt: skip
+        errors.append(abs(measured / float(flux[k]) - 1.0))
+    return {"max_pb_flux_error": max(errors)} if errors else {}

@@ -33,7 +33,7 @@ from sdpbatch.io.layout_file import load_layout
 from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
 from sdpbatch.io.provenance import write_manifest
 from sdpbatch.io.skymodel_file import read_sky_model
-from sdpbatch.io.truth import SUMMARY_FILE, write_truth
+from sdpbatch.io.truth import write_truth
 from sdpbatch.parameters import GLEAM_LIKE, RESULT_NEUTRAL, ParameterError, Parameters
 from sdpbatch.science.constants import STATION_DIAMETER
 from sdpbatch.science.gains import corrupt, random_gains
@@ -62,6 +62,7 @@ from sdpbatch.science.uvw import antenna_uvw, baseline_uvw
 from sdpbatch.science.visibility import Visibilities
 from sdpbatch.vocabulary import (
     PROVENANCE,
+    SIMULATION_FILE,
     TRUTH_GAINS_FILE,
     TRUTH_IONOSPHERE_FILE,
     TRUTH_SKYMODEL_FILE,
@@ -138,7 +139,9 @@ def _stations(params: Parameters) -> tuple[np.ndarray, list[str]]:
     return enu[keep], [names[i] for i in keep]
 
 
-def _intrinsic_sky(params: Parameters, phase_centre: tuple[float, float]) -> SkyModel:
+def intrinsic_sky(params: Parameters, phase_centre: tuple[float, float]) -> SkyModel:
+    """The sky before the station beam: the seeded GLEAM-like population or the sky model
+    file of ``params`` (ParameterError naming the field when it cannot be made)."""
     if params.sky_model == GLEAM_LIKE:
         radius = beam_radius(params.freq_max)
         expected = expected_source_count(params.flux_limit, radius)
@@ -165,7 +168,7 @@ def prepare_simulation(params: Parameters) -> SimulationSetup:
     """
     phase_centre = (math.radians(params.ra), math.radians(params.dec))
     enu, names = _stations(params)
-    intrinsic = _intrinsic_sky(params, phase_centre)
+    intrinsic = intrinsic_sky(params, phase_centre)
     freqs, widths = frequency_windows(params.freq_min, params.freq_max, params.nfreqwin)
     transit = transit_time(*phase_centre, params.obs_date)
     times = observation_times(transit, params.ntimes)
@@ -458,7 +461,7 @@ def reusable_simulation(params: Parameters, out_dir: Path) -> SimulationProducts
     if changed:
         LOG.info("Simulating again: made with other %s", ", ".join(changed))
         return None
-    summary = json.loads((out_dir / SUMMARY_FILE).read_text())
+    summary = json.loads((out_dir / SIMULATION_FILE).read_text())
     ms_paths = [out_dir / name for name in summary["measurement_sets"]]
     return SimulationProducts(
         ms_paths=ms_paths,

@@ -33,12 +33,12 @@ from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
 from sdpbatch.science.skymodel import SkyModel
 from sdpbatch.vocabulary import (
     CATALOGUE_FILE,
+    SIMULATION_FILE,
     TRUTH_GAINS_FILE,
     TRUTH_IONOSPHERE_FILE,
     TRUTH_SKYMODEL_FILE,
 )
 
-SUMMARY_FILE = "simulation.json"
 BEAM_HEADERS = {
     "airy": (
         "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x SKA1-Low station beam",
@@ -118,7 +118,7 @@ def write_truth(
                 attributes=ionosphere_attributes or {},
             )
         )
-    target = out / SUMMARY_FILE
+    target = out / SIMULATION_FILE
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     paths.append(target)
@@ -179,7 +179,7 @@ def read_ionosphere(path: str | Path) -> dict[str, np.ndarray]:
 def read_truth(directory: str | Path) -> Truth:
     """Read the truth files of a simulation output directory."""
     d = Path(directory)
-    summary_path = d / SUMMARY_FILE
+    summary_path = d / SIMULATION_FILE
     try:
         summary = json.loads(summary_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -189,3 +189,21 @@ def read_truth(directory: str | Path) -> Truth:
         gains=read_gain_table(d / TRUTH_GAINS_FILE),
         summary=summary,
     )
+
+
+def simulation_record(ms_paths) -> tuple[Path, dict[str, Any]] | None:
+    """(its path, its content) of the one ``simulation.json`` that lists every MeasurementSet of
+    ``ms_paths`` (beside them, by name), or None: MeasurementSets sdpbatch did not simulate,
+    or from several simulations, or a record that cannot be read."""
+    folders = {Path(p).resolve().parent for p in ms_paths}
+    if len(folders) != 1:
+        return None
+    path = folders.pop() / SIMULATION_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    listed = set(record.get("measurement_sets", [])) if isinstance(record, dict) else set()
+    if not ms_paths or any(Path(p).name not in listed for p in ms_paths):
+        return None
+    return path, record

@@ -34,6 +34,7 @@ def finish(run: Run, imaging: Imaging, state: CycleState) -> IcalResult:
         nthreads=run.params.threads_per_worker,
     )
     run.clock.lap("restore")
+    weights = np.array([residual.weights.get(b, 0.0) for b in range(len(run.blocks))])
     residual = final.residual_taylor[0]
     record = FinalRecord(
         peak=float(np.abs(residual).max()),
@@ -44,10 +45,10 @@ def finish(run: Run, imaging: Imaging, state: CycleState) -> IcalResult:
     run.progress.step(record.message())
     run.clock.timings["total"] = time.perf_counter() - run.started
     run.progress.end()
-    return _result(run, imaging, state, model, psf[0], final, record)
+    return _result(run, imaging, state, model, psf[0], final, record, weights)
 
 
-def _result(run, imaging, state, model, psf, final: FinalImages, record) -> IcalResult:
+def _result(run, imaging, state, model, psf, final: FinalImages, record, weights):
     frequencies = run.frequencies
     reference = imaging.setup.reference_frequency
     solutions = {
@@ -72,6 +73,7 @@ def _result(run, imaging, state, model, psf, final: FinalImages, record) -> Ical
         clean_beam=state.beam,
         frequencies=np.array([b.frequency for b in run.blocks]),
         bandwidths=np.array([b.bandwidth for b in run.blocks]),
+        block_weights=weights,
         channel_frequencies=frequencies,
         reference_frequency=reference,
         cellsize=float(imaging.setup.cellsize),
