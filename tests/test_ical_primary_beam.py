@@ -17,6 +17,7 @@ from sdpbatch.cli import main
 from sdpbatch.execution.station_effects import average_power
 from sdpbatch.io.everybeam_element import element_voltage
 from sdpbatch.io.fits_image import read_fits_image
+from sdpbatch.io.truth import read_truth
 from sdpbatch.parameters import ParameterError, Parameters, parse_parameters
 from sdpbatch.science.aperture_array import array_factor, horizon_directions, vogel_layout
 from sdpbatch.science.assess import measure_source, sky_to_pixel
@@ -133,6 +134,9 @@ def test_pb_corrected_fluxes_are_the_intrinsic_ones(tmp_path, beam):
     power = read_fits_image(img / f"{PREFIX}_beam.fits")[0][0]
     nu = np.linspace(0.9e8, 1.1e8, 3)
     intrinsic = np.array([f * np.mean((nu / 1e8) ** -0.7) for *_, f in OFFSETS])
+    truth = read_truth(img.parent / Parameters().buffer_vis)  # both skies, apart
+    np.testing.assert_allclose(truth.intrinsic.flux_at(nu).mean(axis=1), intrinsic, rtol=1e-9)
+    assert np.all(truth.sky.flux_at(nu).mean(axis=1) < 0.999 * intrinsic)  # apparent
     ix, iy = sky_to_pixel(ra, dec, PHASE_CENTRE, 0.0015, power.shape[0])
     at = map_coordinates(power, [ix, iy], order=1)
     used = at > 0.3

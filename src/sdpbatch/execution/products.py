@@ -32,9 +32,8 @@ from typing import Any
 import numpy as np
 
 from sdpbatch.execution.ical import IcalResult
-from sdpbatch.execution.primary_beam import pb_corrected, recorded_parameters
+from sdpbatch.execution.primary_beam import pb_corrected
 from sdpbatch.execution.runner import InProcess, runner_record
-from sdpbatch.execution.simulate import intrinsic_sky
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
 from sdpbatch.io.gaintable import GainTable, write_gain_terms
@@ -54,7 +53,7 @@ from sdpbatch.science.assess import (
     sky_to_pixel,
     source_offsets_summary,
 )
-from sdpbatch.vocabulary import PROVENANCE, product_files
+from sdpbatch.vocabulary import PROVENANCE, TRUTH_INTRINSIC_FILE, product_files
 
 NBRIGHTEST = 10
 
@@ -334,21 +333,18 @@ def compare_with_truth(result: IcalResult, truth, *, pb: PrimaryBeam | None = No
 
 
 def _pb_fluxes(sources: list[dict], restored_pb: np.ndarray, truth, result) -> dict[str, Any]:
-    """The measured sources' intrinsic fluxes (the simulation's sky before its beam, made
-    again from its recorded parameters) beside their flux in the primary-beam corrected
-    image, added to each source; the worst error, or why there is none."""
-    try:
-        simulation = recorded_parameters(truth.summary)
-        sky = intrinsic_sky(simulation, (np.radians(simulation.ra), np.radians(simulation.dec)))
-    except ValueError as err:  # ParameterError too: a sky model file no longer there
-        return {"pb_flux_comparison": f"no intrinsic fluxes: {err}"}
+    """The measured sources' intrinsic fluxes (the truth's sky before the station beam) beside
+    their flux in the primary-beam corrected image, added to each source; the worst error."""
+    sky = truth.intrinsic
+    if sky is None:
+        return {"pb_flux_comparison": f"no {TRUTH_INTRINSIC_FILE} in the truth"}
     flux = sky.flux_at(np.asarray(result.channel_frequencies)).mean(axis=1)
-    n = restored_pb.shape[0]
+    n, image = restored_pb.shape[0], np.nan_to_num(restored_pb)
     errors = []
     for s in sources:
         k = s["index"]
         ix, iy = sky_to_pixel(sky.ra[k], sky.dec[k], result.phase_centre, result.cellsize, n)
-        measured = measure_source(np.nan_to_num(restored_pb), float(ix), float(iy))[0]
+        measured = measure_source(image, float(ix), float(iy))[0]
         s.update(intrinsic_flux_jy=float(flux[k]), pb_corrected_flux_jy=measured,
                  pb_flux_ratio=measured / float(flux[k]))  # fmt: skip
         errors.append(abs(measured / float(flux[k]) - 1.0))

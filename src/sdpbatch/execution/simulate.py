@@ -64,6 +64,7 @@ from sdpbatch.vocabulary import (
     PROVENANCE,
     SIMULATION_FILE,
     TRUTH_GAINS_FILE,
+    TRUTH_INTRINSIC_FILE,
     TRUTH_IONOSPHERE_FILE,
     TRUTH_SKYMODEL_FILE,
 )
@@ -98,6 +99,7 @@ class SimulationSetup:
     antenna1: np.ndarray  # (nbl,)
     antenna2: np.ndarray  # (nbl,)
     sky: SkyModel  # apparent (beam-attenuated) sources
+    intrinsic: SkyModel  # the same before the beam
     gains: np.ndarray  # (ntimes, nant) complex
     catalogue: SkyModel  # apparent, as a survey catalogue gives them (flux, position errors)
     direction_gains: DirectionGains | None = None  # EveryBeam beams, ionosphere
@@ -139,9 +141,7 @@ def _stations(params: Parameters) -> tuple[np.ndarray, list[str]]:
     return enu[keep], [names[i] for i in keep]
 
 
-def intrinsic_sky(params: Parameters, phase_centre: tuple[float, float]) -> SkyModel:
-    """The sky before the station beam: the seeded GLEAM-like population or the sky model
-    file of ``params`` (ParameterError naming the field when it cannot be made)."""
+def _intrinsic_sky(params: Parameters, phase_centre: tuple[float, float]) -> SkyModel:
     if params.sky_model == GLEAM_LIKE:
         radius = beam_radius(params.freq_max)
         expected = expected_source_count(params.flux_limit, radius)
@@ -168,7 +168,7 @@ def prepare_simulation(params: Parameters) -> SimulationSetup:
     """
     phase_centre = (math.radians(params.ra), math.radians(params.dec))
     enu, names = _stations(params)
-    intrinsic = intrinsic_sky(params, phase_centre)
+    intrinsic = _intrinsic_sky(params, phase_centre)
     freqs, widths = frequency_windows(params.freq_min, params.freq_max, params.nfreqwin)
     transit = transit_time(*phase_centre, params.obs_date)
     times = observation_times(transit, params.ntimes)
@@ -199,6 +199,7 @@ def prepare_simulation(params: Parameters) -> SimulationSetup:
         antenna1=a1,
         antenna2=a2,
         sky=apparent_sky(intrinsic, phase_centre, freqs, response=response),
+        intrinsic=intrinsic,
         gains=gains,
         catalogue=apparent_sky(
             _catalogue(params, intrinsic), phase_centre, freqs, response=response
@@ -334,6 +335,7 @@ def _summary(setup: SimulationSetup, ms_paths: list[Path]) -> dict:
         "measurement_sets": [p.name for p in ms_paths],
         "truth": {
             "sky_model": TRUTH_SKYMODEL_FILE,
+            "intrinsic_sky_model": TRUTH_INTRINSIC_FILE,
             "gains": TRUTH_GAINS_FILE,
             **({"ionosphere": TRUTH_IONOSPHERE_FILE} if setup.params.ionosphere_rms_phase else {}),
         },
@@ -364,6 +366,7 @@ def _write_truth(setup: SimulationSetup, out_dir: Path, ms_paths: list[Path]) ->
     return write_truth(
         out_dir,
         apparent_sky=setup.sky,
+        intrinsic_sky=setup.intrinsic,
         catalogue=setup.catalogue,
         gains=setup.gains,
         times=setup.times,

@@ -4,6 +4,8 @@ Files in the output directory:
 
 - ``truth_skymodel.txt``: the APPARENT (beam-attenuated) point sources exactly as the
   visibilities contain them, WSClean/DP3 format (:mod:`sdpbatch.io.skymodel_file`);
+- ``truth_intrinsic_skymodel.txt``: the same sources before the station beam (INTRINSIC
+  fluxes and spectra), same order and names: what a primary-beam corrected image shows;
 - ``catalogue_skymodel.txt``: the same sources as a survey catalogue records them (flux and
   position errors, ``catalogue_*_error`` parameters), apparent fluxes, same format: what ICAL
   calibrates against first (``calibration_model`` 'catalogue'), so that it is not the truth;
@@ -35,6 +37,7 @@ from sdpbatch.vocabulary import (
     CATALOGUE_FILE,
     SIMULATION_FILE,
     TRUTH_GAINS_FILE,
+    TRUTH_INTRINSIC_FILE,
     TRUTH_IONOSPHERE_FILE,
     TRUTH_SKYMODEL_FILE,
 )
@@ -63,12 +66,14 @@ class Truth:
     sky: SkyModel
     gains: GainTable
     summary: dict[str, Any]
+    intrinsic: SkyModel | None = None  # before the station beam (absent in older truths)
 
 
 def write_truth(
     out_dir: str | Path,
     *,
     apparent_sky: SkyModel,
+    intrinsic_sky: SkyModel,
     catalogue: SkyModel,
     gains: np.ndarray,
     times: np.ndarray,
@@ -96,6 +101,14 @@ def write_truth(
     )
     paths = [
         write_sky_model(out / TRUTH_SKYMODEL_FILE, apparent_sky, header=header),
+        write_sky_model(
+            out / TRUTH_INTRINSIC_FILE,
+            intrinsic_sky,
+            header=[
+                "Truth of an sdpbatch simulation: INTRINSIC fluxes, the sky before the station",
+                f"beam; {TRUTH_SKYMODEL_FILE} holds the same sources as the visibilities do.",
+            ],
+        ),
         write_sky_model(out / CATALOGUE_FILE, catalogue, header=catalogue_header),
         write_gain_table(
             out / TRUTH_GAINS_FILE,
@@ -184,10 +197,12 @@ def read_truth(directory: str | Path) -> Truth:
         summary = json.loads(summary_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{summary_path}: cannot read the simulation summary ({err})") from err
+    intrinsic = d / TRUTH_INTRINSIC_FILE
     return Truth(
         sky=read_sky_model(d / TRUTH_SKYMODEL_FILE),
         gains=read_gain_table(d / TRUTH_GAINS_FILE),
         summary=summary,
+        intrinsic=read_sky_model(intrinsic) if intrinsic.is_file() else None,
     )
 
 
