@@ -12,9 +12,13 @@ parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
   without self-calibration);
 - ``qa.json``: the parameters (so the ``prefix`` the others were named with), image
   statistics, per-cycle statistics, timings and, with the simulation's truth, the
-  solved-vs-true gain phase error and the brightest sources' recovered flux and position;
+  solved-vs-true gain phase error and the brightest sources' recovered flux and position
+  (and their corrected flux against the intrinsic sky, with primary-beam correction);
   moved in after the files above, so it always describes a complete set;
 - ``<prefix>_restored.png``: a preview;
+- with primary-beam correction (:mod:`sdpbatch.execution.primary_beam`): ``<prefix>_beam.fits``
+  (the average station power beam, dimensionless) and ``<prefix>_restored_pb.fits`` (the
+  restored image divided by it, NaN where the beam is below ``PB_LIMIT``);
 - ``provenance.json`` (:mod:`sdpbatch.io.provenance`): where every file came from, written
   and moved in after the others.
 """
