@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sdpbatch.execution.ical import run_ical
 from sdpbatch.execution.ical.checkpoint import check_fingerprint
-from sdpbatch.execution.primary_beam import beam_to_apply, primary_beam_image
+from sdpbatch.execution.primary_beam import beam_to_apply
 from sdpbatch.execution.products import write_products
 from sdpbatch.execution.progress import Progress
 from sdpbatch.execution.runner import Runner
@@ -38,7 +36,7 @@ from sdpbatch.io.ms_read import MeasurementSetInfo
 from sdpbatch.io.ms_set import check_measurement_sets
 from sdpbatch.io.provenance import record_change
 from sdpbatch.io.skymodel_file import SkyModelFileError, read_sky_model
-from sdpbatch.parameters import CATALOGUE, NO_MODEL, PB_LIMIT, ParameterError, Parameters
+from sdpbatch.parameters import CATALOGUE, NO_MODEL, ParameterError, Parameters
 from sdpbatch.vocabulary import (
     CATALOGUE_FILE,
     TRUTH_GAINS_FILE,
@@ -156,26 +154,16 @@ def ical_pipeline(
         resume=taken_up,
     )
     written_back = _write_back(infos, result, params, runner)
-    beam_start = time.perf_counter()
-    beam = None if observed is None else primary_beam_image(observed, result)
     write_start = time.perf_counter()
-    timings = {
-        **result.timings,
-        "write_back": beam_start - start - result.timings["total"],
-        **({} if beam is None else {"primary_beam": write_start - beam_start}),
-    }
+    timings = {**result.timings, "write_back": write_start - start - result.timings["total"]}
     final, qa = write_products(
         Path(out_dir),
         result,
         params,
         infos,
         truth=truth,
-        beam=beam,
-        extra={
-            "calibration_model": _model_record(model),
-            "write_back": written_back,
-            "primary_beam": _beam_record(observed, beam),
-        },
+        beam=observed,
+        extra={"calibration_model": _model_record(model), "write_back": written_back},
         timings=timings,
         started=start,
         runner=runner,
@@ -215,18 +203,6 @@ def _write_back(infos, result, params: Parameters, runner) -> dict[str, list[str
         changed = sorted({info.path for info in infos})
         record_change(changed, what=f"ICAL wrote {' and '.join(columns)}")
     return written_back
-
-
-def _beam_record(observed, beam) -> dict | None:
-    """qa.json's note of the primary-beam correction: the beam and where it was recorded."""
-    if observed is None:
-        return None
-    return {
-        "beam": observed.simulation.beam,
-        "record": str(observed.record),
-        "limit": PB_LIMIT,
-        "blank_fraction": float(np.mean(beam < PB_LIMIT)),
-    }
 
 
 def _model_record(model) -> dict | None:

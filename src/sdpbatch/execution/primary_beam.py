@@ -22,8 +22,10 @@ beam's, under 1 % at 30 % power across +-10 %.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +122,29 @@ def primary_beam_image(beam: ObservedBeam, result) -> np.ndarray:
     )
 
 
-def pb_corrected(image: np.ndarray, beam: np.ndarray) -> np.ndarray:
-    """``image`` divided by the beam, blank (NaN) where it is below :data:`PB_LIMIT`."""
-    return corrected(image, beam, limit=PB_LIMIT)
+@dataclass(frozen=True)
+class PrimaryBeam:
+    """The primary beam on the image grid and the restored image divided by it (blank below
+    the beam limit), the beam it is and how long it took."""
+
+    beam: np.ndarray
+    restored: np.ndarray
+    observed: ObservedBeam
+    seconds: float
+
+    def record(self) -> dict[str, Any]:
+        """qa.json's note: the beam, where it was recorded, the limit, the blank fraction."""
+        return {
+            "beam": self.observed.simulation.beam,
+            "record": str(self.observed.record),
+            "limit": PB_LIMIT,
+            "blank_fraction": float(np.mean(self.beam < PB_LIMIT)),
+        }
+
+
+def primary_beam(observed: ObservedBeam, result) -> PrimaryBeam:
+    """The beam of ``observed`` on ``result``'s image grid and the corrected restored image."""
+    start = time.perf_counter()
+    beam = primary_beam_image(observed, result)
+    restored = corrected(result.restored, beam, limit=PB_LIMIT)
+    return PrimaryBeam(beam, restored, observed, time.perf_counter() - start)

@@ -29,14 +29,13 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sdpbatch.execution.ical import IcalResult
-from sdpbatch.execution.primary_beam import pb_corrected
+from sdpbatch.execution.primary_beam import PrimaryBeam, primary_beam
 from sdpbatch.execution.runner import InProcess, runner_record
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
@@ -62,28 +61,20 @@ from sdpbatch.vocabulary import PROVENANCE, TRUTH_INTRINSIC_FILE, product_files
 NBRIGHTEST = 10
 
 
-@dataclass(frozen=True)
-class PrimaryBeam:
-    """The primary beam on the image grid and the restored image divided by it (blank below
-    the beam limit)."""
-
-    beam: np.ndarray
-    restored: np.ndarray
-
-
 def write_products(
     out_dir: Path, result, params, infos, *, truth, beam, extra, timings, started, runner
 ):
     """Images, gains, preview and qa.json (with ``extra`` entries) staged beside ``out_dir``,
-    then moved in; (paths by role, the qa record).  ``beam``: the primary beam on the image
-    grid (its image and the corrected restored image are written), or None."""
+    then moved in; (paths by role, the qa record).  ``beam``: the station beam the data were
+    observed with (its image on the grid and the corrected restored image are written), or
+    None."""
     write_start = time.perf_counter()
+    pb = None if beam is None else primary_beam(beam, result)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f"{out_dir.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     names = product_files(params.prefix)
     try:
-        pb = None if beam is None else PrimaryBeam(beam, pb_corrected(result.restored, beam))
         written = _write_images(staging, result, infos, params, pb)
         written["gains"] = _write_gains(staging / names["gains"], result)
         written["preview"] = write_preview_png(
@@ -96,7 +87,8 @@ def write_products(
             f"{result.reference_frequency / 1e6:.1f} MHz)",
         )
         now = time.perf_counter()
-        timings = {**timings, "write": now - write_start, "total": now - started}
+        beam_time = {} if pb is None else {"primary_beam": pb.seconds}
+        timings = {**timings, **beam_time, "write": now - write_start, "total": now - started}
         qa = {**build_qa(result, params, infos, truth=truth, pb=pb, timings=timings), **extra}
         written["qa"] = write_qa(staging / names["qa"], qa)
         manifest = write_manifest(
@@ -268,6 +260,7 @@ def build_qa(
         "cycles": [c.to_dict() for c in result.cycles],
         "final": result.final.to_dict() if result.final else None,
         "selfcal_undone": list(result.undone),
+        "primary_beam": None if pb is None else pb.record(),
         "timings_s": timings,
     }
     if truth is not None:
