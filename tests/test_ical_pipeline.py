@@ -32,8 +32,10 @@ ALL_PRODUCTS = sorted(
         "provenance.json",
     ]
 )
-PB_PRODUCTS = ["ska_pipeline_ical_beam.fits", "ska_pipeline_ical_restored_pb.fits"]
-"""With a known station beam (a simulation's, pb_correct auto): the beam and the corrected image."""
+PB_PRODUCTS = [f"ska_pipeline_ical_{name}" for name in (
+    "beam.fits", "restored_pb.fits", "sources.txt", "sources_pb.txt")]  # fmt: skip
+"""With a known station beam (a simulation's, pb_correct auto): the beam, the corrected image and
+the component lists."""
 NPIX, CELL = 256, 0.0005
 SOURCE = (5.0, 0.0123, -0.0071)  # Jy, l, m: off the pixel grid
 FAINT = (1.0, -0.031, 0.022)

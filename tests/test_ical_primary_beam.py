@@ -17,13 +17,14 @@ from sdpbatch.cli import main
 from sdpbatch.execution.station_effects import average_power
 from sdpbatch.io.everybeam_element import element_voltage
 from sdpbatch.io.fits_image import read_fits_image
+from sdpbatch.io.skymodel_file import read_sky_model
 from sdpbatch.io.truth import read_truth
 from sdpbatch.parameters import ParameterError, Parameters, parse_parameters
 from sdpbatch.science.aperture_array import array_factor, horizon_directions, vogel_layout
 from sdpbatch.science.assess import measure_source, sky_to_pixel
 from sdpbatch.science.constants import SITE_LAT
 from sdpbatch.science.observation import hour_angles
-from sdpbatch.science.primary_beam import beam_image, pixel_to_sky
+from sdpbatch.science.primary_beam import coarse_beam, pixel_to_sky
 
 PHASE_CENTRE = (0.0, math.radians(-30.0))
 OFFSETS = [  # (east, north) deg from the phase centre, intrinsic Jy at 100 MHz
@@ -79,11 +80,11 @@ def test_airy_beam_image_is_the_direct_beam_at_every_pixel(grid, passes):
     at 100 MHz): the grid of 32 interpolates it to 1e-4 (measured 6e-5 on this image; 1.6e-4
     at the seed's 1024 px x 0.0005 rad), a grid of 8 does not."""
     npix, cell, nu = 256, 0.0015, 1e8
-    image = beam_image(
+    image = coarse_beam(
         lambda ra, dec: average_power(Parameters(), ra, dec, phase_centre=PHASE_CENTRE,
-                                      nstations=1, frequencies=nu)[:, 0],
+                                      nstations=1, frequencies=nu),
         npixel=npix, cellsize=cell, phase_centre=PHASE_CENTRE, grid=grid,
-    )  # fmt: skip
+    ).image([1.0])  # fmt: skip
     ix = np.arange(npix)
     l_, m = (ix[:, None] - npix / 2) * cell, (ix[None, :] - npix / 2) * cell
     x = 1.616339948310703 * np.sqrt(l_**2 + m**2) / np.sin(np.radians(3.3))
@@ -98,11 +99,11 @@ def test_everybeam_beam_image_is_the_mean_station_power_at_its_pixels():
     2 hour angles of |array factor x element pattern / its value at the pointing|^2, built
     here from the aperture-array and EveryBeam functions; the grid interpolates it to 1e-3."""
     params, npix, cell, nu = Parameters(beam="everybeam", ntimes=2), 128, 0.002, 1e8
-    image = beam_image(
+    image = coarse_beam(
         lambda ra, dec: average_power(params, ra, dec, phase_centre=PHASE_CENTRE, nstations=3,
-                                      frequencies=nu)[:, 0],
+                                      frequencies=nu),
         npixel=npix, cellsize=cell, phase_centre=PHASE_CENTRE, grid=24,
-    )  # fmt: skip
+    ).image([1.0])  # fmt: skip
     ix, iy = np.array([64, 64, 80, 40, 100, 20]), np.array([64, 90, 50, 30, 100, 70])
     ra, dec = pixel_to_sky(ix, iy, npixel=npix, cellsize=cell, phase_centre=PHASE_CENTRE)
     has = hour_angles(2)
@@ -116,6 +117,15 @@ def test_everybeam_beam_image_is_the_mean_station_power_at_its_pixels():
     direct = np.mean(np.abs(af[..., 0] * (e / e0)[:, None, :]) ** 2, axis=(0, 1))
     assert direct[0] == pytest.approx(1.0, abs=1e-9) and direct.min() < 0.5
     np.testing.assert_allclose(image[ix, iy], direct, atol=1e-3)
+
+
+def _component_fluxes(components, ra, dec, nu):
+    """The band-averaged flux of the components within 8 pixels of each source (the clean
+    leaves a ring of negative components 2-3 pixels out; the sources are 20 pixels apart)."""
+    at = np.array(sky_to_pixel(components.ra, components.dec, PHASE_CENTRE, 0.0015, 256))
+    sources = np.array(sky_to_pixel(ra, dec, PHASE_CENTRE, 0.0015, 256))
+    near = np.hypot(*(at[:, :, None] - sources[:, None, :])) < 8  # (component, source)
+    return components.flux_at(nu).mean(axis=1) @ near
 
 
 def _measured(image, ra, dec, cell=0.0015):
@@ -145,6 +155,10 @@ def test_pb_corrected_fluxes_are_the_intrinsic_ones(tmp_path, beam):
     apparent_ratio = _measured(restored, ra, dec)[used] / intrinsic[used]
     assert np.all(np.abs(pb_ratio - 1) < 0.02), pb_ratio
     assert np.sum(np.abs(apparent_ratio - 1) > 0.02) >= used.sum() - 1, apparent_ratio
+    apparent = truth.sky.flux_at(nu).mean(axis=1)
+    for name, expected in (("sources", apparent), ("sources_pb", intrinsic)):
+        found = _component_fluxes(read_sky_model(img / f"{PREFIX}_{name}.txt"), ra, dec, nu)
+        assert np.all(np.abs(found[used] / expected[used] - 1) < 0.02), (name, found / expected)
     qa = json.loads((img / "qa.json").read_text())
     assert qa["primary_beam"]["beam"] == beam
     in_qa = {s["name"]: s["pb_flux_ratio"] for s in qa["truth"]["brightest_sources"]}
@@ -159,7 +173,8 @@ def test_pb_corrected_fluxes_are_the_intrinsic_ones(tmp_path, beam):
 def test_pb_products_only_when_asked_or_a_beam_is_known(tmp_path, values, written):
     img, _, _ = _run(tmp_path, "run", **values, nmajor=1, niter=100)
     names = {p.name for p in img.iterdir()}
-    pb = {f"{PREFIX}_beam.fits", f"{PREFIX}_restored_pb.fits"}
+    pb = {f"{PREFIX}_{n}" for n in ("beam.fits", "restored_pb.fits", "sources.txt",
+                                   "sources_pb.txt")}  # fmt: skip
     assert (pb <= names) is written and (pb & names == set()) is not written
     assert (json.loads((img / "qa.json").read_text())["primary_beam"] is not None) is written
     manifest = json.loads((img / "provenance.json").read_text())

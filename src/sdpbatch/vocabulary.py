@@ -180,10 +180,14 @@ PRODUCT_SUFFIXES = {
     "preview": "_restored.png",
     "beam": "_beam.fits",
     "restored_pb": "_restored_pb.fits",
+    "sources": "_sources.txt",
+    "sources_pb": "_sources_pb.txt",
 }
-"""The file of each role of a product set, after its prefix.  ``beam`` (the average station
-power beam on the image grid, WSClean's ``-beam-0.fits``) and ``restored_pb`` (the restored
-image divided by it, WSClean's ``-image-pb.fits``) only with primary-beam correction."""
+"""The file of each role of a product set, after its prefix.  Only with primary-beam
+correction: ``beam`` (the average station power beam on the image grid, WSClean's
+``-beam-0.fits``), ``restored_pb`` (the restored image divided by it, WSClean's
+``-image-pb.fits``) and the clean model as component lists, ``sources`` with apparent and
+``sources_pb`` with intrinsic fluxes (WSClean's ``-sources.txt`` and ``-sources-pb.txt``)."""
 
 
 def product_files(prefix: str) -> dict[str, str]:

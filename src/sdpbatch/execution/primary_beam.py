@@ -32,7 +32,9 @@ import numpy as np
 from sdpbatch.execution.station_effects import average_power
 from sdpbatch.io.truth import simulation_record
 from sdpbatch.parameters import FIELDS, PB_LIMIT, ParameterError, Parameters, parse_parameters
-from sdpbatch.science.primary_beam import beam_image, corrected
+from sdpbatch.science.components import model_components, model_pixels
+from sdpbatch.science.primary_beam import CoarseBeam, coarse_beam, corrected
+from sdpbatch.science.skymodel import SkyModel
 from sdpbatch.vocabulary import SIMULATION_FILE
 
 
@@ -99,27 +101,27 @@ def beam_to_apply(params: Parameters, ms_paths) -> tuple[ObservedBeam | None, st
     return found, f"Primary-beam correction with the simulation's '{beam}' beam ({found.record})"
 
 
-def primary_beam_image(beam: ObservedBeam, result) -> np.ndarray:
-    """(N, N) float32: the average station power beam on the grid of ICAL's ``result``, at
-    its channel blocks' frequencies averaged with their imaging weights (as its MFS images)."""
+def beam_grid(beam: ObservedBeam, result) -> tuple[CoarseBeam, np.ndarray]:
+    """(the beam at the channel blocks' frequencies on the coarse grid of ICAL's ``result``,
+    the blocks' imaging weights): the MFS beam is their weighted mean."""
     frequencies = np.asarray(result.frequencies, dtype=np.float64)
     weights = np.asarray(result.block_weights, dtype=np.float64)
     if weights.shape != frequencies.shape or not weights.sum() > 0:
         weights = np.ones(frequencies.size)
 
     def power_at(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-        power = average_power(
+        return average_power(
             beam.simulation, ra, dec,
             phase_centre=beam.pointing, nstations=beam.nstations, frequencies=frequencies,
         )  # fmt: skip
-        return power @ weights / weights.sum()
 
-    return beam_image(
+    grid = coarse_beam(
         power_at,
         npixel=int(result.npixel),
         cellsize=float(result.cellsize),
         phase_centre=tuple(result.phase_centre),
     )
+    return grid, weights
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class PrimaryBeam:
     beam: np.ndarray
     restored: np.ndarray
     observed: ObservedBeam
+    grid: CoarseBeam  # per channel block, for the components' spectra
+    weights: np.ndarray  # the channel blocks' imaging weights
     seconds: float
 
     def record(self) -> dict[str, Any]:
@@ -142,9 +146,27 @@ class PrimaryBeam:
         }
 
 
+def components(result, pb: PrimaryBeam) -> tuple[SkyModel, SkyModel]:
+    """The clean model of ``result`` as (apparent, intrinsic) component lists: the intrinsic
+    one divided by the beam at each component and channel block, without the components
+    where the MFS beam is below :data:`PB_LIMIT` (blank in the corrected image too)."""
+    common = dict(
+        cellsize=float(result.cellsize),
+        phase_centre=tuple(result.phase_centre),
+        reference_frequency=float(result.reference_frequency),
+        frequencies=np.asarray(result.frequencies, dtype=np.float64),
+    )
+    apparent = model_components(result.model_taylor, **common)
+    power = pb.grid.at(*model_pixels(result.model_taylor))
+    seen = power @ pb.weights / pb.weights.sum() >= PB_LIMIT
+    intrinsic = model_components(result.model_taylor, power=power, **common)
+    return apparent, intrinsic.select(seen)
+
+
 def primary_beam(observed: ObservedBeam, result) -> PrimaryBeam:
     """The beam of ``observed`` on ``result``'s image grid and the corrected restored image."""
     start = time.perf_counter()
-    beam = primary_beam_image(observed, result)
+    grid, weights = beam_grid(observed, result)
+    beam = grid.image(weights)
     restored = corrected(result.restored, beam, limit=PB_LIMIT)
-    return PrimaryBeam(beam, restored, observed, time.perf_counter() - start)
+    return PrimaryBeam(beam, restored, observed, grid, weights, time.perf_counter() - start)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from sdpbatch.execution.ical import IcalResult
-from sdpbatch.execution.primary_beam import PrimaryBeam, primary_beam
+from sdpbatch.execution.primary_beam import PrimaryBeam, components, primary_beam
 from sdpbatch.execution.runner import InProcess, runner_record
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
@@ -45,7 +45,8 @@ from sdpbatch.io.ms_read import MeasurementSetInfo
 from sdpbatch.io.preview import write_preview_png
 from sdpbatch.io.provenance import environment, metadata_identity, write_manifest
 from sdpbatch.io.qa import write_qa
-from sdpbatch.parameters import Parameters
+from sdpbatch.io.skymodel_file import write_sky_model
+from sdpbatch.parameters import PB_LIMIT, Parameters
 from sdpbatch.science.assess import (
     brightest_sources,
     gain_phase_error,
@@ -76,6 +77,8 @@ def write_products(
     names = product_files(params.prefix)
     try:
         written = _write_images(staging, result, infos, params, pb)
+        if pb is not None:
+            written.update(_write_components(staging, result, params, pb))
         written["gains"] = _write_gains(staging / names["gains"], result)
         written["preview"] = write_preview_png(
             staging / names["preview"],
@@ -184,6 +187,20 @@ def _write_images(
             **common,
         )
     return written
+
+
+def _write_components(staging: Path, result, params: Parameters, pb) -> dict[str, Path]:
+    """The clean model as component lists, apparent and intrinsic fluxes apart."""
+    apparent, intrinsic = components(result, pb)
+    names = product_files(params.prefix)
+    where = f"ICAL's clean model of {params.prefix}: one point component per model pixel,"
+    return {
+        "sources": write_sky_model(staging / names["sources"], apparent, header=[
+            where, "APPARENT fluxes (as the data hold them: times the station beam)."]),
+        "sources_pb": write_sky_model(staging / names["sources_pb"], intrinsic, header=[
+            where, f"INTRINSIC fluxes (divided by the station beam of {names['beam']};",
+            f"components where it is below {PB_LIMIT} left out)."]),
+    }  # fmt: skip
 
 
 def _software_history() -> list[str]:

@@ -15,6 +15,7 @@ Images are ``image[ix, iy]``, ``l = (ix - N/2) cell`` east, ``m = (iy - N/2) cel
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.interpolate import RectBivariateSpline
@@ -44,33 +45,58 @@ def pixel_to_sky(
     return ra, dec
 
 
-def beam_image(
+@dataclass(frozen=True)
+class CoarseBeam:
+    """A power beam at a few frequencies on the coarse grid's nodes (pixel coordinates of an
+    ``npixel`` image), interpolated bicubically wherever it is asked for."""
+
+    nodes: np.ndarray  # (g,) pixel coordinates, 0 to npixel - 1
+    values: np.ndarray  # (g, g, nfreq) power
+    npixel: int
+
+    def image(self, weights: np.ndarray) -> np.ndarray:
+        """(npixel, npixel) float32: the frequencies' beams averaged with ``weights``, never
+        below 0 (exact at the nodes; every pixel is a node when the grid is the image)."""
+        weights = np.asarray(weights, dtype=np.float64)
+        coarse = self.values @ (weights / weights.sum())
+        if self.nodes.size == self.npixel:
+            return np.maximum(coarse, 0.0).astype(np.float32)
+        spline = RectBivariateSpline(self.nodes, self.nodes, coarse, kx=3, ky=3)
+        out = np.empty((self.npixel, self.npixel), dtype=np.float32)
+        columns = np.arange(self.npixel, dtype=np.float64)
+        for start in range(0, self.npixel, ROWS_PER_STRIP):
+            rows = columns[start : start + ROWS_PER_STRIP]
+            out[start : start + rows.size] = np.maximum(spline(rows, columns), 0.0)
+        return out
+
+    def at(self, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
+        """(n, nfreq) the beam at each frequency at fractional pixels (ix, iy) (n,)."""
+        ix, iy = np.asarray(ix, np.float64).ravel(), np.asarray(iy, np.float64).ravel()
+        out = np.empty((ix.size, self.values.shape[2]))
+        for f in range(self.values.shape[2]):
+            spline = RectBivariateSpline(self.nodes, self.nodes, self.values[:, :, f], kx=3, ky=3)
+            out[:, f] = spline(ix, iy, grid=False)
+        return np.maximum(out, 0.0)
+
+
+def coarse_beam(
     power_at: Callable[[np.ndarray, np.ndarray], np.ndarray],
     *,
     npixel: int,
     cellsize: float,
     phase_centre: tuple[float, float],
     grid: int = GRID,
-) -> np.ndarray:
-    """(npixel, npixel) float32 power beam: ``power_at(ra, dec)`` ((n,) rad -> (n,) power) on
-    ``min(grid, npixel)`` nodes a side, interpolated bicubically (exact when the grid is the
-    image), never below 0."""
+) -> CoarseBeam:
+    """``power_at(ra, dec)`` ((n,) rad -> (n, nfreq) power) on ``min(grid, npixel)`` nodes a
+    side spanning the image's pixels, ends included."""
     g = min(grid, npixel)
     nodes = np.linspace(0.0, npixel - 1.0, g)
     ra, dec = pixel_to_sky(
         nodes[:, None], nodes[None, :], npixel=npixel, cellsize=cellsize,
         phase_centre=phase_centre,
     )  # fmt: skip
-    coarse = np.asarray(power_at(ra.ravel(), dec.ravel()), dtype=np.float64).reshape(g, g)
-    if g == npixel:
-        return np.maximum(coarse, 0.0).astype(np.float32)
-    spline = RectBivariateSpline(nodes, nodes, coarse, kx=3, ky=3)
-    out = np.empty((npixel, npixel), dtype=np.float32)
-    columns = np.arange(npixel, dtype=np.float64)
-    for start in range(0, npixel, ROWS_PER_STRIP):
-        rows = columns[start : start + ROWS_PER_STRIP]
-        out[start : start + rows.size] = np.maximum(spline(rows, columns), 0.0)
-    return out
+    values = np.asarray(power_at(ra.ravel(), dec.ravel()), dtype=np.float64)
+    return CoarseBeam(nodes=nodes, values=values.reshape(g, g, -1), npixel=npixel)
 
 
 def corrected(image: np.ndarray, beam: np.ndarray, *, limit: float) -> np.ndarray:
