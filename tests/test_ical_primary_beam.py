@@ -22,6 +22,7 @@ from sdpbatch.io.truth import read_truth
 from sdpbatch.parameters import ParameterError, Parameters, parse_parameters
 from sdpbatch.science.aperture_array import array_factor, horizon_directions, vogel_layout
 from sdpbatch.science.assess import measure_source, sky_to_pixel
+from sdpbatch.science.components import model_components, model_pixels
 from sdpbatch.science.constants import SITE_LAT
 from sdpbatch.science.observation import hour_angles
 from sdpbatch.science.primary_beam import coarse_beam, pixel_to_sky
@@ -199,3 +200,29 @@ def test_pb_correct_true_without_a_known_beam_and_bad_values_are_refused(tmp_pat
         assert not (tmp_path / "img").exists()
     with pytest.raises(ParameterError, match="parameter 'pb_correct': expected true or false"):
         parse_parameters({"pb_correct": "auto"})  # JSON: null is auto
+
+
+def test_model_components_hold_the_taylor_spectra_apparent_and_intrinsic():
+    """Each model pixel a point at its direction whose spectrum is the Taylor polynomial at the
+    blocks' frequencies (divided by the beam there for the intrinsic list); one whose
+    polynomial changes sign within the band is flat at its mean."""
+    model = np.zeros((2, 64, 64))
+    model[:, 40, 20] = 2.0, -1.4  # I(t) = 2 - 1.4 t
+    model[:, 10, 50] = -0.5, 0.2
+    model[:, 30, 30] = 0.05, 1.0  # 0.05 + t: negative below 95 % of nu0
+    nu = np.array([0.9e8, 1.0e8, 1.1e8])
+    t = (nu - 1e8) / 1e8
+    common = dict(cellsize=0.002, phase_centre=PHASE_CENTRE, reference_frequency=1e8,
+                  frequencies=nu)  # fmt: skip
+    apparent = model_components(model, **common)
+    power = np.array([[0.9, 0.8, 0.7], [0.5, 0.4, 0.3], [1.0, 1.0, 1.0]])
+    intrinsic = model_components(model, power=power, **common)
+    ix, iy = model_pixels(model)
+    assert sorted(zip(ix.tolist(), iy.tolist(), strict=True)) == [(10, 50), (30, 30), (40, 20)]
+    spectra = model[0][ix, iy][:, None] + model[1][ix, iy][:, None] * t
+    exact = ix != 30
+    np.testing.assert_allclose(apparent.flux_at(nu)[exact], spectra[exact], rtol=1e-9)
+    np.testing.assert_allclose(intrinsic.flux_at(nu)[exact], (spectra / power)[exact], rtol=1e-9)
+    np.testing.assert_allclose(apparent.flux_at(nu)[~exact], 0.05, rtol=1e-9)  # the mean
+    back = sky_to_pixel(apparent.ra, apparent.dec, PHASE_CENTRE, 0.002, 64)
+    np.testing.assert_allclose(back, (ix, iy), atol=1e-8)

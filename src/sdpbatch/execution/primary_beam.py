@@ -14,9 +14,12 @@ The beam image is the station power beam averaged over stations and times
 simulation's truth hold) at the frequencies of ICAL's channel blocks, averaged with the blocks'
 imaging weights as the MFS (Taylor-0) images are, on a coarse grid interpolated to every pixel
 (:mod:`sdpbatch.science.primary_beam`).  Not the beam at the band's centre: a source at 30 %
-of the beam sees it change by -+25 % across a +-10 % band, and the band-averaged beam is 1-2 %
-above the centre's there.  What stays is the correlation of the source's spectrum with the
-beam's, under 1 % at 30 % power across +-10 %.
+of the beam sees it change by -+25 % across a +-10 % band, and the band's mean beam is about
+1 % above the centre's there.  What stays is the correlation of the source's spectrum with
+the beam's (the MFS image holds the beam-weighted mean of the spectrum): in
+``tests/test_ical_primary_beam.py`` (3 channels, 90-110 MHz) the corrected fluxes are within
+0.6 % of the intrinsic ones down to 45 % of the Airy beam, 0.8 % at 39 % of the narrower
+EveryBeam beam and 2.5 % at 18 %.
 """
 
 from __future__ import annotations
@@ -159,6 +162,7 @@ def components(result, pb: PrimaryBeam) -> tuple[SkyModel, SkyModel]:
     apparent = model_components(result.model_taylor, **common)
     power = pb.grid.at(*model_pixels(result.model_taylor))
     seen = power @ pb.weights / pb.weights.sum() >= PB_LIMIT
+    power = np.where(seen[:, None] & (power > 0), power, 1.0)  # those left out: no division
     intrinsic = model_components(result.model_taylor, power=power, **common)
     return apparent, intrinsic.select(seen)
 

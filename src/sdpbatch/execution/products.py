@@ -18,7 +18,9 @@ parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
 - ``<prefix>_restored.png``: a preview;
 - with primary-beam correction (:mod:`sdpbatch.execution.primary_beam`): ``<prefix>_beam.fits``
   (the average station power beam, dimensionless) and ``<prefix>_restored_pb.fits`` (the
-  restored image divided by it, NaN where the beam is below ``PB_LIMIT``);
+  restored image divided by it, NaN where the beam is below ``PB_LIMIT``), and the clean model as
+  component lists, ``<prefix>_sources.txt`` (apparent fluxes) and ``<prefix>_sources_pb.txt``
+  (intrinsic fluxes) (:mod:`sdpbatch.science.components`);
 - ``provenance.json`` (:mod:`sdpbatch.io.provenance`): where every file came from, written
   and moved in after the others.
 """

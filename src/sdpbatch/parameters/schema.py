@@ -217,7 +217,9 @@ SCHEMA: tuple[Field, ...] = (
           "primary-beam correction: write the average station power beam on the image grid "
           f"({product_files('<prefix>')['beam']}) and the restored image divided by it "
           f"({product_files('<prefix>')['restored_pb']}, blank where the beam is below "
-          f"{PB_LIMIT}, WSClean's -primary-beam-limit); the beam is the one the simulation "
+          f"{PB_LIMIT}, WSClean's -primary-beam-limit), and the clean model as component lists "
+          f"with apparent and intrinsic fluxes ({product_files('<prefix>')['sources']}, "
+          f"{product_files('<prefix>')['sources_pb']}); the beam is the one the simulation "
           f"that wrote the MeasurementSets recorded (its {SIMULATION_FILE} beside them); "
           "null or auto: on when that beam is known and not 'none', off for MeasurementSets "
           "without one (logged); true: refused when no beam is known",
