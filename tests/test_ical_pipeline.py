@@ -74,7 +74,8 @@ def _params(tmp_path, **changes):
     return path
 
 
-def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
+def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="sdpbatch.execution.pipeline")
     rng = np.random.default_rng(21)
     true_gains = np.exp(1j * rng.normal(0, 0.7, (3, 30)))
     spec = _foreign_ms(tmp_path / "foreign.ms", gains=true_gains)
@@ -82,8 +83,11 @@ def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
     code = main(["ical", str(tmp_path / "foreign.ms"), "--out", str(out)]
                 + ["--params", str(_params(tmp_path)), "--no-progress"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ALL_PRODUCTS
+    assert sorted(p.name for p in out.iterdir()) == ALL_PRODUCTS  # no beam known: none
     assert "ska_pipeline_ical_restored.fits" in capsys.readouterr().out
+    assert any(r.getMessage().startswith("No primary-beam correction (pb_correct auto): the "
+                                         "station beam of these MeasurementSets is not known")
+               for r in caplog.records)  # fmt: skip
 
     restored, header = read_fits_image(out / "ska_pipeline_ical_restored.fits")
     assert header["BUNIT"] == "Jy/beam" and header["BMAJ"] > 0 and header["BMIN"] > 0
