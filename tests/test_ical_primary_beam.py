@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +16,9 @@ from scipy.special import j1
 
 from casacore_ms_builder import MsSpec, build_ms, random_enu
 from sdpbatch.cli import main
+from sdpbatch.execution.cluster import dask_client
+from sdpbatch.execution.primary_beam import ObservedBeam, primary_beam
+from sdpbatch.execution.runner import InProcess, OnDask
 from sdpbatch.execution.station_effects import average_power
 from sdpbatch.io.everybeam_element import element_voltage
 from sdpbatch.io.fits_image import read_fits_image
@@ -226,3 +231,20 @@ def test_model_components_hold_the_taylor_spectra_apparent_and_intrinsic():
     np.testing.assert_allclose(apparent.flux_at(nu)[~exact], 0.05, rtol=1e-9)  # the mean
     back = sky_to_pixel(apparent.ra, apparent.dec, PHASE_CENTRE, 0.002, 64)
     np.testing.assert_allclose(back, (ix, iy), atol=1e-8)
+
+
+def test_the_beam_grid_split_over_dask_workers_is_the_in_process_one():
+    """The coarse grid's directions in one task per worker thread, on two worker processes
+    (EveryBeam's data found there too): the same beam as in this process."""
+    observed = ObservedBeam(simulation=Parameters(beam="everybeam", ntimes=1), nstations=2,
+                            record=Path("simulation.json"))  # fmt: skip
+    result = SimpleNamespace(
+        npixel=64, cellsize=0.004, phase_centre=PHASE_CENTRE, frequencies=np.array([1e8, 1.05e8]),
+        block_weights=np.array([1.0, 3.0]), restored=np.ones((64, 64)),
+    )  # fmt: skip
+    here = primary_beam(observed, result, InProcess())
+    with dask_client(2, threads_per_worker=1) as client:
+        there = primary_beam(observed, result, OnDask(client))
+    assert here.beam.min() < 0.05 and here.beam.max() > 0.99
+    np.testing.assert_array_equal(there.beam, here.beam)
+    np.testing.assert_array_equal(there.grid.values, here.grid.values)

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sdpbatch.execution.runner import Runner
 from sdpbatch.execution.station_effects import average_power
 from sdpbatch.io.truth import simulation_record
 from sdpbatch.parameters import FIELDS, PB_LIMIT, ParameterError, Parameters, parse_parameters
@@ -104,19 +106,25 @@ def beam_to_apply(params: Parameters, ms_paths) -> tuple[ObservedBeam | None, st
     return found, f"Primary-beam correction with the simulation's '{beam}' beam ({found.record})"
 
 
-def beam_grid(beam: ObservedBeam, result) -> tuple[CoarseBeam, np.ndarray]:
+def beam_grid(beam: ObservedBeam, result, runner: Runner) -> tuple[CoarseBeam, np.ndarray]:
     """(the beam at the channel blocks' frequencies on the coarse grid of ICAL's ``result``,
-    the blocks' imaging weights): the MFS beam is their weighted mean."""
+    the blocks' imaging weights): the MFS beam is their weighted mean.  The grid's directions
+    are split over the ``runner``'s threads (EveryBeam's cost: each direction is 256 element
+    patterns per time, and an array factor per station, time and block)."""
     frequencies = np.asarray(result.frequencies, dtype=np.float64)
     weights = np.asarray(result.block_weights, dtype=np.float64)
     if weights.shape != frequencies.shape or not weights.sum() > 0:
         weights = np.ones(frequencies.size)
+    token = uuid.uuid4().hex[:8]
 
     def power_at(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-        return average_power(
-            beam.simulation, ra, dec,
-            phase_centre=beam.pointing, nstations=beam.nstations, frequencies=frequencies,
-        )  # fmt: skip
+        parts = np.array_split(np.arange(ra.size), sum(s.nthreads for s in runner.slots))
+        handles = [
+            runner.submit(_power, beam, ra[k], dec[k], frequencies, key=f"beam-{token}-{n}")
+            for n, k in enumerate(parts)
+            if k.size
+        ]
+        return np.concatenate(runner.gather(handles))
 
     grid = coarse_beam(
         power_at,
@@ -125,6 +133,14 @@ def beam_grid(beam: ObservedBeam, result) -> tuple[CoarseBeam, np.ndarray]:
         phase_centre=tuple(result.phase_centre),
     )
     return grid, weights
+
+
+def _power(beam: ObservedBeam, ra, dec, frequencies) -> np.ndarray:
+    """A task: (n, nfreq) the average station power beam of ``beam`` towards (ra, dec)."""
+    return average_power(
+        beam.simulation, ra, dec,
+        phase_centre=beam.pointing, nstations=beam.nstations, frequencies=frequencies,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -167,10 +183,10 @@ def components(result, pb: PrimaryBeam) -> tuple[SkyModel, SkyModel]:
     return apparent, intrinsic.select(seen)
 
 
-def primary_beam(observed: ObservedBeam, result) -> PrimaryBeam:
+def primary_beam(observed: ObservedBeam, result, runner: Runner) -> PrimaryBeam:
     """The beam of ``observed`` on ``result``'s image grid and the corrected restored image."""
     start = time.perf_counter()
-    grid, weights = beam_grid(observed, result)
+    grid, weights = beam_grid(observed, result, runner)
     beam = grid.image(weights)
     restored = corrected(result.restored, beam, limit=PB_LIMIT)
     return PrimaryBeam(beam, restored, observed, grid, weights, time.perf_counter() - start)

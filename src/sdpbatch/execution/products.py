@@ -72,7 +72,9 @@ def write_products(
     observed with (its image on the grid and the corrected restored image are written), or
     None."""
     write_start = time.perf_counter()
-    pb = None if beam is None else primary_beam(beam, result)
+    if runner is None:
+        runner = InProcess(params.threads_per_worker)
+    pb = None if beam is None else primary_beam(beam, result, runner)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f"{out_dir.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -112,9 +114,7 @@ def _provenance_record(params, infos, *, runner, timings, result) -> dict[str, A
     return {
         "parameters": params.to_dict(),
         "inputs": [metadata_identity(info) for info in infos],
-        "engine": runner_record(
-            runner if runner is not None else InProcess(params.threads_per_worker)
-        ),
+        "engine": runner_record(runner),
         "stages": timings,
         "resumed_from": result.resumed_from,
     }
