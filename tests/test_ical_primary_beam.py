@@ -51,10 +51,8 @@ PREFIX = "ska_pipeline_ical"
 
 
 def _sky_file(tmp_path):
-    ra, dec = pixel_to_sky(
-        *np.radians([[e for e, _, _ in OFFSETS], [n for _, n, _ in OFFSETS]]) / 1e-3 + 0.5,
-        npixel=1, cellsize=1e-3, phase_centre=PHASE_CENTRE,
-    )  # fmt: skip
+    l_, m = np.radians([[e for e, _, _ in OFFSETS], [n for _, n, _ in OFFSETS]])
+    ra, dec = pixel_to_sky(l_, m, npixel=0, cellsize=1.0, phase_centre=PHASE_CENTRE)  # (l, m)
     lines = ["Format = Name, Type, Ra, Dec, I, SpectralIndex, LogarithmicSI, "
              "ReferenceFrequency='100000000'"]  # fmt: skip
     for k, (a, d, (_, _, flux)) in enumerate(zip(ra, dec, OFFSETS, strict=True)):
