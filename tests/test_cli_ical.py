@@ -48,6 +48,8 @@ def test_wsclean_style_ical_run(simulated, tmp_path, capsys):
             for k in ("restored", "residual", "deconvolved")
             for c in ("", "_cube")
         ]  # fmt: skip
+        + ["field1_beam.fits", "field1_restored_pb.fits", "field1_sources.txt",
+           "field1_sources_pb.txt"]  # the simulation's beam is known: pb_correct auto
     )
     header = fits.getheader(out / "field1_restored.fits")
     assert header["NAXIS1"] == header["NAXIS2"] == 256

@@ -32,6 +32,10 @@ ALL_PRODUCTS = sorted(
         "provenance.json",
     ]
 )
+PB_PRODUCTS = [f"ska_pipeline_ical_{name}" for name in (
+    "beam.fits", "restored_pb.fits", "sources.txt", "sources_pb.txt")]  # fmt: skip
+"""With a known station beam (a simulation's, pb_correct auto): the beam, the corrected image and
+the component lists."""
 NPIX, CELL = 256, 0.0005
 SOURCE = (5.0, 0.0123, -0.0071)  # Jy, l, m: off the pixel grid
 FAINT = (1.0, -0.031, 0.022)
@@ -70,7 +74,8 @@ def _params(tmp_path, **changes):
     return path
 
 
-def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
+def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="sdpbatch.execution.pipeline")
     rng = np.random.default_rng(21)
     true_gains = np.exp(1j * rng.normal(0, 0.7, (3, 30)))
     spec = _foreign_ms(tmp_path / "foreign.ms", gains=true_gains)
@@ -78,8 +83,11 @@ def test_ical_calibrates_and_images_a_foreign_ms(tmp_path, capsys):
     code = main(["ical", str(tmp_path / "foreign.ms"), "--out", str(out)]
                 + ["--params", str(_params(tmp_path)), "--no-progress"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ALL_PRODUCTS
+    assert sorted(p.name for p in out.iterdir()) == ALL_PRODUCTS  # no beam known: none
     assert "ska_pipeline_ical_restored.fits" in capsys.readouterr().out
+    assert any(r.getMessage().startswith("No primary-beam correction (pb_correct auto): the "
+                                         "station beam of these MeasurementSets is not known")
+               for r in caplog.records)  # fmt: skip
 
     restored, header = read_fits_image(out / "ska_pipeline_ical_restored.fits")
     assert header["BUNIT"] == "Jy/beam" and header["BMAJ"] > 0 and header["BMIN"] > 0
@@ -175,7 +183,7 @@ def test_run_writes_all_products_with_truth(tmp_path, capsys, caplog):
     assert "Running ICAL pipeline" in messages
     img = tmp_path / "data" / "buff-pb-mvp01-20200523-00001-img"
     vis = tmp_path / "data" / "buff-pb-mvp01-20200523-00001-vis"
-    assert sorted(p.name for p in img.iterdir()) == ALL_PRODUCTS
+    assert sorted(p.name for p in img.iterdir()) == sorted(ALL_PRODUCTS + PB_PRODUCTS)
     assert len(list(vis.glob("*.ms"))) == 3
     for name in FITS_PRODUCTS:
         h = fits.getheader(img / name)

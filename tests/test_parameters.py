@@ -188,6 +188,7 @@ README_DEFAULTS = {  # field: (where the README states its default, the value as
     "catalogue_flux_error": (r"by default ([\d.]+) % in flux", lambda v: float(v) / 100),
     "catalogue_position_error": (r"% in flux and ([\d.]+)″ in position", float),
     "prefix": (r"`prefix` parameter \(`-name`; by default `([\w.-]+)`\)", str),
+    "pb_correct": (r"`pb_correct`, default (auto):", lambda v: None),
 }
 
 

@@ -37,6 +37,7 @@ def test_simulate_writes_products(tmp_path, capsys):
         "catalogue_skymodel.txt",
         "simulation.json",
         "truth_gains.h5",
+        "truth_intrinsic_skymodel.txt",
         "truth_skymodel.txt",
     ]
     assert names == sorted([*expected, "provenance.json"])

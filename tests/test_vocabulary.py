@@ -33,6 +33,8 @@ CONTAINED = {
             (V.TRUTH_SKYMODEL_FILE, "TRUTH_SKYMODEL_FILE"),
             (V.CATALOGUE_FILE, "CATALOGUE_FILE"),
             (V.TRUTH_GAINS_FILE, "TRUTH_GAINS_FILE"),
+            (V.TRUTH_INTRINSIC_FILE, "TRUTH_INTRINSIC_FILE"),
+            (V.SIMULATION_FILE, "SIMULATION_FILE"),
         )
     },  # fmt: skip
     **{prefix: "the key functions" for prefix in V.TOP_LEVEL},

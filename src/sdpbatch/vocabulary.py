@@ -178,8 +178,16 @@ PRODUCT_SUFFIXES = {
     "deconvolved_cube": "_deconvolved_cube.fits",
     "gains": "_gains.h5",
     "preview": "_restored.png",
+    "beam": "_beam.fits",
+    "restored_pb": "_restored_pb.fits",
+    "sources": "_sources.txt",
+    "sources_pb": "_sources_pb.txt",
 }
-"""The file of each role of a product set, after its prefix."""
+"""The file of each role of a product set, after its prefix.  Only with primary-beam
+correction: ``beam`` (the average station power beam on the image grid, WSClean's
+``-beam-0.fits``), ``restored_pb`` (the restored image divided by it, WSClean's
+``-image-pb.fits``) and the clean model as component lists, ``sources`` with apparent and
+``sources_pb`` with intrinsic fluxes (WSClean's ``-sources.txt`` and ``-sources-pb.txt``)."""
 
 
 def product_files(prefix: str) -> dict[str, str]:
@@ -187,8 +195,13 @@ def product_files(prefix: str) -> dict[str, str]:
     return {**{role: prefix + end for role, end in PRODUCT_SUFFIXES.items()}, "qa": QA_FILE}
 
 
+SIMULATION_FILE = "simulation.json"
+"""The simulation's record beside its MeasurementSets: its parameters (so the station beam the
+data were observed with), counts, the files it wrote (:mod:`sdpbatch.io.truth`)."""
 TRUTH_SKYMODEL_FILE = "truth_skymodel.txt"
 """The simulation's sky as the visibilities hold it (:mod:`sdpbatch.io.truth`)."""
+TRUTH_INTRINSIC_FILE = "truth_intrinsic_skymodel.txt"
+"""The simulation's sky before the station beam (intrinsic fluxes)."""
 CATALOGUE_FILE = "catalogue_skymodel.txt"
 """The simulation's catalogue of its field (the sky with a survey's errors)."""
 TRUTH_GAINS_FILE = "truth_gains.h5"

@@ -63,6 +63,7 @@ ANGLE_UNITS = {
 }
 FLUX_UNITS = {"": 1.0, "jy": 1.0, "mjy": 1e-3, "ujy": 1e-6, "µjy": 1e-6}
 NULL_WORDS = ("auto", "null", "none")
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on"), ("false", "no", "off")
 
 
 def _quantity(text: str, units: dict[str, float], what: str) -> float:
@@ -138,6 +139,10 @@ def _plain(f: Field, word: str) -> Any:
         return None
     if f.name in PATH_FIELDS and word not in PATH_FIELDS[f.name] and word.strip():
         return str(Path(word).expanduser().resolve())
+    if kind == "bool":  # an optional bool takes a word: true, false or auto
+        if word.lower() not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError(f"expected true, false or auto, got {word!r}")
+        return word.lower() in TRUE_WORDS
     return word if kind == "str" else _number(word, kind)
 
 

@@ -198,6 +198,7 @@ def _print_ical_products(products) -> None:
 
 def _cmd_ical(args: argparse.Namespace) -> int:
     from sdpbatch.execution.pipeline import calibration_model, ical_pipeline, truth_present
+    from sdpbatch.execution.primary_beam import beam_to_apply
     from sdpbatch.io.ms_set import check_measurement_sets
 
     params = _fit_to_machine(parameters_from(args, args.params), args)
@@ -214,8 +215,9 @@ def _cmd_ical(args: argparse.Namespace) -> int:
         )
     folders = {p.resolve().parent for p in args.ms}
     truth_dir = args.truth or (folders.pop() if len(folders) == 1 else None)  # sdpbatch's own
-    with named_as_typed(args):  # a --sky-model file that cannot be read
+    with named_as_typed(args):  # a --sky-model file that cannot be read, --pb-correct true
         calibration_model(params, truth_dir)  # before starting any worker
+        beam_to_apply(params, args.ms)
     from sdpbatch.execution.ical.plan import resolve_channel_blocks
     from sdpbatch.io.space import image_products_bytes
 

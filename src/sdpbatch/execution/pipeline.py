@@ -20,6 +20,7 @@ from typing import Any
 
 from sdpbatch.execution.ical import run_ical
 from sdpbatch.execution.ical.checkpoint import check_fingerprint
+from sdpbatch.execution.primary_beam import beam_to_apply
 from sdpbatch.execution.products import write_products
 from sdpbatch.execution.progress import Progress
 from sdpbatch.execution.runner import Runner
@@ -136,6 +137,8 @@ def ical_pipeline(
             paths, data_column=params.data_column, field=params.field, spw=params.spw
         )
     truth, model = _references(params, Path(truth_dir) if truth_dir else None)
+    observed, why = beam_to_apply(params, paths)  # pb_correct true without a beam: refused
+    LOG.info("%s", why)
     saved = checkpoint_dir(out_dir)
     taken_up = _checkpoint_to_resume(saved, params, infos) if resume else None
     nrow, nchan = sum(i.nrow for i in infos), sum(i.nchan for i in infos)
@@ -159,6 +162,7 @@ def ical_pipeline(
         params,
         infos,
         truth=truth,
+        beam=observed,
         extra={"calibration_model": _model_record(model), "write_back": written_back},
         timings=timings,
         started=start,

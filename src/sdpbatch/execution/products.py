@@ -13,9 +13,15 @@ parameter (WSClean's ``-name``; by default ``ska_pipeline_ical``):
   (``Dir00``, ... in the source table with their ra, dec);
 - ``qa.json``: the parameters (so the ``prefix`` the others were named with), image
   statistics, per-cycle statistics, timings and, with the simulation's truth, the
-  solved-vs-true gain phase error and the brightest sources' recovered flux and position;
+  solved-vs-true gain phase error and the brightest sources' recovered flux and position
+  (and their corrected flux against the intrinsic sky, with primary-beam correction);
   moved in after the files above, so it always describes a complete set;
 - ``<prefix>_restored.png``: a preview;
+- with primary-beam correction (:mod:`sdpbatch.execution.primary_beam`): ``<prefix>_beam.fits``
+  (the average station power beam, dimensionless) and ``<prefix>_restored_pb.fits`` (the
+  restored image divided by it, NaN where the beam is below ``PB_LIMIT``), and the clean model as
+  component lists, ``<prefix>_sources.txt`` (apparent fluxes) and ``<prefix>_sources_pb.txt``
+  (intrinsic fluxes) (:mod:`sdpbatch.science.components`);
 - ``provenance.json`` (:mod:`sdpbatch.io.provenance`): where every file came from, written
   and moved in after the others.
 """
@@ -32,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from sdpbatch.execution.ical import IcalResult
+from sdpbatch.execution.primary_beam import PrimaryBeam, components, primary_beam
 from sdpbatch.execution.runner import InProcess, runner_record
 from sdpbatch.io.atomic import TEMP_MARK
 from sdpbatch.io.fits_image import write_fits_image
@@ -41,30 +48,42 @@ from sdpbatch.io.ms_read import MeasurementSetInfo
 from sdpbatch.io.preview import write_preview_png
 from sdpbatch.io.provenance import environment, metadata_identity, write_manifest
 from sdpbatch.io.qa import write_qa
-from sdpbatch.parameters import Parameters
+from sdpbatch.io.skymodel_file import write_sky_model
+from sdpbatch.parameters import PB_LIMIT, Parameters
 from sdpbatch.science.assess import (
     brightest_sources,
     gain_phase_error,
     gains_on,
     gradient_image_shift,
     image_statistics,
+    measure_source,
+    sky_to_pixel,
     source_offsets_summary,
 )
-from sdpbatch.vocabulary import PROVENANCE, product_files
+from sdpbatch.vocabulary import PROVENANCE, TRUTH_INTRINSIC_FILE, product_files
 
 NBRIGHTEST = 10
 
 
-def write_products(out_dir: Path, result, params, infos, *, truth, extra, timings, started, runner):
+def write_products(
+    out_dir: Path, result, params, infos, *, truth, beam, extra, timings, started, runner
+):
     """Images, gains, preview and qa.json (with ``extra`` entries) staged beside ``out_dir``,
-    then moved in; (paths by role, the qa record)."""
+    then moved in; (paths by role, the qa record).  ``beam``: the station beam the data were
+    observed with (its image on the grid and the corrected restored image are written), or
+    None."""
     write_start = time.perf_counter()
+    if runner is None:
+        runner = InProcess(params.threads_per_worker)
+    pb = None if beam is None else primary_beam(beam, result, runner)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f"{out_dir.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     names = product_files(params.prefix)
     try:
-        written = _write_images(staging, result, infos, params)
+        written = _write_images(staging, result, infos, params, pb)
+        if pb is not None:
+            written.update(_write_components(staging, result, params, pb))
         written["gains"] = _write_gains(staging / names["gains"], result)
         written["preview"] = write_preview_png(
             staging / names["preview"],
@@ -76,8 +95,9 @@ def write_products(out_dir: Path, result, params, infos, *, truth, extra, timing
             f"{result.reference_frequency / 1e6:.1f} MHz)",
         )
         now = time.perf_counter()
-        timings = {**timings, "write": now - write_start, "total": now - started}
-        qa = {**build_qa(result, params, infos, truth=truth, timings=timings), **extra}
+        beam_time = {} if pb is None else {"primary_beam": pb.seconds}
+        timings = {**timings, **beam_time, "write": now - write_start, "total": now - started}
+        qa = {**build_qa(result, params, infos, truth=truth, pb=pb, timings=timings), **extra}
         written["qa"] = write_qa(staging / names["qa"], qa)
         manifest = write_manifest(
             staging,
@@ -95,9 +115,7 @@ def _provenance_record(params, infos, *, runner, timings, result) -> dict[str, A
     return {
         "parameters": params.to_dict(),
         "inputs": [metadata_identity(info) for info in infos],
-        "engine": runner_record(
-            runner if runner is not None else InProcess(params.threads_per_worker)
-        ),
+        "engine": runner_record(runner),
         "stages": timings,
         "resumed_from": result.resumed_from,
     }
@@ -122,7 +140,7 @@ def _move_into(
 
 
 def _write_images(
-    staging: Path, result, infos: list[MeasurementSetInfo], params: Parameters
+    staging: Path, result, infos: list[MeasurementSetInfo], params: Parameters, pb
 ) -> dict[str, Path]:
     common = dict(
         phase_centre=result.phase_centre,
@@ -154,6 +172,8 @@ def _write_images(
         "residual_cube": (result.residual_cube, "Jy/beam", None, cube),
         "deconvolved_cube": (result.model_cube, "Jy/pixel", None, cube),
     }
+    if pb is not None:  # WSClean's -beam-0.fits (dimensionless) and -image-pb.fits
+        items.update(beam=(pb.beam, "", None, mfs), restored_pb=(pb.restored, "Jy/beam", beam, mfs))
     names = product_files(params.prefix)
     written = {}
     for role, (image, bunit, beam_, axis) in items.items():
@@ -170,6 +190,20 @@ def _write_images(
             **common,
         )
     return written
+
+
+def _write_components(staging: Path, result, params: Parameters, pb) -> dict[str, Path]:
+    """The clean model as component lists, apparent and intrinsic fluxes apart."""
+    apparent, intrinsic = components(result, pb)
+    names = product_files(params.prefix)
+    where = f"ICAL's clean model of {params.prefix}: one point component per model pixel,"
+    return {
+        "sources": write_sky_model(staging / names["sources"], apparent, header=[
+            where, "APPARENT fluxes (as the data hold them: times the station beam)."]),
+        "sources_pb": write_sky_model(staging / names["sources_pb"], intrinsic, header=[
+            where, f"INTRINSIC fluxes (divided by the station beam of {names['beam']};",
+            f"components where it is below {PB_LIMIT} left out)."]),
+    }  # fmt: skip
 
 
 def _software_history() -> list[str]:
@@ -228,9 +262,11 @@ def build_qa(
     infos: list[MeasurementSetInfo],
     *,
     truth=None,
+    pb: PrimaryBeam | None = None,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    """The QA record: inputs, image statistics, cycles, timings and the truth comparison."""
+    """The QA record: inputs, image statistics, cycles, timings and the truth comparison
+    (with the primary-beam corrected fluxes when there is a ``pb``)."""
     residual0 = np.asarray(result.residual_taylor)[0]
     beam = result.clean_beam
     qa: dict[str, Any] = {
@@ -255,6 +291,7 @@ def build_qa(
         "cycles": [c.to_dict() for c in result.cycles],
         "final": result.final.to_dict() if result.final else None,
         "selfcal_undone": list(result.undone),
+        "primary_beam": None if pb is None else pb.record(),
         "timings_s": timings,
     }
     if result.directions is not None:
@@ -265,11 +302,11 @@ def build_qa(
             for name, rd, stats in zip(found.names, found.radec, found.stats, strict=True)
         ]  # fmt: skip
     if truth is not None:
-        qa["truth"] = compare_with_truth(result, truth)
+        qa["truth"] = compare_with_truth(result, truth, pb=pb)
     return qa
 
 
-def compare_with_truth(result: IcalResult, truth) -> dict[str, Any]:
+def compare_with_truth(result: IcalResult, truth, *, pb: PrimaryBeam | None = None) -> dict:
     """Solved-vs-true phase error and the brightest true sources measured in the restored image.
 
     Self-calibration cannot determine a linear phase gradient across the array: what it
@@ -316,6 +353,8 @@ def compare_with_truth(result: IcalResult, truth) -> dict[str, Any]:
         cellsize=result.cellsize,
         count=NBRIGHTEST,
     )
+    if pb is not None:
+        out.update(_pb_fluxes(sources, pb.restored, truth, result))
     for s in sources:
         k = s.pop("index")
         s.update(
@@ -326,3 +365,22 @@ def compare_with_truth(result: IcalResult, truth) -> dict[str, Any]:
     out["brightest_sources"] = sources
     out.update(source_offsets_summary(sources))
     return out
+
+
+def _pb_fluxes(sources: list[dict], restored_pb: np.ndarray, truth, result) -> dict[str, Any]:
+    """The measured sources' intrinsic fluxes (the truth's sky before the station beam) beside
+    their flux in the primary-beam corrected image, added to each source; the worst error."""
+    sky = truth.intrinsic
+    if sky is None:
+        return {"pb_flux_comparison": f"no {TRUTH_INTRINSIC_FILE} in the truth"}
+    flux = sky.flux_at(np.asarray(result.channel_frequencies)).mean(axis=1)
+    n, image = restored_pb.shape[0], np.nan_to_num(restored_pb)
+    errors = []
+    for s in sources:
+        k = s["index"]
+        ix, iy = sky_to_pixel(sky.ra[k], sky.dec[k], result.phase_centre, result.cellsize, n)
+        measured = measure_source(image, float(ix), float(iy))[0]
+        s.update(intrinsic_flux_jy=float(flux[k]), pb_corrected_flux_jy=measured,
+                 pb_flux_ratio=measured / float(flux[k]))  # fmt: skip
+        errors.append(abs(measured / float(flux[k]) - 1.0))
+    return {"max_pb_flux_error": max(errors)} if errors else {}

@@ -33,7 +33,7 @@ from sdpbatch.io.layout_file import load_layout
 from sdpbatch.io.ms_write import MeasurementSetLayout, create_measurement_set
 from sdpbatch.io.provenance import write_manifest
 from sdpbatch.io.skymodel_file import read_sky_model
-from sdpbatch.io.truth import SUMMARY_FILE, write_truth
+from sdpbatch.io.truth import write_truth
 from sdpbatch.parameters import GLEAM_LIKE, RESULT_NEUTRAL, ParameterError, Parameters
 from sdpbatch.science.constants import STATION_DIAMETER
 from sdpbatch.science.gains import corrupt, random_gains
@@ -62,7 +62,9 @@ from sdpbatch.science.uvw import antenna_uvw, baseline_uvw
 from sdpbatch.science.visibility import Visibilities
 from sdpbatch.vocabulary import (
     PROVENANCE,
+    SIMULATION_FILE,
     TRUTH_GAINS_FILE,
+    TRUTH_INTRINSIC_FILE,
     TRUTH_IONOSPHERE_FILE,
     TRUTH_SKYMODEL_FILE,
 )
@@ -97,6 +99,7 @@ class SimulationSetup:
     antenna1: np.ndarray  # (nbl,)
     antenna2: np.ndarray  # (nbl,)
     sky: SkyModel  # apparent (beam-attenuated) sources
+    intrinsic: SkyModel  # the same before the beam
     gains: np.ndarray  # (ntimes, nant) complex
     catalogue: SkyModel  # apparent, as a survey catalogue gives them (flux, position errors)
     direction_gains: DirectionGains | None = None  # EveryBeam beams, ionosphere
@@ -196,6 +199,7 @@ def prepare_simulation(params: Parameters) -> SimulationSetup:
         antenna1=a1,
         antenna2=a2,
         sky=apparent_sky(intrinsic, phase_centre, freqs, response=response),
+        intrinsic=intrinsic,
         gains=gains,
         catalogue=apparent_sky(
             _catalogue(params, intrinsic), phase_centre, freqs, response=response
@@ -331,6 +335,7 @@ def _summary(setup: SimulationSetup, ms_paths: list[Path]) -> dict:
         "measurement_sets": [p.name for p in ms_paths],
         "truth": {
             "sky_model": TRUTH_SKYMODEL_FILE,
+            "intrinsic_sky_model": TRUTH_INTRINSIC_FILE,
             "gains": TRUTH_GAINS_FILE,
             **({"ionosphere": TRUTH_IONOSPHERE_FILE} if setup.params.ionosphere_rms_phase else {}),
         },
@@ -361,6 +366,7 @@ def _write_truth(setup: SimulationSetup, out_dir: Path, ms_paths: list[Path]) ->
     return write_truth(
         out_dir,
         apparent_sky=setup.sky,
+        intrinsic_sky=setup.intrinsic,
         catalogue=setup.catalogue,
         gains=setup.gains,
         times=setup.times,
@@ -458,7 +464,7 @@ def reusable_simulation(params: Parameters, out_dir: Path) -> SimulationProducts
     if changed:
         LOG.info("Simulating again: made with other %s", ", ".join(changed))
         return None
-    summary = json.loads((out_dir / SUMMARY_FILE).read_text())
+    summary = json.loads((out_dir / SIMULATION_FILE).read_text())
     ms_paths = [out_dir / name for name in summary["measurement_sets"]]
     return SimulationProducts(
         ms_paths=ms_paths,

@@ -31,7 +31,7 @@ from sdpbatch.science.aperture_array import (
 from sdpbatch.science.constants import SITE_LAT
 from sdpbatch.science.ionosphere import ionosphere_gains, screen_phases, von_karman_screen
 from sdpbatch.science.observation import hour_angles
-from sdpbatch.science.skymodel import SkyModel
+from sdpbatch.science.skymodel import SkyModel, station_beam
 
 POWER_FLOOR = 1e-30
 """Mean beam power below which a source counts as in a null (gains divided by this root)."""
@@ -89,6 +89,29 @@ def power_response(params: Parameters, gains: DirectionGains | None) -> np.ndarr
     return gains.beams.power
 
 
+def average_power(
+    params: Parameters,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    *,
+    phase_centre: tuple[float, float],
+    nstations: int,
+    frequencies: np.ndarray,
+) -> np.ndarray:
+    """(n, nfreq) the station power beam the simulation of ``params`` applied towards (ra, dec)
+    rad at ``frequencies`` Hz, averaged over its ``nstations`` stations and its times: what
+    the apparent fluxes of its truth hold (:func:`power_response`, the Airy beam of
+    ``apparent_sky``), here at any direction (ICAL's primary-beam image)."""
+    ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+    freqs = np.atleast_1d(np.asarray(frequencies, dtype=np.float64))
+    if params.beam == "none":
+        return np.ones((ra.size, freqs.size))
+    if params.beam == "airy":
+        return station_beam(ra, dec, phase_centre, freqs)
+    directions = horizon_directions(ra, dec, phase_centre, hour_angles(params.ntimes), SITE_LAT)
+    return _station_beams(params, directions, phase_centre, nstations, freqs).power
+
+
 def direction_gains(
     params: Parameters,
     sky: SkyModel,
@@ -105,7 +128,11 @@ def direction_gains(
     directions = horizon_directions(
         sky.ra, sky.dec, phase_centre, hour_angles(params.ntimes), SITE_LAT
     )
-    beams = _station_beams(params, directions, phase_centre, enu, frequencies) if beam else None
+    beams = (
+        _station_beams(params, directions, phase_centre, enu.shape[0], frequencies)
+        if beam
+        else None
+    )
     screen = None
     if params.ionosphere_rms_phase > 0:
         rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(4,)))
@@ -123,7 +150,7 @@ def direction_gains(
     return DirectionGains(beams=beams, ionosphere=screen)
 
 
-def _station_beams(params, directions, phase_centre, enu, frequencies) -> StationBeams:
+def _station_beams(params, directions, phase_centre, nstations, frequencies) -> StationBeams:
     pointing = horizon_directions(
         np.array([phase_centre[0]]), np.array([phase_centre[1]]), phase_centre,
         hour_angles(params.ntimes), SITE_LAT,
@@ -137,7 +164,7 @@ def _station_beams(params, directions, phase_centre, enu, frequencies) -> Statio
     rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(3,)))
     beams = StationBeams(
         elements=vogel_layout(),
-        rotations=rng.uniform(0.0, 2.0 * np.pi, enu.shape[0]),
+        rotations=rng.uniform(0.0, 2.0 * np.pi, nstations),
         directions=directions,
         pointing=pointing,
         element_gain=element / at_pointing[:, None, :],

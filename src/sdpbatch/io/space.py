@@ -85,9 +85,10 @@ def simulation_bytes(*, nfreqwin: int, ntimes: int, nbaselines: int, nchan: int 
 
 
 def image_products_bytes(*, npixel: int, nfreqwin: int) -> int:
-    """About the bytes ICAL's products take: three MFS images and three cubes of float32,
-    gains, QA and preview (small)."""
-    return int(npixel**2 * 4 * (3 + 3 * nfreqwin) + 2 * MB)
+    """About the bytes ICAL's products take: five MFS images (restored, residual, model and,
+    with primary-beam correction, the beam and the corrected image) and three cubes of
+    float32; gains, QA, preview and component lists (a line per model pixel) small."""
+    return int(npixel**2 * 4 * (5 + 3 * nfreqwin) + 2 * MB)
 
 
 def check_space(needs: Iterable[tuple[Path, int]]) -> None:

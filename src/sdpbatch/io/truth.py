@@ -4,6 +4,8 @@ Files in the output directory:
 
 - ``truth_skymodel.txt``: the APPARENT (beam-attenuated) point sources exactly as the
   visibilities contain them, WSClean/DP3 format (:mod:`sdpbatch.io.skymodel_file`);
+- ``truth_intrinsic_skymodel.txt``: the same sources before the station beam (INTRINSIC
+  fluxes and spectra), same order and names: what a primary-beam corrected image shows;
 - ``catalogue_skymodel.txt``: the same sources as a survey catalogue records them (flux and
   position errors, ``catalogue_*_error`` parameters), apparent fluxes, same format: what ICAL
   calibrates against first (``calibration_model`` 'catalogue'), so that it is not the truth;
@@ -33,12 +35,13 @@ from sdpbatch.io.skymodel_file import read_sky_model, write_sky_model
 from sdpbatch.science.skymodel import SkyModel
 from sdpbatch.vocabulary import (
     CATALOGUE_FILE,
+    SIMULATION_FILE,
     TRUTH_GAINS_FILE,
+    TRUTH_INTRINSIC_FILE,
     TRUTH_IONOSPHERE_FILE,
     TRUTH_SKYMODEL_FILE,
 )
 
-SUMMARY_FILE = "simulation.json"
 BEAM_HEADERS = {
     "airy": (
         "Truth of an sdpbatch simulation: APPARENT fluxes (intrinsic x SKA1-Low station beam",
@@ -63,12 +66,14 @@ class Truth:
     sky: SkyModel
     gains: GainTable
     summary: dict[str, Any]
+    intrinsic: SkyModel | None = None  # before the station beam (absent in older truths)
 
 
 def write_truth(
     out_dir: str | Path,
     *,
     apparent_sky: SkyModel,
+    intrinsic_sky: SkyModel,
     catalogue: SkyModel,
     gains: np.ndarray,
     times: np.ndarray,
@@ -96,6 +101,14 @@ def write_truth(
     )
     paths = [
         write_sky_model(out / TRUTH_SKYMODEL_FILE, apparent_sky, header=header),
+        write_sky_model(
+            out / TRUTH_INTRINSIC_FILE,
+            intrinsic_sky,
+            header=[
+                "Truth of an sdpbatch simulation: INTRINSIC fluxes, the sky before the station",
+                f"beam; {TRUTH_SKYMODEL_FILE} holds the same sources as the visibilities do.",
+            ],
+        ),
         write_sky_model(out / CATALOGUE_FILE, catalogue, header=catalogue_header),
         write_gain_table(
             out / TRUTH_GAINS_FILE,
@@ -118,7 +131,7 @@ def write_truth(
                 attributes=ionosphere_attributes or {},
             )
         )
-    target = out / SUMMARY_FILE
+    target = out / SIMULATION_FILE
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     paths.append(target)
@@ -179,13 +192,33 @@ def read_ionosphere(path: str | Path) -> dict[str, np.ndarray]:
 def read_truth(directory: str | Path) -> Truth:
     """Read the truth files of a simulation output directory."""
     d = Path(directory)
-    summary_path = d / SUMMARY_FILE
+    summary_path = d / SIMULATION_FILE
     try:
         summary = json.loads(summary_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{summary_path}: cannot read the simulation summary ({err})") from err
+    intrinsic = d / TRUTH_INTRINSIC_FILE
     return Truth(
         sky=read_sky_model(d / TRUTH_SKYMODEL_FILE),
         gains=read_gain_table(d / TRUTH_GAINS_FILE),
         summary=summary,
+        intrinsic=read_sky_model(intrinsic) if intrinsic.is_file() else None,
     )
+
+
+def simulation_record(ms_paths) -> tuple[Path, dict[str, Any]] | None:
+    """(its path, its content) of the one ``simulation.json`` that lists every MeasurementSet of
+    ``ms_paths`` (beside them, by name), or None: MeasurementSets sdpbatch did not simulate,
+    or from several simulations, or a record that cannot be read."""
+    folders = {Path(p).resolve().parent for p in ms_paths}
+    if len(folders) != 1:
+        return None
+    path = folders.pop() / SIMULATION_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    listed = set(record.get("measurement_sets", [])) if isinstance(record, dict) else set()
+    if not ms_paths or any(Path(p).name not in listed for p in ms_paths):
+        return None
+    return path, record

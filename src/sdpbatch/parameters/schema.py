@@ -20,6 +20,7 @@ from sdpbatch.vocabulary import (
     BUFFER_NAME_ALLOWED,
     CATALOGUE_FILE,
     DEFAULT_PRODUCT_PREFIX,
+    SIMULATION_FILE,
     is_buffer_name,
     product_files,
 )
@@ -35,6 +36,9 @@ CATALOGUE = "catalogue"
 NO_MODEL = "none"
 BEAMS = ("airy", "everybeam", "none")
 """The station beams the simulation knows (parameter ``beam``)."""
+PB_LIMIT = 0.005
+"""The primary-beam corrected image is blank (NaN) where the beam is below this (WSClean's
+``-primary-beam-limit`` default)."""
 
 
 def is_file_prefix(name: str) -> bool:
@@ -209,6 +213,17 @@ SCHEMA: tuple[Field, ...] = (
           f"file name prefix of the ICAL products ({product_files('<prefix>')['restored']}, ...)",
           is_file_prefix, "letters, digits, '_', '.', '-'; 1 to 96, no path", "imaging",
           "-name PREFIX"),
+    Field("pb_correct", "optional-bool", None,
+          "primary-beam correction: write the average station power beam on the image grid "
+          f"({product_files('<prefix>')['beam']}) and the restored image divided by it "
+          f"({product_files('<prefix>')['restored_pb']}, blank where the beam is below "
+          f"{PB_LIMIT}, WSClean's -primary-beam-limit), and the clean model as component lists "
+          f"with apparent and intrinsic fluxes ({product_files('<prefix>')['sources']}, "
+          f"{product_files('<prefix>')['sources_pb']}); the beam is the one the simulation "
+          f"that wrote the MeasurementSets recorded (its {SIMULATION_FILE} beside them); "
+          "null or auto: on when that beam is known and not 'none', off for MeasurementSets "
+          "without one (logged); true: refused when no beam is known",
+          None, "true, false, or null (auto)", "imaging", "--pb-correct true|false|auto"),
     # --- deconvolution ---------------------------------------------------------------------------
     Field("nmajor", "int", 5, "number of major (self-calibration) cycles", _range(0, 100),
           "0 to 100", "deconvolution", "-nmiter N"),
@@ -332,6 +347,7 @@ RESULT_NEUTRAL = frozenset(
         "prefix",
         "write_model",
         "write_corrected",
+        "pb_correct",
     }
 )
 """Fields that decide where and how fast a run goes, or what it also writes, not its images,

@@ -188,6 +188,7 @@ class Parameters:
     grid_epsilon: float = _default("grid_epsilon")
     small_inversion: bool = _default("small_inversion")
     prefix: str = _default("prefix")
+    pb_correct: bool | None = _default("pb_correct")
     nmajor: int = _default("nmajor")
     niter: int = _default("niter")
     clean_gain: float = _default("clean_gain")

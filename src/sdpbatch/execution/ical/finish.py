@@ -130,6 +130,9 @@ def _result(run, state, ending: Ending, final: FinalImages, record) -> IcalResul
         clean_beam=ending.beam,
         frequencies=np.array([b.frequency for b in run.blocks]),
         bandwidths=np.array([b.bandwidth for b in run.blocks]),
+        block_weights=np.array(
+            [ending.residual.weights.get(b, 0.0) for b in range(len(run.blocks))]
+        ),
         channel_frequencies=frequencies,
         reference_frequency=reference,
         cellsize=ending.cellsize,

@@ -128,6 +128,9 @@ class IcalResult:
     antenna_names: list[str]
     antenna_positions: np.ndarray
     channel_frequencies: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (nchan,) Hz
+    block_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """(nblock,) the imaging weight summed over each channel block: the Taylor-0 (MFS) images
+    are the blocks' images averaged with these weights."""
     cycles: list[CycleRecord] = field(default_factory=list)
     final: FinalRecord | None = None
     undone: list[dict] = field(default_factory=list)
