@@ -5,8 +5,10 @@ Handles are task results: values in-process, futures on Dask.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +65,7 @@ class Run:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     clock: StageClock = field(default_factory=StageClock)
     started: float = field(default_factory=time.perf_counter)
+    serial: Iterator[int] = field(default_factory=itertools.count)
 
     @property
     def frequencies(self) -> np.ndarray:
@@ -73,18 +76,23 @@ class Run:
     def ngroups(self) -> int:
         return len(self.groups)
 
+    def _key(self, name: str) -> str:
+        """A task key never used before in this run: a step made again (a cycle redone after
+        a term is undone) must not be answered by Dask with the first one's result."""
+        return f"ical-{name}-n{next(self.serial)}"
+
     def per_group(self, fn, name: str, *per_group: list, shared: tuple = ()) -> list:
         """One task per group (or item: a minor cycle's tile), item ``g`` pinned to worker
         slot ``g`` (modulo the workers)."""
         items = zip(*per_group, strict=True)
         return [
-            self.runner.submit(fn, *args, *shared, key=f"ical-{name}-{g}", slot=g)
+            self.runner.submit(fn, *args, *shared, key=self._key(f"{name}-{g}"), slot=g)
             for g, args in enumerate(items)
         ]
 
     def one(self, fn, name: str, *args: Any) -> Any:
         """A task that combines the groups' results (on worker 0, like the clean)."""
-        return self.runner.submit(fn, *args, key=f"ical-{name}", slot=0)
+        return self.runner.submit(fn, *args, key=self._key(name), slot=0)
 
     def tree(self, fn, name: str, handles: list) -> Any:
         """``fn`` applied pairwise over the groups' results, level by level, on the cluster
@@ -95,7 +103,7 @@ class Run:
             pairs = range(0, len(handles), 2)
             handles = [
                 self.runner.submit(
-                    fn, *handles[i : i + 2], key=f"ical-{name}-{level}-{i}", slot=slots[i]
+                    fn, *handles[i : i + 2], key=self._key(f"{name}-{level}-{i}"), slot=slots[i]
                 )
                 if i + 1 < len(handles)
                 else handles[i]
