@@ -469,3 +469,26 @@ def test_a_lost_scratch_chunk_is_read_again(observation, monkeypatch, tmp_path):
         assert np.allclose(b[1], 1.5 * k, rtol=0, atol=1e-9)
     remove_scratch("lost")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_step_made_again_gets_new_task_keys():
+    """A cycle made again (a gain term undone) submits its steps under the same names: Dask
+    answers a key it still holds with the first result, so every submission's key is new."""
+    from sdpbatch.execution.ical.state import Run
+
+    class Recording:
+        def __init__(self):
+            self.keys = []
+
+        def submit(self, fn, *args, key, slot=None):
+            self.keys.append(key)
+            return fn(*args)
+
+    runner = Recording()
+    run = Run(runner, None, None, None, [], [], [[], []], None, None)
+    for _ in range(2):
+        run.one(abs, "clean-3", -1)
+        run.per_group(abs, "residual-3", [-1, -2])
+        run.tree(max, "residual-3-sum", [1, 2])
+    assert len(runner.keys) == 8 == len(set(runner.keys))  # one, two groups, one tree step
+    assert all(k.startswith("ical-clean-3-") for k in runner.keys[::4])
