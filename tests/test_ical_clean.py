@@ -8,7 +8,8 @@ import pytest
 from ducc0.wgridder.experimental import vis2dirty
 from scipy.signal import fftconvolve
 
-from sdpbatch.science.clean import far_sidelobe, msmfs_clean, scale_kernel
+from sdpbatch.science.clean import msmfs_clean, scale_kernel
+from sdpbatch.science.clean_psf import far_sidelobe
 
 NPIXEL = 256
 SUPPORT = 100

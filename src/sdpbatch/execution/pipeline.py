@@ -132,17 +132,15 @@ def ical_pipeline(
     """
     start = time.perf_counter()
     paths = [Path(p) for p in ms_paths]
-    if infos is None:
-        infos = check_measurement_sets(
-            paths, data_column=params.data_column, field=params.field, spw=params.spw
-        )
+    infos = infos or check_measurement_sets(
+        paths, data_column=params.data_column, field=params.field, spw=params.spw
+    )
     truth, model = _references(params, Path(truth_dir) if truth_dir else None)
     observed, why = beam_to_apply(params, paths)  # pb_correct true without a beam: refused
     LOG.info("%s", why)
     saved = checkpoint_dir(out_dir)
     taken_up = _checkpoint_to_resume(saved, params, infos) if resume else None
-    nrow, nchan = sum(i.nrow for i in infos), sum(i.nchan for i in infos)
-    LOG.info("ICAL of %d MeasurementSet(s): %d rows x %d channels in all", len(paths), nrow, nchan)
+    _log_inputs(infos)
     result = run_ical(
         paths,
         params,
@@ -153,21 +151,10 @@ def ical_pipeline(
         checkpoint=saved,
         resume=taken_up,
     )
-    written_back = _write_back(infos, result, params, runner)
-    write_start = time.perf_counter()
-    timings = {**result.timings, "write_back": write_start - start - result.timings["total"]}
-    final, qa = write_products(
-        Path(out_dir),
-        result,
-        params,
-        infos,
-        truth=truth,
-        beam=observed,
-        extra={"calibration_model": _model_record(model), "write_back": written_back},
-        timings=timings,
-        started=start,
-        runner=runner,
-    )
+    write_start, (final, qa) = _write(
+        Path(out_dir), result, params, infos, truth=truth, beam=observed, model=model,
+        runner=runner, started=start,
+    )  # fmt: skip
     remove_checkpoint(saved)
     seconds = time.perf_counter() - start
     LOG.info("ICAL products in %s (%.1f s)", out_dir, seconds)
@@ -175,6 +162,31 @@ def ical_pipeline(
     return IcalProducts(
         out_dir=Path(out_dir), paths=final, qa=qa, seconds=seconds, stage_intervals=intervals
     )
+
+
+def _write(out_dir: Path, result, params, infos, *, truth, beam, model, runner, started):
+    """(when writing began, (the product files, qa)): MODEL_DATA/CORRECTED_DATA written back
+    into the MeasurementSets, then the product set."""
+    written_back = _write_back(infos, result, params, runner)
+    write_start = time.perf_counter()
+    timings = {**result.timings, "write_back": write_start - started - result.timings["total"]}
+    return write_start, write_products(
+        out_dir,
+        result,
+        params,
+        infos,
+        truth=truth,
+        beam=beam,
+        extra={"calibration_model": _model_record(model), "write_back": written_back},
+        timings=timings,
+        started=started,
+        runner=runner,
+    )
+
+
+def _log_inputs(infos: list[MeasurementSetInfo]) -> None:
+    nrow, nchan = sum(i.nrow for i in infos), sum(i.nchan for i in infos)
+    LOG.info("ICAL of %d MeasurementSet(s): %d rows x %d channels in all", len(infos), nrow, nchan)
 
 
 def _checkpoint_to_resume(path: Path, params: Parameters, infos):

@@ -101,14 +101,7 @@ def write_truth(
     )
     paths = [
         write_sky_model(out / TRUTH_SKYMODEL_FILE, apparent_sky, header=header),
-        write_sky_model(
-            out / TRUTH_INTRINSIC_FILE,
-            intrinsic_sky,
-            header=[
-                "Truth of an sdpbatch simulation: INTRINSIC fluxes, the sky before the station",
-                f"beam; {TRUTH_SKYMODEL_FILE} holds the same sources as the visibilities do.",
-            ],
-        ),
+        write_sky_model(out / TRUTH_INTRINSIC_FILE, intrinsic_sky, header=INTRINSIC_HEADER),
         write_sky_model(out / CATALOGUE_FILE, catalogue, header=catalogue_header),
         write_gain_table(
             out / TRUTH_GAINS_FILE,
@@ -131,11 +124,21 @@ def write_truth(
                 attributes=ionosphere_attributes or {},
             )
         )
-    target = out / SIMULATION_FILE
-    with atomic_path(target) as tmp:
+    return [*paths, _write_summary(out / SIMULATION_FILE, summary)]
+
+
+def _write_summary(path: Path, summary: dict[str, Any]) -> Path:
+    """The simulation's parameters and figures (``simulation.json``), atomically."""
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    paths.append(target)
-    return paths
+    return path
+
+
+INTRINSIC_HEADER = [
+    "Truth of an sdpbatch simulation: INTRINSIC fluxes, the sky before the station",
+    f"beam; {TRUTH_SKYMODEL_FILE} holds the same sources as the visibilities do.",
+]
+"""The header lines of the intrinsic truth sky model."""
 
 
 def _headers(freqs, phase_centre, beam: str, ionosphere) -> tuple[list[str], list[str]]:

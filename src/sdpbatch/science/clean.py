@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from ducc0.fft import c2r, good_size, r2c
 
+from sdpbatch.science.clean_psf import stopping_level
 from sdpbatch.science.parallel import side_by_side
 
 #: The sub-minor loop at one scale runs until its best value falls below this fraction of the
@@ -140,7 +141,8 @@ def msmfs_clean(
     threshold : absolute stopping level, Jy/beam.
     fractional_threshold : stopping level relative to the peak at the start.
     psf_support : half-width in pixels of the PSF patch used (clipped to N // 2 - 1; the whole
-        PSF when its sidelobes outside the patch are high, see :func:`patch_support`).
+        PSF when its sidelobes outside the patch are high, see
+        :func:`~sdpbatch.science.clean_psf.patch_support`).
     nthreads : FFTs run side by side on this many threads, each on one, so the result does not
         depend on it (:mod:`sdpbatch.science.parallel`).
     keep : (N, N) bool, the pixels whose components go into ``model_taylor`` (a sub-image's
@@ -152,13 +154,8 @@ def msmfs_clean(
     nmoment, npixel, _ = residual_taylor.shape
     residual = residual_taylor.copy()
     peak_start = float(np.abs(residual[0]).max())
-    level, support = stopping_level(
-        residual[0],
-        psf_taylor[0],
-        threshold=threshold,
-        fractional_threshold=fractional_threshold,
-        psf_support=psf_support,
-    )
+    limits = dict(threshold=threshold, fractional_threshold=fractional_threshold)
+    level, support = stopping_level(residual[0], psf_taylor[0], psf_support=psf_support, **limits)
 
     operator = _CleanOperator(psf_taylor, scales, support, npixel, nmoment, nthreads)
     residual_hat = np.stack(side_by_side(operator.fft, residual, nthreads))
@@ -169,9 +166,7 @@ def msmfs_clean(
     if components:
         residual = np.stack(side_by_side(operator.image, residual_hat, nthreads)).astype(float)
     if keep is not None:
-        keep = np.asarray(keep, dtype=bool)
-        model_by_scale *= keep
-        components = int(keep.ravel()[np.asarray(picked, dtype=int)].sum())
+        components = _keep_only(model_by_scale, picked, np.asarray(keep, dtype=bool))
     return CleanResult(
         model_taylor=operator.model_image(model_by_scale),
         residual_taylor=residual,
@@ -182,86 +177,10 @@ def msmfs_clean(
     )
 
 
-def stopping_level(
-    residual0: np.ndarray,
-    psf0: np.ndarray,
-    *,
-    threshold: float,
-    fractional_threshold: float,
-    psf_support: int,
-) -> tuple[float, int]:
-    """(level Jy/beam, PSF patch half-width px) of a minor cycle on the term-0 residual
-    ``residual0`` (N, N) with the term-0 PSF ``psf0`` (N, N): the highest of the absolute,
-    fractional and far-sidelobe levels (see the module's docstring), and
-    :func:`patch_support`."""
-    support = patch_support(psf0, psf_support)
-    peak = float(np.abs(residual0).max())
-    level = max(threshold, fractional_threshold * peak, far_sidelobe(psf0, support) * peak)
-    return level, support
-
-
-def subtract_model(
-    residual_taylor: np.ndarray,
-    psf_taylor: np.ndarray,
-    model_taylor: np.ndarray,
-    *,
-    support: int,
-    nthreads: int = 1,
-) -> np.ndarray:
-    """``R_k - sum_q P_(k+q) * M_q`` (``*``: convolution with the PSF cut to ``±support``
-    pixels, by FFTs in single precision as each outer step of :func:`msmfs_clean`; the
-    difference in double): the residual (nmoment, N, N) Jy/beam after a model
-    ``model_taylor`` (nmoment, N, N) Jy/pixel found apart from it (e.g. sub-image by
-    sub-image).  ``psf_taylor`` (2 nmoment - 1, N, N), peak at ``(N // 2, N // 2)``.  The FFTs
-    run side by side on ``nthreads`` threads, one each."""
-    nmoment, npixel, _ = residual_taylor.shape
-    size = good_size(npixel + support + 1, True)  # no wrap-around into [:N, :N]
-    window = slice(npixel // 2 - support, npixel // 2 + support + 1)
-
-    def spectrum(image: np.ndarray, centre: int = 0) -> np.ndarray:
-        grid = np.zeros((size, size), dtype=np.float32)
-        grid[: image.shape[0], : image.shape[1]] = image
-        if centre:  # a kernel: its centre on pixel (0, 0)
-            grid = np.roll(grid, (-centre, -centre), axis=(0, 1))
-        return r2c(grid, axes=(0, 1))
-
-    psf_hat = side_by_side(lambda p: spectrum(p[window, window], support), psf_taylor, nthreads)
-    model_hat = side_by_side(spectrum, model_taylor, nthreads)
-    residual = np.array(residual_taylor, dtype=float)
-
-    def subtract(k: int) -> None:
-        total = sum(psf_hat[k + q] * model_hat[q] for q in range(nmoment))
-        image = c2r(total, axes=(0, 1), lastsize=size, forward=False, inorm=2)
-        residual[k] -= image[:npixel, :npixel]
-
-    side_by_side(subtract, range(nmoment), nthreads)
-    return residual
-
-
-FAR_SIDELOBE_LIMIT = 0.02
-"""A PSF patch whose outside holds sidelobes above this fraction of the peak is too small: the
-minor cycles then use the whole PSF (a snapshot's sidelobes stay high far out, and subtracting
-components with a cut PSF makes deep minor cycles diverge)."""
-
-
-def patch_support(psf: np.ndarray, psf_support: int) -> int:
-    """The half-width of the PSF patch the minor cycles use: ``psf_support`` (clipped to the
-    image), or the whole PSF when the sidelobes outside that patch exceed
-    :data:`FAR_SIDELOBE_LIMIT`.  ``psf`` (N, N), peak 1 at the centre."""
-    largest = psf.shape[0] // 2 - 1
-    support = max(1, min(int(psf_support), largest))
-    return largest if far_sidelobe(psf, support) > FAR_SIDELOBE_LIMIT else support
-
-
-def far_sidelobe(psf: np.ndarray, support: int) -> float:
-    """The largest |psf| outside the central ``(2 support + 1)^2`` patch (0 if none): the
-    relative error of subtracting a component with the patch only.  ``psf`` (N, N), peak 1 at
-    (N // 2, N // 2)."""
-    centre = psf.shape[0] // 2
-    inner = slice(max(0, centre - support), centre + support + 1)
-    outside = np.abs(np.asarray(psf, dtype=np.float64))
-    outside[inner, inner] = 0.0
-    return float(outside.max()) if outside.size else 0.0
+def _keep_only(model_by_scale: np.ndarray, picked: list[int], keep: np.ndarray) -> int:
+    """Zero the components outside ``keep`` (N, N) in place; how many were inside."""
+    model_by_scale *= keep
+    return int(keep.ravel()[np.asarray(picked, dtype=int)].sum())
 
 
 def _minor_loop(

@@ -20,8 +20,8 @@ from sdpbatch.science.clean import (
     CleanResult,
     msmfs_clean,
     scale_kernel,
-    stopping_level,
 )
+from sdpbatch.science.clean_psf import stopping_level
 
 REGION_FRACTION = 0.3
 """Pixels of the term-0 residual above this fraction of the stopping level can be cleaned."""

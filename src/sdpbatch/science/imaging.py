@@ -455,23 +455,26 @@ def advise_image(
         f"D {station_diameter:g} m at {freq_min / 1e6:.1f} MHz)"
         + (f", capped at {MAX_FIELD_OF_VIEW:g} rad" if field < beam_widths * beam else ""),
     ]
-    npixel = fast_even_size(math.ceil(field / cellsize))
-    sizes = dict(
-        nmoment=nmoment,
-        nscales=nscales,
-        nwindows=nwindows,
-        visibilities=visibilities,
-        double_precision=double_precision,
+    sizes = dict(nmoment=nmoment, nscales=nscales, nwindows=nwindows, visibilities=visibilities)
+    npixel, why = _within_memory(
+        fast_even_size(math.ceil(field / cellsize)),
+        cellsize,
+        max_bytes,
+        {**sizes, "double_precision": double_precision},
     )
+    return ImageAdvice(npixel, cellsize, (*reasons, why))
+
+
+def _within_memory(npixel: int, cellsize: float, max_bytes: float | None, sizes: dict):
+    """(npixel, the reason): ``npixel``, or the largest size of the same cell whose worker
+    memory (:func:`~sdpbatch.science.image_size.image_memory_bytes` with ``sizes``) fits
+    ``max_bytes``."""
     need = image_memory_bytes(npixel, **sizes)
-    if max_bytes is not None and need > max_bytes:
-        fits = largest_fitting_npixel(max_bytes, **sizes)
-        reasons.append(
-            f"{npixel} pixels would need {need / 2**30:.1f} GiB per worker, more than the "
-            f"{max_bytes / 2**30:.1f} GiB allowed: {fits} pixels of the same cell "
-            f"({fits * cellsize:.3g} rad)"
-        )
-        npixel = fits
-    else:
-        reasons.append(f"{npixel} pixels (a fast FFT size): {need / 2**30:.2f} GiB per worker")
-    return ImageAdvice(npixel, cellsize, tuple(reasons))
+    if max_bytes is None or need <= max_bytes:
+        return npixel, f"{npixel} pixels (a fast FFT size): {need / 2**30:.2f} GiB per worker"
+    fits = largest_fitting_npixel(max_bytes, **sizes)
+    return fits, (
+        f"{npixel} pixels would need {need / 2**30:.1f} GiB per worker, more than the "
+        f"{max_bytes / 2**30:.1f} GiB allowed: {fits} pixels of the same cell "
+        f"({fits * cellsize:.3g} rad)"
+    )

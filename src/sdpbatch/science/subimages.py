@@ -32,9 +32,8 @@ from sdpbatch.science.clean import (
     CleanResult,
     msmfs_clean,
     scale_kernel,
-    stopping_level,
-    subtract_model,
 )
+from sdpbatch.science.clean_psf import stopping_level, subtract_model
 
 
 @dataclass(frozen=True)
@@ -121,9 +120,7 @@ def seams(residual0: np.ndarray, edges: Sequence[int], free: int, width: int) ->
     step = np.zeros(band.shape, dtype=np.int8)
     inf = np.full((len(edges), 1), np.inf)
     for y in range(1, npixel):
-        options = np.stack(
-            [np.hstack([inf, total[:, :-1]]), total, np.hstack([total[:, 1:], inf])]
-        )
+        options = np.stack([np.hstack([inf, total[:, :-1]]), total, np.hstack([total[:, 1:], inf])])
         choice = np.argmin(options, axis=0)
         step[:, :, y] = choice - 1
         total = np.take_along_axis(options, choice[None], axis=0)[0] + band[:, :, y]
